@@ -1,0 +1,63 @@
+"""tracebridge: spans, log records, OpenTelemetry spans and instrumented calls as one event stream,
+written as Perfetto traces (and Chrome JSON) and as readable trace lines.
+
+Quick start::
+
+    import tracebridge
+
+    tracebridge.start(level=2, output="trace.perfetto-trace")
+    with tracebridge.span("load_config", path="app.toml"):
+        ...
+    session = tracebridge.stop()   # open session.path in https://ui.perfetto.dev
+"""
+
+from __future__ import annotations
+
+from ._codec import decode, encode
+from ._model import ErrorInfo, Event, Frame, Stats
+from ._recorder import Config, Session, configure, flush, shutdown, start, stop
+from .reading import read
+from .spans import (
+    Span,
+    activity_end,
+    activity_start,
+    active,
+    backtrace,
+    counter,
+    current_span,
+    flow,
+    instant,
+    span,
+    traced,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Config",
+    "ErrorInfo",
+    "Event",
+    "Frame",
+    "Session",
+    "Span",
+    "Stats",
+    "__version__",
+    "activity_end",
+    "activity_start",
+    "active",
+    "backtrace",
+    "configure",
+    "counter",
+    "current_span",
+    "decode",
+    "encode",
+    "flow",
+    "flush",
+    "instant",
+    "read",
+    "shutdown",
+    "span",
+    "start",
+    "stop",
+    "traced",
+]

@@ -1,0 +1,247 @@
+"""The event records every source produces and every sink consumes.
+
+Sources (spans, logging, OpenTelemetry, instrumentation) put internal records on per-thread buffers; the
+writer thread turns them into :class:`Event` objects for the in-memory sink, and the readers give the same
+:class:`Event` objects back from a file. Sinks import only this module.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+def trace_clock_ns() -> int:
+    """Now on the trace clock: CLOCK_BOOTTIME on Linux (Perfetto's default), the performance counter
+    elsewhere."""
+    if _BOOTTIME is not None:
+        return time.clock_gettime_ns(_BOOTTIME)
+    return time.perf_counter_ns()
+
+
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+EventKind = Literal["span", "instant", "counter", "activity", "log"]
+
+#: Event kinds, in the order :attr:`Session.stats` lists them.
+KINDS: Final[tuple[EventKind, ...]] = ("span", "instant", "counter", "activity", "log")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a back-trace."""
+
+    function: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.function} ({self.file}:{self.line})"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why an event failed: the exception type, its message and the back-trace, outermost frame first."""
+
+    type: str
+    message: str
+    frames: tuple[Frame, ...] = ()
+
+    def format(self) -> str:
+        """The back-trace as text, outermost frame first, then ``Type: message``."""
+        lines = [f"  {f}" for f in self.frames]
+        lines.append(f"{self.type}: {self.message}" if self.message else self.type)
+        return "\n".join(lines)
+
+
+@dataclass
+class Event:
+    """One recorded event, as :attr:`Session.events` and :func:`tracebridge.read` return it.
+
+    Timestamps are nanoseconds on the trace clock (``CLOCK_BOOTTIME`` on Linux, the monotonic
+    performance counter elsewhere). ``end_ns`` equals ``start_ns`` for instants, counter samples and log
+    messages, and is ``None`` for a span or activity that had not ended when the trace was cut.
+    """
+
+    kind: EventKind
+    name: str
+    start_ns: int
+    end_ns: int | None
+    level: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    thread_id: int = 0
+    thread_name: str = ""
+    error: ErrorInfo | None = None
+    categories: tuple[str, ...] = ()
+    track: str | None = None
+    flows: tuple[int, ...] = ()
+    terminating_flows: tuple[int, ...] = ()
+    #: Counter samples: the value. Log messages: the Perfetto priority (2 verbose ... 7 fatal).
+    value: float | int | None = None
+    #: Counter samples: the unit name given to :func:`tracebridge.counter`.
+    unit: str | None = None
+    #: Log messages: the source location.
+    source: Frame | None = None
+    trace_id: int = 0
+    span_id: int = 0
+    parent_id: int = 0
+    #: Spans: ``True`` when the span overlapped another span of its thread without nesting in it (spans
+    #: of asyncio tasks); it is then drawn on a track of its own under the process.
+    overlapping: bool = False
+
+    @property
+    def duration_ns(self) -> int | None:
+        """``end_ns - start_ns``, or ``None`` when the event has not ended."""
+        return None if self.end_ns is None else self.end_ns - self.start_ns
+
+
+@dataclass
+class Stats:
+    """What a session recorded and dropped.
+
+    ``recorded`` counts events by kind. ``dropped`` counts events by reason, then kind: ``queue_full``
+    (producers outran the writer), ``sink_error`` (the file could not be written), ``memory_cap`` (an
+    in-memory session reached ``max_events``), ``outside_session`` (a span began in one session and
+    ended after it stopped). ``open_activities`` counts activities still open when the session stopped:
+    they are written as begun but not ended.
+    """
+
+    recorded: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    open_activities: int = 0
+    sanitized: int = 0
+    scrubbed: int = 0
+    internal_errors: int = 0
+
+    @property
+    def total_recorded(self) -> int:
+        return sum(self.recorded.values())
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(sum(v.values()) for v in self.dropped.values())
+
+    def count_drop(self, reason: str, kind: str, n: int = 1) -> None:
+        by_kind = self.dropped.setdefault(reason, {})
+        by_kind[kind] = by_kind.get(kind, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recorded": dict(self.recorded),
+            "dropped": {r: dict(k) for r, k in self.dropped.items()},
+            "open_activities": self.open_activities,
+            "sanitized": self.sanitized,
+            "scrubbed": self.scrubbed,
+            "internal_errors": self.internal_errors,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Stats:
+        return cls(
+            recorded={str(k): int(v) for k, v in dict(d.get("recorded", {})).items()},
+            dropped={
+                str(r): {str(k): int(v) for k, v in dict(by).items()}
+                for r, by in dict(d.get("dropped", {})).items()
+            },
+            open_activities=int(d.get("open_activities", 0)),
+            sanitized=int(d.get("sanitized", 0)),
+            scrubbed=int(d.get("scrubbed", 0)),
+            internal_errors=int(d.get("internal_errors", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    """The thread (and process) a batch of records came from."""
+
+    pid: int
+    tid: int
+    name: str
+
+
+# Names of the debug annotations that carry tracebridge's own fields in a trace. Readers take them back
+# out of the metadata.
+LEVEL_KEY: Final = "tb.level"
+ERROR_TYPE_KEY: Final = "exception.type"
+ERROR_MESSAGE_KEY: Final = "exception.message"
+UNIT_KEY: Final = "tb.unit"
+STATS_EVENT: Final = "tracebridge.stats"
+LOG_EVENT: Final = "log"
+RESERVED_KEYS: Final = frozenset({LEVEL_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY, UNIT_KEY})
+
+
+class SpanRecord:
+    """A span as sources record it: filled in on the application's thread, read on the writer's.
+
+    :class:`tracebridge.spans.Span` adds the context-manager behaviour. The writer turns records into
+    :class:`Event` objects.
+    """
+
+    __slots__ = (
+        "end_ns",
+        "error",
+        "level",
+        "metadata",
+        "name",
+        "overlapping",
+        "parent",
+        "span_id",
+        "start_ns",
+        "trace_id",
+    )
+    kind: Final = "span"
+
+    name: Any  # str, or a callable giving it (resolved before the record is queued)
+    level: int
+    metadata: dict[str, Any] | None
+    start_ns: int
+    end_ns: int
+    error: ErrorInfo | None
+    parent: SpanRecord | None
+    trace_id: int
+    span_id: int
+    overlapping: bool
+
+
+class Record:
+    """An instant, counter sample, activity or log message as sources record it."""
+
+    __slots__ = (
+        "end_ns",
+        "error",
+        "kind",
+        "level",
+        "metadata",
+        "name",
+        "source",
+        "span_id",
+        "start_ns",
+        "trace_id",
+        "value",
+    )
+
+    def __init__(
+        self,
+        kind: EventKind,
+        name: str,
+        start_ns: int,
+        end_ns: int | None,
+        level: int,
+        metadata: dict[str, Any] | None,
+        value: float | int | None = None,
+        source: Frame | None = None,
+        error: ErrorInfo | None = None,
+        trace_id: int = 0,
+        span_id: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.level = level
+        self.metadata = metadata
+        self.value = value
+        self.source = source
+        self.error = error
+        self.trace_id = trace_id
+        self.span_id = span_id

@@ -1,0 +1,766 @@
+"""Recording sessions: levels, per-thread buffers, the writer thread, and the process lifecycle.
+
+Hot path: a source appends a record to its thread's deque (``collections.deque.append`` is atomic, so no
+lock is taken) after one length check that bounds memory. The writer thread wakes every
+``flush_interval`` seconds, pops what each thread queued, turns records into :class:`~tracebridge.Event`
+objects (sanitized, secrets scrubbed) and hands them to the session's sink. When a thread's queue is full,
+new records are dropped and counted by the producing thread; the writer marks the gap in the trace.
+
+Lifecycle: ``atexit`` stops an active session under one deadline; ``fork`` flushes in the parent and gives
+the child a fresh writer and file of its own (see ``_after_fork_in_child``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import _codec, _safety
+from ._model import KINDS, ErrorInfo, Event, Frame, Record, SpanRecord, Stats, ThreadInfo, trace_clock_ns
+from ._sanitize import Counts, Limits, clean_str, compile_secret_keys, sanitize_metadata
+
+if TYPE_CHECKING:
+    from .sinks import Sink
+
+OutputFormat = Literal["perfetto", "json", "memory"]
+
+#: The clock every record is stamped with. ``perf_counter_ns`` is the cheapest monotonic clock with
+#: nanosecond resolution on every platform (CLOCK_MONOTONIC on Linux); the writer adds ``clock_offset``
+#: to put timestamps on the trace clock (CLOCK_BOOTTIME on Linux).
+now_ns = time.perf_counter_ns
+
+
+def measure_clock_offset() -> int:
+    """``trace_clock_ns() - now_ns()``, from the closest pair of reads out of a few."""
+    best: tuple[int, int] | None = None
+    for _ in range(5):
+        a = now_ns()
+        t = trace_clock_ns()
+        b = now_ns()
+        if best is None or b - a < best[0]:
+            best = (b - a, t - (a + b) // 2)
+    assert best is not None
+    return best[1]
+
+
+# --------------------------------------------------------------------------------------------- options
+
+
+@dataclass
+class Config:
+    """Process-wide options, set with :func:`tracebridge.configure`."""
+
+    #: Raise internal errors instead of counting them (the test suite runs strict).
+    strict: bool = field(default_factory=_safety.strict)
+    #: Regular expression (case-insensitive) for metadata keys whose values are replaced by
+    #: ``[scrubbed]``; ``None`` turns scrubbing off.
+    scrub: str | None = (
+        r"password|passwd|secret|token|api_key|apikey|authorization|cookie|session|credential"
+    )
+    #: Longest string kept in metadata and names; longer ones are cut with a ``…[+N chars]`` marker.
+    max_string: int = 16384
+    #: Deepest nesting of dicts and lists kept in metadata.
+    max_depth: int = 8
+    #: Most items (dict entries and list elements, all levels together) kept per metadata mapping.
+    max_items: int = 1000
+    #: Records a thread may have queued for the writer; more are dropped and counted (``queue_full``).
+    thread_buffer: int = 65536
+    #: Seconds between the writer's rounds.
+    flush_interval: float = 0.1
+    #: In-memory sessions keep at most this many events; more are dropped and counted (``memory_cap``).
+    max_events: int = 1_000_000
+    #: Seconds ``stop()``, ``flush()`` and the exit hook wait for the writer.
+    timeout: float = 10.0
+
+    def validate(self) -> None:
+        for name in ("max_string", "max_depth", "max_items", "thread_buffer", "max_events"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("flush_interval", "timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        compile_secret_keys(self.scrub)
+
+    @functools.cached_property
+    def limits(self) -> Limits:
+        return Limits(
+            max_string=self.max_string,
+            max_depth=self.max_depth,
+            max_items=self.max_items,
+            secret_keys=compile_secret_keys(self.scrub),
+        )
+
+
+# ----------------------------------------------------------------------------------- runtime and threads
+
+
+class _Runtime:
+    """What the hot path reads: one object, so that a check costs one global and one slot load."""
+
+    __slots__ = ("config", "level", "session")
+
+    def __init__(self) -> None:
+        self.level = 0  # the active session's level; 0 when no session is active
+        self.session: Session | None = None
+        self.config = Config()
+
+
+RT = _Runtime()
+
+
+class ThreadState:
+    """A thread's queue of records for the writer and its stack of open spans."""
+
+    __slots__ = ("__weakref__", "buf", "dead", "dropped", "info", "stack", "thread")
+
+    def __init__(self) -> None:
+        self.buf: deque[Any] = deque()
+        self.stack: list[SpanRecord] = []
+        # Drops counted by the owning thread only (one writer per counter: no lock needed).
+        self.dropped: dict[str, int] = {}
+        t = threading.current_thread()
+        self.thread = weakref.ref(t)
+        self.info = ThreadInfo(os.getpid(), threading.get_native_id(), t.name)
+        self.dead = False
+
+    def drop(self, kind: str) -> None:
+        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+
+    def push(self, rec: Any) -> None:
+        """Queue a record, or count it dropped when the queue is full."""
+        buf = self.buf
+        if len(buf) < RT.config.thread_buffer:
+            buf.append(rec)
+        else:
+            self.drop(rec.kind)
+
+
+class _Tls(threading.local):
+    state: ThreadState
+
+
+_tls = _Tls()
+_threads_lock = threading.Lock()
+_threads: list[ThreadState] = []
+
+
+class _DeathWatch:
+    """Lives only in the thread-local storage: it is freed when its thread ends, marking the state."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: ThreadState) -> None:
+        self.state = state
+
+    def __del__(self) -> None:
+        self.state.dead = True
+
+
+def thread_state() -> ThreadState:
+    try:
+        return _tls.state
+    except AttributeError:
+        return _attach_thread()
+
+
+def _attach_thread() -> ThreadState:
+    st = ThreadState()
+    _tls.state = st
+    _tls.watch = _DeathWatch(st)  # type: ignore[attr-defined]
+    with _threads_lock:
+        _threads.append(st)
+    return st
+
+
+def _all_threads() -> list[ThreadState]:
+    with _threads_lock:
+        return list(_threads)
+
+
+def _forget_dead_threads() -> None:
+    with _threads_lock:
+        _threads[:] = [st for st in _threads if not (st.dead and not st.buf)]
+
+
+# --------------------------------------------------------------------------------------------- sessions
+
+
+def _default_output_format(output: str | os.PathLike[str] | None) -> OutputFormat:
+    if output is None:
+        return "memory"
+    return "json" if str(output).lower().endswith(".json") else "perfetto"
+
+
+class Session:
+    """A recording session: what :func:`tracebridge.start` returns and :func:`tracebridge.stop` finishes.
+
+    Attributes:
+        level: events of this level and below are recorded.
+        path: the trace file, or ``None`` for an in-memory session.
+        format: ``"perfetto"``, ``"json"`` or ``"memory"``.
+        stats: counts recorded (by kind) and dropped (by reason and kind); final once stopped.
+        events: in-memory sessions: every event, in start order, once stopped.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        level: int,
+        output: str | os.PathLike[str] | None,
+        fmt: OutputFormat,
+        config: Config,
+        sink_factory: Callable[[Session], Sink] | None = None,
+    ) -> None:
+        self.level = level
+        self.path: Path | None = None if output is None else Path(output)
+        self.format: OutputFormat = fmt
+        self.stats = Stats(recorded=dict.fromkeys(KINDS, 0))
+        self.events: list[Event] = []
+        self.config = config
+        self.limits = config.limits
+        self.counts = Counts()
+        self.clock_offset = measure_clock_offset()
+        self.start_ns = now_ns()
+        self.stopped = False
+        self.open_activities: dict[int, Record] = {}
+        self._sink_factory = sink_factory
+        self._sink: Sink | None = None
+        self._sink_failed = False
+        self._writer: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._wake = False
+        self._stopping = False
+        self._rounds_requested = 0
+        self._rounds_done = 0
+        # Per thread: the drop counts already accounted for (threads count their own drops).
+        self._seen_dropped: weakref.WeakKeyDictionary[ThreadState, dict[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        where = self.path if self.path is not None else "memory"
+        state = "stopped" if self.stopped else "recording"
+        return f"<tracebridge.Session level={self.level} {where} {state}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        from .sinks import open_sink
+
+        self._sink = self._sink_factory(self) if self._sink_factory else open_sink(self)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._run, name="tracebridge-writer", daemon=True)
+        self._writer.start()
+
+    def _run(self) -> None:
+        token = _safety.inside.set(True)
+        try:
+            while True:
+                with self._cond:
+                    if not self._wake and not self._stopping:
+                        self._cond.wait(self.config.flush_interval)
+                    self._wake = False
+                    stopping = self._stopping
+                    requested = self._rounds_requested
+                self._round()
+                with self._cond:
+                    self._rounds_done = max(self._rounds_done, requested)
+                    self._cond.notify_all()
+                if stopping:
+                    return
+        finally:
+            _safety.inside.reset(token)
+
+    def _request_round(self, timeout: float, stop: bool = False) -> bool:
+        """Ask the writer for one more round and wait for it; False on timeout."""
+        writer = self._writer
+        if writer is None or not writer.is_alive():
+            return False
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._rounds_requested += 1
+            wanted = self._rounds_requested
+            self._wake = True
+            if stop:
+                self._stopping = True
+            self._cond.notify_all()
+            while self._rounds_done < wanted:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything recorded so far; True if the writer finished within ``timeout``."""
+        if self.stopped:
+            return True
+        done = self._request_round(self.config.timeout if timeout is None else timeout)
+        _safety.raise_pending()
+        return done
+
+    def _finish(self, timeout: float) -> None:
+        done = self._request_round(timeout, stop=True)
+        if not done and self._writer is not None and self._writer.is_alive():
+            _safety.internal_error(
+                "session.stop", TimeoutError(f"writer did not finish within {timeout}s"), raise_in_strict=False
+            )
+            return
+        self._close_sink()
+
+    # -- the writer's round ------------------------------------------------------------------------
+
+    def _round(self) -> None:
+        for st in _all_threads():
+            try:
+                self._drain(st)
+            except Exception as exc:
+                _safety.defer_error("writer", exc)
+        _forget_dead_threads()
+        if self._sink is not None and not self._sink_failed:
+            try:
+                self._sink.flush()
+            except Exception as exc:
+                self._sink_broken(exc, 0, "flush")
+
+    def _drain(self, st: ThreadState) -> None:
+        buf = st.buf
+        n = len(buf)
+        seen = self._seen_dropped.setdefault(st, {})
+        new_drops = 0
+        for kind, count in list(st.dropped.items()):
+            before = seen.get(kind, 0)
+            if count > before:
+                self.stats.count_drop("queue_full", kind, count - before)
+                new_drops += count - before
+                seen[kind] = count
+        if n == 0:
+            return
+        pop = buf.popleft
+        records = [pop() for _ in range(n)]
+        info = self._thread_info(st)
+        events: list[Event] = []
+        recorded = self.stats.recorded
+        for rec in records:
+            if rec.start_ns < self.start_ns and rec.kind == "span":
+                self.stats.count_drop("outside_session", "span")
+                continue
+            try:
+                ev = self._to_event(rec, info)
+            except Exception as exc:
+                _safety.defer_error("writer.convert", exc)
+                self.stats.internal_errors += 1
+                self.stats.count_drop("internal_error", rec.kind)
+                continue
+            recorded[ev.kind] = recorded.get(ev.kind, 0) + 1
+            events.append(ev)
+        self._write(info, events, new_drops)
+
+    def _thread_info(self, st: ThreadState) -> ThreadInfo:
+        t = st.thread()
+        if t is not None and t.name != st.info.name:
+            st.info = replace(st.info, name=t.name)
+        return st.info
+
+    def _write(self, info: ThreadInfo, events: list[Event], dropped_before: int) -> None:
+        if not events and not dropped_before:
+            return
+        if self._sink_failed or self._sink is None:
+            for ev in events:
+                self.stats.recorded[ev.kind] -= 1
+                self.stats.count_drop("sink_error", ev.kind)
+            return
+        try:
+            written = self._sink.write(info, events, dropped_before)
+        except Exception as exc:
+            self._sink_broken(exc, 0, "write")
+            written = 0
+        for ev in events[written:]:
+            self.stats.recorded[ev.kind] -= 1
+            self.stats.count_drop(self._sink.drop_reason if self._sink else "sink_error", ev.kind)
+
+    def _sink_broken(self, exc: BaseException, _n: int, what: str) -> None:
+        self._sink_failed = True
+        _safety.defer_error(f"sink.{what}", exc)
+
+    def _close_sink(self) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        self.stats.open_activities = len(self.open_activities)
+        self.stats.sanitized = self.counts.sanitized
+        self.stats.scrubbed = self.counts.scrubbed
+        opened = [self._to_event(rec, ThreadInfo(os.getpid(), 0, "")) for rec in self.open_activities.values()]
+        try:
+            sink.close(self.stats, opened)
+        except Exception as exc:
+            _safety.defer_error("sink.close", exc)
+        self._sink = None
+
+    # -- record -> event ---------------------------------------------------------------------------
+
+    def _to_event(self, rec: Any, info: ThreadInfo) -> Event:
+        counts = self.counts
+        limits = self.limits
+        name = rec.name
+        if type(name) is not str:
+            name = _safety.safe_str(name)
+        md: dict[str, Any] = rec.metadata or {}
+        if md:
+            md = dict(md)
+        categories: tuple[str, ...] = ()
+        track = None
+        flows: tuple[int, ...] = ()
+        terminating: tuple[int, ...] = ()
+        if md:
+            if "category" in md:
+                categories = _as_strings(md.pop("category"))
+            if "track" in md:
+                t = md.pop("track")
+                track = None if t is None else clean_str(_safety.safe_str(t), 1024)
+            if "flows" in md:
+                flows = _as_ids(md.pop("flows"))
+            if "terminating_flows" in md:
+                terminating = _as_ids(md.pop("terminating_flows"))
+        if _codec.maybe_encoded(name):
+            name, encoded = _codec.decode(name)
+            if encoded:
+                md = {**encoded, **md}
+        name = clean_str(name, 1024, counts)
+        if md:
+            md = sanitize_metadata(md, limits, counts)
+        off = self.clock_offset
+        end = rec.end_ns
+        kind = rec.kind
+        if kind == "span":
+            parent = rec.parent
+            return Event(
+                "span",
+                name,
+                rec.start_ns + off,
+                end + off,
+                rec.level,
+                md,
+                info.tid,
+                info.name,
+                rec.error,
+                categories,
+                track,
+                flows,
+                terminating,
+                trace_id=rec.trace_id,
+                span_id=rec.span_id,
+                parent_id=parent.span_id if parent is not None else 0,
+                overlapping=rec.overlapping,
+            )
+        unit = None
+        value = rec.value
+        if kind == "counter":
+            unit = md.pop("unit", None) if md else None
+        return Event(
+            kind,
+            name,
+            rec.start_ns + off,
+            None if end is None else end + off,
+            rec.level,
+            md,
+            info.tid,
+            info.name,
+            rec.error,
+            categories,
+            track,
+            flows,
+            terminating,
+            value,
+            unit,
+            rec.source,
+            rec.trace_id,
+            rec.span_id,
+        )
+
+
+def _as_strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (clean_str(value, 256),) if value else ()
+    try:
+        return tuple(clean_str(_safety.safe_str(v), 256) for v in value if v is not None and v != "")
+    except TypeError:
+        return (clean_str(_safety.safe_str(value), 256),)
+
+
+def _as_ids(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int):
+        value = (value,)
+    out = []
+    try:
+        for v in value:
+            if isinstance(v, int) and 0 < v < (1 << 64):
+                out.append(int(v))
+    except TypeError:
+        pass
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------- public entry points
+
+_session_lock = threading.RLock()
+
+
+def configure(**options: Any) -> Config:
+    """Change process-wide options (see :class:`Config`); returns the new configuration.
+
+    Unknown names and bad values raise ``ValueError`` naming the option.
+    """
+    with _session_lock:
+        known = {f for f in Config.__dataclass_fields__}
+        for key in options:
+            if key not in known:
+                raise ValueError(f"unknown option {key!r}; known options: {', '.join(sorted(known))}")
+        cfg = replace(RT.config, **options)
+        cfg.validate()
+        RT.config = cfg
+        _safety.set_strict(cfg.strict)
+        return cfg
+
+
+def _validate_level(level: Any) -> int:
+    if not isinstance(level, int) or isinstance(level, bool) or level < 1:
+        raise ValueError(f"level must be an integer >= 1 (1 critical, 2 info, 3+ verbose), got {level!r}")
+    return level
+
+
+def start(
+    level: int = 2,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    format: OutputFormat | None = None,
+    sink: Callable[[Session], Sink] | None = None,
+) -> Session:
+    """Start recording events of ``level`` and below.
+
+    ``output`` is a trace file (``.json`` for Chrome JSON, anything else for Perfetto protobuf) or ``None``
+    to keep events in memory (``Session.events``). Starting while a session is active, a bad level and an
+    unwritable path raise at once.
+
+    .. versionadded:: 0.1
+    """
+    level = _validate_level(level)
+    fmt = format or _default_output_format(output)
+    if fmt not in ("perfetto", "json", "memory"):
+        raise ValueError(f"format must be 'perfetto', 'json' or 'memory', got {fmt!r}")
+    if fmt != "memory" and output is None:
+        raise ValueError(f"format={fmt!r} needs an output path")
+    with _session_lock:
+        if RT.session is not None:
+            raise RuntimeError(
+                f"a tracebridge session is already active ({RT.session!r}); call tracebridge.stop() first"
+            )
+        session = Session(level, output, fmt, RT.config, sink)
+        _discard_stale_records(session)
+        session._open()
+        RT.session = session
+        RT.level = level
+        return session
+
+
+def _discard_stale_records(session: Session) -> None:
+    """Records left in thread queues by an earlier session (spans that ended after it stopped)."""
+    for st in _all_threads():
+        n = len(st.buf)
+        for _ in range(n):
+            try:
+                rec = st.buf.popleft()
+            except IndexError:
+                break
+            session.stats.count_drop("outside_session", rec.kind)
+        session._seen_dropped[st] = dict(st.dropped)
+
+
+def stop(timeout: float | None = None) -> Session:
+    """Stop the active session, write everything it recorded, and return it (finished).
+
+    .. versionadded:: 0.1
+    """
+    with _session_lock:
+        session = RT.session
+        if session is None:
+            raise RuntimeError("no tracebridge session is active; call tracebridge.start() first")
+        RT.level = 0
+        RT.session = None
+        session._finish(session.config.timeout if timeout is None else timeout)
+        session.stopped = True
+        if session.format == "memory":
+            session.events.sort(key=_start_key)
+    _safety.raise_pending()
+    return session
+
+
+def _start_key(ev: Event) -> int:
+    return ev.start_ns
+
+
+def current_session() -> Session | None:
+    return RT.session
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Write everything recorded so far by the active session. True when done within ``timeout``.
+
+    .. versionadded:: 0.1
+    """
+    session = RT.session
+    if session is None:
+        return True
+    return session.flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> Session | None:
+    """Stop the active session if there is one (what the exit hook does). Never raises.
+
+    .. versionadded:: 0.1
+    """
+    try:
+        if RT.session is None:
+            return None
+        return stop(timeout)
+    except Exception as exc:
+        _safety.internal_error("shutdown", exc, raise_in_strict=False)
+        return None
+
+
+def _at_exit() -> None:
+    if RT.session is not None:
+        shutdown(RT.config.timeout)
+
+
+atexit.register(_at_exit)
+
+
+# ------------------------------------------------------------------------------------------------- fork
+
+
+def _before_fork() -> None:
+    session = RT.session
+    if session is not None and not session.stopped:
+        session._request_round(min(1.0, session.config.timeout))
+
+
+def _child_path(path: Path, pid: int) -> Path:
+    name = path.name
+    for ext in (".perfetto-trace", ".pftrace", ".json"):
+        if name.endswith(ext):
+            return path.with_name(f"{name[: -len(ext)]}.{pid}{ext}")
+    return path.with_name(f"{name}.{pid}")
+
+
+def _after_fork_in_child() -> None:
+    global _threads_lock, _session_lock
+    # Locks held by threads that do not exist in the child must not be inherited held.
+    _threads_lock = threading.Lock()
+    _session_lock = threading.RLock()
+    me = threading.get_native_id()
+    inherited = 0
+    with _threads_lock:
+        survivors = []
+        for st in _threads:
+            if st.info.tid == me or (st.thread() is threading.current_thread()):
+                st.info = ThreadInfo(os.getpid(), threading.get_native_id(), st.info.name)
+                survivors.append(st)
+            else:
+                inherited += len(st.buf)
+        _threads[:] = survivors
+    for st in survivors:
+        inherited += len(st.buf)
+        st.buf.clear()
+        st.dropped.clear()
+    parent = RT.session
+    if parent is None or parent.stopped:
+        return
+    RT.level = 0
+    RT.session = None
+    path = None if parent.path is None else _child_path(parent.path, os.getpid())
+    try:
+        child = Session(parent.level, path, parent.format, parent.config, parent._sink_factory)
+        if inherited:
+            child.stats.count_drop("fork_inherited", "span", inherited)
+        child._open()
+    except Exception as exc:
+        _safety.internal_error("fork", exc, raise_in_strict=False)
+        return
+    RT.session = child
+    RT.level = child.level
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+# ------------------------------------------------------------------------------------- shared helpers
+
+
+def record(rec: Any) -> None:
+    """Queue a record made by a source on the calling thread."""
+    thread_state().push(rec)
+
+
+def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:
+    """The frames leading to an exception, outermost first: the stack above the frame that caught it,
+    then the traceback's frames down to where it was raised. At most ``limit`` frames (innermost kept)."""
+    frames: list[Frame] = []
+    if tb is None:
+        return ()
+    outer = []
+    f = tb.tb_frame.f_back
+    while f is not None and len(outer) < limit:
+        outer.append(f)
+        f = f.f_back
+    for fr in reversed(outer):
+        frames.append(Frame(fr.f_code.co_name, fr.f_code.co_filename, fr.f_lineno or 0))
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append(Frame(code.co_name, code.co_filename, tb.tb_lineno or 0))
+        tb = tb.tb_next
+    return tuple(frames[-limit:])
+
+
+def error_info(exc: BaseException | None, tb: Any = None) -> ErrorInfo:
+    if exc is None:
+        return ErrorInfo("Exception", "")
+    if tb is None:
+        tb = exc.__traceback__
+    message = _safety.safe_str(exc)
+    return ErrorInfo(
+        type(exc).__qualname__,
+        clean_str(message, RT.config.max_string),
+        frames_from_traceback(tb),
+    )
+
+
+def stack_frames(skip: int = 0, limit: int = 128) -> tuple[Frame, ...]:
+    """The calling thread's stack, outermost first, without the ``skip`` innermost frames."""
+    f = sys._getframe(1 + skip)
+    frames = []
+    while f is not None and len(frames) < limit:
+        frames.append(Frame(f.f_code.co_name, f.f_code.co_filename, f.f_lineno or 0))
+        f = f.f_back
+    frames.reverse()
+    return tuple(frames)

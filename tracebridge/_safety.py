@@ -1,0 +1,101 @@
+"""One guard for every call into user code and sinks.
+
+At run time tracebridge never lets an exception reach the application. An internal error is counted and
+reported once per place on the ``tracebridge.internal`` logger (which never feeds tracebridge's own
+pipeline). In strict mode (``TRACEBRIDGE_STRICT=1`` or ``configure(strict=True)``, as the test suite runs)
+errors are raised instead, so that bugs cannot hide behind the guard.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_log = logging.getLogger("tracebridge.internal")
+_log.propagate = True
+
+_strict = os.environ.get("TRACEBRIDGE_STRICT", "") not in ("", "0", "false", "False")
+_lock = threading.Lock()
+_reported: set[str] = set()
+_counts: dict[str, int] = {}
+#: Errors caught on threads that cannot raise into the application (the writer): kept for strict mode,
+#: which raises the first of them at the next ``flush()`` or ``stop()``.
+_pending: list[BaseException] = []
+
+#: Set while tracebridge itself is running code that may log: records made then are not fed back into
+#: tracebridge's own pipeline.
+inside: contextvars.ContextVar[bool] = contextvars.ContextVar("tracebridge_inside", default=False)
+
+
+def strict() -> bool:
+    return _strict
+
+
+def set_strict(value: bool) -> None:
+    global _strict
+    _strict = bool(value)
+
+
+def internal_error(where: str, exc: BaseException, *, raise_in_strict: bool = True) -> None:
+    """Count ``exc`` under ``where``; report the first one on stderr's logger; raise it in strict mode."""
+    with _lock:
+        _counts[where] = _counts.get(where, 0) + 1
+        first = where not in _reported
+        _reported.add(where)
+    if first:
+        token = inside.set(True)
+        try:
+            _log.warning("tracebridge: internal error in %s: %s: %s", where, type(exc).__name__, exc)
+        except Exception:  # noqa: S110 - the report itself must never raise
+            pass
+        finally:
+            inside.reset(token)
+    if _strict and raise_in_strict:
+        raise exc
+
+
+def defer_error(where: str, exc: BaseException) -> None:
+    """Like :func:`internal_error` for code on tracebridge's own threads: in strict mode the error is
+    kept and raised later on the application's thread by :func:`raise_pending`."""
+    internal_error(where, exc, raise_in_strict=False)
+    if _strict:
+        with _lock:
+            _pending.append(exc)
+
+
+def raise_pending() -> None:
+    """In strict mode, raise the first error kept by :func:`defer_error`."""
+    if not _strict:
+        return
+    with _lock:
+        if not _pending:
+            return
+        exc = _pending[0]
+        _pending.clear()
+    raise exc
+
+
+def error_counts() -> dict[str, int]:
+    with _lock:
+        return dict(_counts)
+
+
+@contextmanager
+def guarded(where: str) -> Iterator[None]:
+    """Run a block whose exceptions are internal errors (see :func:`internal_error`)."""
+    try:
+        yield
+    except Exception as exc:
+        internal_error(where, exc)
+
+
+def safe_str(value: object) -> str:
+    """``str(value)`` that never raises."""
+    try:
+        return str(value)
+    except Exception as exc:
+        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"

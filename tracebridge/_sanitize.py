@@ -1,0 +1,207 @@
+"""Bounded, never-raising conversion of user values into what a trace can hold.
+
+The output uses only ``None``, ``bool``, ``int``, ``float``, ``str``, ``list`` and ``dict`` with string
+keys. Strings are valid UTF-8 (lone surrogates become U+FFFD) and capped with a ``…[+N chars]`` marker;
+containers are capped in depth and size; values whose ``repr`` raises become ``<unrepresentable ...>``;
+cycles become ``<cycle>``. Keys that look like secrets have their values replaced by ``[scrubbed]``.
+Sanitizing an already sanitized value returns an equal value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_SECRET_KEYS = r"password|passwd|secret|token|api_key|apikey|authorization|cookie|session|credential"
+SCRUBBED = "[scrubbed]"
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+_SCALARS = (bool, int, float, type(None))
+
+
+@dataclass
+class Limits:
+    """Caps applied to every value that reaches a trace."""
+
+    max_string: int = 16384
+    max_depth: int = 8
+    max_items: int = 1000
+    secret_keys: re.Pattern[str] | None = field(
+        default_factory=lambda: re.compile(DEFAULT_SECRET_KEYS, re.IGNORECASE)
+    )
+
+
+@dataclass
+class Counts:
+    sanitized: int = 0
+    scrubbed: int = 0
+
+
+def compile_secret_keys(pattern: str | re.Pattern[str] | None) -> re.Pattern[str] | None:
+    """Validate a secret-key pattern at setup; ``None`` or ``""`` turns scrubbing off."""
+    if pattern is None or pattern == "":
+        return None
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"scrub={pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def clean_str(s: str, limit: int, counts: Counts | None = None) -> str:
+    """``s`` capped at ``limit`` characters, with lone surrogates replaced by U+FFFD."""
+    if len(s) > limit:
+        s = s[:limit] + f"…[+{len(s) - limit} chars]"
+        if counts is not None:
+            counts.sanitized += 1
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        s = s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        if counts is not None:
+            counts.sanitized += 1
+    return s
+
+
+def safe_repr(value: object, limit: int) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:
+        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    if not isinstance(text, str):  # a broken __repr__ may return anything
+        return f"<unrepresentable {type(value).__name__}>"
+    return text
+
+
+class _Sanitizer:
+    __slots__ = ("budget", "counts", "limits", "path")
+
+    def __init__(self, limits: Limits, counts: Counts) -> None:
+        self.limits = limits
+        self.counts = counts
+        self.budget = limits.max_items
+        self.path: set[int] = set()
+
+    def value(self, v: Any, depth: int) -> Any:
+        t = type(v)
+        if t is str:
+            return clean_str(v, self.limits.max_string, self.counts)
+        if t is bool or v is None:
+            return v
+        if t is int:
+            if _INT_MIN <= v <= _INT_MAX:
+                return v
+            self.counts.sanitized += 1
+            return clean_str(str(v), self.limits.max_string)
+        if t is float:
+            return v
+        if isinstance(v, Mapping) or isinstance(v, (list, tuple, set, frozenset)):
+            return self.container(v, depth)
+        # Subclasses of scalars, bytes, and every other object: their text.
+        self.counts.sanitized += 1
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            try:
+                raw = bytes(v[: self.limits.max_string])
+                text = repr(raw) + (f"…[+{len(v) - self.limits.max_string} bytes]" if len(v) > len(raw) else "")
+            except Exception as exc:
+                text = f"<unrepresentable {t.__name__}: {type(exc).__name__}>"
+            return clean_str(text, self.limits.max_string)
+        if isinstance(v, bool):
+            return bool(v)
+        if isinstance(v, int):
+            return self.value(int(v), depth)
+        if isinstance(v, float):
+            return float(v)
+        if isinstance(v, str):
+            return clean_str(str.__str__(v), self.limits.max_string)
+        return clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
+
+    def container(self, v: Any, depth: int) -> Any:
+        if id(v) in self.path:
+            self.counts.sanitized += 1
+            return "<cycle>"
+        if depth >= self.limits.max_depth:
+            self.counts.sanitized += 1
+            return clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
+        self.path.add(id(v))
+        try:
+            if isinstance(v, Mapping):
+                return self.mapping(v, depth + 1)
+            out: list[Any] = []
+            try:
+                items = list(v)
+            except Exception as exc:
+                self.counts.sanitized += 1
+                return f"<unrepresentable {type(v).__name__}: {type(exc).__name__}>"
+            if isinstance(v, (set, frozenset)):
+                try:
+                    items.sort(key=repr)
+                except Exception:  # noqa: S110 - unsortable sets keep iteration order
+                    pass
+            for item in items:
+                if self.budget <= 0:
+                    self.counts.sanitized += 1
+                    out.append(f"…[+{len(items) - len(out)} items]")
+                    break
+                self.budget -= 1
+                out.append(self.value(item, depth + 1))
+            return out
+        finally:
+            self.path.discard(id(v))
+
+    def mapping(self, m: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            items = list(m.items())
+        except Exception as exc:
+            self.counts.sanitized += 1
+            return {"<unrepresentable>": f"{type(m).__name__}: {type(exc).__name__}"}
+        secret = self.limits.secret_keys
+        for k, item in items:
+            if self.budget <= 0:
+                self.counts.sanitized += 1
+                out["…"] = f"[+{len(items) - len(out)} items]"
+                break
+            self.budget -= 1
+            if type(k) is str:
+                key = k
+            elif isinstance(k, str):
+                key = str.__str__(k)
+            else:
+                key = safe_repr(k, 200)
+            key = clean_str(key, 1024, self.counts)
+            if secret is not None and secret.search(key):
+                if not (type(item) is str and item == SCRUBBED):
+                    self.counts.scrubbed += 1
+                out[key] = SCRUBBED
+                continue
+            out[key] = self.value(item, depth)
+        return out
+
+
+def sanitize_metadata(md: Mapping[Any, Any], limits: Limits, counts: Counts) -> dict[str, Any]:
+    """Sanitize a metadata mapping (keys scrubbed, values bounded). Never raises."""
+    try:
+        return _Sanitizer(limits, counts).mapping(md, 0)
+    except Exception as exc:  # a defensive net: the sanitizer must never raise
+        counts.sanitized += 1
+        return {"<unrepresentable>": f"{type(exc).__name__}"}
+
+
+def sanitize_value(v: Any, limits: Limits, counts: Counts) -> Any:
+    try:
+        return _Sanitizer(limits, counts).value(v, 0)
+    except Exception as exc:
+        counts.sanitized += 1
+        return f"<unrepresentable {type(v).__name__}: {type(exc).__name__}>"
+
+
+def needs_snapshot(md: Mapping[str, Any]) -> bool:
+    """True when ``md`` holds a value that the application could still change (anything not a scalar)."""
+    for v in md.values():
+        if type(v) is not str and not isinstance(v, _SCALARS):
+            return True
+    return False

@@ -1,0 +1,56 @@
+"""``tracebridge.read``: the events of a trace file we wrote, Perfetto or Chrome JSON."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._model import Event
+
+
+class TraceReadError(Exception):
+    """A file is missing, is not a trace, or cannot be read as one."""
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """``"perfetto"`` or ``"json"``, from the first bytes of the file."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            head = f.read(64)
+    except FileNotFoundError:
+        raise TraceReadError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise TraceReadError(f"{p}: is a directory") from None
+    except OSError as exc:
+        raise TraceReadError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if not head:
+        raise TraceReadError(f"{p}: empty file, not a trace")
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        return "json"
+    if head[:1] == b"\x0a":
+        return "perfetto"
+    raise TraceReadError(f"{p}: not a trace (neither Perfetto protobuf nor Chrome JSON)")
+
+
+def read(path: str | os.PathLike[str]) -> list[Event]:
+    """The events in a trace file written by tracebridge (Perfetto protobuf or Chrome JSON), in start
+    order: the same records an in-memory session gives in ``Session.events``. A Perfetto trace cut off
+    mid-packet (a killed process) gives the events of its complete packets.
+
+    .. versionadded:: 0.1
+    """
+    return read_trace(path).events
+
+
+def read_trace(path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+    """Events, stats and problems of a trace file (see :class:`tracebridge.sinks.perfetto.reader.Trace`)."""
+    fmt = detect_format(path)
+    if fmt == "json":
+        from .sinks.chrome import read_chrome_json
+
+        return read_chrome_json(path)
+    from .sinks.perfetto.reader import read_perfetto
+
+    return read_perfetto(path)

@@ -1,0 +1,46 @@
+"""Where events go: a Perfetto protobuf file, a Chrome JSON file, or memory.
+
+A sink receives batches of :class:`~tracebridge.Event` from the writer thread, one thread's events at a
+time, and never sees the application's threads. Sinks import only the event model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from .._model import Event, Stats, ThreadInfo
+
+if TYPE_CHECKING:
+    from .._recorder import Session
+
+
+class Sink(Protocol):
+    #: The reason events are counted under when ``write`` does not take all of them.
+    drop_reason: str
+
+    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+        """Take a batch of one thread's events; return how many were taken (the rest are dropped).
+        ``dropped_before`` says how many of the thread's events were dropped just before this batch."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None: ...
+
+
+def open_sink(session: Session) -> Sink:
+    """The sink for a session's output (raises OSError at once when the path cannot be written)."""
+    from ..sinks.memory import MemorySink
+
+    if session.format == "memory":
+        return MemorySink(session.events, session.config.max_events)
+    assert session.path is not None
+    start_ts = session.start_ns + session.clock_offset
+    if session.format == "json":
+        from .chrome import ChromeJsonWriter
+
+        return ChromeJsonWriter(session.path)
+    from .perfetto.writer import PerfettoWriter
+
+    return PerfettoWriter(session.path, start_ts=start_ts)

@@ -1,0 +1,386 @@
+"""Chrome JSON trace format: writer and reader.
+
+The writer streams ``{"traceEvents": [...]`` as events arrive and closes the object at the end with
+``displayTimeUnit`` and a ``tracebridge`` section (the session's stats). Spans are ``X`` events,
+instants ``i``, counter samples ``C``, activities ``b``/``e`` (async, one id each), log messages ``i``
+events in category ``log``, flows ``s``/``t``/``f`` (written at the end, in time order), and ``M`` events
+name the process and threads. Spans of one thread that overlap without nesting, and spans on named tracks,
+go on extra thread ids (named by ``M`` events) so that no two ``X`` events on one tid cross.
+Timestamps are microseconds with three decimals: nanosecond precision survives the round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .._model import (
+    ERROR_MESSAGE_KEY,
+    ERROR_TYPE_KEY,
+    LEVEL_KEY,
+    ErrorInfo,
+    Event,
+    Frame,
+    Stats,
+    ThreadInfo,
+)
+from ._files import Lanes, create_trace_file
+
+FRAMES_KEY = "tb.frames"
+PRIO_KEY = "tb.prio"
+SOURCE_KEY = "tb.source"
+TRACE_KEY = "tb.trace_id"
+#: Extra thread ids for lanes start here (far above real thread ids).
+LANE_TID_BASE = 1 << 40
+#: Written in the ``args`` of a lane's ``thread_name`` event: what the lane holds.
+LANE_KIND_KEY = "tb.lane"
+
+
+def _us(ns: int) -> str:
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    return f"{sign}{ns // 1000}.{ns % 1000:03d}"
+
+
+def _json_value(value: Any) -> Any:
+    """Metadata values as JSON can carry them: non-finite floats become strings."""
+    if type(value) is float and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if type(value) is dict:
+        return {k: _json_value(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class _Num:
+    """A number already formatted as JSON (timestamps keep exactly three decimals)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _ts(ns: int) -> _Num:
+    return _Num(_us(ns))
+
+
+def _encode(fields: dict[str, Any]) -> str:
+    return "{" + ",".join(
+        f"{_dumps(k)}:{v.text if isinstance(v, _Num) else _dumps(v)}" for k, v in fields.items()
+    ) + "}"
+
+
+class ChromeJsonWriter:
+    """Streams events to a Chrome JSON trace file."""
+
+    drop_reason = "sink_error"
+
+    def __init__(self, path: str | os.PathLike[str], *, pid: int | None = None) -> None:
+        self.path = os.fspath(path)
+        self._file: BinaryIO | None = create_trace_file(path)
+        self.pid = os.getpid() if pid is None else pid
+        self._pending: list[str] = []
+        self._first = True
+        self._threads: set[int] = set()
+        self._lanes: dict[Any, tuple[Lanes, list[int]]] = {}
+        self._next_lane_tid = LANE_TID_BASE
+        self._flows: list[tuple[int, int, int, int, str]] = []  # (fid, ts, tid, order, kind)
+        name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        self._file.write(b'{"traceEvents":[\n')
+        self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
+        self.flush()
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        text = _encode(obj)
+        if self._first:
+            self._first = False
+            self._pending.append(text)
+        else:
+            self._pending.append(",\n" + text)
+
+    def _lane_tid(self, key: Any, name: str, kind: str, thread: ThreadInfo, start: int, end: int | None) -> int:
+        entry = self._lanes.get(key)
+        if entry is None:
+            entry = (Lanes(), [])
+            self._lanes[key] = entry
+        lanes, tids = entry
+        lane = lanes.place(start, float("inf") if end is None else end)
+        while len(tids) <= lane:
+            tid = self._next_lane_tid
+            self._next_lane_tid += 1
+            tids.append(tid)
+            args = {"name": name, LANE_KIND_KEY: kind, "tb.thread": thread.tid}
+            self._emit({"ph": "M", "pid": self.pid, "tid": tid, "name": "thread_name", "args": args})
+        return tids[lane]
+
+    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+        if thread.tid not in self._threads:
+            self._threads.add(thread.tid)
+            self._emit(
+                {"ph": "M", "pid": self.pid, "tid": thread.tid, "name": "thread_name", "args": {"name": thread.name}}
+            )
+        for ev in events:
+            self._event(thread, ev)
+        return len(events)
+
+    def _args(self, ev: Event) -> dict[str, Any]:
+        args: dict[str, Any] = {k: _json_value(v) for k, v in ev.metadata.items()}
+        if ev.level != 1:
+            args[LEVEL_KEY] = ev.level
+        if ev.error is not None:
+            args[ERROR_TYPE_KEY] = ev.error.type
+            args[ERROR_MESSAGE_KEY] = ev.error.message
+            if ev.error.frames:
+                args[FRAMES_KEY] = [[f.function, f.file, f.line] for f in ev.error.frames]
+        return args
+
+    def _event(self, thread: ThreadInfo, ev: Event) -> None:
+        kind = ev.kind
+        tid = thread.tid
+        base: dict[str, Any] = {"name": ev.name, "pid": self.pid}
+        if ev.categories:
+            base["cat"] = ",".join(ev.categories)
+        if kind == "counter":
+            base.update(ph="C", ts=_ts(ev.start_ns), tid=tid, args={ev.name: _json_value(ev.value)})
+            if ev.unit is not None:
+                base["tb_unit"] = ev.unit
+            self._emit(base)
+            return
+        args = self._args(ev)
+        if kind == "activity":
+            aid = f"0x{ev.span_id or id(ev):x}"
+            cat = base.setdefault("cat", "activity")
+            self._emit({**base, "ph": "b", "id": aid, "ts": _ts(ev.start_ns), "tid": tid, "args": args})
+            if ev.end_ns is not None:
+                self._emit(
+                    {"name": ev.name, "cat": cat, "pid": self.pid, "ph": "e", "id": aid,
+                     "ts": _ts(ev.end_ns), "tid": tid}
+                )
+            return
+        if ev.track is not None:
+            end = ev.end_ns if kind == "span" else ev.start_ns
+            tid = self._lane_tid(("named", ev.track), ev.track, "named", thread, ev.start_ns, end)
+        elif kind == "span" and ev.overlapping:
+            tid = self._lane_tid(
+                ("overlap", thread.tid), f"{thread.name} (overlapping)", "overlap", thread, ev.start_ns, ev.end_ns
+            )
+        if kind == "span":
+            dur = (ev.end_ns or ev.start_ns) - ev.start_ns
+            self._emit(
+                {**base, "ph": "X", "ts": _ts(ev.start_ns), "dur": _ts(dur), "tid": tid, "args": args}
+            )
+            order = len(self._flows)
+            for fid in ev.flows:
+                self._flows.append((fid, ev.start_ns, tid, order, "step"))
+            for fid in ev.terminating_flows:
+                self._flows.append((fid, ev.start_ns, tid, order, "end"))
+            return
+        if kind == "log":
+            base["cat"] = "log"
+            args[PRIO_KEY] = ev.value
+            if ev.source is not None:
+                args[SOURCE_KEY] = [ev.source.file, ev.source.line, ev.source.function]
+        self._emit({**base, "ph": "i", "s": "t", "ts": _ts(ev.start_ns), "tid": tid, "args": args})
+
+    def _write_flows(self) -> None:
+        by_id: dict[int, list[tuple[int, int, int, int, str]]] = {}
+        for item in self._flows:
+            by_id.setdefault(item[0], []).append(item)
+        for fid, items in by_id.items():
+            items.sort(key=lambda it: (it[1], it[3]))
+            for i, (_, ts, tid, _, kind) in enumerate(items):
+                ph = "s" if i == 0 else ("f" if kind == "end" else "t")
+                obj: dict[str, Any] = {
+                    "ph": ph, "id": f"0x{fid:x}", "name": "flow", "cat": "flow", "pid": self.pid, "tid": tid,
+                    "ts": _ts(ts),
+                }
+                if ph == "f":
+                    obj["bp"] = "e"
+                self._emit(obj)
+        self._flows.clear()
+
+    def flush(self) -> None:
+        if self._file is None or not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._file.write(text.encode("utf-8", "replace"))
+
+    def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
+        if self._file is None:
+            return
+        try:
+            for ev in open_activities:
+                self._event(ThreadInfo(self.pid, 0, ""), ev)
+            self._write_flows()
+            self.flush()
+            tail: dict[str, Any] = {"displayTimeUnit": "ns"}
+            if stats is not None:
+                tail["tracebridge"] = {"stats": stats.as_dict()}
+            self._file.write(b"\n]," + _dumps(tail)[1:].encode("utf-8") + b"\n")
+        finally:
+            f, self._file = self._file, None
+            f.close()
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class JsonTrace:
+    events: list[Event] = field(default_factory=list)
+    stats: Stats | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return float(v)
+    if type(v) is dict:
+        return {k: _num(x) for k, x in v.items()}
+    if type(v) is list:
+        return [_num(x) for x in v]
+    return v
+
+
+def _ns(v: Any) -> int:
+    return int((Decimal(v) * 1000).to_integral_value())
+
+
+def read_chrome_json(path: str | os.PathLike[str]) -> JsonTrace:
+    from ..reading import TraceReadError
+
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8", errors="replace"), parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise TraceReadError(f"{p}: not valid JSON (truncated?): {exc.msg} at line {exc.lineno}") from None
+    if isinstance(doc, list):
+        raw_events, extra = doc, {}
+    elif isinstance(doc, dict) and isinstance(doc.get("traceEvents"), list):
+        raw_events, extra = doc["traceEvents"], doc
+    else:
+        raise TraceReadError(f"{p}: JSON but not a Chrome trace (no traceEvents list)")
+    out = JsonTrace()
+    tb = extra.get("tracebridge") if isinstance(extra, dict) else None
+    if isinstance(tb, dict) and isinstance(tb.get("stats"), dict):
+        out.stats = Stats.from_dict(_num(tb["stats"]))
+    thread_names: dict[int, str] = {}
+    lanes: dict[int, tuple[str, int, str]] = {}  # lane tid -> (kind, real tid, track name)
+    for e in raw_events:
+        if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "thread_name":
+            args = e.get("args") or {}
+            tid = int(e.get("tid", 0))
+            if LANE_KIND_KEY in args:
+                lanes[tid] = (str(args[LANE_KIND_KEY]), int(args.get("tb.thread", 0)), str(args.get("name", "")))
+            else:
+                thread_names[tid] = str(args.get("name", ""))
+    activities: dict[tuple[str, str], Event] = {}
+    flows: dict[int, list[tuple[int, str, int, int]]] = {}
+    spans_by_key: dict[tuple[int, int], list[Event]] = {}
+    for i, e in enumerate(raw_events):
+        if not isinstance(e, dict):
+            out.problems.append(f"event {i} is not an object")
+            continue
+        ph = e.get("ph")
+        if ph == "M":
+            continue
+        try:
+            ev = _json_event(e, ph, thread_names, lanes, activities)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            out.problems.append(f"event {i} ({ph}): {type(exc).__name__}: {exc}")
+            continue
+        if ev is None:
+            if ph in ("s", "t", "f"):
+                fid = int(str(e["id"]), 16) if str(e["id"]).startswith("0x") else int(e["id"])
+                flows.setdefault(fid, []).append((_ns(e["ts"]), ph, int(e.get("tid", 0)), i))
+            continue
+        out.events.append(ev)
+        if ev.kind == "span":
+            spans_by_key.setdefault((_ns(e["ts"]), int(e.get("tid", 0))), []).append(ev)
+    # Flows bind to the span that starts where the flow event is.
+    for fid, items in flows.items():
+        for ts, ph, tid, _ in items:
+            for ev in spans_by_key.get((ts, tid), [])[:1]:
+                if ph == "f":
+                    ev.terminating_flows = (*ev.terminating_flows, fid)
+                else:
+                    ev.flows = (*ev.flows, fid)
+    out.events.extend(activities.values())
+    out.events.sort(key=lambda ev: ev.start_ns)
+    return out
+
+
+def _json_event(
+    e: dict[str, Any],
+    ph: Any,
+    thread_names: dict[int, str],
+    lanes: dict[int, tuple[str, int, str]],
+    activities: dict[tuple[str, str], Event],
+) -> Event | None:
+    tid = int(e.get("tid", 0))
+    track = None
+    overlapping = False
+    if tid in lanes:
+        lane_kind, real_tid, lane_name = lanes[tid]
+        tid = real_tid
+        if lane_kind == "named":
+            track = lane_name
+        else:
+            overlapping = True
+    thread_name = thread_names.get(tid, "")
+    cat = str(e.get("cat", ""))
+    categories = tuple(c for c in cat.split(",") if c) if cat else ()
+    args = _num(dict(e.get("args") or {}))
+    level = int(args.pop(LEVEL_KEY, 1))
+    error = None
+    if ERROR_TYPE_KEY in args:
+        frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in args.pop(FRAMES_KEY, []))
+        error = ErrorInfo(str(args.pop(ERROR_TYPE_KEY)), str(args.pop(ERROR_MESSAGE_KEY, "")), frames)
+    name = str(e.get("name", ""))
+    ts = _ns(e["ts"]) if "ts" in e else 0
+    if ph == "X":
+        end = ts + _ns(e.get("dur", 0))
+        return Event("span", name, ts, end, level, args, tid, thread_name, error, categories, track,
+                     overlapping=overlapping)
+    if ph in ("i", "I"):
+        if "log" in categories and PRIO_KEY in args:
+            prio = args.pop(PRIO_KEY)
+            src = args.pop(SOURCE_KEY, None)
+            source = Frame(str(src[2]), str(src[0]), int(src[1])) if src else None
+            return Event("log", name, ts, ts, level, args, tid, thread_name, error, (), track, value=prio,
+                         source=source)
+        return Event("instant", name, ts, ts, level, args, tid, thread_name, error, categories, track)
+    if ph == "C":
+        value = next(iter(args.values())) if args else None
+        return Event("counter", name, ts, ts, 1, {}, tid, thread_name, None, (), None, value=value,
+                     unit=e.get("tb_unit"))
+    if ph == "b":
+        key = (str(e.get("id")), cat)
+        cats = () if categories == ("activity",) else categories
+        ev = Event("activity", name, ts, None, level, args, tid, thread_name, error, cats)
+        activities[key] = ev
+        return None
+    if ph == "e":
+        key = (str(e.get("id")), cat)
+        act = activities.pop(key, None)
+        if act is not None:
+            act.end_ns = ts
+            act.thread_id, act.thread_name = tid, thread_name
+            return act
+        return None
+    return None

@@ -1,0 +1,31 @@
+"""Keeps events in a list: in-memory sessions (``tracebridge.start(output=None)``) and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .._model import Event, Stats, ThreadInfo
+
+
+class MemorySink:
+    """Appends events to ``events`` until it holds ``max_events``; the rest count as ``memory_cap``."""
+
+    drop_reason = "memory_cap"
+
+    def __init__(self, events: list[Event], max_events: int) -> None:
+        self.events = events
+        self.max_events = max_events
+
+    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+        room = self.max_events - len(self.events)
+        taken = events if len(events) <= room else events[: max(room, 0)]
+        self.events.extend(taken)
+        return len(taken)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
+        for ev in open_activities:
+            if len(self.events) < self.max_events:
+                self.events.append(ev)

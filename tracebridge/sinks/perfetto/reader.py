@@ -1,0 +1,539 @@
+"""Reading Perfetto protobuf traces: back to events, and the checks ``tracebridge validate`` reports.
+
+The reader follows trace_processor's rules (shared/PERFETTO.md): packets are framed records; incremental
+state (interning, defaults) is per sequence and starts at ``SEQ_INCREMENTAL_STATE_CLEARED``; clock 64 is a
+sequence-scoped incremental clock started by a clock snapshot; track events are sorted by timestamp (file
+order breaks ties) before slices are matched on their tracks. Whatever trace_processor would count as an
+import problem is recorded as a :class:`Problem` under the name of trace_processor's stat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from ..._model import (
+    ERROR_MESSAGE_KEY,
+    ERROR_TYPE_KEY,
+    LEVEL_KEY,
+    STATS_EVENT,
+    ErrorInfo,
+    Event,
+    Frame,
+    Stats,
+)
+from . import tracebridge_perfetto_pb2 as pb
+from .wire import read_varint
+from .writer import (
+    ACTIVITY_TRACK_DESCRIPTION,
+    BOOTTIME,
+    COUNTER,
+    INSTANT,
+    OVERLAP_TRACK_DESCRIPTION,
+    SLICE_BEGIN,
+    SLICE_END,
+    UNIT_NAMES,
+)
+
+MAX_DEPTH = 512
+
+
+@dataclass
+class Problem:
+    """Something trace_processor would count as an import problem (``code`` is its stat's name)."""
+
+    code: str
+    message: str
+    offset: int = -1
+
+    def __str__(self) -> str:
+        where = f" (at byte {self.offset})" if self.offset >= 0 else ""
+        return f"{self.code}: {self.message}{where}"
+
+
+@dataclass
+class Trace:
+    """What reading a trace file found."""
+
+    events: list[Event] = field(default_factory=list)
+    stats: Stats | None = None
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    packets: int = 0
+    size: int = 0
+    #: Bytes at the end that do not form a complete packet (a trace cut off by a killed process).
+    truncated_bytes: int = 0
+    fatal: bool = False
+
+
+@dataclass
+class _Track:
+    uuid: int
+    name: str = ""
+    parent: int = 0
+    pid: int | None = None
+    tid: int | None = None
+    thread_name: str = ""
+    description: str = ""
+    counter: bool = False
+    unit: str | None = None
+    process: bool = False
+    raw: bytes = b""
+
+
+@dataclass
+class _Seq:
+    cleared: bool = False
+    default_clock: int | None = None
+    default_track: int | None = None
+    names: dict[int, str] = field(default_factory=dict)
+    categories: dict[int, str] = field(default_factory=dict)
+    annotation_names: dict[int, str] = field(default_factory=dict)
+    sources: dict[int, Frame] = field(default_factory=dict)
+    bodies: dict[int, str] = field(default_factory=dict)
+    # clock id -> (last value of the incremental clock, offset to BOOTTIME)
+    clocks: dict[int, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Raw:
+    ts: int
+    order: int
+    type: int
+    track: int
+    seq: int
+    name: str
+    categories: tuple[str, ...]
+    metadata: dict[str, Any]
+    flows: tuple[int, ...]
+    terminating: tuple[int, ...]
+    frames: tuple[Frame, ...]
+    value: Any = None
+    log_body: str | None = None
+    log_prio: int | None = None
+    log_source: Frame | None = None
+    offset: int = 0
+
+
+def iter_frames(
+    data: bytes, problems: list[Problem] | None = None
+) -> Iterator[tuple[int, int, memoryview]]:
+    """The complete ``Trace.packet`` records of ``data`` as (start offset, end offset, packet bytes).
+    Stops at the first incomplete record."""
+    view = memoryview(data)
+    pos = 0
+    n = len(data)
+    while pos < n:
+        start = pos
+        tag = data[pos]
+        if tag != 0x0A:
+            if problems is not None:
+                problems.append(Problem("trace_tokenizer_errors", f"unexpected byte 0x{tag:02x}, not a packet", pos))
+            return
+        try:
+            length, pos = read_varint(data, pos + 1)
+        except IndexError:
+            return
+        except ValueError:
+            if problems is not None:
+                problems.append(Problem("trace_tokenizer_errors", "bad packet length", start))
+            return
+        end = pos + length
+        if end > n:
+            return
+        yield start, end, view[pos:end]
+        pos = end
+
+
+def _annotation_value(a: Any) -> Any:
+    which = a.WhichOneof("value")
+    if which is None:
+        if len(a.dict_entries):
+            return {d.name: _annotation_value(d) for d in a.dict_entries}
+        if len(a.array_values):
+            return [_annotation_value(v) for v in a.array_values]
+        return None
+    if which == "legacy_json_value":
+        try:
+            return json.loads(a.legacy_json_value)
+        except ValueError:
+            return a.legacy_json_value
+    return getattr(a, which)
+
+
+class _Reader:
+    def __init__(self, data: bytes, progress: Callable[[int, int], None] | None) -> None:
+        self.data = data
+        self.progress = progress
+        self.out = Trace(size=len(data))
+        self.seqs: dict[int, _Seq] = {}
+        self.tracks: dict[int, _Track] = {}
+        self.raw: list[_Raw] = []
+        self.global_offsets: dict[int, int] = {}  # builtin clock id -> offset to BOOTTIME
+
+    def problem(self, code: str, message: str, offset: int = -1) -> None:
+        self.out.problems.append(Problem(code, message, offset))
+
+    def run(self) -> Trace:
+        data = self.data
+        out = self.out
+        if data and data[0] != 0x0A:
+            out.fatal = True
+            self.problem("not_a_trace", f"first byte is 0x{data[0]:02x}, a Perfetto trace starts with 0x0a", 0)
+            return out
+        end = 0
+        step = max(1, len(data) // 100)
+        next_report = step
+        for offset, end, packet in iter_frames(data, out.problems):
+            out.packets += 1
+            try:
+                self.packet(pb.TracePacket.FromString(packet), offset)
+            except DecodeError as exc:
+                out.fatal = True
+                self.problem("trace_parser_errors", f"malformed packet: {exc}", offset)
+            if self.progress is not None and offset >= next_report:
+                self.progress(offset, len(data))
+                next_report = offset + step
+        if any(p.code == "trace_tokenizer_errors" for p in out.problems):
+            out.fatal = True
+        elif end < len(data):
+            out.truncated_bytes = len(data) - end
+            out.notes.append(
+                f"the last {out.truncated_bytes} bytes are an incomplete packet (the trace was cut off); ignored"
+            )
+        self.replay()
+        if self.progress is not None:
+            self.progress(len(data), len(data))
+        return out
+
+    # -- packets -----------------------------------------------------------------------------------
+
+    def packet(self, p: Any, offset: int) -> None:
+        has_seq = p.HasField("trusted_packet_sequence_id") and p.trusted_packet_sequence_id != 0
+        seq_id = p.trusted_packet_sequence_id if has_seq else 0
+        seq = self.seqs.setdefault(seq_id, _Seq()) if has_seq else None
+        flags = p.sequence_flags
+        if seq is not None and flags & 1:
+            self.seqs[seq_id] = seq = _Seq(clocks=seq.clocks)
+            seq.cleared = True
+        which = p.WhichOneof("data")
+        if which == "clock_snapshot":
+            self.clock_snapshot(p.clock_snapshot, seq, seq_id, offset)
+            return
+        if p.HasField("trace_packet_defaults"):
+            if seq is None:
+                self.problem("track_event_missing_sequence_id", "packet defaults without a sequence id", offset)
+            else:
+                d = p.trace_packet_defaults
+                seq.default_clock = d.timestamp_clock_id if d.HasField("timestamp_clock_id") else None
+                seq.default_track = (
+                    d.track_event_defaults.track_uuid
+                    if d.HasField("track_event_defaults") and d.track_event_defaults.HasField("track_uuid")
+                    else None
+                )
+        if flags & 2 and (seq is None or not seq.cleared):
+            self.problem(
+                "packet_skipped_seq_needs_incremental_state_invalid",
+                "packet needs incremental state before its sequence cleared it",
+                offset,
+            )
+            return
+        if p.HasField("interned_data"):
+            if seq is None or not seq.cleared:
+                self.problem(
+                    "interned_data_skipped_incremental_state_invalid",
+                    "interned data before the sequence cleared its incremental state",
+                    offset,
+                )
+            else:
+                self.interned(p.interned_data, seq)
+        if which == "track_descriptor":
+            self.descriptor(p.track_descriptor, offset)
+        elif which == "track_event":
+            self.track_event(p, seq, seq_id, offset)
+
+    def clock_snapshot(self, cs: Any, seq: _Seq | None, seq_id: int, offset: int) -> None:
+        values = {c.clock_id: c.timestamp for c in cs.clocks}
+        boot = values.get(BOOTTIME)
+        if boot is None:
+            self.problem("invalid_clock_snapshots", "clock snapshot without BOOTTIME", offset)
+            return
+        for c in cs.clocks:
+            if c.clock_id >= 64:
+                if seq is None:
+                    self.problem(
+                        "invalid_clock_snapshots", f"clock {c.clock_id} is sequence-scoped but sequence id is 0", offset
+                    )
+                    continue
+                seq.clocks[c.clock_id] = [c.timestamp, boot - c.timestamp, int(c.is_incremental)]
+            elif c.clock_id != BOOTTIME:
+                self.global_offsets.setdefault(c.clock_id, boot - c.timestamp)
+
+    def interned(self, d: Any, seq: _Seq) -> None:
+        for e in d.event_names:
+            seq.names[e.iid] = e.name
+        for e in d.event_categories:
+            seq.categories[e.iid] = e.name
+        for e in d.debug_annotation_names:
+            seq.annotation_names[e.iid] = e.name
+        for s in d.source_locations:
+            seq.sources[s.iid] = Frame(s.function_name, s.file_name, s.line_number)
+        for b in d.log_message_body:
+            seq.bodies[b.iid] = b.body
+
+    def descriptor(self, d: Any, offset: int) -> None:
+        if not d.HasField("uuid"):
+            self.problem("track_descriptor_missing_uuid", "track descriptor without uuid", offset)
+            return
+        raw = d.SerializeToString(deterministic=True)
+        old = self.tracks.get(d.uuid)
+        if old is not None:
+            if old.raw != raw:
+                self.problem(
+                    "track_descriptor_conflicting_reservation",
+                    f"track {d.uuid} described twice with different content",
+                    offset,
+                )
+            return
+        t = _Track(d.uuid, d.name, d.parent_uuid, raw=raw, description=d.description)
+        if d.HasField("thread"):
+            if not (d.thread.HasField("pid") and d.thread.HasField("tid")):
+                self.problem("track_descriptor_thread_missing_pid_tid", f"thread track {d.uuid} lacks pid or tid", offset)
+            t.pid, t.tid, t.thread_name = d.thread.pid, d.thread.tid, d.thread.thread_name
+        if d.HasField("process"):
+            if not d.process.HasField("pid"):
+                self.problem("track_descriptor_process_missing_pid", f"process track {d.uuid} lacks pid", offset)
+            t.process = True
+            t.pid = d.process.pid
+            t.name = t.name or d.process.process_name
+        if d.HasField("counter"):
+            t.counter = True
+            c = d.counter
+            t.unit = c.unit_name if c.HasField("unit_name") else UNIT_NAMES.get(c.unit)
+        self.tracks[d.uuid] = t
+
+    def timestamp(self, p: Any, seq: _Seq | None, offset: int) -> int | None:
+        if not p.HasField("timestamp"):
+            self.problem("track_event_missing_timestamp", "track event without timestamp", offset)
+            return None
+        ts = p.timestamp
+        if p.HasField("timestamp_clock_id"):
+            clock = p.timestamp_clock_id
+        elif seq is not None and seq.default_clock is not None:
+            clock = seq.default_clock
+        else:
+            clock = BOOTTIME
+        if clock == BOOTTIME:
+            return int(ts)
+        if clock >= 64:
+            state = seq.clocks.get(clock) if seq is not None else None
+            if state is None:
+                self.problem("clock_sync_failure", f"timestamp on clock {clock} before its clock snapshot", offset)
+                return None
+            if state[2]:
+                state[0] += ts
+                return state[0] + state[1]
+            return int(ts) + state[1]
+        if clock in self.global_offsets:
+            return int(ts) + self.global_offsets[clock]
+        self.problem("clock_sync_failure", f"timestamp on clock {clock} with no snapshot relating it to BOOTTIME", offset)
+        return None
+
+    def track_event(self, p: Any, seq: _Seq | None, seq_id: int, offset: int) -> None:
+        if seq is None:
+            self.problem("track_event_missing_sequence_id", "track event without a sequence id", offset)
+            return
+        ts = self.timestamp(p, seq, offset)
+        if ts is None:
+            return
+        te = p.track_event
+        if te.HasField("track_uuid"):
+            track = te.track_uuid
+        elif seq.default_track is not None:
+            track = seq.default_track
+        else:
+            track = 0
+        if track and track not in self.tracks:
+            code = "track_event_counter_invalid_track_uuid" if te.type == COUNTER else "track_event_parser_errors"
+            self.problem(code, f"event on track {track}, which no earlier descriptor declares", offset)
+            return
+        name = ""
+        if te.HasField("name_iid"):
+            found = seq.names.get(te.name_iid)
+            if found is None:
+                self.problem("track_event_parser_errors", f"event name iid {te.name_iid} not interned", offset)
+                name = f"unknown({te.name_iid})"
+            else:
+                name = found
+        elif te.HasField("name"):
+            name = te.name
+        cats: list[str] = []
+        for iid in te.category_iids:
+            cat = seq.categories.get(iid)
+            if cat is None:
+                self.problem("track_event_parser_errors", f"category iid {iid} not interned", offset)
+            else:
+                cats.append(cat)
+        cats.extend(te.categories)
+        md: dict[str, Any] = {}
+        for a in te.debug_annotations:
+            if a.HasField("name_iid"):
+                key = seq.annotation_names.get(a.name_iid)
+                if key is None:
+                    self.problem("track_event_parser_errors", f"annotation name iid {a.name_iid} not interned", offset)
+                    continue
+            else:
+                key = a.name
+            md[key] = _annotation_value(a)
+        frames = tuple(Frame(f.function_name, f.source_file, f.line_number) for f in te.callstack.frames)
+        raw = _Raw(
+            ts, len(self.raw), te.type, track, seq_id, name, tuple(cats), md,
+            tuple(te.flow_ids), tuple(te.terminating_flow_ids), frames, offset=offset,
+        )
+        if te.type == COUNTER:
+            which = te.WhichOneof("counter_value_field")
+            raw.value = getattr(te, which) if which else None
+        if te.HasField("log_message"):
+            lm = te.log_message
+            raw.log_body = seq.bodies.get(lm.body_iid)
+            if raw.log_body is None:
+                self.problem("track_event_parser_errors", f"log body iid {lm.body_iid} not interned", offset)
+                raw.log_body = ""
+            raw.log_prio = lm.prio
+            if lm.source_location_iid:
+                raw.log_source = seq.sources.get(lm.source_location_iid)
+        self.raw.append(raw)
+
+    # -- slices ------------------------------------------------------------------------------------
+
+    def thread_of(self, raw: _Raw) -> tuple[int, str]:
+        track = self.tracks.get(raw.track)
+        if track is not None and track.tid is not None:
+            return track.tid, track.thread_name
+        seq = self.seqs.get(raw.seq)
+        if seq is not None and seq.default_track is not None:
+            t = self.tracks.get(seq.default_track)
+            if t is not None and t.tid is not None:
+                return t.tid, t.thread_name
+        return 0, ""
+
+    def replay(self) -> None:
+        self.raw.sort(key=lambda r: (r.ts, r.order))
+        open_slices: dict[int, list[tuple[_Raw, Event]]] = {}
+        flows_open: set[int] = set()
+        events: list[tuple[int, Event]] = []
+        for raw in self.raw:
+            t = raw.type
+            if t == SLICE_END:
+                stack = open_slices.get(raw.track)
+                if not stack:
+                    self.problem("misplaced_end_event", f"slice end on track {raw.track} with no open slice", raw.offset)
+                    continue
+                begin, ev = stack.pop()
+                if raw.ts < begin.ts:
+                    self.problem("slice_negative_duration", f"slice {ev.name!r} ends before it begins", raw.offset)
+                ev.end_ns = raw.ts
+                if raw.metadata:
+                    ev.metadata.update(raw.metadata)
+                continue
+            for fid in raw.flows:
+                flows_open.add(fid)
+            for fid in raw.terminating:
+                if fid not in flows_open:
+                    self.problem("flow_end_without_start", f"flow {fid} ends but never started", raw.offset)
+                flows_open.discard(fid)
+            if t == COUNTER:
+                track = self.tracks.get(raw.track)
+                if track is None or not track.counter:
+                    self.problem("track_event_counter_invalid_track_uuid", "counter event on a non-counter track",
+                                 raw.offset)
+                    continue
+                tid, tname = self.thread_of(raw)
+                events.append((raw.order, Event("counter", track.name, raw.ts, raw.ts, 1, {}, tid, tname,
+                                                value=raw.value, unit=track.unit)))
+                continue
+            ev = self.event(raw)
+            if ev is None:
+                continue
+            if t == SLICE_BEGIN:
+                stack = open_slices.setdefault(raw.track, [])
+                if len(stack) >= MAX_DEPTH:
+                    self.problem("slice_max_depth_exceeded", f"more than {MAX_DEPTH} nested slices", raw.offset)
+                    continue
+                ev.end_ns = None
+                stack.append((raw, ev))
+            events.append((raw.order, ev))
+        unfinished = sum(len(s) for s in open_slices.values())
+        if unfinished:
+            self.out.notes.append(f"{unfinished} slices did not end (written as begun only)")
+        events.sort(key=lambda pair: (pair[1].start_ns, pair[0]))
+        self.out.events = [ev for _, ev in events]
+
+    def event(self, raw: _Raw) -> Event | None:
+        track = self.tracks.get(raw.track)
+        md = raw.metadata
+        level = md.pop(LEVEL_KEY, 1)
+        error = None
+        if ERROR_TYPE_KEY in md:
+            error = ErrorInfo(str(md.pop(ERROR_TYPE_KEY)), str(md.pop(ERROR_MESSAGE_KEY, "")), raw.frames)
+        tid, tname = self.thread_of(raw)
+        if raw.type == INSTANT and raw.name == STATS_EVENT and track is not None and track.process:
+            self.out.stats = Stats.from_dict(md)
+            return None
+        kind = "span"
+        named = None
+        overlapping = False
+        if track is not None and track.tid is None and not track.process:
+            if track.description == ACTIVITY_TRACK_DESCRIPTION:
+                kind = "activity"
+            elif track.description == OVERLAP_TRACK_DESCRIPTION:
+                overlapping = True
+            else:
+                named = track.name
+        if raw.type == INSTANT:
+            if raw.log_body is not None:
+                return Event("log", raw.log_body, raw.ts, raw.ts, level if isinstance(level, int) else 1, md, tid,
+                             tname, error, raw.categories, named, value=raw.log_prio, source=raw.log_source)
+            kind = "instant"
+        return Event(
+            kind,  # type: ignore[arg-type]
+            raw.name,
+            raw.ts,
+            raw.ts,
+            level if isinstance(level, int) else 1,
+            md,
+            tid,
+            tname,
+            error,
+            raw.categories,
+            named,
+            raw.flows,
+            raw.terminating,
+            overlapping=overlapping,
+        )
+
+
+def read_perfetto(
+    path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
+) -> Trace:
+    """Read a Perfetto trace file: its events, stats and import problems."""
+    from ...reading import TraceReadError
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise TraceReadError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise TraceReadError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    return read_perfetto_bytes(data, progress)
+
+
+def read_perfetto_bytes(data: bytes, progress: Callable[[int, int], None] | None = None) -> Trace:
+    return _Reader(data, progress).run()

@@ -1,0 +1,549 @@
+"""Streaming Perfetto protobuf writer.
+
+Layout of a file (see shared/PERFETTO.md for the format):
+
+* sequence 1, the writer's own: the process track descriptor and a clock snapshot (BOOTTIME, MONOTONIC,
+  REALTIME) first; at the end, an instant ``tracebridge.stats`` with what the session recorded and dropped.
+* one sequence per application thread: its thread track descriptor (with ``SEQ_INCREMENTAL_STATE_CLEARED``
+  and defaults: incremental clock 64, the thread's track), a clock snapshot that starts clock 64, then
+  events with delta timestamps and interned names, categories, annotation names, source locations and
+  log bodies. An event earlier than the previous one on its sequence gets an absolute BOOTTIME timestamp.
+
+Every write appends whole ``Trace.packet`` records, so every prefix of the file that ends on a record
+boundary is a valid trace (a killed process leaves a readable file).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+from ..._model import (
+    ERROR_MESSAGE_KEY,
+    ERROR_TYPE_KEY,
+    LEVEL_KEY,
+    STATS_EVENT,
+    Event,
+    Frame,
+    Stats,
+    ThreadInfo,
+    trace_clock_ns,
+)
+from .._files import Lanes, create_trace_file
+from .wire import Field, message, varint
+
+# TracePacket
+P_TIMESTAMP = Field(8)
+P_CLOCK_ID = Field(58)
+P_TRACK_EVENT = Field(11)
+P_TRACK_DESCRIPTOR = Field(60)
+P_CLOCK_SNAPSHOT = Field(6)
+P_SEQUENCE_ID = Field(10)
+P_INTERNED = Field(12)
+P_FLAGS = Field(13)
+P_DEFAULTS = Field(59)
+P_PREVIOUS_DROPPED = Field(42)
+P_FIRST_ON_SEQUENCE = Field(87)
+TRACE_PACKET = Field(1)
+# TracePacketDefaults / TrackEventDefaults
+D_CLOCK_ID = Field(58)
+D_TRACK_EVENT_DEFAULTS = Field(11)
+TED_TRACK_UUID = Field(11)
+# ClockSnapshot
+CS_CLOCKS = Field(1)
+CS_PRIMARY = Field(2)
+C_ID = Field(1)
+C_TIMESTAMP = Field(2)
+C_INCREMENTAL = Field(3)
+# InternedData
+I_CATEGORIES = Field(1)
+I_NAMES = Field(2)
+I_ANNOTATION_NAMES = Field(3)
+I_SOURCE_LOCATIONS = Field(4)
+I_LOG_BODIES = Field(20)
+INTERNED_IID = Field(1)
+INTERNED_NAME = Field(2)
+SL_FILE = Field(2)
+SL_FUNCTION = Field(3)
+SL_LINE = Field(4)
+# TrackDescriptor
+TD_UUID = Field(1)
+TD_PARENT = Field(5)
+TD_NAME = Field(2)
+TD_PROCESS = Field(3)
+TD_THREAD = Field(4)
+TD_COUNTER = Field(8)
+TD_DESCRIPTION = Field(14)
+PD_PID = Field(1)
+PD_CMDLINE = Field(2)
+PD_NAME = Field(6)
+PD_START = Field(7)
+THD_PID = Field(1)
+THD_TID = Field(2)
+THD_NAME = Field(5)
+CD_UNIT = Field(3)
+CD_UNIT_NAME = Field(6)
+# TrackEvent
+E_TYPE = Field(9)
+E_TRACK = Field(11)
+E_NAME_IID = Field(10)
+E_NAME = Field(23)
+E_CATEGORY_IIDS = Field(3)
+E_ANNOTATIONS = Field(4)
+E_COUNTER = Field(30)
+E_DOUBLE_COUNTER = Field(44)
+E_FLOWS = Field(47)
+E_TERMINATING_FLOWS = Field(48)
+E_LOG = Field(21)
+E_CALLSTACK = Field(55)
+CALLSTACK_FRAMES = Field(1)
+FR_FUNCTION = Field(1)
+FR_FILE = Field(2)
+FR_LINE = Field(3)
+LOG_SOURCE = Field(1)
+LOG_BODY = Field(2)
+LOG_PRIO = Field(3)
+# DebugAnnotation
+A_NAME_IID = Field(1)
+A_NAME = Field(10)
+A_BOOL = Field(2)
+A_UINT = Field(3)
+A_INT = Field(4)
+A_DOUBLE = Field(5)
+A_STRING = Field(6)
+A_JSON = Field(9)
+A_DICT = Field(11)
+A_ARRAY = Field(12)
+
+SLICE_BEGIN = 1
+SLICE_END = 2
+INSTANT = 3
+COUNTER = 4
+CLEARED = 1
+NEEDS_STATE = 2
+BOOTTIME = 6
+MONOTONIC = 3
+REALTIME = 1
+INCREMENTAL_CLOCK = 64
+
+TYPE_BEGIN = E_TYPE.uint(SLICE_BEGIN)
+TYPE_END = E_TYPE.uint(SLICE_END)
+TYPE_INSTANT = E_TYPE.uint(INSTANT)
+TYPE_COUNTER = E_TYPE.uint(COUNTER)
+FLAGS_NEEDS = P_FLAGS.uint(NEEDS_STATE)
+ABSOLUTE_CLOCK = P_CLOCK_ID.uint(BOOTTIME)
+
+#: Counter units that have a CounterDescriptor.Unit value; others go in unit_name.
+COUNTER_UNITS = {"ns": 1, "count": 2, "bytes": 3}
+UNIT_NAMES = {v: k for k, v in COUNTER_UNITS.items()}
+#: Description of the tracks that hold a thread's overlapping spans; the reader recognises them by it.
+OVERLAP_TRACK_DESCRIPTION = "tracebridge: spans of one thread that overlap without nesting (async tasks)"
+ACTIVITY_TRACK_DESCRIPTION = "tracebridge: activities (may begin and end on different threads)"
+#: Interning tables are cleared (a new generation) when a sequence has interned this many entries.
+MAX_INTERNED = 20_000
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_UINT64_MAX = (1 << 64) - 1
+
+
+def new_uuid() -> int:
+    return random.getrandbits(63) | 1
+
+
+def frame(packet: bytes) -> bytes:
+    """One ``Trace.packet`` record: tag 0x0a, length, packet."""
+    return b"\x0a" + varint(len(packet)) + packet
+
+
+def encode_value(value: Any) -> bytes:
+    """The value fields of a DebugAnnotation for a sanitized metadata value."""
+    t = type(value)
+    if t is str:
+        return A_STRING.string(value)
+    if t is bool:
+        return A_BOOL.boolean(value)
+    if t is int:
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return A_INT.uint(value)
+        if 0 <= value <= _UINT64_MAX:
+            return A_UINT.uint(value)
+        return A_STRING.string(str(value))
+    if t is float:
+        return A_DOUBLE.double(value)
+    if value is None:
+        return A_JSON.string("null")
+    if t is dict:
+        if not value:
+            return A_JSON.string("{}")
+        return b"".join(message(A_DICT, A_NAME.string(k), encode_value(v)) for k, v in value.items())
+    if t is list:
+        if not value:
+            return A_JSON.string("[]")
+        return b"".join(message(A_ARRAY, encode_value(v)) for v in value)
+    return A_STRING.string(repr(value))
+
+
+class _Sequence:
+    """One packet sequence: a thread's events, its interning tables and its incremental clock."""
+
+    def __init__(self, writer: PerfettoWriter, seq_id: int, thread: ThreadInfo) -> None:
+        self.writer = writer
+        self.seq_id = seq_id
+        self.seq_bytes = P_SEQUENCE_ID.uint(seq_id)
+        self.thread = thread
+        self.track_uuid = new_uuid()
+        self.last_ts = -1
+        self.started = False
+        self.first = True
+        self.pending_drop = False
+        self.names: dict[str, int] = {}
+        self.categories: dict[str, int] = {}
+        self.annotation_names: dict[str, int] = {}
+        self.sources: dict[tuple[str, str, int], int] = {}
+        self.bodies: dict[str, int] = {}
+
+    # -- incremental state -------------------------------------------------------------------------
+
+    def reset(self, ts: int) -> bytes:
+        """Packets that (re)start the sequence's incremental state with clock 64 at ``ts``."""
+        self.names.clear()
+        self.categories.clear()
+        self.annotation_names.clear()
+        self.sources.clear()
+        self.bodies.clear()
+        thread = self.thread
+        desc = (
+            TD_UUID.uint(self.track_uuid)
+            + TD_PARENT.uint(self.writer.process_uuid)
+            + message(
+                TD_THREAD,
+                THD_PID.uint(thread.pid),
+                THD_TID.uint(thread.tid),
+                THD_NAME.string(thread.name),
+            )
+        )
+        defaults = message(
+            P_DEFAULTS,
+            D_CLOCK_ID.uint(INCREMENTAL_CLOCK),
+            message(D_TRACK_EVENT_DEFAULTS, TED_TRACK_UUID.uint(self.track_uuid)),
+        )
+        first = P_FIRST_ON_SEQUENCE.boolean(True) if self.first else b""
+        self.first = False
+        head = frame(P_TRACK_DESCRIPTOR.bytes_(desc) + self.seq_bytes + P_FLAGS.uint(CLEARED) + defaults + first)
+        snapshot = message(
+            P_CLOCK_SNAPSHOT,
+            message(CS_CLOCKS, C_ID.uint(BOOTTIME), C_TIMESTAMP.uint(ts)),
+            message(CS_CLOCKS, C_ID.uint(INCREMENTAL_CLOCK), C_TIMESTAMP.uint(ts), C_INCREMENTAL.boolean(True)),
+        )
+        self.last_ts = ts
+        self.started = True
+        return head + frame(snapshot + self.seq_bytes)
+
+    def _interned_total(self) -> int:
+        return (
+            len(self.names)
+            + len(self.categories)
+            + len(self.annotation_names)
+            + len(self.sources)
+            + len(self.bodies)
+        )
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def encode(self, events: list[Event]) -> bytes:
+        items: list[tuple[int, int, int, int, Event]] = []
+        for idx, ev in enumerate(events):
+            kind = ev.kind
+            if kind == "span" or kind == "activity":
+                items.append((ev.start_ns, 1, -idx, SLICE_BEGIN, ev))
+                if ev.end_ns is not None:
+                    items.append((ev.end_ns, 0, idx, SLICE_END, ev))
+            elif kind == "counter":
+                items.append((ev.start_ns, 1, -idx, COUNTER, ev))
+            else:
+                items.append((ev.start_ns, 1, -idx, INSTANT, ev))
+        items.sort(key=_item_key)
+        out: list[bytes] = []
+        if not self.started or self._interned_total() > MAX_INTERNED:
+            out.append(self.reset(items[0][0] if items else self.writer.start_ts))
+        tracks: dict[int, int] = {}  # id(event) -> track uuid, for the END of a slice
+        for ts, _, _, phase, ev in items:
+            out.append(self._packet(ts, phase, ev, tracks))
+        return b"".join(out)
+
+    def _packet(self, ts: int, phase: int, ev: Event, tracks: dict[int, int]) -> bytes:
+        interned: list[bytes] = []
+        if phase == SLICE_END:
+            uuid = tracks.pop(id(ev), 0)
+            te = TYPE_END + (E_TRACK.uint(uuid) if uuid else b"")
+        elif phase == COUNTER:
+            value = ev.value
+            if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+                v = E_COUNTER.uint(value)
+            else:
+                v = E_DOUBLE_COUNTER.double(float(value) if value is not None else math.nan)
+            te = TYPE_COUNTER + E_TRACK.uint(self.writer.counter_track(ev.name, ev.unit)) + v
+        else:
+            uuid = self._track_for(ev)
+            if phase == SLICE_BEGIN and uuid:
+                tracks[id(ev)] = uuid
+            parts = [TYPE_BEGIN if phase == SLICE_BEGIN else TYPE_INSTANT]
+            if uuid:
+                parts.append(E_TRACK.uint(uuid))
+            parts.append(E_NAME_IID.uint(self._intern(self.names, ev.name, I_NAMES, interned)))
+            for cat in ev.categories:
+                parts.append(E_CATEGORY_IIDS.uint(self._intern(self.categories, cat, I_CATEGORIES, interned)))
+            if ev.level != 1:
+                parts.append(self._annotation(LEVEL_KEY, ev.level, interned))
+            for key, value in ev.metadata.items():
+                parts.append(self._annotation(key, value, interned))
+            if ev.error is not None:
+                parts.append(self._annotation(ERROR_TYPE_KEY, ev.error.type, interned))
+                parts.append(self._annotation(ERROR_MESSAGE_KEY, ev.error.message, interned))
+                if ev.error.frames:
+                    parts.append(message(E_CALLSTACK, *(_frame(f) for f in ev.error.frames)))
+            for fid in ev.flows:
+                parts.append(E_FLOWS.fixed64(fid))
+            for fid in ev.terminating_flows:
+                parts.append(E_TERMINATING_FLOWS.fixed64(fid))
+            if ev.kind == "log":
+                parts.append(self._log_message(ev, interned))
+            te = b"".join(parts)
+        if ts >= self.last_ts:
+            head = P_TIMESTAMP.uint(ts - self.last_ts)
+            self.last_ts = ts
+        else:
+            head = P_TIMESTAMP.uint(ts) + ABSOLUTE_CLOCK
+        packet = [head, P_TRACK_EVENT.bytes_(te), self.seq_bytes, FLAGS_NEEDS]
+        if interned:
+            packet.append(P_INTERNED.bytes_(b"".join(interned)))
+        if self.pending_drop:
+            packet.append(P_PREVIOUS_DROPPED.uint(1))
+            self.pending_drop = False
+        return frame(b"".join(packet))
+
+    def _track_for(self, ev: Event) -> int:
+        if ev.kind == "activity":
+            return self.writer.lane_track(("activity", ev.name), ev.name, ev.start_ns, ev.end_ns)
+        if ev.track is not None:
+            if ev.kind == "span":
+                return self.writer.lane_track(("named", ev.track), ev.track, ev.start_ns, ev.end_ns)
+            return self.writer.lane_track(("named", ev.track), ev.track, None, None)
+        if ev.overlapping:
+            return self.writer.lane_track(
+                ("overlap", self.thread.tid),
+                f"{self.thread.name} (overlapping)",
+                ev.start_ns,
+                ev.end_ns,
+            )
+        return 0
+
+    def _intern(self, table: dict[str, int], text: str, field: Field, out: list[bytes]) -> int:
+        iid = table.get(text)
+        if iid is None:
+            iid = len(table) + 1
+            table[text] = iid
+            out.append(message(field, INTERNED_IID.uint(iid), INTERNED_NAME.string(text)))
+        return iid
+
+    def _annotation(self, key: str, value: Any, interned: list[bytes]) -> bytes:
+        iid = self._intern(self.annotation_names, key, I_ANNOTATION_NAMES, interned)
+        return message(E_ANNOTATIONS, A_NAME_IID.uint(iid), encode_value(value))
+
+    def _log_message(self, ev: Event, interned: list[bytes]) -> bytes:
+        parts = [LOG_BODY.uint(self._intern(self.bodies, ev.name, I_LOG_BODIES, interned))]
+        src = ev.source
+        if src is not None:
+            key = (src.file, src.function, src.line)
+            src_iid = self.sources.get(key)
+            if src_iid is None:
+                src_iid = len(self.sources) + 1
+                self.sources[key] = src_iid
+                interned.append(
+                    message(
+                        I_SOURCE_LOCATIONS,
+                        INTERNED_IID.uint(src_iid),
+                        SL_FILE.string(src.file),
+                        SL_FUNCTION.string(src.function),
+                        SL_LINE.uint(max(0, src.line)),
+                    )
+                )
+            parts.append(LOG_SOURCE.uint(src_iid))
+        prio = ev.value if isinstance(ev.value, int) and 0 <= ev.value <= 7 else 4
+        parts.append(LOG_PRIO.uint(prio))
+        return message(E_LOG, *parts)
+
+
+def _item_key(item: tuple[int, int, int, int, Event]) -> tuple[int, int, int]:
+    return item[0], item[1], item[2]
+
+
+def _frame(f: Frame) -> bytes:
+    return message(
+        CALLSTACK_FRAMES,
+        FR_FUNCTION.string(f.function),
+        FR_FILE.string(f.file),
+        FR_LINE.uint(max(0, f.line)),
+    )
+
+
+def _process_name() -> str:
+    argv = [a for a in sys.argv if a]
+    if not argv:
+        return "python"
+    return os.path.basename(argv[0]) or "python"
+
+
+class PerfettoWriter:
+    """Writes events to a Perfetto protobuf trace file, one sequence per thread.
+
+    ``write`` buffers encoded packets; ``flush`` appends them to the file in one write, so the file
+    always ends on a packet boundary unless the process dies inside that write.
+    """
+
+    drop_reason = "sink_error"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        pid: int | None = None,
+        process_name: str | None = None,
+        start_ts: int | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._file: BinaryIO | None = create_trace_file(path)
+        self.pid = os.getpid() if pid is None else pid
+        self.process_uuid = new_uuid()
+        self.start_ts = trace_clock_ns() if start_ts is None else start_ts
+        self._pending: list[bytes] = []
+        self._sequences: dict[int, _Sequence] = {}
+        self._next_seq = 2
+        self._tracks: dict[Any, tuple[Lanes, list[int], str]] = {}
+        self._counter_tracks: dict[tuple[str, str | None], int] = {}
+        self._own = P_SEQUENCE_ID.uint(1)
+        self._pending.append(self._preamble(process_name or _process_name()))
+        self.flush()
+
+    # -- layout ------------------------------------------------------------------------------------
+
+    def _preamble(self, process_name: str) -> bytes:
+        proc = message(
+            TD_PROCESS,
+            PD_PID.uint(self.pid),
+            *(PD_CMDLINE.string(a) for a in sys.argv[:64]),
+            PD_NAME.string(process_name),
+        )
+        desc = frame(
+            P_TRACK_DESCRIPTOR.bytes_(TD_UUID.uint(self.process_uuid) + proc)
+            + self._own
+            + P_FIRST_ON_SEQUENCE.boolean(True)
+        )
+        boot, mono, real = _clock_triplet()
+        snapshot = frame(
+            message(
+                P_CLOCK_SNAPSHOT,
+                message(CS_CLOCKS, C_ID.uint(BOOTTIME), C_TIMESTAMP.uint(boot)),
+                message(CS_CLOCKS, C_ID.uint(MONOTONIC), C_TIMESTAMP.uint(mono)),
+                message(CS_CLOCKS, C_ID.uint(REALTIME), C_TIMESTAMP.uint(real)),
+                CS_PRIMARY.uint(BOOTTIME),
+            )
+            + self._own
+        )
+        return desc + snapshot
+
+    def _descriptor(self, uuid: int, name: str, *extra: bytes) -> bytes:
+        body = TD_UUID.uint(uuid) + TD_PARENT.uint(self.process_uuid) + TD_NAME.string(name) + b"".join(extra)
+        return frame(P_TRACK_DESCRIPTOR.bytes_(body) + self._own)
+
+    def lane_track(self, key: Any, name: str, start: int | None, end: int | None) -> int:
+        """The uuid of the track for an event on a lane-spread track (named tracks, overlapping spans,
+        activities), writing its descriptor the first time it is used."""
+        entry = self._tracks.get(key)
+        if entry is None:
+            entry = (Lanes(), [], name)
+            self._tracks[key] = entry
+        lanes, uuids, _ = entry
+        lane = 0 if start is None else lanes.place(start, float("inf") if end is None else end)
+        while len(uuids) <= lane:
+            uuid = new_uuid()
+            uuids.append(uuid)
+            kind = key[0]
+            extra = b""
+            if kind == "overlap":
+                extra = TD_DESCRIPTION.string(OVERLAP_TRACK_DESCRIPTION)
+            elif kind == "activity":
+                extra = TD_DESCRIPTION.string(ACTIVITY_TRACK_DESCRIPTION)
+            self._pending.append(self._descriptor(uuid, name, extra))
+        return uuids[lane]
+
+    def counter_track(self, name: str, unit: str | None) -> int:
+        key = (name, unit)
+        uuid = self._counter_tracks.get(key)
+        if uuid is None:
+            uuid = new_uuid()
+            self._counter_tracks[key] = uuid
+            if unit is None:
+                counter = message(TD_COUNTER)
+            elif unit in COUNTER_UNITS:
+                counter = message(TD_COUNTER, CD_UNIT.uint(COUNTER_UNITS[unit]))
+            else:
+                counter = message(TD_COUNTER, CD_UNIT_NAME.string(unit))
+            self._pending.append(self._descriptor(uuid, name, counter))
+        return uuid
+
+    # -- sink interface ----------------------------------------------------------------------------
+
+    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+        seq = self._sequences.get(thread.tid)
+        if seq is None or seq.thread.pid != thread.pid:
+            seq = _Sequence(self, self._next_seq, thread)
+            self._next_seq += 1
+            self._sequences[thread.tid] = seq
+        if dropped_before:
+            seq.pending_drop = True
+        if events:
+            # Track descriptors the batch needs are queued while it is encoded, so they precede it.
+            batch = seq.encode(events)
+            self._pending.append(batch)
+        return len(events)
+
+    def flush(self) -> None:
+        if self._file is None or not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._file.write(data)
+
+    def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
+        if self._file is None:
+            return
+        try:
+            opened = list(open_activities)
+            if opened:
+                seq = _Sequence(self, self._next_seq, ThreadInfo(self.pid, 0, "open activities"))
+                self._next_seq += 1
+                self._pending.append(seq.encode(opened))
+            if stats is not None:
+                self._pending.append(self._stats_packet(stats))
+            self.flush()
+        finally:
+            f, self._file = self._file, None
+            f.close()
+
+    def _stats_packet(self, stats: Stats) -> bytes:
+        ts = trace_clock_ns()
+        annotations = b"".join(
+            message(E_ANNOTATIONS, A_NAME.string(k), encode_value(v)) for k, v in stats.as_dict().items()
+        )
+        te = TYPE_INSTANT + E_TRACK.uint(self.process_uuid) + E_NAME.string(STATS_EVENT) + annotations
+        return frame(P_TIMESTAMP.uint(ts) + ABSOLUTE_CLOCK + P_TRACK_EVENT.bytes_(te) + self._own)
+
+
+def _clock_triplet() -> tuple[int, int, int]:
+    return trace_clock_ns(), time.monotonic_ns(), time.time_ns()

@@ -1,0 +1,449 @@
+"""The span API: spans, ``traced``, instants, counters, activities, flows, back-traces.
+
+A span at a level that is off costs one comparison and a tiny object. A recorded span reads the clock
+twice, links itself to its parent through a context variable (so asyncio tasks and threads each have
+their own current span), keeps its thread's stack of open spans (to find spans that overlap without
+nesting), and at exit appends itself to its thread's queue. Everything else (names split from TraceMe's
+encoded form, metadata sanitized and scrubbed, encoding) happens on the writer thread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
+
+from . import _safety
+from ._codec import decode, encode
+from ._model import Record, SpanRecord
+from ._recorder import RT, error_info, now_ns, stack_frames, thread_state
+from ._sanitize import Counts, needs_snapshot, sanitize_metadata
+
+F = TypeVar("F", bound=Callable[..., Any])
+NameOrFactory = str | Callable[[], str]
+
+_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("tracebridge_span", default=None)
+_getrandbits = random.getrandbits
+_new = object.__new__
+
+__all__ = [
+    "Span",
+    "activity_end",
+    "activity_start",
+    "active",
+    "backtrace",
+    "counter",
+    "current_span",
+    "decode",
+    "encode",
+    "flow",
+    "instant",
+    "span",
+    "traced",
+]
+
+
+def active(level: int = 1) -> bool:
+    """True when a session is recording events of ``level``: a cheap guard for expensive work.
+
+    .. versionadded:: 0.1
+    """
+    return level <= RT.level
+
+
+def current_span() -> Span | None:
+    """The innermost open span of the calling task or thread, if one is being recorded."""
+    return _current.get()
+
+
+class Span(SpanRecord):
+    """A recorded span. Use :func:`span` to make one.
+
+    ``with`` opens and closes it; ``set`` and ``append_metadata`` add metadata; ``stop`` ends it early.
+    An exception leaving the ``with`` block marks the span failed (type, message, back-trace) and is
+    re-raised unchanged. A span object also decorates a function (see :func:`span`).
+    """
+
+    __slots__ = ("_lazy", "_stack", "_st", "_token")
+
+    def __enter__(self) -> Span:
+        parent = _current.get()
+        self.parent = parent
+        self.trace_id = _getrandbits(128) if parent is None else parent.trace_id
+        self.span_id = _getrandbits(64)
+        self._token = _current.set(self)
+        st = thread_state()
+        self._st = st
+        md = self.metadata
+        if md is not None and "track" in md:
+            self._stack = [self]  # a named track: the writer lays it out, not the thread's stack
+        else:
+            stack = self._stack = st.stack
+            stack.append(self)
+        self.start_ns = now_ns()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        end = now_ns()
+        st = self._st
+        if st is None:  # already stopped
+            return None
+        self._st = None
+        self.end_ns = end
+        stack = self._stack
+        if stack and stack[-1] is self:
+            stack.pop()
+        else:
+            self._left_out_of_order(stack)
+        try:
+            _current.reset(self._token)
+        except ValueError:  # ended in another context than it began in (another task or thread)
+            if _current.get() is self:
+                _current.set(self.parent)
+        if exc_type is not None:
+            self.error = error_info(exc, tb)
+        if self._lazy is not None:
+            self._resolve()
+        elif self.metadata is not None and needs_snapshot(self.metadata):
+            self._snapshot()
+        buf = st.buf
+        if len(buf) < RT.config.thread_buffer:
+            buf.append(self)
+        else:
+            st.drop("span")
+        return None
+
+    def _left_out_of_order(self, stack: list[SpanRecord]) -> None:
+        # Another span of this thread began after this one and is still open: the two overlap without
+        # nesting (asyncio tasks do this). This one goes on a track of its own.
+        self.overlapping = True
+        try:
+            stack.remove(self)
+        except ValueError:
+            pass
+
+    def _resolve(self) -> None:
+        """Call the lazy name and metadata callables: the span is kept, so their cost is due now."""
+        name = self.name
+        if type(name) is not str:
+            try:
+                self.name = name() if callable(name) else _safety.safe_str(name)
+            except Exception as exc:
+                self.name = f"<lazy name failed: {type(exc).__name__}>"
+                _safety.internal_error("span.lazy_name", exc)
+        for fn in self._lazy or ():
+            try:
+                extra = fn()
+                if extra:
+                    self._merge(extra)
+            except Exception as exc:
+                _safety.internal_error("span.append_metadata", exc)
+        self._lazy = None
+        if self.metadata is not None and needs_snapshot(self.metadata):
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        self.metadata = _snapshot_metadata(self.metadata or {})
+
+    def _merge(self, extra: Mapping[str, Any]) -> None:
+        if self.metadata is None:
+            self.metadata = dict(extra)
+        else:
+            self.metadata.update(extra)
+
+    def set(self, **metadata: Any) -> Span:
+        """Add metadata to the span (later values win)."""
+        self._merge(metadata)
+        return self
+
+    def append_metadata(self, fn: Callable[[], Mapping[str, Any]]) -> Span:
+        """Add the mapping ``fn()`` returns, calling ``fn`` only if the span is recorded (at its end)."""
+        if self._lazy is None:
+            self._lazy = [fn]
+        else:
+            self._lazy.append(fn)
+        return self
+
+    def stop(self) -> None:
+        """End the span now; the end of its ``with`` block then does nothing more."""
+        if getattr(self, "_st", None) is not None:
+            self.__exit__(None, None, None)
+
+    def __call__(self, fn: F) -> F:
+        """Decorate ``fn``: each call runs in a new span with this span's name, level and metadata."""
+        return _decorate(fn, self.name, self.level, dict(self.metadata or {}))
+
+    def __repr__(self) -> str:
+        return f"<tracebridge.Span {self.name!r} level={self.level}>"
+
+
+class _OffSpan:
+    """What :func:`span` returns when its level is off: does nothing, but still decorates."""
+
+    __slots__ = ("_args",)
+
+    def __enter__(self) -> _OffSpan:
+        return self
+
+    # A builtin (not a Python function): cheaper than any ``def``; returns "" so exceptions propagate.
+    __exit__ = "".format
+
+    def set(self, **metadata: Any) -> _OffSpan:
+        return self
+
+    def append_metadata(self, fn: Callable[[], Mapping[str, Any]]) -> _OffSpan:
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def __call__(self, fn: F) -> F:
+        name, level, metadata = self._args
+        return _decorate(fn, name, level, dict(metadata))
+
+    def __repr__(self) -> str:
+        return f"<tracebridge.Span {self._args[0]!r} level={self._args[1]} (not recording)>"
+
+
+def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
+    """A span named ``name`` at ``level`` (1 critical, 2 info, 3+ verbose) with ``metadata``.
+
+    Use it as a context manager (``with span("load", path=p) as s:``) or as a decorator
+    (``@span("load")``). ``name`` may be a callable, called only if the span is recorded, and may be in
+    TraceMe's encoded form ``"name#k=v#"``. Keyword arguments with a meaning of their own:
+    ``category`` (a string or several), ``track`` (draw the span on a named track under the process),
+    ``flows`` (flow ids this span starts or continues) and ``terminating_flows`` (flow ids it ends).
+
+    .. versionadded:: 0.1
+    """
+    if level > RT.level:
+        off = _new(_OffSpan)
+        off._args = (name, level, metadata)
+        return off
+    s = _new(Span)
+    s.name = name
+    s.level = level
+    s.metadata = metadata or None
+    s.error = None
+    s.overlapping = False
+    s._lazy = None if type(name) is str else []
+    return s
+
+
+def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def coroutine_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if level > RT.level:
+                return await fn(*args, **kwargs)
+            with span(name, level, **metadata):
+                return await fn(*args, **kwargs)
+
+        return coroutine_wrapper  # type: ignore[return-value]
+
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+            agen = fn(*args, **kwargs)
+            with span(name, level, **metadata):
+                try:
+                    item = await agen.__anext__()
+                except StopAsyncIteration:
+                    return
+                while True:
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        await agen.aclose()
+                        raise
+                    except BaseException as exc:
+                        try:
+                            item = await agen.athrow(exc)
+                        except StopAsyncIteration:
+                            return
+                    else:
+                        try:
+                            item = await agen.asend(sent)
+                        except StopAsyncIteration:
+                            return
+
+        return async_generator_wrapper  # type: ignore[return-value]
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with span(name, level, **metadata):
+                return (yield from fn(*args, **kwargs))
+
+        return generator_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if level > RT.level:
+            return fn(*args, **kwargs)
+        with span(name, level, **metadata):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@overload
+def traced(fn: F) -> F: ...
+@overload
+def traced(*, name: NameOrFactory | None = None, level: int = 1, **metadata: Any) -> Callable[[F], F]: ...
+
+
+def traced(
+    fn: Any = None, *, name: NameOrFactory | None = None, level: int = 1, **metadata: Any
+) -> Any:
+    """Decorate a function (plain, coroutine, generator or async generator) so that each call is a
+    span named after its qualified name: ``@traced`` or ``@traced(level=2)``.
+
+    .. versionadded:: 0.1
+    """
+
+    def apply(f: F) -> F:
+        if not callable(f):
+            raise TypeError(f"traced() decorates functions, got {f!r}")
+        return _decorate(f, name if name is not None else f.__qualname__, level, metadata)
+
+    if fn is None:
+        return apply
+    return apply(fn)
+
+
+# ------------------------------------------------------------------------------------- other events
+
+
+def _ids() -> tuple[int, int]:
+    parent = _current.get()
+    return (0, 0) if parent is None else (parent.trace_id, parent.span_id)
+
+
+def instant(name: NameOrFactory, level: int = 1, **metadata: Any) -> None:
+    """Record an instant event (a point in time) on the thread's track, or on ``track=`` if given.
+    ``category=`` works as for spans.
+
+    .. versionadded:: 0.1
+    """
+    if level > RT.level:
+        return
+    try:
+        if type(name) is not str:
+            name = name() if callable(name) else _safety.safe_str(name)
+        if metadata and needs_snapshot(metadata):
+            metadata = _snapshot_metadata(metadata)
+        t = now_ns()
+        trace_id, span_id = _ids()
+        rec = Record("instant", name, t, t, level, metadata or None, trace_id=trace_id, span_id=span_id)
+        thread_state().push(rec)
+    except Exception as exc:
+        _safety.internal_error("instant", exc)
+
+
+def _snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Convert, on the application's thread, the values it could still change after the event ends
+    (containers, objects). ``category`` and ``track`` stay as given: the writer reads them."""
+    keep = {k: metadata[k] for k in ("category", "track") if k in metadata}
+    rest = {k: v for k, v in metadata.items() if k not in keep}
+    return {**sanitize_metadata(rest, RT.config.limits, Counts()), **keep}
+
+
+def counter(name: str, value: float, unit: str | None = None, level: int = 1) -> None:
+    """Record a sample of the counter ``name`` (one counter track per name). ``unit`` is a free-form
+    name; ``"ns"``, ``"count"`` and ``"bytes"`` are shown as Perfetto's own units.
+
+    .. versionadded:: 0.1
+    """
+    if level > RT.level:
+        return
+    try:
+        if type(value) is not int and type(value) is not float:
+            if isinstance(value, bool):
+                value = int(value)
+            else:
+                value = float(value)
+        t = now_ns()
+        rec = Record("counter", str(name), t, t, level, {"unit": str(unit)} if unit is not None else None, value)
+        thread_state().push(rec)
+    except Exception as exc:
+        _safety.internal_error("counter", exc)
+
+
+def activity_start(name: NameOrFactory, level: int = 1, **metadata: Any) -> int:
+    """Begin an activity: a span that may end on another thread. Returns its id for
+    :func:`activity_end` (0 when the level is off, which ``activity_end`` ignores).
+
+    .. versionadded:: 0.1
+    """
+    session = RT.session
+    if level > RT.level or session is None:
+        return 0
+    try:
+        if type(name) is not str:
+            name = name() if callable(name) else _safety.safe_str(name)
+        if metadata and needs_snapshot(metadata):
+            metadata = _snapshot_metadata(metadata)
+        trace_id, span_id = _ids()
+        rec = Record("activity", name, now_ns(), None, level, metadata or None, trace_id=trace_id)
+        rec.span_id = _getrandbits(64)
+        aid = _getrandbits(63) | 1
+        session.open_activities[aid] = rec
+        return aid
+    except Exception as exc:
+        _safety.internal_error("activity_start", exc)
+        return 0
+
+
+def activity_end(activity_id: int, **metadata: Any) -> None:
+    """End the activity ``activity_id`` (from :func:`activity_start`) on any thread, adding metadata.
+
+    .. versionadded:: 0.1
+    """
+    if not activity_id:
+        return
+    session = RT.session
+    if session is None:
+        return
+    try:
+        rec = session.open_activities.pop(activity_id, None)
+        if rec is None:
+            session.stats.count_drop("unknown_activity", "activity")
+            return
+        rec.end_ns = now_ns()
+        if metadata:
+            if needs_snapshot(metadata):
+                metadata = _snapshot_metadata(metadata)
+            rec.metadata = {**(rec.metadata or {}), **metadata}
+        thread_state().push(rec)
+    except Exception as exc:
+        _safety.internal_error("activity_end", exc)
+
+
+def flow() -> int:
+    """A new flow id. Pass it as ``flows=[fid]`` to the spans that start and continue the flow and as
+    ``terminating_flows=[fid]`` to the span that ends it: Perfetto draws arrows between them.
+
+    .. versionadded:: 0.1
+    """
+    return _getrandbits(64) or 1
+
+
+def backtrace(skip: int = 0) -> str:
+    """The calling thread's stack as text, outermost frame first, one ``function (file:line)`` a line
+    (TraceMe's ``back_trace``). ``skip`` leaves out that many innermost frames.
+
+    .. versionadded:: 0.1
+    """
+    return "\n".join(f"  {f}" for f in stack_frames(skip + 1))
+
+
+# Re-exported here because TraceMe keeps them beside the span API.
+encode = encode
+decode = decode
