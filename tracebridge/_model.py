@@ -245,3 +245,37 @@ class Record:
         self.error = error
         self.trace_id = trace_id
         self.span_id = span_id
+
+
+@dataclass
+class Problem:
+    """Something wrong in a trace file. For Perfetto traces ``code`` is the name of the trace_processor
+    stat that would count it (``misplaced_end_event``, ``clock_sync_failure``, ...)."""
+
+    code: str
+    message: str
+    offset: int = -1
+
+    def __str__(self) -> str:
+        where = f" (at byte {self.offset})" if self.offset >= 0 else ""
+        return f"{self.code}: {self.message}{where}"
+
+
+@dataclass
+class TraceFile:
+    """What reading a trace file found: its events (in start order), the session's stats if the file
+    holds them, problems (import errors) and notes (things worth saying that are not errors)."""
+
+    format: str
+    events: list[Event] = field(default_factory=list)
+    stats: Stats | None = None
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    pid: int = 0
+    process_name: str = ""
+    packets: int = 0
+    size: int = 0
+    #: Bytes at the end that do not form a complete record (a trace cut off by a killed process).
+    truncated_bytes: int = 0
+    #: The file could not be read past a point (not a trace, a malformed record).
+    fatal: bool = False

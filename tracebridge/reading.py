@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._model import Event
+from collections.abc import Callable
+
+from ._model import Event, TraceFile
 
 
 class TraceReadError(Exception):
@@ -44,8 +46,11 @@ def read(path: str | os.PathLike[str]) -> list[Event]:
     return read_trace(path).events
 
 
-def read_trace(path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
-    """Events, stats and problems of a trace file (see :class:`tracebridge.sinks.perfetto.reader.Trace`)."""
+def read_trace(
+    path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
+) -> TraceFile:
+    """Events, stats, problems and notes of a trace file. ``progress(done, total)`` is called now and
+    then while a Perfetto trace is read."""
     fmt = detect_format(path)
     if fmt == "json":
         from .sinks.chrome import read_chrome_json
@@ -53,4 +58,4 @@ def read_trace(path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
         return read_chrome_json(path)
     from .sinks.perfetto.reader import read_perfetto
 
-    return read_perfetto(path)
+    return read_perfetto(path, progress)

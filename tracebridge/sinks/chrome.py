@@ -16,7 +16,6 @@ import math
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,8 +27,10 @@ from .._model import (
     ErrorInfo,
     Event,
     Frame,
+    Problem,
     Stats,
     ThreadInfo,
+    TraceFile,
 )
 from ._files import Lanes, create_trace_file
 
@@ -88,7 +89,9 @@ class ChromeJsonWriter:
 
     drop_reason = "sink_error"
 
-    def __init__(self, path: str | os.PathLike[str], *, pid: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, pid: int | None = None, process_name: str | None = None
+    ) -> None:
         self.path = os.fspath(path)
         self._file: BinaryIO | None = create_trace_file(path)
         self.pid = os.getpid() if pid is None else pid
@@ -98,7 +101,7 @@ class ChromeJsonWriter:
         self._lanes: dict[Any, tuple[Lanes, list[int]]] = {}
         self._next_lane_tid = LANE_TID_BASE
         self._flows: list[tuple[int, int, int, int, str]] = []  # (fid, ts, tid, order, kind)
-        name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        name = process_name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python")
         self._file.write(b'{"traceEvents":[\n')
         self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
         self.flush()
@@ -239,14 +242,6 @@ class ChromeJsonWriter:
 # ------------------------------------------------------------------------------------------- reading
 
 
-@dataclass
-class JsonTrace:
-    events: list[Event] = field(default_factory=list)
-    stats: Stats | None = None
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
 def _num(v: Any) -> Any:
     if isinstance(v, Decimal):
         return float(v)
@@ -261,7 +256,7 @@ def _ns(v: Any) -> int:
     return int((Decimal(v) * 1000).to_integral_value())
 
 
-def read_chrome_json(path: str | os.PathLike[str]) -> JsonTrace:
+def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     from ..reading import TraceReadError
 
     p = Path(path)
@@ -275,11 +270,16 @@ def read_chrome_json(path: str | os.PathLike[str]) -> JsonTrace:
         raw_events, extra = doc["traceEvents"], doc
     else:
         raise TraceReadError(f"{p}: JSON but not a Chrome trace (no traceEvents list)")
-    out = JsonTrace()
+    out = TraceFile("json", size=p.stat().st_size)
     tb = extra.get("tracebridge") if isinstance(extra, dict) else None
     if isinstance(tb, dict) and isinstance(tb.get("stats"), dict):
         out.stats = Stats.from_dict(_num(tb["stats"]))
     thread_names: dict[int, str] = {}
+    for e in raw_events:
+        if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "process_name":
+            out.pid = int(e.get("pid", 0))
+            out.process_name = str((e.get("args") or {}).get("name", ""))
+            break
     lanes: dict[int, tuple[str, int, str]] = {}  # lane tid -> (kind, real tid, track name)
     for e in raw_events:
         if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "thread_name":
@@ -294,7 +294,7 @@ def read_chrome_json(path: str | os.PathLike[str]) -> JsonTrace:
     spans_by_key: dict[tuple[int, int], list[Event]] = {}
     for i, e in enumerate(raw_events):
         if not isinstance(e, dict):
-            out.problems.append(f"event {i} is not an object")
+            out.problems.append(Problem("json_parser_failure", f"event {i} is not an object"))
             continue
         ph = e.get("ph")
         if ph == "M":
@@ -302,7 +302,7 @@ def read_chrome_json(path: str | os.PathLike[str]) -> JsonTrace:
         try:
             ev = _json_event(e, ph, thread_names, lanes, activities)
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            out.problems.append(f"event {i} ({ph}): {type(exc).__name__}: {exc}")
+            out.problems.append(Problem("json_parser_failure", f"event {i} ({ph}): {type(exc).__name__}: {exc}"))
             continue
         if ev is None:
             if ph in ("s", "t", "f"):

@@ -26,7 +26,9 @@ from ..._model import (
     ErrorInfo,
     Event,
     Frame,
+    Problem,
     Stats,
+    TraceFile,
 )
 from . import tracebridge_perfetto_pb2 as pb
 from .wire import read_varint
@@ -42,34 +44,6 @@ from .writer import (
 )
 
 MAX_DEPTH = 512
-
-
-@dataclass
-class Problem:
-    """Something trace_processor would count as an import problem (``code`` is its stat's name)."""
-
-    code: str
-    message: str
-    offset: int = -1
-
-    def __str__(self) -> str:
-        where = f" (at byte {self.offset})" if self.offset >= 0 else ""
-        return f"{self.code}: {self.message}{where}"
-
-
-@dataclass
-class Trace:
-    """What reading a trace file found."""
-
-    events: list[Event] = field(default_factory=list)
-    stats: Stats | None = None
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    packets: int = 0
-    size: int = 0
-    #: Bytes at the end that do not form a complete packet (a trace cut off by a killed process).
-    truncated_bytes: int = 0
-    fatal: bool = False
 
 
 @dataclass
@@ -171,7 +145,7 @@ class _Reader:
     def __init__(self, data: bytes, progress: Callable[[int, int], None] | None) -> None:
         self.data = data
         self.progress = progress
-        self.out = Trace(size=len(data))
+        self.out = TraceFile("perfetto", size=len(data))
         self.seqs: dict[int, _Seq] = {}
         self.tracks: dict[int, _Track] = {}
         self.raw: list[_Raw] = []
@@ -180,7 +154,7 @@ class _Reader:
     def problem(self, code: str, message: str, offset: int = -1) -> None:
         self.out.problems.append(Problem(code, message, offset))
 
-    def run(self) -> Trace:
+    def run(self) -> TraceFile:
         data = self.data
         out = self.out
         if data and data[0] != 0x0A:
@@ -312,6 +286,9 @@ class _Reader:
             t.process = True
             t.pid = d.process.pid
             t.name = t.name or d.process.process_name
+            if not self.out.pid:
+                self.out.pid = d.process.pid
+                self.out.process_name = d.process.process_name
         if d.HasField("counter"):
             t.counter = True
             c = d.counter
@@ -521,7 +498,7 @@ class _Reader:
 
 def read_perfetto(
     path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
-) -> Trace:
+) -> TraceFile:
     """Read a Perfetto trace file: its events, stats and import problems."""
     from ...reading import TraceReadError
 
@@ -535,5 +512,5 @@ def read_perfetto(
     return read_perfetto_bytes(data, progress)
 
 
-def read_perfetto_bytes(data: bytes, progress: Callable[[int, int], None] | None = None) -> Trace:
+def read_perfetto_bytes(data: bytes, progress: Callable[[int, int], None] | None = None) -> TraceFile:
     return _Reader(data, progress).run()

@@ -1,0 +1,109 @@
+"""``tracebridge demo``: a small program that exercises the span API and writes a real trace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import random
+import threading
+import time
+
+import tracebridge
+
+from .analysis import render, summarize
+from .sinks.lines import format_event
+
+
+@tracebridge.traced(level=2)
+def load_config(path: str) -> dict[str, str]:
+    with tracebridge.span("parse", level=2, path=path, category="io"):
+        time.sleep(0.001)
+    with tracebridge.span("validate#rules=12,strict=true#", level=2):
+        time.sleep(0.0005)
+    return {"db": "sqlite://"}
+
+
+def query(sql: str, rows: int) -> None:
+    with tracebridge.span("db.query", level=2, category="db", sql=sql) as s:
+        time.sleep(0.0002 * rows)
+        s.set(rows=rows)
+
+
+def worker(jobs: queue.Queue[tuple[int, int] | None], download: int) -> None:
+    while True:
+        job = jobs.get()
+        if job is None:
+            break
+        n, flow_id = job
+        with tracebridge.span("handle_job", level=2, job=n, terminating_flows=[flow_id]):
+            query("SELECT * FROM items WHERE job = ?", rows=random.randint(1, 5))
+            tracebridge.counter("queue_depth", jobs.qsize(), unit="count")
+    tracebridge.activity_end(download, bytes=48_213)
+
+
+def flaky() -> None:
+    with tracebridge.span("charge_card", level=1, amount=12.5, api_token="s3cr3t"):
+        raise ConnectionError("payment gateway timed out")
+
+
+async def fetch(name: str, delay: float) -> None:
+    with tracebridge.span("fetch", level=2, url=f"https://example.test/{name}"):
+        await asyncio.sleep(delay)
+
+
+async def crawl() -> None:
+    await asyncio.gather(fetch("a", 0.004), fetch("b", 0.002), fetch("c", 0.003))
+
+
+def gpu() -> None:
+    for i in range(3):
+        with tracebridge.span("kernel", level=2, track="GPU Compute", index=i):
+            time.sleep(0.0003)
+
+
+def workload() -> None:
+    with tracebridge.span("main", level=1):
+        load_config("app.toml")
+        download = tracebridge.activity_start("download", level=2, url="https://example.test/data.bin")
+        jobs: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        t = threading.Thread(target=worker, args=(jobs, download), name="worker-1")
+        t.start()
+        for n in range(6):
+            fid = tracebridge.flow()
+            with tracebridge.span("enqueue", level=2, job=n, flows=[fid]):
+                jobs.put((n, fid))
+        jobs.put(None)
+        t.join()
+        try:
+            flaky()
+        except ConnectionError:
+            tracebridge.instant("payment_failed", level=1, retry=True)
+        asyncio.run(crawl())
+        gpu()
+        with tracebridge.span("debug_dump", level=3):  # verbose: not recorded at level 2
+            pass
+
+
+def run_demo(output: str, json_output: str | None = None) -> int:
+    tracebridge.start(level=2, output=output)
+    workload()
+    session = tracebridge.stop()
+    events = tracebridge.read(output)
+    print(f"Recorded {len(events)} events into {session.path}. Trace lines:\n")
+    for ev in sorted(events, key=lambda e: e.end_ns if e.end_ns is not None else e.start_ns):
+        if ev.kind in ("span", "instant", "activity"):
+            print(format_event(ev, include_thread=ev.thread_name != "MainThread"))
+    print()
+    print(render(summarize(events, session.stats), top=10))
+    if json_output:
+        from .cli import write_events
+        from .reading import read_trace
+
+        write_events(read_trace(output), json_output)
+        print(f"\nAlso wrote Chrome JSON: {json_output}")
+    print(
+        f"\nOpen {os.path.abspath(output)} in https://ui.perfetto.dev (Open trace file), or run\n"
+        f"  tracebridge summary {output}\n  tracebridge validate {output}"
+    )
+    return 0

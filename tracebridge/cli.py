@@ -1,0 +1,184 @@
+"""The ``tracebridge`` command (also ``python -m tracebridge``).
+
+Commands: ``demo`` (record a sample program), ``summary`` (where the time went), ``convert`` (Perfetto to
+Chrome JSON and back), ``validate`` (the checks trace_processor makes on import). Errors are one line on
+stderr and a non-zero exit: 1 when a trace has problems, 2 when it cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from ._model import TraceFile
+from .reading import TraceReadError, read_trace
+
+EXIT_PROBLEMS = 1
+EXIT_ERROR = 2
+
+
+class _Progress:
+    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.label = label
+        self.enabled = self.stream.isatty()
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        pct = min(100, done * 100 // total)
+        if pct == self.last:
+            return
+        self.last = pct
+        bar = "#" * (pct // 4)
+        self.stream.write(f"\r{self.label} [{bar:<25}] {pct:3d}%")
+        if pct >= 100:
+            self.stream.write("\r" + " " * (len(self.label) + 34) + "\r")
+        self.stream.flush()
+
+
+def _load(path: str) -> TraceFile:
+    trace = read_trace(path, _Progress(f"reading {os.path.basename(path)}"))
+    if trace.fatal and not trace.events:
+        first = trace.problems[0] if trace.problems else None
+        raise TraceReadError(f"{path}: not a readable trace: {first}")
+    if trace.packets == 0 and trace.format == "perfetto":
+        raise TraceReadError(f"{path}: truncated: no complete packet")
+    return trace
+
+
+def _notes(trace: TraceFile, path: str) -> None:
+    for note in trace.notes:
+        print(f"{path}: note: {note}", file=sys.stderr)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .analysis import render, summarize
+
+    trace = _load(args.trace)
+    summary = summarize(trace.events, trace.stats)
+    if args.json:
+        json.dump(summary.as_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render(summary, top=args.top))
+    _notes(trace, args.trace)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    trace = _load(args.trace)
+    write_events(trace, args.output)
+    print(f"wrote {args.output} ({len(trace.events)} events)")
+    _notes(trace, args.trace)
+    return 0
+
+
+def write_events(trace: TraceFile, output: str) -> None:
+    """Write the events of ``trace`` to ``output`` (Chrome JSON for ``.json``, else Perfetto)."""
+    from ._model import ThreadInfo
+    from .sinks.chrome import ChromeJsonWriter
+    from .sinks.perfetto.writer import PerfettoWriter
+
+    pid = trace.pid or os.getpid()
+    writer: ChromeJsonWriter | PerfettoWriter
+    if output.lower().endswith(".json"):
+        writer = ChromeJsonWriter(output, pid=pid, process_name=trace.process_name or None)
+    else:
+        writer = PerfettoWriter(output, pid=pid, process_name=trace.process_name or None)
+    by_thread: dict[tuple[int, str], list] = {}  # type: ignore[type-arg]
+    unfinished = []
+    for ev in trace.events:
+        if ev.kind == "activity" and ev.end_ns is None:
+            unfinished.append(ev)
+            continue
+        by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)
+    for (tid, name), events in by_thread.items():
+        writer.write(ThreadInfo(pid, tid, name), events)
+    writer.close(trace.stats, unfinished)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.trace:
+        try:
+            trace = read_trace(path, _Progress(f"checking {os.path.basename(path)}"))
+        except TraceReadError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = max(status, EXIT_ERROR)
+            continue
+        for problem in trace.problems:
+            print(f"{path}: {problem}")
+        _notes(trace, path)
+        if trace.problems:
+            status = max(status, EXIT_PROBLEMS)
+        elif not args.quiet:
+            what = f"{trace.packets} packets" if trace.format == "perfetto" else "Chrome JSON"
+            print(f"{path}: ok ({what}, {len(trace.events)} events)")
+    return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(args.output, args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tracebridge", description="Record, inspect and convert tracebridge traces."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="record a sample program, print its trace lines and a summary")
+    p.add_argument("-o", "--output", default="tracebridge-demo.perfetto-trace", help="trace file to write")
+    p.add_argument("--json", metavar="PATH", help="also write the same events as Chrome JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("summary", help="top time consumers, threads, failures and drops of a trace")
+    p.add_argument("trace")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--top", type=int, default=20, help="operations to list (default 20)")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("convert", help="convert a trace (Perfetto to Chrome JSON, or JSON to Perfetto)")
+    p.add_argument("trace")
+    p.add_argument("-o", "--output", required=True, help="output file: .json for Chrome JSON, else Perfetto")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("validate", help="check traces as trace_processor would on import")
+    p.add_argument("trace", nargs="+")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except TraceReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading (head, less)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
