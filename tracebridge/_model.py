@@ -216,6 +216,7 @@ class Record:
         "source",
         "span_id",
         "start_ns",
+        "thread",
         "trace_id",
         "value",
     )
@@ -245,6 +246,8 @@ class Record:
         self.error = error
         self.trace_id = trace_id
         self.span_id = span_id
+        #: Activities: the thread that began them (they are written under it if they never end).
+        self.thread: ThreadInfo | None = None
 
 
 @dataclass

@@ -238,7 +238,8 @@ class Session:
         self.open_activities: dict[int, Record] = {}
         self._sink_factory = sink_factory
         self._sink: Sink | None = None
-        self._sink_failed = False
+        self._sink_backoff = 0.0
+        self._sink_retry_at = 0.0
         self._writer: threading.Thread | None = None
         self._cond = threading.Condition()
         self._wake = False
@@ -332,11 +333,11 @@ class Session:
             except Exception as exc:
                 _safety.defer_error("writer", exc)
         _forget_dead_threads()
-        if self._sink is not None and not self._sink_failed:
+        if self._sink is not None:
             try:
                 self._sink.flush()
             except Exception as exc:
-                self._sink_broken(exc, 0, "flush")
+                _safety.defer_error("sink.flush", exc)
 
     def _drain(self, st: ThreadState) -> None:
         buf = st.buf
@@ -378,25 +379,26 @@ class Session:
         return st.info
 
     def _write(self, info: ThreadInfo, events: list[Event], dropped_before: int) -> None:
+        """Hand a batch to the sink. A sink either takes a batch or raises having written none of it;
+        after a failure the session backs off (1 s, doubling up to 30 s) and counts what it could not
+        write as ``sink_error``."""
         if not events and not dropped_before:
             return
-        if self._sink_failed or self._sink is None:
-            for ev in events:
-                self.stats.recorded[ev.kind] -= 1
-                self.stats.count_drop("sink_error", ev.kind)
-            return
-        try:
-            written = self._sink.write(info, events, dropped_before)
-        except Exception as exc:
-            self._sink_broken(exc, 0, "write")
-            written = 0
+        sink = self._sink
+        written = 0
+        reason = "sink_error"
+        if sink is not None and time.monotonic() >= self._sink_retry_at:
+            try:
+                written = sink.write(info, events, dropped_before)
+                self._sink_backoff = 0.0
+                reason = sink.drop_reason
+            except Exception as exc:
+                self._sink_backoff = min(30.0, max(1.0, self._sink_backoff * 2))
+                self._sink_retry_at = time.monotonic() + self._sink_backoff
+                _safety.defer_error("sink.write", exc)
         for ev in events[written:]:
             self.stats.recorded[ev.kind] -= 1
-            self.stats.count_drop(self._sink.drop_reason if self._sink else "sink_error", ev.kind)
-
-    def _sink_broken(self, exc: BaseException, _n: int, what: str) -> None:
-        self._sink_failed = True
-        _safety.defer_error(f"sink.{what}", exc)
+            self.stats.count_drop(reason, ev.kind)
 
     def _close_sink(self) -> None:
         sink = self._sink
@@ -405,7 +407,9 @@ class Session:
         self.stats.open_activities = len(self.open_activities)
         self.stats.sanitized = self.counts.sanitized
         self.stats.scrubbed = self.counts.scrubbed
-        opened = [self._to_event(rec, ThreadInfo(os.getpid(), 0, "")) for rec in self.open_activities.values()]
+        opened = [
+            self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in self.open_activities.values()
+        ]
         try:
             sink.close(self.stats, opened)
         except Exception as exc:

@@ -103,7 +103,7 @@ class Span(SpanRecord):
         except ValueError:  # ended in another context than it began in (another task or thread)
             if _current.get() is self:
                 _current.set(self.parent)
-        if exc_type is not None:
+        if exc_type is not None and _is_failure(exc_type, exc):
             self.error = error_info(exc, tb)
         if self._lazy is not None:
             self._resolve()
@@ -154,13 +154,21 @@ class Span(SpanRecord):
         else:
             self.metadata.update(extra)
 
+    def _ended(self) -> bool:
+        # _st is unset before the span begins and None once it has ended (its record is the writer's).
+        return getattr(self, "_st", True) is None
+
     def set(self, **metadata: Any) -> Span:
-        """Add metadata to the span (later values win)."""
-        self._merge(metadata)
+        """Add metadata to the span (later values win). Ignored once the span has ended."""
+        if not self._ended():
+            self._merge(metadata)
         return self
 
     def append_metadata(self, fn: Callable[[], Mapping[str, Any]]) -> Span:
-        """Add the mapping ``fn()`` returns, calling ``fn`` only if the span is recorded (at its end)."""
+        """Add the mapping ``fn()`` returns, calling ``fn`` only if the span is recorded (at its end).
+        Ignored once the span has ended."""
+        if self._ended():
+            return self
         if self._lazy is None:
             self._lazy = [fn]
         else:
@@ -178,6 +186,15 @@ class Span(SpanRecord):
 
     def __repr__(self) -> str:
         return f"<tracebridge.Span {self.name!r} level={self.level}>"
+
+
+def _is_failure(exc_type: type[BaseException], exc: BaseException | None) -> bool:
+    """Closing a generator early and ``sys.exit(0)`` end a span normally; anything else is a failure."""
+    if exc_type is GeneratorExit:
+        return False
+    if exc_type is SystemExit and exc is not None and exc.code in (None, 0):
+        return False
+    return True
 
 
 class _OffSpan:
@@ -393,6 +410,7 @@ def activity_start(name: NameOrFactory, level: int = 1, **metadata: Any) -> int:
         trace_id, span_id = _ids()
         rec = Record("activity", name, now_ns(), None, level, metadata or None, trace_id=trace_id)
         rec.span_id = _getrandbits(64)
+        rec.thread = thread_state().info
         aid = _getrandbits(63) | 1
         session.open_activities[aid] = rec
         return aid

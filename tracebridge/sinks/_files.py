@@ -19,10 +19,14 @@ def create_trace_file(path: str | os.PathLike[str]) -> BinaryIO:
         raise OSError(f"refusing to write a trace through the symlink {p}")
     if p.is_dir():
         raise IsADirectoryError(f"trace path {p} is a directory")
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    if p.exists() and not p.is_file():
+        # A pipe or a device (/dev/stdout, a FIFO a reader waits on): write to it as it is.
+        fd = os.open(p, os.O_WRONLY | nofollow)
+        return os.fdopen(fd, "wb", buffering=0)
     if p.exists():
         p.unlink()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(p, flags, 0o666)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o666)
     return os.fdopen(fd, "wb", buffering=0)
 
 

@@ -97,14 +97,16 @@ class ChromeJsonWriter:
         self.pid = os.getpid() if pid is None else pid
         self._pending: list[str] = []
         self._first = True
-        self._threads: set[int] = set()
         self._lanes: dict[Any, tuple[Lanes, list[int]]] = {}
         self._next_lane_tid = LANE_TID_BASE
         self._flows: list[tuple[int, int, int, int, str]] = []  # (fid, ts, tid, order, kind)
+        self._named: set[int] = set()  # thread ids whose thread_name event is in the file
+        self._named_now: list[int] = []
+        self._good = 0
         name = process_name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python")
-        self._file.write(b'{"traceEvents":[\n')
+        self._pending.append('{"traceEvents":[\n')
         self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
-        self.flush()
+        self._commit()
 
     def _emit(self, obj: dict[str, Any]) -> None:
         text = _encode(obj)
@@ -114,6 +116,12 @@ class ChromeJsonWriter:
         else:
             self._pending.append(",\n" + text)
 
+    def _name_thread(self, tid: int, args: dict[str, Any]) -> None:
+        if tid not in self._named:
+            self._named.add(tid)
+            self._named_now.append(tid)
+            self._emit({"ph": "M", "pid": self.pid, "tid": tid, "name": "thread_name", "args": args})
+
     def _lane_tid(self, key: Any, name: str, kind: str, thread: ThreadInfo, start: int, end: int | None) -> int:
         entry = self._lanes.get(key)
         if entry is None:
@@ -122,22 +130,47 @@ class ChromeJsonWriter:
         lanes, tids = entry
         lane = lanes.place(start, float("inf") if end is None else end)
         while len(tids) <= lane:
-            tid = self._next_lane_tid
+            tids.append(self._next_lane_tid)
             self._next_lane_tid += 1
-            tids.append(tid)
-            args = {"name": name, LANE_KIND_KEY: kind, "tb.thread": thread.tid}
-            self._emit({"ph": "M", "pid": self.pid, "tid": tid, "name": "thread_name", "args": args})
-        return tids[lane]
+        tid = tids[lane]
+        self._name_thread(tid, {"name": name, LANE_KIND_KEY: kind, "tb.thread": thread.tid})
+        return tid
 
     def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
-        if thread.tid not in self._threads:
-            self._threads.add(thread.tid)
-            self._emit(
-                {"ph": "M", "pid": self.pid, "tid": thread.tid, "name": "thread_name", "args": {"name": thread.name}}
-            )
-        for ev in events:
-            self._event(thread, ev)
+        flows_before = len(self._flows)
+        first_before = self._first
+        try:
+            self._name_thread(thread.tid, {"name": thread.name})
+            for ev in events:
+                self._event(thread, ev)
+            self._commit()
+        except BaseException:
+            del self._flows[flows_before:]
+            self._first = first_before
+            raise
         return len(events)
+
+    def _commit(self) -> None:
+        """Append what is pending in one write; on failure cut the file back to the last good end."""
+        if self._file is None:
+            raise ValueError(f"trace file {self.path} is closed")
+        data = "".join(self._pending).encode("utf-8", "replace")
+        self._pending.clear()
+        try:
+            self._file.write(data)
+        except BaseException:
+            self._named.difference_update(self._named_now)
+            self._named_now.clear()
+            f = self._file
+            try:
+                f.truncate(self._good)
+                f.seek(self._good)
+            except OSError:
+                self._file = None
+                f.close()
+            raise
+        self._good += len(data)
+        self._named_now.clear()
 
     def _args(self, ev: Event) -> dict[str, Any]:
         args: dict[str, Any] = {k: _json_value(v) for k, v in ev.metadata.items()}
@@ -216,27 +249,25 @@ class ChromeJsonWriter:
         self._flows.clear()
 
     def flush(self) -> None:
-        if self._file is None or not self._pending:
-            return
-        text = "".join(self._pending)
-        self._pending.clear()
-        self._file.write(text.encode("utf-8", "replace"))
+        """Nothing to do: every ``write`` reaches the file before it returns."""
 
     def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
         if self._file is None:
             return
         try:
             for ev in open_activities:
-                self._event(ThreadInfo(self.pid, 0, ""), ev)
+                self._name_thread(ev.thread_id, {"name": ev.thread_name})
+                self._event(ThreadInfo(self.pid, ev.thread_id, ev.thread_name), ev)
             self._write_flows()
-            self.flush()
             tail: dict[str, Any] = {"displayTimeUnit": "ns"}
             if stats is not None:
                 tail["tracebridge"] = {"stats": stats.as_dict()}
-            self._file.write(b"\n]," + _dumps(tail)[1:].encode("utf-8") + b"\n")
+            self._pending.append("\n]," + _dumps(tail)[1:] + "\n")
+            self._commit()
         finally:
             f, self._file = self._file, None
-            f.close()
+            if f is not None:
+                f.close()
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -256,23 +256,27 @@ class _Sequence:
     # -- events ------------------------------------------------------------------------------------
 
     def encode(self, events: list[Event]) -> bytes:
-        items: list[tuple[int, int, int, int, Event]] = []
+        # Sort key: time, then ends before begins (a slice that ends where the next begins), then the
+        # outer of two slices that begin together first (events arrive in end order: outer ones later).
+        # A slice of zero duration ends right after it begins.
+        items: list[tuple[int, int, int, int, int, Event]] = []
         for idx, ev in enumerate(events):
             kind = ev.kind
             if kind == "span" or kind == "activity":
-                items.append((ev.start_ns, 1, -idx, SLICE_BEGIN, ev))
+                items.append((ev.start_ns, 1, -idx, 0, SLICE_BEGIN, ev))
                 if ev.end_ns is not None:
-                    items.append((ev.end_ns, 0, idx, SLICE_END, ev))
-            elif kind == "counter":
-                items.append((ev.start_ns, 1, -idx, COUNTER, ev))
+                    if ev.end_ns == ev.start_ns:
+                        items.append((ev.end_ns, 1, -idx, 1, SLICE_END, ev))
+                    else:
+                        items.append((ev.end_ns, 0, idx, 0, SLICE_END, ev))
             else:
-                items.append((ev.start_ns, 1, -idx, INSTANT, ev))
+                items.append((ev.start_ns, 1, -idx, 0, COUNTER if kind == "counter" else INSTANT, ev))
         items.sort(key=_item_key)
         out: list[bytes] = []
         if not self.started or self._interned_total() > MAX_INTERNED:
             out.append(self.reset(items[0][0] if items else self.writer.start_ts))
         tracks: dict[int, int] = {}  # id(event) -> track uuid, for the END of a slice
-        for ts, _, _, phase, ev in items:
+        for ts, _, _, _, phase, ev in items:
             out.append(self._packet(ts, phase, ev, tracks))
         return b"".join(out)
 
@@ -379,8 +383,8 @@ class _Sequence:
         return message(E_LOG, *parts)
 
 
-def _item_key(item: tuple[int, int, int, int, Event]) -> tuple[int, int, int]:
-    return item[0], item[1], item[2]
+def _item_key(item: tuple[int, int, int, int, int, Event]) -> tuple[int, int, int, int]:
+    return item[0], item[1], item[2], item[3]
 
 
 def _frame(f: Frame) -> bytes:
@@ -402,8 +406,11 @@ def _process_name() -> str:
 class PerfettoWriter:
     """Writes events to a Perfetto protobuf trace file, one sequence per thread.
 
-    ``write`` buffers encoded packets; ``flush`` appends them to the file in one write, so the file
-    always ends on a packet boundary unless the process dies inside that write.
+    Each ``write`` appends the batch's packets (and the track descriptors they need, before them) in one
+    write call. A failed write (disk full) is undone: the file is cut back to its last complete packet,
+    every sequence starts its incremental state again, and the error is raised so that the caller counts
+    the batch as dropped. The file therefore always ends on a packet boundary unless the process dies in
+    the middle of a write, which readers tolerate.
     """
 
     drop_reason = "sink_error"
@@ -424,11 +431,15 @@ class PerfettoWriter:
         self._pending: list[bytes] = []
         self._sequences: dict[int, _Sequence] = {}
         self._next_seq = 2
-        self._tracks: dict[Any, tuple[Lanes, list[int], str]] = {}
+        self._tracks: dict[Any, tuple[Lanes, list[int]]] = {}
         self._counter_tracks: dict[tuple[str, str | None], int] = {}
+        self._descriptors: dict[int, bytes] = {}
+        self._described: set[int] = set()
+        self._described_now: list[int] = []
+        self._good = 0  # file size after the last complete write
         self._own = P_SEQUENCE_ID.uint(1)
         self._pending.append(self._preamble(process_name or _process_name()))
-        self.flush()
+        self._commit()
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -457,45 +468,51 @@ class PerfettoWriter:
         )
         return desc + snapshot
 
-    def _descriptor(self, uuid: int, name: str, *extra: bytes) -> bytes:
+    def _describe(self, uuid: int) -> int:
+        """Queue the descriptor of track ``uuid`` unless the file already has it; returns ``uuid``."""
+        if uuid not in self._described:
+            self._described.add(uuid)
+            self._described_now.append(uuid)
+            self._pending.append(self._descriptors[uuid])
+        return uuid
+
+    def _new_track(self, name: str, *extra: bytes) -> int:
+        uuid = new_uuid()
         body = TD_UUID.uint(uuid) + TD_PARENT.uint(self.process_uuid) + TD_NAME.string(name) + b"".join(extra)
-        return frame(P_TRACK_DESCRIPTOR.bytes_(body) + self._own)
+        self._descriptors[uuid] = frame(P_TRACK_DESCRIPTOR.bytes_(body) + self._own)
+        return uuid
 
     def lane_track(self, key: Any, name: str, start: int | None, end: int | None) -> int:
         """The uuid of the track for an event on a lane-spread track (named tracks, overlapping spans,
-        activities), writing its descriptor the first time it is used."""
+        activities): spans that would cross go on further tracks of the same name."""
         entry = self._tracks.get(key)
         if entry is None:
-            entry = (Lanes(), [], name)
+            entry = (Lanes(), [])
             self._tracks[key] = entry
-        lanes, uuids, _ = entry
+        lanes, uuids = entry
         lane = 0 if start is None else lanes.place(start, float("inf") if end is None else end)
         while len(uuids) <= lane:
-            uuid = new_uuid()
-            uuids.append(uuid)
             kind = key[0]
-            extra = b""
             if kind == "overlap":
-                extra = TD_DESCRIPTION.string(OVERLAP_TRACK_DESCRIPTION)
+                uuids.append(self._new_track(name, TD_DESCRIPTION.string(OVERLAP_TRACK_DESCRIPTION)))
             elif kind == "activity":
-                extra = TD_DESCRIPTION.string(ACTIVITY_TRACK_DESCRIPTION)
-            self._pending.append(self._descriptor(uuid, name, extra))
-        return uuids[lane]
+                uuids.append(self._new_track(name, TD_DESCRIPTION.string(ACTIVITY_TRACK_DESCRIPTION)))
+            else:
+                uuids.append(self._new_track(name))
+        return self._describe(uuids[lane])
 
     def counter_track(self, name: str, unit: str | None) -> int:
         key = (name, unit)
         uuid = self._counter_tracks.get(key)
         if uuid is None:
-            uuid = new_uuid()
-            self._counter_tracks[key] = uuid
             if unit is None:
                 counter = message(TD_COUNTER)
             elif unit in COUNTER_UNITS:
                 counter = message(TD_COUNTER, CD_UNIT.uint(COUNTER_UNITS[unit]))
             else:
                 counter = message(TD_COUNTER, CD_UNIT_NAME.string(unit))
-            self._pending.append(self._descriptor(uuid, name, counter))
-        return uuid
+            uuid = self._counter_tracks[key] = self._new_track(name, counter)
+        return self._describe(uuid)
 
     # -- sink interface ----------------------------------------------------------------------------
 
@@ -509,32 +526,60 @@ class PerfettoWriter:
             seq.pending_drop = True
         if events:
             # Track descriptors the batch needs are queued while it is encoded, so they precede it.
-            batch = seq.encode(events)
-            self._pending.append(batch)
+            self._pending.append(seq.encode(events))
+            self._commit()
         return len(events)
 
-    def flush(self) -> None:
-        if self._file is None or not self._pending:
-            return
+    def _commit(self) -> None:
+        if self._file is None:
+            raise ValueError(f"trace file {self.path} is closed")
         data = b"".join(self._pending)
         self._pending.clear()
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except BaseException:
+            self._rollback()
+            raise
+        self._good += len(data)
+        self._described_now.clear()
+
+    def _rollback(self) -> None:
+        """Undo a failed write: cut the file back and make every sequence start afresh."""
+        self._described.difference_update(self._described_now)
+        self._described_now.clear()
+        for seq in self._sequences.values():
+            seq.started = False
+        f = self._file
+        if f is None:
+            return
+        try:
+            f.truncate(self._good)
+            f.seek(self._good)
+        except OSError:
+            # The file cannot be repaired: stop writing to it (what is there is still a valid prefix
+            # unless the failed write left half a packet, which readers ignore).
+            self._file = None
+            f.close()
+
+    def flush(self) -> None:
+        """Nothing to do: every ``write`` reaches the file before it returns."""
 
     def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
         if self._file is None:
             return
         try:
-            opened = list(open_activities)
-            if opened:
-                seq = _Sequence(self, self._next_seq, ThreadInfo(self.pid, 0, "open activities"))
-                self._next_seq += 1
-                self._pending.append(seq.encode(opened))
+            by_thread: dict[tuple[int, str], list[Event]] = {}
+            for ev in open_activities:
+                by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)
+            for (tid, name), events in by_thread.items():
+                self.write(ThreadInfo(self.pid, tid, name), events)
             if stats is not None:
                 self._pending.append(self._stats_packet(stats))
-            self.flush()
+            self._commit()
         finally:
             f, self._file = self._file, None
-            f.close()
+            if f is not None:
+                f.close()
 
     def _stats_packet(self, stats: Stats) -> bytes:
         ts = trace_clock_ns()

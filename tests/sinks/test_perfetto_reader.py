@@ -1,0 +1,151 @@
+"""Reading Perfetto traces back: round trips, truncation, and the import problems validate reports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tracebridge
+from helpers import comparable, decode
+from strategies import thread_events
+from tracebridge._model import Event, ThreadInfo
+from tracebridge.reading import read_trace
+from tracebridge.sinks.perfetto.reader import iter_frames, read_perfetto_bytes
+from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+PID = os.getpid()
+
+
+def _sorted(events: list[Event]) -> list[tuple[object, ...]]:
+    return sorted((comparable(e) for e in events), key=repr)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[tuple[ThreadInfo, list[Event]]]:
+    out = []
+    for i in range(draw(st.integers(1, 3))):
+        thread = ThreadInfo(PID, 1000 + i, draw(st.text(max_size=10)))
+        events = draw(thread_events(thread.tid, thread.name, draw(st.integers(10_000, 10**12))))
+        cut = draw(st.integers(0, len(events)))
+        out.append((thread, events[:cut]))
+        out.append((thread, events[cut:]))
+    return out
+
+
+@given(batches())
+def test_round_trip_through_official_schema_and_read(tmp_path_factory, data) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("rt") / "t.perfetto-trace"
+    w = PerfettoWriter(path)
+    written: list[Event] = []
+    for thread, events in data:
+        w.write(thread, events)
+        written.extend(events)
+    w.close()
+    decode(path)  # the official schema parses every packet
+    trace = read_trace(path)
+    assert trace.problems == []
+    assert _sorted(trace.events) == _sorted(written)
+
+
+def test_truncation_at_every_offset_of_the_last_packets(trace_path: Path) -> None:
+    tracebridge.start(output=trace_path)
+    with tracebridge.span("a", k=1):
+        tracebridge.instant("i")
+    with tracebridge.span("b"):
+        pass
+    tracebridge.stop()
+    data = trace_path.read_bytes()
+    frames = list(iter_frames(data))
+    boundaries = [end for _, end, _ in frames]
+    last_complete_events = {}
+    for cut in range(boundaries[-6], len(data) + 1):
+        complete = [end for end in boundaries if end <= cut]
+        trace = read_perfetto_bytes(data[:cut])
+        assert trace.problems == [], (cut, trace.problems)
+        assert trace.packets == len(complete)
+        assert trace.truncated_bytes == cut - complete[-1]
+        full = read_perfetto_bytes(data[: complete[-1]])
+        assert [comparable(e) for e in trace.events] == [comparable(e) for e in full.events]
+        last_complete_events[complete[-1]] = len(full.events)
+    assert len(set(last_complete_events)) >= 5
+
+
+def _packet(**fields: object) -> bytes:
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as official
+
+    t = official.Trace()
+    p = t.packet.add()
+    for key, value in fields.items():
+        target = p
+        *path, leaf = key.split("__")
+        for part in path:
+            target = getattr(target, part)
+        if isinstance(value, list):
+            getattr(target, leaf).extend(value)
+        else:
+            setattr(target, leaf, value)
+    return t.SerializeToString()
+
+
+def _codes(data: bytes) -> list[str]:
+    return [p.code for p in read_perfetto_bytes(data).problems]
+
+
+def test_validator_finds_import_problems() -> None:
+    thread = _packet(
+        trusted_packet_sequence_id=2,
+        sequence_flags=1,
+        track_descriptor__uuid=5,
+        track_descriptor__thread__pid=1,
+        track_descriptor__thread__tid=2,
+    )
+    assert _codes(thread) == []
+    assert _codes(_packet(timestamp=5, track_event__type=3, track_event__name="x")) == [
+        "track_event_missing_sequence_id"
+    ]
+    assert _codes(_packet(trusted_packet_sequence_id=3, sequence_flags=2, timestamp=5, track_event__type=3)) == [
+        "packet_skipped_seq_needs_incremental_state_invalid"
+    ]
+    end_alone = _packet(trusted_packet_sequence_id=2, timestamp=9, track_event__type=2, track_event__track_uuid=5)
+    assert _codes(thread + end_alone) == ["misplaced_end_event"]
+    assert _codes(_packet(track_descriptor__name="no uuid", trusted_packet_sequence_id=1)) == [
+        "track_descriptor_missing_uuid"
+    ]
+    assert _codes(
+        _packet(trusted_packet_sequence_id=1, track_descriptor__uuid=7, track_descriptor__thread__pid=1)
+    ) == ["track_descriptor_thread_missing_pid_tid"]
+    counter_on_thread = _packet(
+        trusted_packet_sequence_id=2, timestamp=9, track_event__type=4, track_event__track_uuid=5,
+        track_event__counter_value=1,
+    )
+    assert _codes(thread + counter_on_thread) == ["track_event_counter_invalid_track_uuid"]
+    unknown_track = _packet(trusted_packet_sequence_id=2, timestamp=9, track_event__type=3, track_event__track_uuid=77)
+    assert _codes(thread + unknown_track) == ["track_event_parser_errors"]
+    flow_end = _packet(
+        trusted_packet_sequence_id=2, timestamp=9, track_event__type=3, track_event__track_uuid=5,
+        track_event__terminating_flow_ids=[99],
+    )
+    assert _codes(thread + flow_end) == ["flow_end_without_start"]
+    incremental_without_snapshot = _packet(
+        trusted_packet_sequence_id=2, timestamp=9, timestamp_clock_id=64, track_event__type=3,
+        track_event__track_uuid=5,
+    )
+    assert _codes(thread + incremental_without_snapshot) == ["clock_sync_failure"]
+    missing_name = _packet(
+        trusted_packet_sequence_id=2, timestamp=9, sequence_flags=2, track_event__type=3,
+        track_event__track_uuid=5, track_event__name_iid=3,
+    )
+    assert _codes(thread + missing_name) == ["track_event_parser_errors"]
+    conflicting = _packet(trusted_packet_sequence_id=1, track_descriptor__uuid=5, track_descriptor__name="other")
+    assert _codes(thread + conflicting) == ["track_descriptor_conflicting_reservation"]
+
+
+def test_not_a_trace_and_malformed_packets() -> None:
+    trace = read_perfetto_bytes(b"\x12\x00garbage")
+    assert trace.fatal and trace.problems[0].code == "not_a_trace"
+    malformed = b"\x0a\x03\xff\xff\xff"  # a complete record whose bytes are not a TracePacket
+    trace = read_perfetto_bytes(malformed)
+    assert trace.fatal and trace.problems[0].code == "trace_parser_errors"

@@ -1,0 +1,251 @@
+"""The Perfetto writer, judged by the official schema from the ``perfetto`` package."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import tracebridge
+from helpers import decode, official_view
+from tracebridge._model import ErrorInfo, Event, Frame, ThreadInfo
+from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+ME = ThreadInfo(os.getpid(), 4242, "worker")
+
+
+def write(path: Path, *batches: list[Event], thread: ThreadInfo = ME, **close: object) -> None:
+    w = PerfettoWriter(path, start_ts=1_000)
+    for batch in batches:
+        w.write(thread, batch)
+    w.close(**close)  # type: ignore[arg-type]
+
+
+def test_file_starts_with_packet_tag_and_has_process_and_clocks(trace_path: Path) -> None:
+    write(trace_path)
+    data = trace_path.read_bytes()
+    assert data[0] == 0x0A
+    trace = decode(data)
+    proc = [p.track_descriptor for p in trace.packet if p.track_descriptor.HasField("process")]
+    assert len(proc) == 1 and proc[0].process.pid == os.getpid() and proc[0].uuid
+    snapshot = next(p.clock_snapshot for p in trace.packet if p.HasField("clock_snapshot"))
+    assert {c.clock_id for c in snapshot.clocks} == {1, 3, 6}
+    for p in trace.packet:
+        assert p.trusted_packet_sequence_id != 0
+
+
+def test_thread_sequence_layout(trace_path: Path) -> None:
+    ev = Event("span", "work", 5_000, 9_000, 1, {}, ME.tid, ME.name)
+    write(trace_path, [ev], [Event("instant", "later", 20_000, 20_000, 1, {}, ME.tid, ME.name)])
+    trace = decode(trace_path)
+    thread_packets = [p for p in trace.packet if p.trusted_packet_sequence_id != 1]
+    seqs = {p.trusted_packet_sequence_id for p in thread_packets}
+    assert len(seqs) == 1
+    first = thread_packets[0]
+    assert first.sequence_flags == 1 and first.first_packet_on_sequence
+    assert first.track_descriptor.thread.tid == ME.tid
+    assert first.track_descriptor.thread.pid == ME.pid
+    assert first.track_descriptor.thread.thread_name == "worker"
+    assert first.trace_packet_defaults.timestamp_clock_id == 64
+    assert first.trace_packet_defaults.track_event_defaults.track_uuid == first.track_descriptor.uuid
+    snap = thread_packets[1].clock_snapshot
+    incremental = next(c for c in snap.clocks if c.clock_id == 64)
+    boot = next(c for c in snap.clocks if c.clock_id == 6)
+    assert incremental.is_incremental and incremental.timestamp == boot.timestamp
+    # Delta timestamps on clock 64 add up to the events' times; interned before (or with) first use.
+    now = incremental.timestamp
+    seen_names: set[int] = set()
+    times = []
+    for p in thread_packets[2:]:
+        assert p.sequence_flags == 2
+        assert not p.HasField("timestamp_clock_id")
+        now += p.timestamp
+        times.append(now)
+        seen_names.update(n.iid for n in p.interned_data.event_names)
+        if p.track_event.HasField("name_iid"):
+            assert p.track_event.name_iid in seen_names
+    assert times == [5_000, 9_000, 20_000]
+
+
+def test_out_of_order_event_gets_absolute_timestamp(trace_path: Path) -> None:
+    inner = Event("span", "inner", 50_000, 60_000, 1, {}, ME.tid, ME.name)
+    outer = Event("span", "outer", 40_000, 70_000, 1, {}, ME.tid, ME.name)
+    write(trace_path, [inner], [outer])  # the outer span reaches the writer in a later batch
+    view = official_view(trace_path)
+    begin_outer = next(e for e in view["events"] if e["name"] == "outer")["packet"]
+    assert begin_outer.timestamp_clock_id == 6 and begin_outer.timestamp == 40_000
+    names = [(e.name, e.start_ns, e.end_ns) for e in tracebridge.read(trace_path)]
+    assert names == [("outer", 40_000, 70_000), ("inner", 50_000, 60_000)]
+
+
+def test_annotation_types(trace_path: Path) -> None:
+    md = {
+        "b": True,
+        "i": -5,
+        "big": (1 << 64) - 1,
+        "f": 2.5,
+        "s": "text",
+        "none": None,
+        "nested": {"list": [1, "two", {"deep": False}], "empty": {}, "nothing": []},
+    }
+    write(trace_path, [Event("instant", "x", 2_000, 2_000, 3, md, ME.tid, ME.name)])
+    (ev,) = [e for e in official_view(trace_path)["events"] if e["name"] == "x"]
+    a = ev["annotations"]
+    assert a["b"].bool_value is True
+    assert a["i"].int_value == -5
+    assert a["big"].uint_value == (1 << 64) - 1
+    assert a["f"].double_value == 2.5
+    assert a["s"].string_value == "text"
+    assert a["none"].legacy_json_value == "null"
+    assert a["tb.level"].int_value == 3
+    nested = {d.name: d for d in a["nested"].dict_entries}
+    assert [v.int_value for v in nested["list"].array_values[:1]] == [1]
+    assert nested["list"].array_values[1].string_value == "two"
+    assert nested["list"].array_values[2].dict_entries[0].name == "deep"
+    assert nested["empty"].legacy_json_value == "{}"
+    (back,) = tracebridge.read(trace_path)
+    assert back.metadata == md and back.level == 3
+
+
+def test_failed_span_has_callstack(trace_path: Path) -> None:
+    frames = (Frame("main", "/app/main.py", 10), Frame("load", "/app/io.py", 42))
+    err = ErrorInfo("OSError", "disk on fire", frames)
+    write(trace_path, [Event("span", "load", 2_000, 3_000, 1, {}, ME.tid, ME.name, err)])
+    (begin,) = [e for e in official_view(trace_path)["events"] if e["name"] == "load"]
+    te = begin["packet"].track_event
+    assert [(f.function_name, f.source_file, f.line_number) for f in te.callstack.frames] == [
+        ("main", "/app/main.py", 10),
+        ("load", "/app/io.py", 42),
+    ]
+    assert begin["annotations"]["exception.type"].string_value == "OSError"
+    assert begin["annotations"]["exception.message"].string_value == "disk on fire"
+    (back,) = tracebridge.read(trace_path)
+    assert back.error == err
+
+
+def test_counters_categories_flows_and_logs(trace_path: Path) -> None:
+    src = Frame("handler", "/app/h.py", 7)
+    events = [
+        Event("counter", "queue", 2_000, 2_000, 1, {}, ME.tid, ME.name, value=3, unit="count"),
+        Event("counter", "temp", 2_500, 2_500, 1, {}, ME.tid, ME.name, value=36.6, unit="celsius"),
+        Event("span", "send", 3_000, 4_000, 1, {}, ME.tid, ME.name, categories=("net", "io"), flows=(7, 1 << 63)),
+        Event("span", "recv", 5_000, 6_000, 1, {}, ME.tid, ME.name, terminating_flows=(7,)),
+        Event("log", "user 42 logged in", 7_000, 7_000, 1, {"logger": "auth"}, ME.tid, ME.name, value=4,
+              source=src),
+    ]
+    write(trace_path, events)
+    view = official_view(trace_path)
+    tracks = view["tracks"]
+    by_name = {e["name"] or tracks[e["track"]].name: e for e in view["events"]}
+    queue = by_name["queue"]
+    assert queue["type"] == 4 and queue["packet"].track_event.counter_value == 3
+    assert tracks[queue["track"]].counter.unit == 2
+    assert tracks[by_name["temp"]["track"]].counter.unit_name == "celsius"
+    # Counter descriptors come strictly before their first event.
+    order = [p for p in view["trace"].packet]
+    desc_index = next(i for i, p in enumerate(order) if p.track_descriptor.uuid == queue["track"])
+    event_index = next(i for i, p in enumerate(order) if p is queue["packet"])
+    assert desc_index < event_index
+    send = by_name["send"]
+    assert send["categories"] == ["net", "io"]
+    assert list(send["packet"].track_event.flow_ids) == [7, 1 << 63]
+    assert list(by_name["recv"]["packet"].track_event.terminating_flow_ids) == [7]
+    log_packet = next(e for e in view["events"] if e["packet"].track_event.HasField("log_message"))["packet"]
+    lm = log_packet.track_event.log_message
+    assert lm.prio == 4
+    bodies = {b.iid: b.body for p in view["trace"].packet for b in p.interned_data.log_message_body}
+    locations = {s.iid: s for p in view["trace"].packet for s in p.interned_data.source_locations}
+    assert bodies[lm.body_iid] == "user 42 logged in"
+    loc = locations[lm.source_location_iid]
+    assert (loc.file_name, loc.function_name, loc.line_number) == ("/app/h.py", "handler", 7)
+    back = {e.name: e for e in tracebridge.read(trace_path)}
+    assert back["queue"].value == 3 and back["queue"].unit == "count"
+    assert back["temp"].unit == "celsius"
+    assert back["user 42 logged in"].kind == "log" and back["user 42 logged in"].source == src
+
+
+def test_previous_packet_dropped_marks_the_gap(trace_path: Path) -> None:
+    w = PerfettoWriter(trace_path, start_ts=1_000)
+    w.write(ME, [Event("instant", "a", 2_000, 2_000, 1, {}, ME.tid, ME.name)])
+    w.write(ME, [Event("instant", "b", 3_000, 3_000, 1, {}, ME.tid, ME.name)], dropped_before=5)
+    w.close()
+    packets = [e["packet"] for e in official_view(trace_path)["events"]]
+    assert [p.previous_packet_dropped for p in packets] == [0, 1]
+
+
+def test_named_and_overlapping_tracks_never_cross(trace_path: Path) -> None:
+    # Three kernels on "GPU Compute" that overlap pairwise, and two async spans that cross.
+    gpu = [
+        Event("span", f"k{i}", s, e, 1, {}, ME.tid, ME.name, track="GPU Compute")
+        for i, (s, e) in enumerate([(1_000, 5_000), (2_000, 6_000), (3_000, 4_000)])
+    ]
+    a = Event("span", "a", 10_000, 20_000, 1, {}, ME.tid, ME.name, overlapping=True)
+    b = Event("span", "b", 15_000, 30_000, 1, {}, ME.tid, ME.name)
+    write(trace_path, [*gpu, a, b])
+    view = official_view(trace_path)
+    tracks = view["tracks"]
+    gpu_tracks = {u for u, t in tracks.items() if t.name == "GPU Compute"}
+    assert len(gpu_tracks) == 2  # k0 and k1 cross; k2 nests in k0
+    process_uuid = next(u for u, t in tracks.items() if t.HasField("process"))
+    assert all(tracks[u].parent_uuid == process_uuid for u in gpu_tracks)
+    a_track = next(e["track"] for e in view["events"] if e["name"] == "a")
+    b_track = next(e["track"] for e in view["events"] if e["name"] == "b")
+    assert a_track != b_track and tracks[b_track].HasField("thread")
+    back = {e.name: e for e in tracebridge.read(trace_path)}
+    assert back["a"].overlapping and not back["b"].overlapping
+    assert back["k1"].track == "GPU Compute"
+
+
+def test_session_end_to_end(trace_path: Path) -> None:
+    tracebridge.start(level=2, output=trace_path)
+    with tracebridge.span("outer", level=2, category="io", path="a"):
+        t = threading.Thread(target=lambda: tracebridge.instant("from_thread"), name="helper")
+        t.start()
+        t.join()
+    session = tracebridge.stop()
+    events = tracebridge.read(trace_path)
+    assert [(e.kind, e.name, e.thread_name) for e in events] == [
+        ("span", "outer", threading.current_thread().name),
+        ("instant", "from_thread", "helper"),
+    ]
+    view = official_view(trace_path)
+    threads = [t for t in view["tracks"].values() if t.HasField("thread")]
+    assert sorted(t.thread.thread_name for t in threads) == sorted([threading.current_thread().name, "helper"])
+    assert len({t.uuid for t in threads}) == 2
+    stats = next(e for e in view["events"] if e["name"] == "tracebridge.stats")
+    assert stats["annotations"]["recorded"].dict_entries
+    assert session.stats.recorded["span"] == 1
+
+
+@pytest.mark.parametrize("ext", [".json", ".perfetto-trace"])
+def test_disk_full_is_counted_and_the_file_stays_valid(tmp_path: Path, lenient: None, ext: str) -> None:
+    path = tmp_path / f"trace{ext}"
+    tracebridge.start(output=path)
+    from tracebridge._recorder import RT
+
+    with tracebridge.span("kept"):
+        pass
+    tracebridge.flush()
+    sink = RT.session._sink  # type: ignore[union-attr]
+    real = sink._file
+
+    class Full:
+        def write(self, data: bytes) -> int:
+            real.write(data[: len(data) // 2])  # a partial write, then the error
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    sink._file = Full()
+    with tracebridge.span("lost"):
+        pass
+    tracebridge.flush()
+    sink._file = real
+    session = tracebridge.stop()
+    assert session.stats.dropped == {"sink_error": {"span": 1}}
+    assert session.stats.recorded["span"] == 1
+    names = [e.name for e in tracebridge.read(path)]
+    assert names == ["kept"]

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import tracebridge
+from helpers import record
+
+
+def test_start_twice_is_a_clear_error() -> None:
+    tracebridge.start()
+    try:
+        with pytest.raises(RuntimeError, match="already active"):
+            tracebridge.start()
+    finally:
+        tracebridge.stop()
+
+
+def test_stop_without_session() -> None:
+    with pytest.raises(RuntimeError, match="no tracebridge session"):
+        tracebridge.stop()
+    assert tracebridge.shutdown() is None
+    assert tracebridge.flush() is True
+
+
+@pytest.mark.parametrize("level", [0, -1, 1.5, "2", True])
+def test_bad_level(level: object) -> None:
+    with pytest.raises(ValueError, match="level must be an integer"):
+        tracebridge.start(level=level)  # type: ignore[arg-type]
+
+
+def test_bad_format_and_path(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="format must be"):
+        tracebridge.start(output=tmp_path / "t", format="xml")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs an output path"):
+        tracebridge.start(format="json")
+    with pytest.raises(OSError):
+        tracebridge.start(output=tmp_path / "missing-dir" / "t.perfetto-trace")
+    with pytest.raises(IsADirectoryError):
+        tracebridge.start(output=tmp_path)
+
+
+def test_symlinked_output_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    link = tmp_path / "trace.perfetto-trace"
+    link.symlink_to(target)
+    with pytest.raises(OSError, match="symlink"):
+        tracebridge.start(output=link)
+    assert target.read_text() == "keep me"
+
+
+def test_existing_trace_is_replaced(trace_path: Path) -> None:
+    trace_path.write_bytes(b"old contents that are not a trace")
+    tracebridge.start(output=trace_path)
+    tracebridge.stop()
+    assert trace_path.read_bytes()[:1] == b"\x0a"
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("max_string", 0, "max_string must be a positive integer"),
+        ("flush_interval", -1, "flush_interval must be a positive number"),
+        ("scrub", "(", "not a valid regular expression"),
+        ("nonsense", 1, "unknown option 'nonsense'"),
+    ],
+)
+def test_configure_rejects_bad_options(option: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tracebridge.configure(**{option: value})
+
+
+def test_session_stats_count_by_kind() -> None:
+    def work() -> None:
+        for _ in range(3):
+            with tracebridge.span("s"):
+                tracebridge.instant("i")
+        tracebridge.counter("c", 1)
+
+    session = record(work)
+    assert session.stats.recorded == {"span": 3, "instant": 3, "counter": 1, "activity": 0, "log": 0}
+    assert session.stats.total_dropped == 0
+    assert session.stopped and "stopped" in repr(session)
+
+
+def test_events_in_start_order_across_threads() -> None:
+    def work() -> None:
+        def child() -> None:
+            with tracebridge.span("child"):
+                time.sleep(0.002)
+
+        with tracebridge.span("parent"):
+            t = threading.Thread(target=child)
+            t.start()
+            t.join()
+
+    session = record(work)
+    starts = [e.start_ns for e in session.events]
+    assert starts == sorted(starts)
+    assert {e.name for e in session.events} == {"parent", "child"}
+
+
+def test_flush_writes_while_recording(trace_path: Path) -> None:
+    tracebridge.start(output=trace_path)
+    try:
+        with tracebridge.span("early"):
+            pass
+        assert tracebridge.flush(timeout=10)
+        assert [e.name for e in tracebridge.read(trace_path)] == ["early"]
+    finally:
+        tracebridge.stop()
+
+
+def test_memory_cap_counts_drops() -> None:
+    tracebridge.configure(max_events=10)
+    try:
+        session = record(lambda: [tracebridge.instant("i") for _ in range(25)])
+    finally:
+        tracebridge.configure(max_events=1_000_000)
+    assert len(session.events) == 10
+    assert session.stats.recorded["instant"] == 10
+    assert session.stats.dropped == {"memory_cap": {"instant": 15}}
+
+
+def test_full_thread_queue_drops_and_counts(lenient: None) -> None:
+    tracebridge.configure(thread_buffer=100, flush_interval=30)
+    try:
+        session = record(lambda: [tracebridge.instant("i") for _ in range(1000)])
+    finally:
+        tracebridge.configure(thread_buffer=65536, flush_interval=0.1)
+    recorded = session.stats.recorded["instant"]
+    dropped = session.stats.dropped.get("queue_full", {}).get("instant", 0)
+    assert dropped > 0
+    assert recorded + dropped == 1000
+
+
+def test_span_that_straddles_stop_is_counted_not_leaked() -> None:
+    tracebridge.start()
+    s = tracebridge.span("straddler").__enter__()
+    first = tracebridge.stop()
+    s.__exit__(None, None, None)
+    second = record(lambda: None)
+    assert [e.name for e in first.events] == []
+    assert second.stats.dropped == {"outside_session": {"span": 1}}
+    assert second.events == []

@@ -1,0 +1,335 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+
+import pytest
+
+import tracebridge
+from helpers import record
+
+
+def spans(session: tracebridge.Session) -> list[tracebridge.Event]:
+    return [e for e in session.events if e.kind == "span"]
+
+
+def test_nested_spans_link_parent_and_trace() -> None:
+    def work() -> None:
+        with tracebridge.span("outer", level=2, path="p"), tracebridge.span("inner", level=2):
+            pass
+
+    outer, inner = spans(record(work))
+    assert (outer.name, inner.name) == ("outer", "inner")
+    assert outer.metadata == {"path": "p"}
+    assert inner.parent_id == outer.span_id and outer.parent_id == 0
+    assert inner.trace_id == outer.trace_id != 0
+    assert outer.start_ns <= inner.start_ns <= inner.end_ns <= outer.end_ns
+    assert outer.thread_id == threading.get_native_id()
+    assert outer.thread_name == threading.current_thread().name
+
+
+def test_levels() -> None:
+    def work() -> None:
+        assert tracebridge.active(1) and tracebridge.active(2) and not tracebridge.active(3)
+        with tracebridge.span("info", level=2), tracebridge.span("verbose", level=3):
+            pass
+
+    assert [e.name for e in spans(record(work, level=2))] == ["info"]
+    assert not tracebridge.active(1)
+
+
+def test_span_off_is_inert_and_still_decorates() -> None:
+    off = tracebridge.span("x", level=3)
+    with off as s:
+        s.set(a=1).append_metadata(lambda: pytest.fail("called"))
+        s.stop()
+
+    @tracebridge.span("decorated", level=2, k="v")
+    def f(x: int) -> int:
+        return x + 1
+
+    def work() -> None:
+        assert f(1) == 2
+
+    (ev,) = spans(record(work))
+    assert (ev.name, ev.level, ev.metadata) == ("decorated", 2, {"k": "v"})
+
+
+def test_off_span_propagates_exceptions() -> None:
+    with pytest.raises(KeyError), tracebridge.span("x", level=5):
+        raise KeyError("k")
+
+
+def test_lazy_name_and_metadata_only_when_recorded() -> None:
+    calls: list[str] = []
+
+    def name() -> str:
+        calls.append("name")
+        return "lazy"
+
+    def work() -> None:
+        with tracebridge.span(name, level=2) as s:
+            s.append_metadata(lambda: calls.append("md") or {"n": 1})
+        with tracebridge.span(name, level=3) as s:
+            s.append_metadata(lambda: calls.append("never") or {})
+
+    (ev,) = spans(record(work))
+    assert ev.name == "lazy" and ev.metadata == {"n": 1}
+    assert calls == ["name", "md"]
+
+
+def test_set_and_stop() -> None:
+    def work() -> None:
+        with tracebridge.span("s") as s:
+            s.set(a=1)
+            s.set(a=2, b=3)
+            s.stop()
+            s.set(after=True)  # after stop: not part of the record
+        tracebridge.instant("after")
+
+    session = record(work)
+    (ev,) = spans(session)
+    assert ev.metadata == {"a": 2, "b": 3}
+    assert ev.end_ns <= next(e for e in session.events if e.name == "after").start_ns
+
+
+def test_encoded_name_is_split() -> None:
+    def work() -> None:
+        with tracebridge.span("validate#rules=12,strict=true#", extra=1):
+            pass
+
+    (ev,) = spans(record(work))
+    assert ev.name == "validate"
+    assert ev.metadata == {"rules": "12", "strict": "true", "extra": 1}
+
+
+def test_exception_marks_span_failed_and_is_reraised_unchanged() -> None:
+    err = ValueError("bad value")
+
+    def fail() -> None:
+        raise err
+
+    def work() -> None:
+        with pytest.raises(ValueError) as info, tracebridge.span("boom"):
+            fail()
+        assert info.value is err
+
+    (ev,) = spans(record(work))
+    assert ev.error is not None
+    assert (ev.error.type, ev.error.message) == ("ValueError", "bad value")
+    functions = [f.function for f in ev.error.frames]
+    # Outermost first: this test's callers, then work, then fail where it was raised.
+    assert functions[-2:] == ["work", "fail"]
+    assert ev.error.frames[-1].file == __file__
+    assert ev.error.frames[-1].line == fail.__code__.co_firstlineno + 1
+
+
+def test_traced_kinds() -> None:
+    @tracebridge.traced
+    def plain(x: int) -> int:
+        """Doc."""
+        return x * 2
+
+    @tracebridge.traced(level=2)
+    async def coro(x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 1
+
+    @tracebridge.traced
+    def gen(n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+
+    @tracebridge.traced
+    async def agen(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield i
+
+    assert plain.__doc__ == "Doc." and plain.__name__ == "plain"
+    assert inspect.iscoroutinefunction(coro)
+    assert inspect.isgeneratorfunction(gen) and inspect.isasyncgenfunction(agen)
+
+    async def consume() -> list[int]:
+        return [i async for i in agen(3)]
+
+    def work() -> None:
+        assert plain(2) == 4
+        assert asyncio.run(coro(1)) == 2
+        assert list(gen(3)) == [0, 1, 2]
+        assert asyncio.run(consume()) == [0, 1, 2]
+
+    names = [e.name for e in spans(record(work))]
+    assert names == [
+        "test_traced_kinds.<locals>.plain",
+        "test_traced_kinds.<locals>.coro",
+        "test_traced_kinds.<locals>.gen",
+        "test_traced_kinds.<locals>.agen",
+    ]
+
+
+def test_generator_span_covers_iteration() -> None:
+    @tracebridge.traced
+    def gen():  # type: ignore[no-untyped-def]
+        yield 1
+        with tracebridge.span("inside"):
+            yield 2
+
+    def work() -> None:
+        it = gen()
+        next(it)
+        tracebridge.instant("between")
+        next(it)
+        it.close()
+
+    session = record(work)
+    g = next(e for e in session.events if e.name.endswith("gen"))
+    between = next(e for e in session.events if e.name == "between")
+    assert g.start_ns <= between.start_ns <= g.end_ns
+
+
+def test_generator_close_and_error_end_the_span() -> None:
+    @tracebridge.traced
+    def gen():  # type: ignore[no-untyped-def]
+        yield 1
+        raise RuntimeError("mid-iteration")
+
+    def work() -> None:
+        it = gen()
+        next(it)
+        with pytest.raises(RuntimeError):
+            next(it)
+
+    (ev,) = spans(record(work))
+    assert ev.error is not None and ev.error.type == "RuntimeError"
+
+
+def test_async_generator_send_and_throw_are_forwarded() -> None:
+    @tracebridge.traced
+    async def echo():  # type: ignore[no-untyped-def]
+        received = []
+        try:
+            while True:
+                received.append((yield len(received)))
+        except KeyError:
+            yield -1
+
+    async def drive() -> list[int]:
+        it = echo()
+        out = [await it.asend(None), await it.asend("a"), await it.athrow(KeyError())]
+        await it.aclose()
+        return out
+
+    def work() -> None:
+        assert asyncio.run(drive()) == [0, 1, -1]
+
+    (ev,) = spans(record(work))
+    assert ev.error is None
+
+
+def test_overlapping_async_spans_are_marked() -> None:
+    async def task(name: str, delay: float) -> None:
+        with tracebridge.span(name):
+            await asyncio.sleep(delay)
+
+    async def main() -> None:
+        # a begins first and ends first, while b (another task) is still open: they cross.
+        await asyncio.gather(task("a", 0.01), task("b", 0.03), task("c", 0.0))
+
+    def work() -> None:
+        asyncio.run(main())
+
+    by_name = {e.name: e for e in spans(record(work))}
+    a, b, c = by_name["a"], by_name["b"], by_name["c"]
+    assert a.start_ns < b.start_ns < a.end_ns < b.end_ns
+    assert a.overlapping and not b.overlapping
+    # c began last and ended first: it lies inside b's interval, which nests properly.
+    assert not c.overlapping
+    # Each task has its own current span: none is the parent of another.
+    assert a.parent_id == b.parent_id == c.parent_id == 0
+
+
+def test_instants_counters_categories_tracks() -> None:
+    def work() -> None:
+        tracebridge.instant("tick", level=1, category=["io", "net"], n=1)
+        tracebridge.counter("mem", 12, unit="bytes")
+        tracebridge.counter("temp", 36.6)
+        with tracebridge.span("k", track="GPU Compute", category="gpu"):
+            pass
+
+    session = record(work)
+    tick, mem, temp, k = session.events
+    assert (tick.kind, tick.categories, tick.metadata) == ("instant", ("io", "net"), {"n": 1})
+    assert (mem.kind, mem.value, mem.unit, mem.metadata) == ("counter", 12, "bytes", {})
+    assert (temp.value, temp.unit) == (36.6, None)
+    assert (k.track, k.categories) == ("GPU Compute", ("gpu",))
+
+
+def test_activity_across_threads_and_open_activity() -> None:
+    def work() -> None:
+        aid = tracebridge.activity_start("download", url="u")
+        t = threading.Thread(target=tracebridge.activity_end, args=(aid,), kwargs={"ok": True}, name="other")
+        t.start()
+        t.join()
+        tracebridge.activity_start("never_ends")
+
+    session = record(work)
+    done = next(e for e in session.events if e.name == "download")
+    assert done.metadata == {"url": "u", "ok": True}
+    assert done.thread_name == "other" and done.end_ns is not None
+    still_open = next(e for e in session.events if e.name == "never_ends")
+    assert still_open.end_ns is None
+    assert session.stats.open_activities == 1
+
+
+def test_activity_end_with_unknown_id_is_counted() -> None:
+    session = record(lambda: tracebridge.activity_end(12345))
+    assert session.stats.dropped == {"unknown_activity": {"activity": 1}}
+    tracebridge.activity_end(0)  # ignored, no session
+
+
+def test_flows() -> None:
+    def work() -> None:
+        fid = tracebridge.flow()
+        with tracebridge.span("send", flows=[fid]):
+            pass
+        t = threading.Thread(target=lambda: tracebridge.span("recv", terminating_flows=[fid]).__enter__().stop())
+        t.start()
+        t.join()
+
+    send, recv = spans(record(work))
+    assert send.flows == recv.terminating_flows and len(send.flows) == 1
+
+
+def test_backtrace() -> None:
+    def inner() -> str:
+        return tracebridge.backtrace()
+
+    def skipping() -> str:
+        return tracebridge.backtrace(skip=1)
+
+    lines = inner().splitlines()
+    assert lines[-1].strip().startswith("inner (") and lines[-1].endswith(f"{__file__}:{inner.__code__.co_firstlineno + 1})")
+    assert lines[-2].strip().startswith("test_backtrace (")
+    assert skipping().splitlines()[-1].strip().startswith("test_backtrace (")
+
+
+def test_nullcontext_compatible_usage_with_exit_stack() -> None:
+    def work() -> None:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(tracebridge.span("on", level=1))
+            stack.enter_context(tracebridge.span("off", level=9))
+
+    assert [e.name for e in spans(record(work))] == ["on"]
+
+
+def test_metadata_snapshot_at_record_time() -> None:
+    items = [1, 2]
+
+    def work() -> None:
+        with tracebridge.span("s", items=items):
+            pass
+        items.append(3)
+
+    (ev,) = spans(record(work))
+    assert ev.metadata == {"items": [1, 2]}
