@@ -231,17 +231,20 @@ class Session:
         self.events: list[Event] = []
         self.config = config
         self.limits = config.limits
-        self.counts = Counts()
+        self.counts = Counts()  # sanitizing done on application threads (under _stats_lock)
+        self._writer_counts = Counts()  # sanitizing done by the writer thread
         self.clock_offset = measure_clock_offset()
         self.start_ns = now_ns()
         self.stopped = False
         self.open_activities: dict[int, Record] = {}
+        self._errors_at_start = sum(_safety.error_counts().values())
         self._sink_factory = sink_factory
         self._sink: Sink | None = None
         self._sink_backoff = 0.0
         self._sink_retry_at = 0.0
         self._writer: threading.Thread | None = None
         self._cond = threading.Condition()
+        self._stats_lock = threading.Lock()
         self._wake = False
         self._stopping = False
         self._rounds_requested = 0
@@ -255,6 +258,17 @@ class Session:
         where = self.path if self.path is not None else "memory"
         state = "stopped" if self.stopped else "recording"
         return f"<tracebridge.Session level={self.level} {where} {state}>"
+
+    def count_drop(self, reason: str, kind: str, n: int = 1) -> None:
+        """Count dropped events (safe from any thread)."""
+        with self._stats_lock:
+            self.stats.count_drop(reason, kind, n)
+
+    def add_counts(self, counts: Counts) -> None:
+        """Add sanitizing and scrubbing done on an application thread (safe from any thread)."""
+        with self._stats_lock:
+            self.counts.sanitized += counts.sanitized
+            self.counts.scrubbed += counts.scrubbed
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -347,7 +361,7 @@ class Session:
         for kind, count in list(st.dropped.items()):
             before = seen.get(kind, 0)
             if count > before:
-                self.stats.count_drop("queue_full", kind, count - before)
+                self.count_drop("queue_full", kind, count - before)
                 new_drops += count - before
                 seen[kind] = count
         if n == 0:
@@ -359,14 +373,13 @@ class Session:
         recorded = self.stats.recorded
         for rec in records:
             if rec.start_ns < self.start_ns and rec.kind == "span":
-                self.stats.count_drop("outside_session", "span")
+                self.count_drop("outside_session", "span")
                 continue
             try:
                 ev = self._to_event(rec, info)
             except Exception as exc:
                 _safety.defer_error("writer.convert", exc)
-                self.stats.internal_errors += 1
-                self.stats.count_drop("internal_error", rec.kind)
+                self.count_drop("internal_error", rec.kind)
                 continue
             recorded[ev.kind] = recorded.get(ev.kind, 0) + 1
             events.append(ev)
@@ -398,15 +411,17 @@ class Session:
                 _safety.defer_error("sink.write", exc)
         for ev in events[written:]:
             self.stats.recorded[ev.kind] -= 1
-            self.stats.count_drop(reason, ev.kind)
+            self.count_drop(reason, ev.kind)
 
     def _close_sink(self) -> None:
         sink = self._sink
         if sink is None:
             return
         self.stats.open_activities = len(self.open_activities)
-        self.stats.sanitized = self.counts.sanitized
-        self.stats.scrubbed = self.counts.scrubbed
+        with self._stats_lock:
+            self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
+            self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
+        self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
         opened = [
             self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in self.open_activities.values()
         ]
@@ -419,7 +434,7 @@ class Session:
     # -- record -> event ---------------------------------------------------------------------------
 
     def _to_event(self, rec: Any, info: ThreadInfo) -> Event:
-        counts = self.counts
+        counts = self._writer_counts
         limits = self.limits
         name = rec.name
         if type(name) is not str:
@@ -705,7 +720,7 @@ def _after_fork_in_child() -> None:
     try:
         child = Session(parent.level, path, parent.format, parent.config, parent._sink_factory)
         if inherited:
-            child.stats.count_drop("fork_inherited", "span", inherited)
+            child.count_drop("fork_inherited", "span", inherited)
         child._open()
     except Exception as exc:
         _safety.internal_error("fork", exc, raise_in_strict=False)
@@ -724,6 +739,15 @@ if hasattr(os, "register_at_fork"):
 def record(rec: Any) -> None:
     """Queue a record made by a source on the calling thread."""
     thread_state().push(rec)
+
+
+def source_failed(where: str, kind: str, exc: Exception) -> None:
+    """A source could not record an event because of an internal error: count the event dropped,
+    report the error (raised in strict mode)."""
+    session = RT.session
+    if session is not None:
+        session.count_drop("internal_error", kind)
+    _safety.internal_error(where, exc)
 
 
 def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:

@@ -53,7 +53,7 @@ def compile_secret_keys(pattern: str | re.Pattern[str] | None) -> re.Pattern[str
 
 def clean_str(s: str, limit: int, counts: Counts | None = None) -> str:
     """``s`` capped at ``limit`` characters, with lone surrogates replaced by U+FFFD."""
-    if len(s) > limit:
+    if len(s) > limit and not _already_cut(s, limit):
         s = s[:limit] + f"…[+{len(s) - limit} chars]"
         if counts is not None:
             counts.sanitized += 1
@@ -66,14 +66,17 @@ def clean_str(s: str, limit: int, counts: Counts | None = None) -> str:
     return s
 
 
+def _already_cut(s: str, limit: int) -> bool:
+    """True when ``s`` is the output of an earlier cut at ``limit`` (sanitizing twice changes nothing)."""
+    tail = s[limit:]
+    return tail.startswith("…[+") and tail.endswith(" chars]") and tail[3:-7].isdigit()
+
+
 def safe_repr(value: object, limit: int) -> str:
     try:
-        text = repr(value)
-    except Exception as exc:
+        return repr(value)
+    except Exception as exc:  # includes a __repr__ that returns something other than a string
         return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-    if not isinstance(text, str):  # a broken __repr__ may return anything
-        return f"<unrepresentable {type(value).__name__}>"
-    return text
 
 
 class _Sanitizer:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, overload
 from . import _safety
 from ._codec import decode, encode
 from ._model import Record, SpanRecord
-from ._recorder import RT, error_info, now_ns, stack_frames, thread_state
+from ._recorder import RT, error_info, now_ns, source_failed, stack_frames, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -361,7 +361,7 @@ def instant(name: NameOrFactory, level: int = 1, **metadata: Any) -> None:
         rec = Record("instant", name, t, t, level, metadata or None, trace_id=trace_id, span_id=span_id)
         thread_state().push(rec)
     except Exception as exc:
-        _safety.internal_error("instant", exc)
+        source_failed("instant", "instant", exc)
 
 
 def _snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -369,7 +369,12 @@ def _snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     (containers, objects). ``category`` and ``track`` stay as given: the writer reads them."""
     keep = {k: metadata[k] for k in ("category", "track") if k in metadata}
     rest = {k: v for k, v in metadata.items() if k not in keep}
-    return {**sanitize_metadata(rest, RT.config.limits, Counts()), **keep}
+    counts = Counts()
+    out = {**sanitize_metadata(rest, RT.config.limits, counts), **keep}
+    session = RT.session
+    if session is not None and (counts.sanitized or counts.scrubbed):
+        session.add_counts(counts)
+    return out
 
 
 def counter(name: str, value: float, unit: str | None = None, level: int = 1) -> None:
@@ -390,7 +395,7 @@ def counter(name: str, value: float, unit: str | None = None, level: int = 1) ->
         rec = Record("counter", str(name), t, t, level, {"unit": str(unit)} if unit is not None else None, value)
         thread_state().push(rec)
     except Exception as exc:
-        _safety.internal_error("counter", exc)
+        source_failed("counter", "counter", exc)
 
 
 def activity_start(name: NameOrFactory, level: int = 1, **metadata: Any) -> int:
@@ -415,7 +420,7 @@ def activity_start(name: NameOrFactory, level: int = 1, **metadata: Any) -> int:
         session.open_activities[aid] = rec
         return aid
     except Exception as exc:
-        _safety.internal_error("activity_start", exc)
+        source_failed("activity_start", "activity", exc)
         return 0
 
 
@@ -432,7 +437,7 @@ def activity_end(activity_id: int, **metadata: Any) -> None:
     try:
         rec = session.open_activities.pop(activity_id, None)
         if rec is None:
-            session.stats.count_drop("unknown_activity", "activity")
+            session.count_drop("unknown_activity", "activity")
             return
         rec.end_ns = now_ns()
         if metadata:
@@ -441,7 +446,7 @@ def activity_end(activity_id: int, **metadata: Any) -> None:
             rec.metadata = {**(rec.metadata or {}), **metadata}
         thread_state().push(rec)
     except Exception as exc:
-        _safety.internal_error("activity_end", exc)
+        source_failed("activity_end", "activity", exc)
 
 
 def flow() -> int:

@@ -1,0 +1,121 @@
+"""Chrome JSON: the structure chrome://tracing and Perfetto's JSON importer expect, and round trips."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tracebridge
+from helpers import comparable
+from strategies import thread_events
+from tracebridge._model import ErrorInfo, Event, Frame, ThreadInfo
+from tracebridge.reading import read_trace
+from tracebridge.sinks.chrome import ChromeJsonWriter
+
+ME = ThreadInfo(os.getpid(), 77, "worker")
+
+
+def test_structure(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    w = ChromeJsonWriter(path)
+    err = ErrorInfo("KeyError", "'k'", (Frame("f", "/a.py", 3),))
+    w.write(
+        ME,
+        [
+            Event("span", "child", 2_500, 3_000, 1, {"n": 1}, ME.tid, ME.name),
+            Event("span", "parent", 2_000, 4_000_123, 2, {}, ME.tid, ME.name, err, ("db",), flows=(5,)),
+            Event("instant", "tick", 5_000, 5_000, 1, {}, ME.tid, ME.name),
+            Event("counter", "mem", 6_000, 6_000, 1, {}, ME.tid, ME.name, value=10, unit="bytes"),
+            Event("activity", "dl", 1_000, 9_000, 1, {}, ME.tid, ME.name, span_id=99),
+            Event("span", "end", 7_000, 8_000, 1, {}, ME.tid, ME.name, terminating_flows=(5,)),
+        ],
+    )
+    w.close()
+    doc = json.loads(path.read_text())
+    assert doc["displayTimeUnit"] == "ns"
+    evs = doc["traceEvents"]
+    by_ph: dict[str, list[dict[str, object]]] = {}
+    for e in evs:
+        by_ph.setdefault(e["ph"], []).append(e)
+    names = {e["name"]: e for e in evs}
+    parent = names["parent"]
+    assert parent["ph"] == "X" and parent["ts"] == 2.0 and parent["dur"] == 3998.123
+    assert parent["cat"] == "db" and parent["args"]["tb.level"] == 2
+    assert parent["args"]["exception.type"] == "KeyError"
+    assert names["tick"]["ph"] == "i" and names["tick"]["s"] == "t"
+    assert names["mem"]["ph"] == "C" and names["mem"]["args"] == {"mem": 10}
+    assert [e["ph"] for e in evs if e.get("name") == "dl"] == ["b", "e"]
+    assert {e["name"] for e in by_ph["M"]} == {"process_name", "thread_name"}
+    assert [e["ph"] for e in by_ph.get("s", []) + by_ph.get("f", [])] == ["s", "f"]
+    assert by_ph["f"][0]["bp"] == "e"
+    # Nanoseconds survive microsecond timestamps.
+    back = {e.name: e for e in tracebridge.read(path)}
+    assert back["parent"].end_ns == 4_000_123 and back["parent"].error == err
+    assert back["parent"].flows == (5,) and back["end"].terminating_flows == (5,)
+    assert back["mem"].unit == "bytes" and back["dl"].kind == "activity"
+
+
+def test_overlapping_spans_get_other_tids(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    w = ChromeJsonWriter(path)
+    a = Event("span", "a", 1_000, 5_000, 1, {}, ME.tid, ME.name, overlapping=True)
+    b = Event("span", "b", 2_000, 9_000, 1, {}, ME.tid, ME.name)
+    g1 = Event("span", "g1", 1_000, 5_000, 1, {}, ME.tid, ME.name, track="GPU")
+    g2 = Event("span", "g2", 2_000, 6_000, 1, {}, ME.tid, ME.name, track="GPU")
+    w.write(ME, [a, b, g1, g2])
+    w.close()
+    evs = json.loads(path.read_text())["traceEvents"]
+    tid = {e["name"]: e["tid"] for e in evs if e["ph"] == "X"}
+    assert tid["b"] == ME.tid and tid["a"] != ME.tid
+    assert len({tid["g1"], tid["g2"], tid["a"], ME.tid}) == 4
+    # Per tid, X events never cross.
+    xs: dict[int, list[tuple[float, float]]] = {}
+    for e in evs:
+        if e["ph"] == "X":
+            xs.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
+    for intervals in xs.values():
+        for s1, e1 in intervals:
+            for s2, e2 in intervals:
+                assert not (s1 < s2 < e1 < e2)
+    back = {e.name: e for e in tracebridge.read(path)}
+    assert back["a"].overlapping and back["a"].thread_id == ME.tid
+    assert back["g2"].track == "GPU" and back["g2"].thread_name == "worker"
+
+
+@given(st.data())
+def test_round_trip(tmp_path_factory, data) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("json") / "t.json"
+    events = data.draw(thread_events(ME.tid, ME.name, data.draw(st.integers(0, 10**12))))
+    # JSON keeps no finite/infinite distinction for floats: keep to finite values here.
+    for ev in events:
+        if isinstance(ev.value, float) and abs(ev.value) == float("inf"):
+            ev.value = 0.0
+        ev.metadata = json.loads(json.dumps(ev.metadata).replace("Infinity", "0.0"))
+    w = ChromeJsonWriter(path)
+    w.write(ME, events)
+    w.close()
+    trace = read_trace(path)
+    assert trace.problems == []
+    assert sorted(map(comparable, trace.events), key=repr) == sorted(map(comparable, events), key=repr)
+
+
+def test_session_to_json_and_convert_from_perfetto(tmp_path: Path) -> None:
+    pf = tmp_path / "t.perfetto-trace"
+    tracebridge.start(output=pf)
+    with tracebridge.span("s", k="v"):
+        tracebridge.counter("c", 1.5)
+    tracebridge.stop()
+    from tracebridge.cli import main
+
+    out = tmp_path / "t.json"
+    assert main(["convert", str(pf), "-o", str(out)]) == 0
+    a = [comparable(e) for e in tracebridge.read(pf)]
+    b = [comparable(e) for e in tracebridge.read(out)]
+    assert a == b
+    back = tmp_path / "again.perfetto-trace"
+    assert main(["convert", str(out), "-o", str(back)]) == 0
+    assert [comparable(e) for e in tracebridge.read(back)] == a
