@@ -3,6 +3,7 @@ schema written by Perfetto's authors, not by us, judges the bytes we write."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,28 @@ import tracebridge
 from tracebridge._model import Event
 
 
-def decode(path: Path | bytes) -> Any:
-    data = path if isinstance(path, bytes) else Path(path).read_bytes()
+def expand(data: bytes) -> bytes:
+    """The file's packets with every ``compressed_packets`` record replaced by the packets it holds
+    (decoded with the official schema; zlib as trace_processor inflates them)."""
     trace = official.Trace()
     trace.ParseFromString(data)
+    out = official.Trace()
+    for p in trace.packet:
+        if p.HasField("compressed_packets"):
+            inner = official.Trace()
+            inner.ParseFromString(zlib.decompress(p.compressed_packets))
+            assert len(inner.packet) > 0
+            out.packet.extend(inner.packet)
+        else:
+            out.packet.append(p)
+    return out.SerializeToString()
+
+
+def decode(path: Path | bytes) -> Any:
+    """The whole trace through the official schema, compressed packets expanded."""
+    data = path if isinstance(path, bytes) else Path(path).read_bytes()
+    trace = official.Trace()
+    trace.ParseFromString(expand(data))
     return trace
 
 

@@ -50,8 +50,11 @@ def test_validate(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "ok (" in capsys.readouterr().out
     bad = tmp_path / "bad.perfetto-trace"
     # A slice end with nothing open on its track: what trace_processor counts as misplaced_end_event.
-    data = trace.read_bytes()
+    from helpers import expand
+
     from tracebridge.sinks.perfetto.reader import iter_frames
+
+    data = expand(trace.read_bytes())
 
     frames = list(iter_frames(data))
     # Drop the first packet that carries a SLICE_BEGIN of "outer": its END is then misplaced.

@@ -54,7 +54,7 @@ class ErrorInfo:
         return "\n".join(lines)
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """One recorded event, as :attr:`Session.events` and :func:`tracebridge.read` return it.
 

@@ -31,6 +31,8 @@ class Limits:
     secret_keys: re.Pattern[str] | None = field(
         default_factory=lambda: re.compile(DEFAULT_SECRET_KEYS, re.IGNORECASE)
     )
+    #: Whether a key matched ``secret_keys``, by key (keys repeat: the regex runs once per key).
+    secret_cache: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -176,7 +178,7 @@ class _Sanitizer:
             else:
                 key = safe_repr(k, 200)
             key = clean_str(key, 1024, self.counts)
-            if secret is not None and secret.search(key):
+            if secret is not None and _is_secret(key, self.limits):
                 if not (type(item) is str and item == SCRUBBED):
                     self.counts.scrubbed += 1
                 out[key] = SCRUBBED
@@ -185,8 +187,42 @@ class _Sanitizer:
         return out
 
 
+def _is_secret(key: str, limits: Limits) -> bool:
+    cache = limits.secret_cache
+    hit = cache.get(key)
+    if hit is None:
+        pattern = limits.secret_keys
+        hit = pattern is not None and pattern.search(key) is not None
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[key] = hit
+    return hit
+
+
+def _already_clean(md: dict[Any, Any], limits: Limits) -> bool:
+    """The common case, checked fast: string keys that are not secrets, and scalar values that need no
+    change (ASCII strings within the cap, ints that fit 64 bits)."""
+    max_string = limits.max_string
+    for k, v in md.items():
+        if type(k) is not str or _is_secret(k, limits):
+            return False
+        t = type(v)
+        if t is str:
+            if len(v) > max_string or not v.isascii():
+                return False
+        elif t is int:
+            if not _INT_MIN <= v <= _INT_MAX:
+                return False
+        elif t is not float and t is not bool and v is not None:
+            return False
+    return True
+
+
 def sanitize_metadata(md: Mapping[Any, Any], limits: Limits, counts: Counts) -> dict[str, Any]:
-    """Sanitize a metadata mapping (keys scrubbed, values bounded). Never raises."""
+    """Sanitize a metadata mapping (keys scrubbed, values bounded). Never raises. A plain ``dict`` that
+    needs no change is returned as it is."""
+    if type(md) is dict and _already_clean(md, limits):
+        return md
     try:
         return _Sanitizer(limits, counts).mapping(md, 0)
     except Exception as exc:  # a defensive net: the sanitizer must never raise

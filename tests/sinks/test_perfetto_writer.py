@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,28 @@ def test_disk_full_is_counted_and_the_file_stays_valid(tmp_path: Path, lenient: 
     assert session.stats.recorded["span"] == 1
     names = [e.name for e in tracebridge.read(path)]
     assert names == ["kept"]
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_compressed_packets(trace_path: Path, compress: bool) -> None:
+    events = [Event("span", f"op{i % 7}", 10_000 + i * 100, 10_050 + i * 100, 1, {"i": i}, ME.tid, ME.name)
+              for i in range(3000)]
+    w = PerfettoWriter(trace_path, compress=compress)
+    w.write(ME, events)
+    w.close()
+    raw = decode_raw(trace_path)
+    compressed = [p for p in raw.packet if p.HasField("compressed_packets")]
+    assert bool(compressed) == compress
+    if compress:
+        assert all(len(zlib.decompress(p.compressed_packets)) <= 256 * 1024 for p in compressed)
+    back = tracebridge.read(trace_path)
+    assert [(e.name, e.start_ns, e.end_ns, e.metadata) for e in back] == [
+        (e.name, e.start_ns, e.end_ns, e.metadata) for e in events
+    ]
+    assert len([e for e in official_view(trace_path)["events"] if e["type"] == 1]) == 3000
+
+
+def decode_raw(path: Path) -> object:
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as official
+
+    return official.Trace.FromString(path.read_bytes())

@@ -43,4 +43,4 @@ def open_sink(session: Session) -> Sink:
         return ChromeJsonWriter(session.path)
     from .perfetto.writer import PerfettoWriter
 
-    return PerfettoWriter(session.path, start_ts=start_ts)
+    return PerfettoWriter(session.path, start_ts=start_ts, compress=session.config.compress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,9 @@ class _Reader:
     # -- packets -----------------------------------------------------------------------------------
 
     def packet(self, p: Any, offset: int) -> None:
+        if p.HasField("compressed_packets"):
+            self.compressed(p.compressed_packets, offset)
+            return
         has_seq = p.HasField("trusted_packet_sequence_id") and p.trusted_packet_sequence_id != 0
         seq_id = p.trusted_packet_sequence_id if has_seq else 0
         seq = self.seqs.setdefault(seq_id, _Seq()) if has_seq else None
@@ -231,6 +235,24 @@ class _Reader:
             self.descriptor(p.track_descriptor, offset)
         elif which == "track_event":
             self.track_event(p, seq, seq_id, offset)
+
+    def compressed(self, blob: bytes, offset: int) -> None:
+        try:
+            data = zlib.decompress(blob, zlib.MAX_WBITS | 32)  # zlib or gzip header
+        except zlib.error as exc:
+            self.out.fatal = True
+            self.problem("compressed_packets_invalid", f"cannot inflate compressed packets: {exc}", offset)
+            return
+        end = 0
+        for _start, end, packet in iter_frames(data, self.out.problems):
+            try:
+                self.packet(pb.TracePacket.FromString(packet), offset)
+            except DecodeError as exc:
+                self.out.fatal = True
+                self.problem("trace_parser_errors", f"malformed packet inside compressed packets: {exc}", offset)
+        if end != len(data):
+            self.out.fatal = True
+            self.problem("compressed_packets_invalid", "compressed packets end inside a packet", offset)
 
     def clock_snapshot(self, cs: Any, seq: _Seq | None, seq_id: int, offset: int) -> None:
         values = {c.clock_id: c.timestamp for c in cs.clocks}

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atracebridge_perfetto.proto\x12\x14tracebridge.perfetto\":\n\x05Trace\x12\x31\n\x06packet\x18\x01 \x03(\x0b\x32!.tracebridge.perfetto.TracePacket\"\x83\x04\n\x0bTracePacket\x12\x11\n\ttimestamp\x18\x08 \x01(\x04\x12\x1a\n\x12timestamp_clock_id\x18: \x01(\r\x12=\n\x0e\x63lock_snapshot\x18\x06 \x01(\x0b\x32#.tracebridge.perfetto.ClockSnapshotH\x00\x12\x37\n\x0btrack_event\x18\x0b \x01(\x0b\x32 .tracebridge.perfetto.TrackEventH\x00\x12\x41\n\x10track_descriptor\x18< \x01(\x0b\x32%.tracebridge.perfetto.TrackDescriptorH\x00\x12\"\n\x1atrusted_packet_sequence_id\x18\n \x01(\r\x12\x39\n\rinterned_data\x18\x0c \x01(\x0b\x32\".tracebridge.perfetto.InternedData\x12\x16\n\x0esequence_flags\x18\r \x01(\r\x12H\n\x15trace_packet_defaults\x18; \x01(\x0b\x32).tracebridge.perfetto.TracePacketDefaults\x12\x1f\n\x17previous_packet_dropped\x18* \x01(\r\x12 \n\x18\x66irst_packet_on_sequence\x18W \x01(\x08\x42\x06\n\x04\x64\x61ta\"y\n\x13TracePacketDefaults\x12\x1a\n\x12timestamp_clock_id\x18: \x01(\r\x12\x46\n\x14track_event_defaults\x18\x0b \x01(\x0b\x32(.tracebridge.perfetto.TrackEventDefaults\"(\n\x12TrackEventDefaults\x12\x12\n\ntrack_uuid\x18\x0b \x01(\x04\"\xc9\x01\n\rClockSnapshot\x12\x39\n\x06\x63locks\x18\x01 \x03(\x0b\x32).tracebridge.perfetto.ClockSnapshot.Clock\x12\x1b\n\x13primary_trace_clock\x18\x02 \x01(\r\x1a`\n\x05\x43lock\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\r\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x16\n\x0eis_incremental\x18\x03 \x01(\x08\x12\x1a\n\x12unit_multiplier_ns\x18\x04 \x01(\x04\"\xce\x02\n\x0cInternedData\x12=\n\x10\x65vent_categories\x18\x01 \x03(\x0b\x32#.tracebridge.perfetto.EventCategory\x12\x34\n\x0b\x65vent_names\x18\x02 \x03(\x0b\x32\x1f.tracebridge.perfetto.EventName\x12I\n\x16\x64\x65\x62ug_annotation_names\x18\x03 \x03(\x0b\x32).tracebridge.perfetto.DebugAnnotationName\x12>\n\x10source_locations\x18\x04 \x03(\x0b\x32$.tracebridge.perfetto.SourceLocation\x12>\n\x10log_message_body\x18\x14 \x03(\x0b\x32$.tracebridge.perfetto.LogMessageBody\"*\n\rEventCategory\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"&\n\tEventName\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"0\n\x13\x44\x65\x62ugAnnotationName\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"\\\n\x0eSourceLocation\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x13\n\x0bline_number\x18\x04 \x01(\r\"+\n\x0eLogMessageBody\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\"\xd7\x02\n\x0fTrackDescriptor\x12\x0c\n\x04uuid\x18\x01 \x01(\x04\x12\x13\n\x0bparent_uuid\x18\x05 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x38\n\x07process\x18\x03 \x01(\x0b\x32\'.tracebridge.perfetto.ProcessDescriptor\x12\x36\n\x06thread\x18\x04 \x01(\x0b\x32&.tracebridge.perfetto.ThreadDescriptor\x12\x38\n\x07\x63ounter\x18\x08 \x01(\x0b\x32\'.tracebridge.perfetto.CounterDescriptor\x12\x16\n\x0e\x63hild_ordering\x18\x0b \x01(\r\x12\x1a\n\x12sibling_order_rank\x18\x0c \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x0e \x01(\t\x12\x1e\n\x16sibling_merge_behavior\x18\x0f \x01(\r\"c\n\x11ProcessDescriptor\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0f\n\x07\x63mdline\x18\x02 \x03(\t\x12\x14\n\x0cprocess_name\x18\x06 \x01(\t\x12\x1a\n\x12start_timestamp_ns\x18\x07 \x01(\x03\"A\n\x10ThreadDescriptor\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0b\n\x03tid\x18\x02 \x01(\x03\x12\x13\n\x0bthread_name\x18\x05 \x01(\t\"e\n\x11\x43ounterDescriptor\x12\x0c\n\x04unit\x18\x03 \x01(\r\x12\x17\n\x0funit_multiplier\x18\x04 \x01(\x03\x12\x16\n\x0eis_incremental\x18\x05 \x01(\x08\x12\x11\n\tunit_name\x18\x06 \x01(\t\"\xe7\x06\n\nTrackEvent\x12\x33\n\x04type\x18\t \x01(\x0e\x32%.tracebridge.perfetto.TrackEvent.Type\x12\x12\n\ntrack_uuid\x18\x0b \x01(\x04\x12\x12\n\x08name_iid\x18\n \x01(\x04H\x00\x12\x0e\n\x04name\x18\x17 \x01(\tH\x00\x12\x15\n\rcategory_iids\x18\x03 \x03(\x04\x12\x12\n\ncategories\x18\x16 \x03(\t\x12@\n\x11\x64\x65\x62ug_annotations\x18\x04 \x03(\x0b\x32%.tracebridge.perfetto.DebugAnnotation\x12\x17\n\rcounter_value\x18\x1e \x01(\x03H\x01\x12\x1e\n\x14\x64ouble_counter_value\x18, \x01(\x01H\x01\x12\x10\n\x08\x66low_ids\x18/ \x03(\x06\x12\x1c\n\x14terminating_flow_ids\x18\x30 \x03(\x06\x12\x35\n\x0blog_message\x18\x15 \x01(\x0b\x32 .tracebridge.perfetto.LogMessage\x12\x18\n\x0e\x63orrelation_id\x18\x34 \x01(\x04H\x02\x12\x1c\n\x12\x63orrelation_id_str\x18\x35 \x01(\tH\x02\x12\x45\n\tcallstack\x18\x37 \x01(\x0b\x32\x30.tracebridge.perfetto.TrackEvent.InlineCallstackH\x03\x1a\xa3\x01\n\x0fInlineCallstack\x12\x46\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x36.tracebridge.perfetto.TrackEvent.InlineCallstack.Frame\x1aH\n\x05\x46rame\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12\x13\n\x0bsource_file\x18\x02 \x01(\t\x12\x13\n\x0bline_number\x18\x03 \x01(\r\"j\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TYPE_SLICE_BEGIN\x10\x01\x12\x12\n\x0eTYPE_SLICE_END\x10\x02\x12\x10\n\x0cTYPE_INSTANT\x10\x03\x12\x10\n\x0cTYPE_COUNTER\x10\x04\x42\x0c\n\nname_fieldB\x15\n\x13\x63ounter_value_fieldB\x16\n\x14\x63orrelation_id_fieldB\x11\n\x0f\x63\x61llstack_field\"I\n\nLogMessage\x12\x1b\n\x13source_location_iid\x18\x01 \x01(\x04\x12\x10\n\x08\x62ody_iid\x18\x02 \x01(\x04\x12\x0c\n\x04prio\x18\x03 \x01(\r\"\xed\x02\n\x0f\x44\x65\x62ugAnnotation\x12\x12\n\x08name_iid\x18\x01 \x01(\x04H\x00\x12\x0e\n\x04name\x18\n \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x01\x12\x14\n\nuint_value\x18\x03 \x01(\x04H\x01\x12\x13\n\tint_value\x18\x04 \x01(\x03H\x01\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x01\x12\x16\n\x0cstring_value\x18\x06 \x01(\tH\x01\x12\x17\n\rpointer_value\x18\x07 \x01(\x04H\x01\x12\x1b\n\x11legacy_json_value\x18\t \x01(\tH\x01\x12;\n\x0c\x64ict_entries\x18\x0b \x03(\x0b\x32%.tracebridge.perfetto.DebugAnnotation\x12;\n\x0c\x61rray_values\x18\x0c \x03(\x0b\x32%.tracebridge.perfetto.DebugAnnotationB\x0c\n\nname_fieldB\x07\n\x05value')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atracebridge_perfetto.proto\x12\x14tracebridge.perfetto\":\n\x05Trace\x12\x31\n\x06packet\x18\x01 \x03(\x0b\x32!.tracebridge.perfetto.TracePacket\"\x9f\x04\n\x0bTracePacket\x12\x11\n\ttimestamp\x18\x08 \x01(\x04\x12\x1a\n\x12timestamp_clock_id\x18: \x01(\r\x12=\n\x0e\x63lock_snapshot\x18\x06 \x01(\x0b\x32#.tracebridge.perfetto.ClockSnapshotH\x00\x12\x37\n\x0btrack_event\x18\x0b \x01(\x0b\x32 .tracebridge.perfetto.TrackEventH\x00\x12\x41\n\x10track_descriptor\x18< \x01(\x0b\x32%.tracebridge.perfetto.TrackDescriptorH\x00\x12\"\n\x1atrusted_packet_sequence_id\x18\n \x01(\r\x12\x39\n\rinterned_data\x18\x0c \x01(\x0b\x32\".tracebridge.perfetto.InternedData\x12\x16\n\x0esequence_flags\x18\r \x01(\r\x12H\n\x15trace_packet_defaults\x18; \x01(\x0b\x32).tracebridge.perfetto.TracePacketDefaults\x12\x1f\n\x17previous_packet_dropped\x18* \x01(\r\x12 \n\x18\x66irst_packet_on_sequence\x18W \x01(\x08\x12\x1a\n\x12\x63ompressed_packets\x18\x32 \x01(\x0c\x42\x06\n\x04\x64\x61ta\"y\n\x13TracePacketDefaults\x12\x1a\n\x12timestamp_clock_id\x18: \x01(\r\x12\x46\n\x14track_event_defaults\x18\x0b \x01(\x0b\x32(.tracebridge.perfetto.TrackEventDefaults\"(\n\x12TrackEventDefaults\x12\x12\n\ntrack_uuid\x18\x0b \x01(\x04\"\xc9\x01\n\rClockSnapshot\x12\x39\n\x06\x63locks\x18\x01 \x03(\x0b\x32).tracebridge.perfetto.ClockSnapshot.Clock\x12\x1b\n\x13primary_trace_clock\x18\x02 \x01(\r\x1a`\n\x05\x43lock\x12\x10\n\x08\x63lock_id\x18\x01 \x01(\r\x12\x11\n\ttimestamp\x18\x02 \x01(\x04\x12\x16\n\x0eis_incremental\x18\x03 \x01(\x08\x12\x1a\n\x12unit_multiplier_ns\x18\x04 \x01(\x04\"\xce\x02\n\x0cInternedData\x12=\n\x10\x65vent_categories\x18\x01 \x03(\x0b\x32#.tracebridge.perfetto.EventCategory\x12\x34\n\x0b\x65vent_names\x18\x02 \x03(\x0b\x32\x1f.tracebridge.perfetto.EventName\x12I\n\x16\x64\x65\x62ug_annotation_names\x18\x03 \x03(\x0b\x32).tracebridge.perfetto.DebugAnnotationName\x12>\n\x10source_locations\x18\x04 \x03(\x0b\x32$.tracebridge.perfetto.SourceLocation\x12>\n\x10log_message_body\x18\x14 \x03(\x0b\x32$.tracebridge.perfetto.LogMessageBody\"*\n\rEventCategory\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"&\n\tEventName\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"0\n\x13\x44\x65\x62ugAnnotationName\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\"\\\n\x0eSourceLocation\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x13\n\x0bline_number\x18\x04 \x01(\r\"+\n\x0eLogMessageBody\x12\x0b\n\x03iid\x18\x01 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\"\xd7\x02\n\x0fTrackDescriptor\x12\x0c\n\x04uuid\x18\x01 \x01(\x04\x12\x13\n\x0bparent_uuid\x18\x05 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x38\n\x07process\x18\x03 \x01(\x0b\x32\'.tracebridge.perfetto.ProcessDescriptor\x12\x36\n\x06thread\x18\x04 \x01(\x0b\x32&.tracebridge.perfetto.ThreadDescriptor\x12\x38\n\x07\x63ounter\x18\x08 \x01(\x0b\x32\'.tracebridge.perfetto.CounterDescriptor\x12\x16\n\x0e\x63hild_ordering\x18\x0b \x01(\r\x12\x1a\n\x12sibling_order_rank\x18\x0c \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x0e \x01(\t\x12\x1e\n\x16sibling_merge_behavior\x18\x0f \x01(\r\"c\n\x11ProcessDescriptor\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0f\n\x07\x63mdline\x18\x02 \x03(\t\x12\x14\n\x0cprocess_name\x18\x06 \x01(\t\x12\x1a\n\x12start_timestamp_ns\x18\x07 \x01(\x03\"A\n\x10ThreadDescriptor\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x0b\n\x03tid\x18\x02 \x01(\x03\x12\x13\n\x0bthread_name\x18\x05 \x01(\t\"e\n\x11\x43ounterDescriptor\x12\x0c\n\x04unit\x18\x03 \x01(\r\x12\x17\n\x0funit_multiplier\x18\x04 \x01(\x03\x12\x16\n\x0eis_incremental\x18\x05 \x01(\x08\x12\x11\n\tunit_name\x18\x06 \x01(\t\"\xe7\x06\n\nTrackEvent\x12\x33\n\x04type\x18\t \x01(\x0e\x32%.tracebridge.perfetto.TrackEvent.Type\x12\x12\n\ntrack_uuid\x18\x0b \x01(\x04\x12\x12\n\x08name_iid\x18\n \x01(\x04H\x00\x12\x0e\n\x04name\x18\x17 \x01(\tH\x00\x12\x15\n\rcategory_iids\x18\x03 \x03(\x04\x12\x12\n\ncategories\x18\x16 \x03(\t\x12@\n\x11\x64\x65\x62ug_annotations\x18\x04 \x03(\x0b\x32%.tracebridge.perfetto.DebugAnnotation\x12\x17\n\rcounter_value\x18\x1e \x01(\x03H\x01\x12\x1e\n\x14\x64ouble_counter_value\x18, \x01(\x01H\x01\x12\x10\n\x08\x66low_ids\x18/ \x03(\x06\x12\x1c\n\x14terminating_flow_ids\x18\x30 \x03(\x06\x12\x35\n\x0blog_message\x18\x15 \x01(\x0b\x32 .tracebridge.perfetto.LogMessage\x12\x18\n\x0e\x63orrelation_id\x18\x34 \x01(\x04H\x02\x12\x1c\n\x12\x63orrelation_id_str\x18\x35 \x01(\tH\x02\x12\x45\n\tcallstack\x18\x37 \x01(\x0b\x32\x30.tracebridge.perfetto.TrackEvent.InlineCallstackH\x03\x1a\xa3\x01\n\x0fInlineCallstack\x12\x46\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x36.tracebridge.perfetto.TrackEvent.InlineCallstack.Frame\x1aH\n\x05\x46rame\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12\x13\n\x0bsource_file\x18\x02 \x01(\t\x12\x13\n\x0bline_number\x18\x03 \x01(\r\"j\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10TYPE_SLICE_BEGIN\x10\x01\x12\x12\n\x0eTYPE_SLICE_END\x10\x02\x12\x10\n\x0cTYPE_INSTANT\x10\x03\x12\x10\n\x0cTYPE_COUNTER\x10\x04\x42\x0c\n\nname_fieldB\x15\n\x13\x63ounter_value_fieldB\x16\n\x14\x63orrelation_id_fieldB\x11\n\x0f\x63\x61llstack_field\"I\n\nLogMessage\x12\x1b\n\x13source_location_iid\x18\x01 \x01(\x04\x12\x10\n\x08\x62ody_iid\x18\x02 \x01(\x04\x12\x0c\n\x04prio\x18\x03 \x01(\r\"\xed\x02\n\x0f\x44\x65\x62ugAnnotation\x12\x12\n\x08name_iid\x18\x01 \x01(\x04H\x00\x12\x0e\n\x04name\x18\n \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x01\x12\x14\n\nuint_value\x18\x03 \x01(\x04H\x01\x12\x13\n\tint_value\x18\x04 \x01(\x03H\x01\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x01\x12\x16\n\x0cstring_value\x18\x06 \x01(\tH\x01\x12\x17\n\rpointer_value\x18\x07 \x01(\x04H\x01\x12\x1b\n\x11legacy_json_value\x18\t \x01(\tH\x01\x12;\n\x0c\x64ict_entries\x18\x0b \x03(\x0b\x32%.tracebridge.perfetto.DebugAnnotation\x12;\n\x0c\x61rray_values\x18\x0c \x03(\x0b\x32%.tracebridge.perfetto.DebugAnnotationB\x0c\n\nname_fieldB\x07\n\x05value')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,45 +34,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACE']._serialized_start=52
   _globals['_TRACE']._serialized_end=110
   _globals['_TRACEPACKET']._serialized_start=113
-  _globals['_TRACEPACKET']._serialized_end=628
-  _globals['_TRACEPACKETDEFAULTS']._serialized_start=630
-  _globals['_TRACEPACKETDEFAULTS']._serialized_end=751
-  _globals['_TRACKEVENTDEFAULTS']._serialized_start=753
-  _globals['_TRACKEVENTDEFAULTS']._serialized_end=793
-  _globals['_CLOCKSNAPSHOT']._serialized_start=796
-  _globals['_CLOCKSNAPSHOT']._serialized_end=997
-  _globals['_CLOCKSNAPSHOT_CLOCK']._serialized_start=901
-  _globals['_CLOCKSNAPSHOT_CLOCK']._serialized_end=997
-  _globals['_INTERNEDDATA']._serialized_start=1000
-  _globals['_INTERNEDDATA']._serialized_end=1334
-  _globals['_EVENTCATEGORY']._serialized_start=1336
-  _globals['_EVENTCATEGORY']._serialized_end=1378
-  _globals['_EVENTNAME']._serialized_start=1380
-  _globals['_EVENTNAME']._serialized_end=1418
-  _globals['_DEBUGANNOTATIONNAME']._serialized_start=1420
-  _globals['_DEBUGANNOTATIONNAME']._serialized_end=1468
-  _globals['_SOURCELOCATION']._serialized_start=1470
-  _globals['_SOURCELOCATION']._serialized_end=1562
-  _globals['_LOGMESSAGEBODY']._serialized_start=1564
-  _globals['_LOGMESSAGEBODY']._serialized_end=1607
-  _globals['_TRACKDESCRIPTOR']._serialized_start=1610
-  _globals['_TRACKDESCRIPTOR']._serialized_end=1953
-  _globals['_PROCESSDESCRIPTOR']._serialized_start=1955
-  _globals['_PROCESSDESCRIPTOR']._serialized_end=2054
-  _globals['_THREADDESCRIPTOR']._serialized_start=2056
-  _globals['_THREADDESCRIPTOR']._serialized_end=2121
-  _globals['_COUNTERDESCRIPTOR']._serialized_start=2123
-  _globals['_COUNTERDESCRIPTOR']._serialized_end=2224
-  _globals['_TRACKEVENT']._serialized_start=2227
-  _globals['_TRACKEVENT']._serialized_end=3098
-  _globals['_TRACKEVENT_INLINECALLSTACK']._serialized_start=2747
-  _globals['_TRACKEVENT_INLINECALLSTACK']._serialized_end=2910
-  _globals['_TRACKEVENT_INLINECALLSTACK_FRAME']._serialized_start=2838
-  _globals['_TRACKEVENT_INLINECALLSTACK_FRAME']._serialized_end=2910
-  _globals['_TRACKEVENT_TYPE']._serialized_start=2912
-  _globals['_TRACKEVENT_TYPE']._serialized_end=3018
-  _globals['_LOGMESSAGE']._serialized_start=3100
-  _globals['_LOGMESSAGE']._serialized_end=3173
-  _globals['_DEBUGANNOTATION']._serialized_start=3176
-  _globals['_DEBUGANNOTATION']._serialized_end=3541
+  _globals['_TRACEPACKET']._serialized_end=656
+  _globals['_TRACEPACKETDEFAULTS']._serialized_start=658
+  _globals['_TRACEPACKETDEFAULTS']._serialized_end=779
+  _globals['_TRACKEVENTDEFAULTS']._serialized_start=781
+  _globals['_TRACKEVENTDEFAULTS']._serialized_end=821
+  _globals['_CLOCKSNAPSHOT']._serialized_start=824
+  _globals['_CLOCKSNAPSHOT']._serialized_end=1025
+  _globals['_CLOCKSNAPSHOT_CLOCK']._serialized_start=929
+  _globals['_CLOCKSNAPSHOT_CLOCK']._serialized_end=1025
+  _globals['_INTERNEDDATA']._serialized_start=1028
+  _globals['_INTERNEDDATA']._serialized_end=1362
+  _globals['_EVENTCATEGORY']._serialized_start=1364
+  _globals['_EVENTCATEGORY']._serialized_end=1406
+  _globals['_EVENTNAME']._serialized_start=1408
+  _globals['_EVENTNAME']._serialized_end=1446
+  _globals['_DEBUGANNOTATIONNAME']._serialized_start=1448
+  _globals['_DEBUGANNOTATIONNAME']._serialized_end=1496
+  _globals['_SOURCELOCATION']._serialized_start=1498
+  _globals['_SOURCELOCATION']._serialized_end=1590
+  _globals['_LOGMESSAGEBODY']._serialized_start=1592
+  _globals['_LOGMESSAGEBODY']._serialized_end=1635
+  _globals['_TRACKDESCRIPTOR']._serialized_start=1638
+  _globals['_TRACKDESCRIPTOR']._serialized_end=1981
+  _globals['_PROCESSDESCRIPTOR']._serialized_start=1983
+  _globals['_PROCESSDESCRIPTOR']._serialized_end=2082
+  _globals['_THREADDESCRIPTOR']._serialized_start=2084
+  _globals['_THREADDESCRIPTOR']._serialized_end=2149
+  _globals['_COUNTERDESCRIPTOR']._serialized_start=2151
+  _globals['_COUNTERDESCRIPTOR']._serialized_end=2252
+  _globals['_TRACKEVENT']._serialized_start=2255
+  _globals['_TRACKEVENT']._serialized_end=3126
+  _globals['_TRACKEVENT_INLINECALLSTACK']._serialized_start=2775
+  _globals['_TRACKEVENT_INLINECALLSTACK']._serialized_end=2938
+  _globals['_TRACKEVENT_INLINECALLSTACK_FRAME']._serialized_start=2866
+  _globals['_TRACKEVENT_INLINECALLSTACK_FRAME']._serialized_end=2938
+  _globals['_TRACKEVENT_TYPE']._serialized_start=2940
+  _globals['_TRACKEVENT_TYPE']._serialized_end=3046
+  _globals['_LOGMESSAGE']._serialized_start=3128
+  _globals['_LOGMESSAGE']._serialized_end=3201
+  _globals['_DEBUGANNOTATION']._serialized_start=3204
+  _globals['_DEBUGANNOTATION']._serialized_end=3569
 # @@protoc_insertion_point(module_scope)

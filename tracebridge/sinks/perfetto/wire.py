@@ -21,10 +21,14 @@ LEN: Final = 2
 
 def varint(n: int) -> bytes:
     """Unsigned varint; negative numbers as 64-bit two's complement (ten bytes), as int64 fields want."""
-    if 0 <= n < 128:
-        return _VARINT_CACHE[n]
-    if n < 0:
+    if n < 128:
+        if n >= 0:
+            return _VARINT_CACHE[n]
         n &= 0xFFFF_FFFF_FFFF_FFFF
+    if n < 16384:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 2097152:
+        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)

@@ -16,6 +16,7 @@ boundary is a valid trace (a killed process leaves a readable file).
 from __future__ import annotations
 
 import math
+import zlib
 import os
 import random
 import sys
@@ -49,6 +50,7 @@ P_FLAGS = Field(13)
 P_DEFAULTS = Field(59)
 P_PREVIOUS_DROPPED = Field(42)
 P_FIRST_ON_SEQUENCE = Field(87)
+P_COMPRESSED = Field(50)
 TRACE_PACKET = Field(1)
 # TracePacketDefaults / TrackEventDefaults
 D_CLOCK_ID = Field(58)
@@ -136,7 +138,10 @@ TYPE_END = E_TYPE.uint(SLICE_END)
 TYPE_INSTANT = E_TYPE.uint(INSTANT)
 TYPE_COUNTER = E_TYPE.uint(COUNTER)
 FLAGS_NEEDS = P_FLAGS.uint(NEEDS_STATE)
+TRACK_EVENT_TAG = P_TRACK_EVENT.len_tag
+ANNOTATION_TAG = E_ANNOTATIONS.len_tag
 ABSOLUTE_CLOCK = P_CLOCK_ID.uint(BOOTTIME)
+STRING_TAG = A_STRING.len_tag
 
 #: Counter units that have a CounterDescriptor.Unit value; others go in unit_name.
 COUNTER_UNITS = {"ns": 1, "count": 2, "bytes": 3}
@@ -144,6 +149,12 @@ UNIT_NAMES = {v: k for k, v in COUNTER_UNITS.items()}
 #: Description of the tracks that hold a thread's overlapping spans; the reader recognises them by it.
 OVERLAP_TRACK_DESCRIPTION = "tracebridge: spans of one thread that overlap without nesting (async tasks)"
 ACTIVITY_TRACK_DESCRIPTION = "tracebridge: activities (may begin and end on different threads)"
+#: Writes of at least COMPRESS_MIN bytes of packets go into ``compressed_packets`` records holding at
+#: most COMPRESS_CHUNK bytes each (trace_processor's limit is 512 KiB); zlib level 1 is the fastest and
+#: already shrinks typical traces about threefold.
+COMPRESS_MIN = 1024
+COMPRESS_CHUNK = 256 * 1024
+COMPRESS_LEVEL = 1
 #: Interning tables are cleared (a new generation) when a sequence has interned this many entries.
 MAX_INTERNED = 20_000
 _INT64_MIN = -(1 << 63)
@@ -164,6 +175,9 @@ def encode_value(value: Any) -> bytes:
     """The value fields of a DebugAnnotation for a sanitized metadata value."""
     t = type(value)
     if t is str:
+        if value.isascii():
+            data = value.encode()
+            return STRING_TAG + varint(len(data)) + data
         return A_STRING.string(value)
     if t is bool:
         return A_BOOL.boolean(value)
@@ -206,16 +220,23 @@ class _Sequence:
         self.annotation_names: dict[str, int] = {}
         self.sources: dict[tuple[str, str, int], int] = {}
         self.bodies: dict[str, int] = {}
+        # Encoded fields that refer to interned entries, by text: what most packets are made of.
+        self.name_refs: dict[str, bytes] = {}
+        self.annotation_refs: dict[str, bytes] = {}
+        self.category_refs: dict[str, bytes] = {}
+        self.level_annotations: dict[int, bytes] = {}
+        self.seq_bytes_needs = self.seq_bytes + FLAGS_NEEDS
+        self.end_tail = P_TRACK_EVENT.bytes_(TYPE_END) + self.seq_bytes_needs
 
     # -- incremental state -------------------------------------------------------------------------
 
     def reset(self, ts: int) -> bytes:
         """Packets that (re)start the sequence's incremental state with clock 64 at ``ts``."""
-        self.names.clear()
-        self.categories.clear()
-        self.annotation_names.clear()
-        self.sources.clear()
-        self.bodies.clear()
+        for table in (
+            self.names, self.categories, self.annotation_names, self.sources, self.bodies,
+            self.name_refs, self.annotation_refs, self.category_refs, self.level_annotations,
+        ):
+            table.clear()
         thread = self.thread
         desc = (
             TD_UUID.uint(self.track_uuid)
@@ -255,7 +276,8 @@ class _Sequence:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def encode(self, events: list[Event]) -> bytes:
+    def encode(self, events: list[Event]) -> list[bytes]:
+        """The framed packets for a batch of this thread's events."""
         # Sort key: time, then ends before begins (a slice that ends where the next begins), then the
         # outer of two slices that begin together first (events arrive in end order: outer ones later).
         # A slice of zero duration ends right after it begins.
@@ -271,65 +293,94 @@ class _Sequence:
                         items.append((ev.end_ns, 0, idx, 0, SLICE_END, ev))
             else:
                 items.append((ev.start_ns, 1, -idx, 0, COUNTER if kind == "counter" else INSTANT, ev))
-        items.sort(key=_item_key)
+        items.sort()  # the first four fields never tie between two items
         out: list[bytes] = []
         if not self.started or self._interned_total() > MAX_INTERNED:
             out.append(self.reset(items[0][0] if items else self.writer.start_ts))
         tracks: dict[int, int] = {}  # id(event) -> track uuid, for the END of a slice
         for ts, _, _, _, phase, ev in items:
             out.append(self._packet(ts, phase, ev, tracks))
-        return b"".join(out)
+        return out
 
     def _packet(self, ts: int, phase: int, ev: Event, tracks: dict[int, int]) -> bytes:
-        interned: list[bytes] = []
+        last = self.last_ts
+        if ts >= last:
+            head = P_TIMESTAMP.varint_tag + varint(ts - last)
+            self.last_ts = ts
+        else:
+            head = P_TIMESTAMP.varint_tag + varint(ts) + ABSOLUTE_CLOCK
         if phase == SLICE_END:
             uuid = tracks.pop(id(ev), 0)
-            te = TYPE_END + (E_TRACK.uint(uuid) if uuid else b"")
-        elif phase == COUNTER:
+            if uuid or self.pending_drop:
+                return frame(head + self._tail(TYPE_END + E_TRACK.uint(uuid) if uuid else TYPE_END, []))
+            packet = head + self.end_tail
+            return b"\x0a" + varint(len(packet)) + packet
+        interned: list[bytes] = []
+        if phase == COUNTER:
             value = ev.value
             if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
                 v = E_COUNTER.uint(value)
             else:
                 v = E_DOUBLE_COUNTER.double(float(value) if value is not None else math.nan)
             te = TYPE_COUNTER + E_TRACK.uint(self.writer.counter_track(ev.name, ev.unit)) + v
+            return frame(head + self._tail(te, interned))
+        if ev.track is None and not ev.overlapping and ev.kind != "activity":
+            parts = [TYPE_BEGIN if phase == SLICE_BEGIN else TYPE_INSTANT]
         else:
             uuid = self._track_for(ev)
-            if phase == SLICE_BEGIN and uuid:
+            if phase == SLICE_BEGIN:
                 tracks[id(ev)] = uuid
-            parts = [TYPE_BEGIN if phase == SLICE_BEGIN else TYPE_INSTANT]
-            if uuid:
-                parts.append(E_TRACK.uint(uuid))
-            parts.append(E_NAME_IID.uint(self._intern(self.names, ev.name, I_NAMES, interned)))
-            for cat in ev.categories:
-                parts.append(E_CATEGORY_IIDS.uint(self._intern(self.categories, cat, I_CATEGORIES, interned)))
-            if ev.level != 1:
-                parts.append(self._annotation(LEVEL_KEY, ev.level, interned))
-            for key, value in ev.metadata.items():
-                parts.append(self._annotation(key, value, interned))
-            if ev.error is not None:
-                parts.append(self._annotation(ERROR_TYPE_KEY, ev.error.type, interned))
-                parts.append(self._annotation(ERROR_MESSAGE_KEY, ev.error.message, interned))
-                if ev.error.frames:
-                    parts.append(message(E_CALLSTACK, *(_frame(f) for f in ev.error.frames)))
-            for fid in ev.flows:
-                parts.append(E_FLOWS.fixed64(fid))
-            for fid in ev.terminating_flows:
-                parts.append(E_TERMINATING_FLOWS.fixed64(fid))
-            if ev.kind == "log":
-                parts.append(self._log_message(ev, interned))
-            te = b"".join(parts)
-        if ts >= self.last_ts:
-            head = P_TIMESTAMP.uint(ts - self.last_ts)
-            self.last_ts = ts
+            parts = [TYPE_BEGIN if phase == SLICE_BEGIN else TYPE_INSTANT, E_TRACK.uint(uuid)]
+        ref = self.name_refs.get(ev.name)
+        if ref is None:
+            ref = self.name_refs[ev.name] = E_NAME_IID.uint(self._intern(self.names, ev.name, I_NAMES, interned))
+        parts.append(ref)
+        for cat in ev.categories:
+            ref = self.category_refs.get(cat)
+            if ref is None:
+                iid = self._intern(self.categories, cat, I_CATEGORIES, interned)
+                ref = self.category_refs[cat] = E_CATEGORY_IIDS.uint(iid)
+            parts.append(ref)
+        if ev.level != 1:
+            ann = self.level_annotations.get(ev.level)
+            if ann is None:
+                ann = self.level_annotations[ev.level] = self._annotation(LEVEL_KEY, ev.level, interned)
+            parts.append(ann)
+        refs = self.annotation_refs
+        for key, value in ev.metadata.items():
+            ref = refs.get(key)
+            if ref is None:
+                ref = refs[key] = A_NAME_IID.uint(self._intern(self.annotation_names, key, I_ANNOTATION_NAMES, interned))
+            body = ref + encode_value(value)
+            parts.append(ANNOTATION_TAG + varint(len(body)) + body)
+        error = ev.error
+        if error is not None:
+            parts.append(self._annotation(ERROR_TYPE_KEY, error.type, interned))
+            parts.append(self._annotation(ERROR_MESSAGE_KEY, error.message, interned))
+            if error.frames:
+                parts.append(message(E_CALLSTACK, *(_frame(f) for f in error.frames)))
+        if ev.flows:
+            parts.extend(E_FLOWS.fixed64(fid) for fid in ev.flows)
+        if ev.terminating_flows:
+            parts.extend(E_TERMINATING_FLOWS.fixed64(fid) for fid in ev.terminating_flows)
+        if ev.kind == "log":
+            parts.append(self._log_message(ev, interned))
+        te = b"".join(parts)
+        if interned or self.pending_drop:
+            packet = head + self._tail(te, interned)
         else:
-            head = P_TIMESTAMP.uint(ts) + ABSOLUTE_CLOCK
-        packet = [head, P_TRACK_EVENT.bytes_(te), self.seq_bytes, FLAGS_NEEDS]
+            packet = head + TRACK_EVENT_TAG + varint(len(te)) + te + self.seq_bytes_needs
+        return b"\x0a" + varint(len(packet)) + packet
+
+    def _tail(self, te: bytes, interned: list[bytes]) -> bytes:
+        """The rest of a packet after its timestamp: the track event, sequence fields, interned data."""
+        out = TRACK_EVENT_TAG + varint(len(te)) + te + self.seq_bytes_needs
         if interned:
-            packet.append(P_INTERNED.bytes_(b"".join(interned)))
+            out += P_INTERNED.bytes_(b"".join(interned))
         if self.pending_drop:
-            packet.append(P_PREVIOUS_DROPPED.uint(1))
+            out += P_PREVIOUS_DROPPED.uint(1)
             self.pending_drop = False
-        return frame(b"".join(packet))
+        return out
 
     def _track_for(self, ev: Event) -> int:
         if ev.kind == "activity":
@@ -383,10 +434,6 @@ class _Sequence:
         return message(E_LOG, *parts)
 
 
-def _item_key(item: tuple[int, int, int, int, int, Event]) -> tuple[int, int, int, int]:
-    return item[0], item[1], item[2], item[3]
-
-
 def _frame(f: Frame) -> bytes:
     return message(
         CALLSTACK_FRAMES,
@@ -422,8 +469,10 @@ class PerfettoWriter:
         pid: int | None = None,
         process_name: str | None = None,
         start_ts: int | None = None,
+        compress: bool = True,
     ) -> None:
         self.path = os.fspath(path)
+        self.compress = compress
         self._file: BinaryIO | None = create_trace_file(path)
         self.pid = os.getpid() if pid is None else pid
         self.process_uuid = new_uuid()
@@ -526,14 +575,14 @@ class PerfettoWriter:
             seq.pending_drop = True
         if events:
             # Track descriptors the batch needs are queued while it is encoded, so they precede it.
-            self._pending.append(seq.encode(events))
+            self._pending.extend(seq.encode(events))
             self._commit()
         return len(events)
 
     def _commit(self) -> None:
         if self._file is None:
             raise ValueError(f"trace file {self.path} is closed")
-        data = b"".join(self._pending)
+        data = self._compressed() if self.compress else b"".join(self._pending)
         self._pending.clear()
         try:
             self._file.write(data)
@@ -542,6 +591,27 @@ class PerfettoWriter:
             raise
         self._good += len(data)
         self._described_now.clear()
+
+    def _compressed(self) -> bytes:
+        """The pending packets as ``compressed_packets`` records (zlib, at most COMPRESS_CHUNK bytes of
+        packets each), which trace_processor inflates on import. Small writes stay uncompressed: deflate
+        would make them larger."""
+        packets = self._pending
+        total = sum(len(p) for p in packets)
+        if total < COMPRESS_MIN:
+            return b"".join(packets)
+        out: list[bytes] = []
+        chunk: list[bytes] = []
+        size = 0
+        for packet in packets:
+            if size + len(packet) > COMPRESS_CHUNK and chunk:
+                out.append(frame(P_COMPRESSED.bytes_(zlib.compress(b"".join(chunk), COMPRESS_LEVEL))))
+                chunk, size = [], 0
+            chunk.append(packet)
+            size += len(packet)
+        if chunk:
+            out.append(frame(P_COMPRESSED.bytes_(zlib.compress(b"".join(chunk), COMPRESS_LEVEL))))
+        return b"".join(out)
 
     def _rollback(self) -> None:
         """Undo a failed write: cut the file back and make every sequence start afresh."""

@@ -1,0 +1,28 @@
+"""Timing helpers shared by the benchmark scripts: best-of-N per-operation costs, printed as ratios."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+
+def per_op_ns(fn: Callable[[int], None], n: int, repeat: int = 7) -> float:
+    """Best of ``repeat`` runs of ``fn(n)``, in nanoseconds per operation (GC off while timing)."""
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter_ns()
+            fn(n)
+            t1 = time.perf_counter_ns()
+        finally:
+            gc.enable()
+        best = min(best, (t1 - t0) / n)
+    return best
+
+
+def row(label: str, ours: float, anchor: float, target: str, unit: str = "ns/op") -> str:
+    ratio = anchor / ours if ours else float("inf")
+    return f"  {label:<58} {ours:10.1f} vs {anchor:10.1f} {unit:<8} ratio {ratio:6.2f}x  (target: {target})"
