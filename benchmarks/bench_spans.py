@@ -114,8 +114,10 @@ def off_level() -> tuple[float, float, float, float, float, float]:
             if flag:
                 work()
 
-    results = tuple(per_op_ns(f, N * 5, REPEAT) for f in (span_off, nullctx, guard_active, guard_flag,
-                                                            call_guarded, call_flagged))
+    results = tuple(
+        per_op_ns(f, N * 5, REPEAT)
+        for f in (span_off, nullctx, guard_active, guard_flag, call_guarded, call_flagged)
+    )
     tracebridge.stop()
     return results  # type: ignore[return-value]
 

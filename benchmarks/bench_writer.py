@@ -129,7 +129,10 @@ def chrome_size(path: str, batches: dict[ThreadInfo, list[Event]]) -> int:
 
 
 def main() -> None:
-    print(f"tracebridge writer benchmarks ({SPANS} spans, {THREADS} threads, {len(NAMES)} names; best of {REPEAT})")
+    print(
+        f"tracebridge writer benchmarks ({SPANS} spans, {THREADS} threads, {len(NAMES)} names; "
+        f"best of {REPEAT})"
+    )
     with tempfile.TemporaryDirectory() as d:
         for label, with_md in (("no metadata", False), ("two annotations", True)):
             batches = workload(with_md)

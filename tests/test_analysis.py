@@ -20,7 +20,12 @@ def test_totals_self_time_percentiles_threads() -> None:
     ops = {o.name: o for o in s.operations}
     assert [o.name for o in s.operations] == ["outer", "inner", "leaf"]
     assert (ops["outer"].count, ops["outer"].total_ns, ops["outer"].self_ns) == (2, 200, 160)
-    assert (ops["inner"].p50_ns, ops["inner"].p95_ns, ops["inner"].max_ns, ops["inner"].mean_ns) == (10, 30, 30, 20)
+    assert (ops["inner"].p50_ns, ops["inner"].p95_ns, ops["inner"].max_ns, ops["inner"].mean_ns) == (
+        10,
+        30,
+        30,
+        20,
+    )
     assert ops["leaf"].errors == 1
     threads = {t.thread_id: t for t in s.threads}
     assert threads[1].busy_ns == 100 and threads[2].busy_ns == 101

@@ -88,7 +88,9 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not valid JSON" in capsys.readouterr().err
 
 
-def test_truncated_perfetto_is_read_with_a_note(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_perfetto_is_read_with_a_note(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cut = tmp_path / "cut.perfetto-trace"
     cut.write_bytes(trace.read_bytes()[:-3])
     assert main(["summary", str(cut)]) == 0

@@ -74,16 +74,31 @@ def test_secrets_are_scrubbed_by_key() -> None:
     counts = Counts()
     md = {"password": "hunter2", "Authorization": "Bearer x", "user": "ann", "nested": {"api_key": "k"}}
     out = sanitize_metadata(md, Limits(), counts)
-    assert out == {"password": SCRUBBED, "Authorization": SCRUBBED, "user": "ann", "nested": {"api_key": SCRUBBED}}
+    assert out == {
+        "password": SCRUBBED,
+        "Authorization": SCRUBBED,
+        "user": "ann",
+        "nested": {"api_key": SCRUBBED},
+    }
     assert counts.scrubbed == 3
     assert sanitize_metadata({"password": "x"}, Limits(secret_keys=None), Counts()) == {"password": "x"}
 
 
 anything = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary(),
-              st.builds(BadRepr), st.builds(WeirdRepr)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(),
+        st.binary(),
+        st.builds(BadRepr),
+        st.builds(WeirdRepr),
+    ),
     lambda inner: st.one_of(
-        st.lists(inner), st.tuples(inner, inner), st.dictionaries(st.one_of(st.text(), st.integers()), inner),
+        st.lists(inner),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(st.text(), st.integers()), inner),
         st.frozensets(st.integers()),
     ),
     max_leaves=20,

@@ -6,9 +6,9 @@ import inspect
 import threading
 
 import pytest
+from helpers import record
 
 import tracebridge
-from helpers import record
 
 
 def spans(session: tracebridge.Session) -> list[tracebridge.Event]:
@@ -293,7 +293,9 @@ def test_flows() -> None:
         fid = tracebridge.flow()
         with tracebridge.span("send", flows=[fid]):
             pass
-        t = threading.Thread(target=lambda: tracebridge.span("recv", terminating_flows=[fid]).__enter__().stop())
+        t = threading.Thread(
+            target=lambda: tracebridge.span("recv", terminating_flows=[fid]).__enter__().stop()
+        )
         t.start()
         t.join()
 
@@ -309,7 +311,9 @@ def test_backtrace() -> None:
         return tracebridge.backtrace(skip=1)
 
     lines = inner().splitlines()
-    assert lines[-1].strip().startswith("inner (") and lines[-1].endswith(f"{__file__}:{inner.__code__.co_firstlineno + 1})")
+    assert lines[-1].strip().startswith("inner (") and lines[-1].endswith(
+        f"{__file__}:{inner.__code__.co_firstlineno + 1})"
+    )
     assert lines[-2].strip().startswith("test_backtrace (")
     assert skipping().splitlines()[-1].strip().startswith("test_backtrace (")
 

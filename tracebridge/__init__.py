@@ -19,9 +19,9 @@ from ._recorder import Config, Session, configure, flush, shutdown, start, stop
 from .reading import read
 from .spans import (
     Span,
+    active,
     activity_end,
     activity_start,
-    active,
     backtrace,
     counter,
     current_span,
@@ -42,9 +42,9 @@ __all__ = [
     "Span",
     "Stats",
     "__version__",
+    "active",
     "activity_end",
     "activity_start",
-    "active",
     "backtrace",
     "configure",
     "counter",

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+
 def trace_clock_ns() -> int:
     """Now on the trace clock: CLOCK_BOOTTIME on Linux (Perfetto's default), the performance counter
     elsewhere."""

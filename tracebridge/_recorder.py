@@ -64,9 +64,7 @@ class Config:
     strict: bool = field(default_factory=_safety.strict)
     #: Regular expression (case-insensitive) for metadata keys whose values are replaced by
     #: ``[scrubbed]``; ``None`` turns scrubbing off.
-    scrub: str | None = (
-        r"password|passwd|secret|token|api_key|apikey|authorization|cookie|session|credential"
-    )
+    scrub: str | None = r"password|passwd|secret|token|api_key|apikey|authorization|cookie|session|credential"
     #: Longest string kept in metadata and names; longer ones are cut with a ``…[+N chars]`` marker.
     max_string: int = 16384
     #: Deepest nesting of dicts and lists kept in metadata.
@@ -152,6 +150,7 @@ class ThreadState:
 
 class _Tls(threading.local):
     state: ThreadState
+    watch: _DeathWatch
 
 
 _tls = _Tls()
@@ -181,7 +180,7 @@ def thread_state() -> ThreadState:
 def _attach_thread() -> ThreadState:
     st = ThreadState()
     _tls.state = st
-    _tls.watch = _DeathWatch(st)  # type: ignore[attr-defined]
+    _tls.watch = _DeathWatch(st)
     with _threads_lock:
         _threads.append(st)
     return st
@@ -336,7 +335,9 @@ class Session:
         done = self._request_round(timeout, stop=True)
         if not done and self._writer is not None and self._writer.is_alive():
             _safety.internal_error(
-                "session.stop", TimeoutError(f"writer did not finish within {timeout}s"), raise_in_strict=False
+                "session.stop",
+                TimeoutError(f"writer did not finish within {timeout}s"),
+                raise_in_strict=False,
             )
             return
         self._close_sink()
@@ -426,7 +427,8 @@ class Session:
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
         self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
         opened = [
-            self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in self.open_activities.values()
+            self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, ""))
+            for rec in self.open_activities.values()
         ]
         try:
             sink.close(self.stats, opened)
@@ -471,15 +473,47 @@ class Session:
         if kind == "span":
             parent = rec.parent
             return Event(
-                "span", name, rec.start_ns + off, end + off, rec.level, md, info.tid, info.name, rec.error,
-                categories, track, flows, terminating, None, None, None, rec.trace_id, rec.span_id,
-                parent.span_id if parent is not None else 0, rec.overlapping,
+                "span",
+                name,
+                rec.start_ns + off,
+                end + off,
+                rec.level,
+                md,
+                info.tid,
+                info.name,
+                rec.error,
+                categories,
+                track,
+                flows,
+                terminating,
+                None,
+                None,
+                None,
+                rec.trace_id,
+                rec.span_id,
+                parent.span_id if parent is not None else 0,
+                rec.overlapping,
             )
         unit = md.pop("unit", None) if kind == "counter" and md else None
         return Event(
-            kind, name, rec.start_ns + off, None if end is None else end + off, rec.level, md, info.tid,
-            info.name, rec.error, categories, track, flows, terminating, rec.value, unit, rec.source,
-            rec.trace_id, rec.span_id,
+            kind,
+            name,
+            rec.start_ns + off,
+            None if end is None else end + off,
+            rec.level,
+            md,
+            info.tid,
+            info.name,
+            rec.error,
+            categories,
+            track,
+            flows,
+            terminating,
+            rec.value,
+            unit,
+            rec.source,
+            rec.trace_id,
+            rec.span_id,
         )
 
 
@@ -726,7 +760,7 @@ def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:
     frames: list[Frame] = []
     if tb is None:
         return ()
-    outer = []
+    outer: list[Any] = []
     f = tb.tb_frame.f_back
     while f is not None and len(outer) < limit:
         outer.append(f)
@@ -755,8 +789,8 @@ def error_info(exc: BaseException | None, tb: Any = None) -> ErrorInfo:
 
 def stack_frames(skip: int = 0, limit: int = 128) -> tuple[Frame, ...]:
     """The calling thread's stack, outermost first, without the ``skip`` innermost frames."""
-    f = sys._getframe(1 + skip)
-    frames = []
+    f: Any = sys._getframe(1 + skip)
+    frames: list[Frame] = []
     while f is not None and len(frames) < limit:
         frames.append(Frame(f.f_code.co_name, f.f_code.co_filename, f.f_lineno or 0))
         f = f.f_back

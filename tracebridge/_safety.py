@@ -50,7 +50,7 @@ def internal_error(where: str, exc: BaseException, *, raise_in_strict: bool = Tr
         token = inside.set(True)
         try:
             _log.warning("tracebridge: internal error in %s: %s: %s", where, type(exc).__name__, exc)
-        except Exception:  # noqa: S110 - the report itself must never raise
+        except Exception:
             pass
         finally:
             inside.reset(token)

@@ -9,6 +9,7 @@ Sanitizing an already sanitized value returns an equal value.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,14 +104,16 @@ class _Sanitizer:
             return clean_str(str(v), self.limits.max_string)
         if t is float:
             return v
-        if isinstance(v, Mapping) or isinstance(v, (list, tuple, set, frozenset)):
+        if isinstance(v, (Mapping, list, tuple, set, frozenset)):
             return self.container(v, depth)
         # Subclasses of scalars, bytes, and every other object: their text.
         self.counts.sanitized += 1
         if isinstance(v, (bytes, bytearray, memoryview)):
             try:
                 raw = bytes(v[: self.limits.max_string])
-                text = repr(raw) + (f"…[+{len(v) - self.limits.max_string} bytes]" if len(v) > len(raw) else "")
+                text = repr(raw) + (
+                    f"…[+{len(v) - self.limits.max_string} bytes]" if len(v) > len(raw) else ""
+                )
             except Exception as exc:
                 text = f"<unrepresentable {t.__name__}: {type(exc).__name__}>"
             return clean_str(text, self.limits.max_string)
@@ -142,10 +145,8 @@ class _Sanitizer:
                 self.counts.sanitized += 1
                 return f"<unrepresentable {type(v).__name__}: {type(exc).__name__}>"
             if isinstance(v, (set, frozenset)):
-                try:
+                with contextlib.suppress(Exception):  # unsortable sets keep iteration order
                     items.sort(key=repr)
-                except Exception:  # noqa: S110 - unsortable sets keep iteration order
-                    pass
             for item in items:
                 if self.budget <= 0:
                     self.counts.sanitized += 1
@@ -240,7 +241,4 @@ def sanitize_value(v: Any, limits: Limits, counts: Counts) -> Any:
 
 def needs_snapshot(md: Mapping[str, Any]) -> bool:
     """True when ``md`` holds a value that the application could still change (anything not a scalar)."""
-    for v in md.values():
-        if type(v) is not str and not isinstance(v, _SCALARS):
-            return True
-    return False
+    return any(type(v) is not str and not isinstance(v, _SCALARS) for v in md.values())

@@ -153,7 +153,9 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
         out.append("  ".join(cells).rstrip())
     return out
 
@@ -170,8 +172,17 @@ def render(s: Summary, top: int = 20) -> str:
         rows = [["name", "count", "total", "self", "mean", "p50", "p95", "max", "errors"]]
         for op in s.operations[:top]:
             rows.append(
-                [op.name, str(op.count), d(op.total_ns), d(op.self_ns), d(op.mean_ns), d(op.p50_ns), d(op.p95_ns),
-                 d(op.max_ns), str(op.errors) if op.errors else ""]
+                [
+                    op.name,
+                    str(op.count),
+                    d(op.total_ns),
+                    d(op.self_ns),
+                    d(op.mean_ns),
+                    d(op.p50_ns),
+                    d(op.p95_ns),
+                    d(op.max_ns),
+                    str(op.errors) if op.errors else "",
+                ]
             )
         lines += ["  " + r for r in _table(rows, right={1, 2, 3, 4, 5, 6, 7, 8})]
     if s.threads:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 
 from ._model import Event, TraceFile
 
@@ -46,9 +45,7 @@ def read(path: str | os.PathLike[str]) -> list[Event]:
     return read_trace(path).events
 
 
-def read_trace(
-    path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
-) -> TraceFile:
+def read_trace(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> TraceFile:
     """Events, stats, problems and notes of a trace file. ``progress(done, total)`` is called now and
     then while a Perfetto trace is read."""
     fmt = detect_format(path)

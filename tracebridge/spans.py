@@ -9,6 +9,7 @@ encoded form, metadata sanitized and scrubbed, encoding) happens on the writer t
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -19,7 +20,7 @@ from typing import Any, TypeVar, overload
 from . import _safety
 from ._codec import decode, encode
 from ._model import Record, SpanRecord
-from ._recorder import RT, error_info, now_ns, source_failed, stack_frames, thread_state
+from ._recorder import RT, ThreadState, error_info, now_ns, source_failed, stack_frames, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,9 +32,9 @@ _new = object.__new__
 
 __all__ = [
     "Span",
+    "active",
     "activity_end",
     "activity_start",
-    "active",
     "backtrace",
     "counter",
     "current_span",
@@ -67,7 +68,12 @@ class Span(SpanRecord):
     re-raised unchanged. A span object also decorates a function (see :func:`span`).
     """
 
-    __slots__ = ("_lazy", "_stack", "_st", "_token")
+    __slots__ = ("_lazy", "_st", "_stack", "_token")
+
+    _lazy: list[Callable[[], Mapping[str, Any]]] | None
+    _stack: list[SpanRecord]
+    _st: ThreadState | None
+    _token: contextvars.Token[Span | None]
 
     def __enter__(self) -> Span:
         parent = _current.get()
@@ -102,7 +108,8 @@ class Span(SpanRecord):
             _current.reset(self._token)
         except ValueError:  # ended in another context than it began in (another task or thread)
             if _current.get() is self:
-                _current.set(self.parent)
+                parent = self.parent
+                _current.set(parent if isinstance(parent, Span) else None)
         if exc_type is not None and _is_failure(exc_type, exc):
             self.error = error_info(exc, tb)
         if self._lazy is not None:
@@ -120,10 +127,8 @@ class Span(SpanRecord):
         # Another span of this thread began after this one and is still open: the two overlap without
         # nesting (asyncio tasks do this). This one goes on a track of its own.
         self.overlapping = True
-        try:
+        with contextlib.suppress(ValueError):  # ended on a thread other than the one it began on
             stack.remove(self)
-        except ValueError:
-            pass
 
     def _resolve(self) -> None:
         """Call the lazy name and metadata callables: the span is kept, so their cost is due now."""
@@ -192,15 +197,15 @@ def _is_failure(exc_type: type[BaseException], exc: BaseException | None) -> boo
     """Closing a generator early and ``sys.exit(0)`` end a span normally; anything else is a failure."""
     if exc_type is GeneratorExit:
         return False
-    if exc_type is SystemExit and exc is not None and exc.code in (None, 0):
-        return False
-    return True
+    return not (isinstance(exc, SystemExit) and exc.code in (None, 0))
 
 
 class _OffSpan:
     """What :func:`span` returns when its level is off: does nothing, but still decorates."""
 
     __slots__ = ("_args",)
+
+    _args: tuple[NameOrFactory, int, dict[str, Any]]
 
     def __enter__(self) -> _OffSpan:
         return self
@@ -316,9 +321,7 @@ def traced(fn: F) -> F: ...
 def traced(*, name: NameOrFactory | None = None, level: int = 1, **metadata: Any) -> Callable[[F], F]: ...
 
 
-def traced(
-    fn: Any = None, *, name: NameOrFactory | None = None, level: int = 1, **metadata: Any
-) -> Any:
+def traced(fn: Any = None, *, name: NameOrFactory | None = None, level: int = 1, **metadata: Any) -> Any:
     """Decorate a function (plain, coroutine, generator or async generator) so that each call is a
     span named after its qualified name: ``@traced`` or ``@traced(level=2)``.
 
@@ -367,7 +370,7 @@ def instant(name: NameOrFactory, level: int = 1, **metadata: Any) -> None:
 def _snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """Convert, on the application's thread, the values it could still change after the event ends
     (containers, objects). ``category`` and ``track`` stay as given: the writer reads them."""
-    keep = {k: metadata[k] for k in ("category", "track") if k in metadata}
+    keep: dict[str, Any] = {k: metadata[k] for k in ("category", "track") if k in metadata}
     rest = {k: v for k, v in metadata.items() if k not in keep}
     counts = Counts()
     out = {**sanitize_metadata(rest, RT.config.limits, counts), **keep}
@@ -387,12 +390,11 @@ def counter(name: str, value: float, unit: str | None = None, level: int = 1) ->
         return
     try:
         if type(value) is not int and type(value) is not float:
-            if isinstance(value, bool):
-                value = int(value)
-            else:
-                value = float(value)
+            value = int(value) if isinstance(value, bool) else float(value)
         t = now_ns()
-        rec = Record("counter", str(name), t, t, level, {"unit": str(unit)} if unit is not None else None, value)
+        rec = Record(
+            "counter", str(name), t, t, level, {"unit": str(unit)} if unit is not None else None, value
+        )
         thread_state().push(rec)
     except Exception as exc:
         source_failed("counter", "counter", exc)
@@ -412,7 +414,7 @@ def activity_start(name: NameOrFactory, level: int = 1, **metadata: Any) -> int:
             name = name() if callable(name) else _safety.safe_str(name)
         if metadata and needs_snapshot(metadata):
             metadata = _snapshot_metadata(metadata)
-        trace_id, span_id = _ids()
+        trace_id, _ = _ids()
         rec = Record("activity", name, now_ns(), None, level, metadata or None, trace_id=trace_id)
         rec.span_id = _getrandbits(64)
         rec.thread = thread_state().info

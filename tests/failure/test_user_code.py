@@ -4,9 +4,9 @@ strict mode, which the test suite runs in), and every failure is counted."""
 from __future__ import annotations
 
 import pytest
+from helpers import record
 
 import tracebridge
-from helpers import record
 
 
 def boom() -> str:
@@ -54,7 +54,9 @@ def test_hostile_values_never_reach_the_application(lenient: None, tmp_path) -> 
     loop.append(loop)
     path = tmp_path / "t.perfetto-trace"
     tracebridge.start(output=path)
-    with tracebridge.span("s", hostile=Hostile(), loop=loop, nan=float("nan"), raw=b"\xff", huge="x" * 100_000):
+    with tracebridge.span(
+        "s", hostile=Hostile(), loop=loop, nan=float("nan"), raw=b"\xff", huge="x" * 100_000
+    ):
         tracebridge.instant(Hostile(), value=Hostile())  # type: ignore[arg-type]
     session = tracebridge.stop()
     events = {e.name: e for e in tracebridge.read(path)}

@@ -45,31 +45,90 @@ def thread_events(draw: st.DrawFn, tid: int, thread_name: str, t0: int) -> list[
         t += draw(st.integers(min_value=1, max_value=5000))
         if op == "(":
             stack.append(
-                Event("span", draw(names), t, None, draw(levels), draw(metadata), tid, thread_name,
-                      draw(errors), draw(categories), None, draw(flow_ids), ())
+                Event(
+                    "span",
+                    draw(names),
+                    t,
+                    None,
+                    draw(levels),
+                    draw(metadata),
+                    tid,
+                    thread_name,
+                    draw(errors),
+                    draw(categories),
+                    None,
+                    draw(flow_ids),
+                    (),
+                )
             )
         elif op == ")" and stack:
             ev = stack.pop()
             ev.end_ns = t
             events.append(ev)
         elif op == "i":
-            events.append(Event("instant", draw(names), t, t, draw(levels), draw(metadata), tid, thread_name,
-                                categories=draw(categories), track=draw(st.one_of(st.none(), names))))
+            events.append(
+                Event(
+                    "instant",
+                    draw(names),
+                    t,
+                    t,
+                    draw(levels),
+                    draw(metadata),
+                    tid,
+                    thread_name,
+                    categories=draw(categories),
+                    track=draw(st.one_of(st.none(), names)),
+                )
+            )
         elif op == "c":
             value = draw(st.one_of(st.integers(-(1 << 63), (1 << 63) - 1), st.floats(allow_nan=False)))
-            events.append(Event("counter", draw(names), t, t, 1, {}, tid, thread_name, value=value,
-                                unit=draw(st.one_of(st.none(), st.sampled_from(["ns", "count", "bytes", "widgets"])))))
+            events.append(
+                Event(
+                    "counter",
+                    draw(names),
+                    t,
+                    t,
+                    1,
+                    {},
+                    tid,
+                    thread_name,
+                    value=value,
+                    unit=draw(st.one_of(st.none(), st.sampled_from(["ns", "count", "bytes", "widgets"]))),
+                )
+            )
         elif op == "l":
             source = draw(st.one_of(st.none(), frames.map(lambda f: f[0])))
-            events.append(Event("log", draw(st.text(max_size=40)), t, t, draw(levels), draw(metadata), tid,
-                                thread_name, value=draw(st.integers(2, 7)), source=source))
+            events.append(
+                Event(
+                    "log",
+                    draw(st.text(max_size=40)),
+                    t,
+                    t,
+                    draw(levels),
+                    draw(metadata),
+                    tid,
+                    thread_name,
+                    value=draw(st.integers(2, 7)),
+                    source=source,
+                )
+            )
         elif op in "noa":
             end = t + draw(st.integers(min_value=0, max_value=20_000))
             kind = "activity" if op == "a" else "span"
             events.append(
-                Event(kind, draw(names), t, end, draw(levels), draw(metadata), tid, thread_name,
-                      categories=draw(categories), track=draw(names) if op == "n" else None,
-                      overlapping=op == "o")
+                Event(
+                    kind,
+                    draw(names),
+                    t,
+                    end,
+                    draw(levels),
+                    draw(metadata),
+                    tid,
+                    thread_name,
+                    categories=draw(categories),
+                    track=draw(names) if op == "n" else None,
+                    overlapping=op == "o",
+                )
             )
     while stack:
         t += 1

@@ -6,12 +6,12 @@ import json
 import os
 from pathlib import Path
 
+from helpers import comparable
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import thread_events
 
 import tracebridge
-from helpers import comparable
-from strategies import thread_events
 from tracebridge._model import ErrorInfo, Event, Frame, ThreadInfo
 from tracebridge.reading import read_trace
 from tracebridge.sinks.chrome import ChromeJsonWriter

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from helpers import comparable, decode
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import thread_events
 
 import tracebridge
-from helpers import comparable, decode
-from strategies import thread_events
 from tracebridge._model import Event, ThreadInfo
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto.reader import iter_frames, read_perfetto_bytes
@@ -106,10 +106,12 @@ def test_validator_finds_import_problems() -> None:
     assert _codes(_packet(timestamp=5, track_event__type=3, track_event__name="x")) == [
         "track_event_missing_sequence_id"
     ]
-    assert _codes(_packet(trusted_packet_sequence_id=3, sequence_flags=2, timestamp=5, track_event__type=3)) == [
-        "packet_skipped_seq_needs_incremental_state_invalid"
-    ]
-    end_alone = _packet(trusted_packet_sequence_id=2, timestamp=9, track_event__type=2, track_event__track_uuid=5)
+    assert _codes(
+        _packet(trusted_packet_sequence_id=3, sequence_flags=2, timestamp=5, track_event__type=3)
+    ) == ["packet_skipped_seq_needs_incremental_state_invalid"]
+    end_alone = _packet(
+        trusted_packet_sequence_id=2, timestamp=9, track_event__type=2, track_event__track_uuid=5
+    )
     assert _codes(thread + end_alone) == ["misplaced_end_event"]
     assert _codes(_packet(track_descriptor__name="no uuid", trusted_packet_sequence_id=1)) == [
         "track_descriptor_missing_uuid"
@@ -118,28 +120,45 @@ def test_validator_finds_import_problems() -> None:
         _packet(trusted_packet_sequence_id=1, track_descriptor__uuid=7, track_descriptor__thread__pid=1)
     ) == ["track_descriptor_thread_missing_pid_tid"]
     counter_on_thread = _packet(
-        trusted_packet_sequence_id=2, timestamp=9, track_event__type=4, track_event__track_uuid=5,
+        trusted_packet_sequence_id=2,
+        timestamp=9,
+        track_event__type=4,
+        track_event__track_uuid=5,
         track_event__counter_value=1,
     )
     assert _codes(thread + counter_on_thread) == ["track_event_counter_invalid_track_uuid"]
-    unknown_track = _packet(trusted_packet_sequence_id=2, timestamp=9, track_event__type=3, track_event__track_uuid=77)
+    unknown_track = _packet(
+        trusted_packet_sequence_id=2, timestamp=9, track_event__type=3, track_event__track_uuid=77
+    )
     assert _codes(thread + unknown_track) == ["track_event_parser_errors"]
     flow_end = _packet(
-        trusted_packet_sequence_id=2, timestamp=9, track_event__type=3, track_event__track_uuid=5,
+        trusted_packet_sequence_id=2,
+        timestamp=9,
+        track_event__type=3,
+        track_event__track_uuid=5,
         track_event__terminating_flow_ids=[99],
     )
     assert _codes(thread + flow_end) == ["flow_end_without_start"]
     incremental_without_snapshot = _packet(
-        trusted_packet_sequence_id=2, timestamp=9, timestamp_clock_id=64, track_event__type=3,
+        trusted_packet_sequence_id=2,
+        timestamp=9,
+        timestamp_clock_id=64,
+        track_event__type=3,
         track_event__track_uuid=5,
     )
     assert _codes(thread + incremental_without_snapshot) == ["clock_sync_failure"]
     missing_name = _packet(
-        trusted_packet_sequence_id=2, timestamp=9, sequence_flags=2, track_event__type=3,
-        track_event__track_uuid=5, track_event__name_iid=3,
+        trusted_packet_sequence_id=2,
+        timestamp=9,
+        sequence_flags=2,
+        track_event__type=3,
+        track_event__track_uuid=5,
+        track_event__name_iid=3,
     )
     assert _codes(thread + missing_name) == ["track_event_parser_errors"]
-    conflicting = _packet(trusted_packet_sequence_id=1, track_descriptor__uuid=5, track_descriptor__name="other")
+    conflicting = _packet(
+        trusted_packet_sequence_id=1, track_descriptor__uuid=5, track_descriptor__name="other"
+    )
     assert _codes(thread + conflicting) == ["track_descriptor_conflicting_reservation"]
 
 

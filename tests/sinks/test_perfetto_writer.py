@@ -8,9 +8,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from helpers import decode, official_view
 
 import tracebridge
-from helpers import decode, official_view
 from tracebridge._model import ErrorInfo, Event, Frame, ThreadInfo
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
@@ -131,10 +131,22 @@ def test_counters_categories_flows_and_logs(trace_path: Path) -> None:
     events = [
         Event("counter", "queue", 2_000, 2_000, 1, {}, ME.tid, ME.name, value=3, unit="count"),
         Event("counter", "temp", 2_500, 2_500, 1, {}, ME.tid, ME.name, value=36.6, unit="celsius"),
-        Event("span", "send", 3_000, 4_000, 1, {}, ME.tid, ME.name, categories=("net", "io"), flows=(7, 1 << 63)),
+        Event(
+            "span", "send", 3_000, 4_000, 1, {}, ME.tid, ME.name, categories=("net", "io"), flows=(7, 1 << 63)
+        ),
         Event("span", "recv", 5_000, 6_000, 1, {}, ME.tid, ME.name, terminating_flows=(7,)),
-        Event("log", "user 42 logged in", 7_000, 7_000, 1, {"logger": "auth"}, ME.tid, ME.name, value=4,
-              source=src),
+        Event(
+            "log",
+            "user 42 logged in",
+            7_000,
+            7_000,
+            1,
+            {"logger": "auth"},
+            ME.tid,
+            ME.name,
+            value=4,
+            source=src,
+        ),
     ]
     write(trace_path, events)
     view = official_view(trace_path)
@@ -213,7 +225,9 @@ def test_session_end_to_end(trace_path: Path) -> None:
     ]
     view = official_view(trace_path)
     threads = [t for t in view["tracks"].values() if t.HasField("thread")]
-    assert sorted(t.thread.thread_name for t in threads) == sorted([threading.current_thread().name, "helper"])
+    assert sorted(t.thread.thread_name for t in threads) == sorted(
+        [threading.current_thread().name, "helper"]
+    )
     assert len({t.uuid for t in threads}) == 2
     stats = next(e for e in view["events"] if e["name"] == "tracebridge.stats")
     assert stats["annotations"]["recorded"].dict_entries
@@ -254,8 +268,10 @@ def test_disk_full_is_counted_and_the_file_stays_valid(tmp_path: Path, lenient: 
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_compressed_packets(trace_path: Path, compress: bool) -> None:
-    events = [Event("span", f"op{i % 7}", 10_000 + i * 100, 10_050 + i * 100, 1, {"i": i}, ME.tid, ME.name)
-              for i in range(3000)]
+    events = [
+        Event("span", f"op{i % 7}", 10_000 + i * 100, 10_050 + i * 100, 1, {"i": i}, ME.tid, ME.name)
+        for i in range(3000)
+    ]
     w = PerfettoWriter(trace_path, compress=compress)
     w.write(ME, events)
     w.close()

@@ -79,9 +79,11 @@ def _ts(ns: int) -> _Num:
 
 
 def _encode(fields: dict[str, Any]) -> str:
-    return "{" + ",".join(
-        f"{_dumps(k)}:{v.text if isinstance(v, _Num) else _dumps(v)}" for k, v in fields.items()
-    ) + "}"
+    return (
+        "{"
+        + ",".join(f"{_dumps(k)}:{v.text if isinstance(v, _Num) else _dumps(v)}" for k, v in fields.items())
+        + "}"
+    )
 
 
 class ChromeJsonWriter:
@@ -122,7 +124,9 @@ class ChromeJsonWriter:
             self._named_now.append(tid)
             self._emit({"ph": "M", "pid": self.pid, "tid": tid, "name": "thread_name", "args": args})
 
-    def _lane_tid(self, key: Any, name: str, kind: str, thread: ThreadInfo, start: int, end: int | None) -> int:
+    def _lane_tid(
+        self, key: Any, name: str, kind: str, thread: ThreadInfo, start: int, end: int | None
+    ) -> int:
         entry = self._lanes.get(key)
         if entry is None:
             entry = (Lanes(), [])
@@ -202,8 +206,15 @@ class ChromeJsonWriter:
             self._emit({**base, "ph": "b", "id": aid, "ts": _ts(ev.start_ns), "tid": tid, "args": args})
             if ev.end_ns is not None:
                 self._emit(
-                    {"name": ev.name, "cat": cat, "pid": self.pid, "ph": "e", "id": aid,
-                     "ts": _ts(ev.end_ns), "tid": tid}
+                    {
+                        "name": ev.name,
+                        "cat": cat,
+                        "pid": self.pid,
+                        "ph": "e",
+                        "id": aid,
+                        "ts": _ts(ev.end_ns),
+                        "tid": tid,
+                    }
                 )
             return
         if ev.track is not None:
@@ -211,13 +222,16 @@ class ChromeJsonWriter:
             tid = self._lane_tid(("named", ev.track), ev.track, "named", thread, ev.start_ns, end)
         elif kind == "span" and ev.overlapping:
             tid = self._lane_tid(
-                ("overlap", thread.tid), f"{thread.name} (overlapping)", "overlap", thread, ev.start_ns, ev.end_ns
+                ("overlap", thread.tid),
+                f"{thread.name} (overlapping)",
+                "overlap",
+                thread,
+                ev.start_ns,
+                ev.end_ns,
             )
         if kind == "span":
             dur = (ev.end_ns or ev.start_ns) - ev.start_ns
-            self._emit(
-                {**base, "ph": "X", "ts": _ts(ev.start_ns), "dur": _ts(dur), "tid": tid, "args": args}
-            )
+            self._emit({**base, "ph": "X", "ts": _ts(ev.start_ns), "dur": _ts(dur), "tid": tid, "args": args})
             order = len(self._flows)
             for fid in ev.flows:
                 self._flows.append((fid, ev.start_ns, tid, order, "step"))
@@ -240,7 +254,12 @@ class ChromeJsonWriter:
             for i, (_, ts, tid, _, kind) in enumerate(items):
                 ph = "s" if i == 0 else ("f" if kind == "end" else "t")
                 obj: dict[str, Any] = {
-                    "ph": ph, "id": f"0x{fid:x}", "name": "flow", "cat": "flow", "pid": self.pid, "tid": tid,
+                    "ph": ph,
+                    "id": f"0x{fid:x}",
+                    "name": "flow",
+                    "cat": "flow",
+                    "pid": self.pid,
+                    "tid": tid,
                     "ts": _ts(ts),
                 }
                 if ph == "f":
@@ -317,7 +336,11 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
             args = e.get("args") or {}
             tid = int(e.get("tid", 0))
             if LANE_KIND_KEY in args:
-                lanes[tid] = (str(args[LANE_KIND_KEY]), int(args.get("tb.thread", 0)), str(args.get("name", "")))
+                lanes[tid] = (
+                    str(args[LANE_KIND_KEY]),
+                    int(args.get("tb.thread", 0)),
+                    str(args.get("name", "")),
+                )
             else:
                 thread_names[tid] = str(args.get("name", ""))
     activities: dict[tuple[str, str], Event] = {}
@@ -333,7 +356,9 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
         try:
             ev = _json_event(e, ph, thread_names, lanes, activities)
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-            out.problems.append(Problem("json_parser_failure", f"event {i} ({ph}): {type(exc).__name__}: {exc}"))
+            out.problems.append(
+                Problem("json_parser_failure", f"event {i} ({ph}): {type(exc).__name__}: {exc}")
+            )
             continue
         if ev is None:
             if ph in ("s", "t", "f"):
@@ -386,20 +411,58 @@ def _json_event(
     ts = _ns(e["ts"]) if "ts" in e else 0
     if ph == "X":
         end = ts + _ns(e.get("dur", 0))
-        return Event("span", name, ts, end, level, args, tid, thread_name, error, categories, track,
-                     overlapping=overlapping)
+        return Event(
+            "span",
+            name,
+            ts,
+            end,
+            level,
+            args,
+            tid,
+            thread_name,
+            error,
+            categories,
+            track,
+            overlapping=overlapping,
+        )
     if ph in ("i", "I"):
         if "log" in categories and PRIO_KEY in args:
             prio = args.pop(PRIO_KEY)
             src = args.pop(SOURCE_KEY, None)
             source = Frame(str(src[2]), str(src[0]), int(src[1])) if src else None
-            return Event("log", name, ts, ts, level, args, tid, thread_name, error, (), track, value=prio,
-                         source=source)
+            return Event(
+                "log",
+                name,
+                ts,
+                ts,
+                level,
+                args,
+                tid,
+                thread_name,
+                error,
+                (),
+                track,
+                value=prio,
+                source=source,
+            )
         return Event("instant", name, ts, ts, level, args, tid, thread_name, error, categories, track)
     if ph == "C":
         value = next(iter(args.values())) if args else None
-        return Event("counter", name, ts, ts, 1, {}, tid, thread_name, None, (), None, value=value,
-                     unit=e.get("tb_unit"))
+        return Event(
+            "counter",
+            name,
+            ts,
+            ts,
+            1,
+            {},
+            tid,
+            thread_name,
+            None,
+            (),
+            None,
+            value=value,
+            unit=e.get("tb_unit"),
+        )
     if ph == "b":
         key = (str(e.get("id")), cat)
         cats = () if categories == ("activity",) else categories

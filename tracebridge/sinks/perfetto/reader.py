@@ -45,6 +45,7 @@ from .writer import (
 )
 
 MAX_DEPTH = 512
+_TracePacket: Any = pb.TracePacket  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -96,9 +97,7 @@ class _Raw:
     offset: int = 0
 
 
-def iter_frames(
-    data: bytes, problems: list[Problem] | None = None
-) -> Iterator[tuple[int, int, memoryview]]:
+def iter_frames(data: bytes, problems: list[Problem] | None = None) -> Iterator[tuple[int, int, memoryview]]:
     """The complete ``Trace.packet`` records of ``data`` as (start offset, end offset, packet bytes).
     Stops at the first incomplete record."""
     view = memoryview(data)
@@ -109,7 +108,9 @@ def iter_frames(
         tag = data[pos]
         if tag != 0x0A:
             if problems is not None:
-                problems.append(Problem("trace_tokenizer_errors", f"unexpected byte 0x{tag:02x}, not a packet", pos))
+                problems.append(
+                    Problem("trace_tokenizer_errors", f"unexpected byte 0x{tag:02x}, not a packet", pos)
+                )
             return
         try:
             length, pos = read_varint(data, pos + 1)
@@ -160,15 +161,18 @@ class _Reader:
         out = self.out
         if data and data[0] != 0x0A:
             out.fatal = True
-            self.problem("not_a_trace", f"first byte is 0x{data[0]:02x}, a Perfetto trace starts with 0x0a", 0)
+            self.problem(
+                "not_a_trace", f"first byte is 0x{data[0]:02x}, a Perfetto trace starts with 0x0a", 0
+            )
             return out
-        end = 0
+        complete = 0  # where the last complete packet ends
         step = max(1, len(data) // 100)
         next_report = step
         for offset, end, packet in iter_frames(data, out.problems):
+            complete = end
             out.packets += 1
             try:
-                self.packet(pb.TracePacket.FromString(packet), offset)
+                self.packet(_TracePacket.FromString(packet), offset)
             except DecodeError as exc:
                 out.fatal = True
                 self.problem("trace_parser_errors", f"malformed packet: {exc}", offset)
@@ -177,10 +181,11 @@ class _Reader:
                 next_report = offset + step
         if any(p.code == "trace_tokenizer_errors" for p in out.problems):
             out.fatal = True
-        elif end < len(data):
-            out.truncated_bytes = len(data) - end
+        elif complete < len(data):
+            out.truncated_bytes = len(data) - complete
             out.notes.append(
-                f"the last {out.truncated_bytes} bytes are an incomplete packet (the trace was cut off); ignored"
+                f"the last {out.truncated_bytes} bytes are an incomplete packet (the trace was cut off); "
+                "ignored"
             )
         self.replay()
         if self.progress is not None:
@@ -206,7 +211,9 @@ class _Reader:
             return
         if p.HasField("trace_packet_defaults"):
             if seq is None:
-                self.problem("track_event_missing_sequence_id", "packet defaults without a sequence id", offset)
+                self.problem(
+                    "track_event_missing_sequence_id", "packet defaults without a sequence id", offset
+                )
             else:
                 d = p.trace_packet_defaults
                 seq.default_clock = d.timestamp_clock_id if d.HasField("timestamp_clock_id") else None
@@ -243,14 +250,17 @@ class _Reader:
             self.out.fatal = True
             self.problem("compressed_packets_invalid", f"cannot inflate compressed packets: {exc}", offset)
             return
-        end = 0
+        complete = 0
         for _start, end, packet in iter_frames(data, self.out.problems):
+            complete = end
             try:
-                self.packet(pb.TracePacket.FromString(packet), offset)
+                self.packet(_TracePacket.FromString(packet), offset)
             except DecodeError as exc:
                 self.out.fatal = True
-                self.problem("trace_parser_errors", f"malformed packet inside compressed packets: {exc}", offset)
-        if end != len(data):
+                self.problem(
+                    "trace_parser_errors", f"malformed packet inside compressed packets: {exc}", offset
+                )
+        if complete != len(data):
             self.out.fatal = True
             self.problem("compressed_packets_invalid", "compressed packets end inside a packet", offset)
 
@@ -264,7 +274,9 @@ class _Reader:
             if c.clock_id >= 64:
                 if seq is None:
                     self.problem(
-                        "invalid_clock_snapshots", f"clock {c.clock_id} is sequence-scoped but sequence id is 0", offset
+                        "invalid_clock_snapshots",
+                        f"clock {c.clock_id} is sequence-scoped but sequence id is 0",
+                        offset,
                     )
                     continue
                 seq.clocks[c.clock_id] = [c.timestamp, boot - c.timestamp, int(c.is_incremental)]
@@ -300,11 +312,17 @@ class _Reader:
         t = _Track(d.uuid, d.name, d.parent_uuid, raw=raw, description=d.description)
         if d.HasField("thread"):
             if not (d.thread.HasField("pid") and d.thread.HasField("tid")):
-                self.problem("track_descriptor_thread_missing_pid_tid", f"thread track {d.uuid} lacks pid or tid", offset)
+                self.problem(
+                    "track_descriptor_thread_missing_pid_tid",
+                    f"thread track {d.uuid} lacks pid or tid",
+                    offset,
+                )
             t.pid, t.tid, t.thread_name = d.thread.pid, d.thread.tid, d.thread.thread_name
         if d.HasField("process"):
             if not d.process.HasField("pid"):
-                self.problem("track_descriptor_process_missing_pid", f"process track {d.uuid} lacks pid", offset)
+                self.problem(
+                    "track_descriptor_process_missing_pid", f"process track {d.uuid} lacks pid", offset
+                )
             t.process = True
             t.pid = d.process.pid
             t.name = t.name or d.process.process_name
@@ -333,7 +351,9 @@ class _Reader:
         if clock >= 64:
             state = seq.clocks.get(clock) if seq is not None else None
             if state is None:
-                self.problem("clock_sync_failure", f"timestamp on clock {clock} before its clock snapshot", offset)
+                self.problem(
+                    "clock_sync_failure", f"timestamp on clock {clock} before its clock snapshot", offset
+                )
                 return None
             if state[2]:
                 state[0] += ts
@@ -341,7 +361,11 @@ class _Reader:
             return int(ts) + state[1]
         if clock in self.global_offsets:
             return int(ts) + self.global_offsets[clock]
-        self.problem("clock_sync_failure", f"timestamp on clock {clock} with no snapshot relating it to BOOTTIME", offset)
+        self.problem(
+            "clock_sync_failure",
+            f"timestamp on clock {clock} with no snapshot relating it to BOOTTIME",
+            offset,
+        )
         return None
 
     def track_event(self, p: Any, seq: _Seq | None, seq_id: int, offset: int) -> None:
@@ -359,14 +383,20 @@ class _Reader:
         else:
             track = 0
         if track and track not in self.tracks:
-            code = "track_event_counter_invalid_track_uuid" if te.type == COUNTER else "track_event_parser_errors"
+            code = (
+                "track_event_counter_invalid_track_uuid"
+                if te.type == COUNTER
+                else "track_event_parser_errors"
+            )
             self.problem(code, f"event on track {track}, which no earlier descriptor declares", offset)
             return
         name = ""
         if te.HasField("name_iid"):
             found = seq.names.get(te.name_iid)
             if found is None:
-                self.problem("track_event_parser_errors", f"event name iid {te.name_iid} not interned", offset)
+                self.problem(
+                    "track_event_parser_errors", f"event name iid {te.name_iid} not interned", offset
+                )
                 name = f"unknown({te.name_iid})"
             else:
                 name = found
@@ -385,15 +415,27 @@ class _Reader:
             if a.HasField("name_iid"):
                 key = seq.annotation_names.get(a.name_iid)
                 if key is None:
-                    self.problem("track_event_parser_errors", f"annotation name iid {a.name_iid} not interned", offset)
+                    self.problem(
+                        "track_event_parser_errors", f"annotation name iid {a.name_iid} not interned", offset
+                    )
                     continue
             else:
                 key = a.name
             md[key] = _annotation_value(a)
         frames = tuple(Frame(f.function_name, f.source_file, f.line_number) for f in te.callstack.frames)
         raw = _Raw(
-            ts, len(self.raw), te.type, track, seq_id, name, tuple(cats), md,
-            tuple(te.flow_ids), tuple(te.terminating_flow_ids), frames, offset=offset,
+            ts,
+            len(self.raw),
+            te.type,
+            track,
+            seq_id,
+            name,
+            tuple(cats),
+            md,
+            tuple(te.flow_ids),
+            tuple(te.terminating_flow_ids),
+            frames,
+            offset=offset,
         )
         if te.type == COUNTER:
             which = te.WhichOneof("counter_value_field")
@@ -432,11 +474,17 @@ class _Reader:
             if t == SLICE_END:
                 stack = open_slices.get(raw.track)
                 if not stack:
-                    self.problem("misplaced_end_event", f"slice end on track {raw.track} with no open slice", raw.offset)
+                    self.problem(
+                        "misplaced_end_event",
+                        f"slice end on track {raw.track} with no open slice",
+                        raw.offset,
+                    )
                     continue
                 begin, ev = stack.pop()
                 if raw.ts < begin.ts:
-                    self.problem("slice_negative_duration", f"slice {ev.name!r} ends before it begins", raw.offset)
+                    self.problem(
+                        "slice_negative_duration", f"slice {ev.name!r} ends before it begins", raw.offset
+                    )
                 ev.end_ns = raw.ts
                 if raw.metadata:
                     ev.metadata.update(raw.metadata)
@@ -450,20 +498,41 @@ class _Reader:
             if t == COUNTER:
                 track = self.tracks.get(raw.track)
                 if track is None or not track.counter:
-                    self.problem("track_event_counter_invalid_track_uuid", "counter event on a non-counter track",
-                                 raw.offset)
+                    self.problem(
+                        "track_event_counter_invalid_track_uuid",
+                        "counter event on a non-counter track",
+                        raw.offset,
+                    )
                     continue
                 tid, tname = self.thread_of(raw)
-                events.append((raw.order, Event("counter", track.name, raw.ts, raw.ts, 1, {}, tid, tname,
-                                                value=raw.value, unit=track.unit)))
+                events.append(
+                    (
+                        raw.order,
+                        Event(
+                            "counter",
+                            track.name,
+                            raw.ts,
+                            raw.ts,
+                            1,
+                            {},
+                            tid,
+                            tname,
+                            value=raw.value,
+                            unit=track.unit,
+                        ),
+                    )
+                )
                 continue
-            ev = self.event(raw)
-            if ev is None:
+            maybe = self.event(raw)
+            if maybe is None:
                 continue
+            ev = maybe
             if t == SLICE_BEGIN:
                 stack = open_slices.setdefault(raw.track, [])
                 if len(stack) >= MAX_DEPTH:
-                    self.problem("slice_max_depth_exceeded", f"more than {MAX_DEPTH} nested slices", raw.offset)
+                    self.problem(
+                        "slice_max_depth_exceeded", f"more than {MAX_DEPTH} nested slices", raw.offset
+                    )
                     continue
                 ev.end_ns = None
                 stack.append((raw, ev))
@@ -497,8 +566,21 @@ class _Reader:
                 named = track.name
         if raw.type == INSTANT:
             if raw.log_body is not None:
-                return Event("log", raw.log_body, raw.ts, raw.ts, level if isinstance(level, int) else 1, md, tid,
-                             tname, error, raw.categories, named, value=raw.log_prio, source=raw.log_source)
+                return Event(
+                    "log",
+                    raw.log_body,
+                    raw.ts,
+                    raw.ts,
+                    level if isinstance(level, int) else 1,
+                    md,
+                    tid,
+                    tname,
+                    error,
+                    raw.categories,
+                    named,
+                    value=raw.log_prio,
+                    source=raw.log_source,
+                )
             kind = "instant"
         return Event(
             kind,  # type: ignore[arg-type]

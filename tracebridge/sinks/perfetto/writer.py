@@ -16,11 +16,11 @@ boundary is a valid trace (a killed process leaves a readable file).
 from __future__ import annotations
 
 import math
-import zlib
 import os
 import random
 import sys
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
@@ -176,7 +176,7 @@ def encode_value(value: Any) -> bytes:
     t = type(value)
     if t is str:
         if value.isascii():
-            data = value.encode()
+            data: bytes = value.encode()
             return STRING_TAG + varint(len(data)) + data
         return A_STRING.string(value)
     if t is bool:
@@ -233,8 +233,15 @@ class _Sequence:
     def reset(self, ts: int) -> bytes:
         """Packets that (re)start the sequence's incremental state with clock 64 at ``ts``."""
         for table in (
-            self.names, self.categories, self.annotation_names, self.sources, self.bodies,
-            self.name_refs, self.annotation_refs, self.category_refs, self.level_annotations,
+            self.names,
+            self.categories,
+            self.annotation_names,
+            self.sources,
+            self.bodies,
+            self.name_refs,
+            self.annotation_refs,
+            self.category_refs,
+            self.level_annotations,
         ):
             table.clear()
         thread = self.thread
@@ -255,11 +262,15 @@ class _Sequence:
         )
         first = P_FIRST_ON_SEQUENCE.boolean(True) if self.first else b""
         self.first = False
-        head = frame(P_TRACK_DESCRIPTOR.bytes_(desc) + self.seq_bytes + P_FLAGS.uint(CLEARED) + defaults + first)
+        head = frame(
+            P_TRACK_DESCRIPTOR.bytes_(desc) + self.seq_bytes + P_FLAGS.uint(CLEARED) + defaults + first
+        )
         snapshot = message(
             P_CLOCK_SNAPSHOT,
             message(CS_CLOCKS, C_ID.uint(BOOTTIME), C_TIMESTAMP.uint(ts)),
-            message(CS_CLOCKS, C_ID.uint(INCREMENTAL_CLOCK), C_TIMESTAMP.uint(ts), C_INCREMENTAL.boolean(True)),
+            message(
+                CS_CLOCKS, C_ID.uint(INCREMENTAL_CLOCK), C_TIMESTAMP.uint(ts), C_INCREMENTAL.boolean(True)
+            ),
         )
         self.last_ts = ts
         self.started = True
@@ -333,7 +344,9 @@ class _Sequence:
             parts = [TYPE_BEGIN if phase == SLICE_BEGIN else TYPE_INSTANT, E_TRACK.uint(uuid)]
         ref = self.name_refs.get(ev.name)
         if ref is None:
-            ref = self.name_refs[ev.name] = E_NAME_IID.uint(self._intern(self.names, ev.name, I_NAMES, interned))
+            ref = self.name_refs[ev.name] = E_NAME_IID.uint(
+                self._intern(self.names, ev.name, I_NAMES, interned)
+            )
         parts.append(ref)
         for cat in ev.categories:
             ref = self.category_refs.get(cat)
@@ -350,7 +363,9 @@ class _Sequence:
         for key, value in ev.metadata.items():
             ref = refs.get(key)
             if ref is None:
-                ref = refs[key] = A_NAME_IID.uint(self._intern(self.annotation_names, key, I_ANNOTATION_NAMES, interned))
+                ref = refs[key] = A_NAME_IID.uint(
+                    self._intern(self.annotation_names, key, I_ANNOTATION_NAMES, interned)
+                )
             body = ref + encode_value(value)
             parts.append(ANNOTATION_TAG + varint(len(body)) + body)
         error = ev.error
