@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 OutputFormat = Literal["perfetto", "json", "memory"]
 
+#: Records converted and written per batch by the writer thread.
+WRITE_CHUNK = 4096
+
 #: The clock every record is stamped with. ``perf_counter_ns`` is the cheapest monotonic clock with
 #: nanosecond resolution on every platform (CLOCK_MONOTONIC on Linux); the writer adds ``clock_offset``
 #: to put timestamps on the trace clock (CLOCK_BOOTTIME on Linux).
@@ -249,6 +252,8 @@ class Session:
         self._stats_lock = threading.Lock()
         self._wake = False
         self._stopping = False
+        # Set by stop(): past it the writer drops what is still queued instead of writing it.
+        self._deadline: float | None = None
         self._rounds_requested = 0
         self._rounds_done = 0
         # Per thread: the drop counts already accounted for (threads count their own drops).
@@ -332,7 +337,9 @@ class Session:
         return done
 
     def _finish(self, timeout: float) -> None:
-        done = self._request_round(timeout, stop=True)
+        # The writer stops writing at the deadline and then needs a moment to count and close.
+        self._deadline = time.monotonic() + timeout
+        done = self._request_round(timeout + max(1.0, timeout / 2), stop=True)
         if not done and self._writer is not None and self._writer.is_alive():
             _safety.internal_error(
                 "session.stop",
@@ -358,8 +365,8 @@ class Session:
                 _safety.defer_error("sink.flush", exc)
 
     def _drain(self, st: ThreadState) -> None:
-        buf = st.buf
-        n = len(buf)
+        """Write what ``st`` has queued, a chunk at a time (memory stays bounded however much is
+        queued). Past the stop deadline, what is left is counted as dropped (``stop_timeout``)."""
         seen = self._seen_dropped.setdefault(st, {})
         new_drops = 0
         for kind, count in list(st.dropped.items()):
@@ -368,15 +375,27 @@ class Session:
                 self.count_drop("queue_full", kind, count - before)
                 new_drops += count - before
                 seen[kind] = count
-        if n == 0:
-            return
+        buf = st.buf
         pop = buf.popleft
-        records = [pop() for _ in range(n)]
+        left = len(buf)
         info = self._thread_info(st)
+        while left > 0 or new_drops:
+            n = min(left, WRITE_CHUNK)
+            left -= n
+            records = [pop() for _ in range(n)]
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                for rec in records:
+                    self.count_drop("stop_timeout", rec.kind)
+                continue
+            self._write(info, self._events(records, info), new_drops)
+            new_drops = 0
+
+    def _events(self, records: list[Any], info: ThreadInfo) -> list[Event]:
         events: list[Event] = []
         recorded = self.stats.recorded
+        start = self.start_ns
         for rec in records:
-            if rec.start_ns < self.start_ns and rec.kind == "span":
+            if rec.start_ns < start and rec.kind == "span":
                 self.count_drop("outside_session", "span")
                 continue
             try:
@@ -387,7 +406,7 @@ class Session:
                 continue
             recorded[ev.kind] = recorded.get(ev.kind, 0) + 1
             events.append(ev)
-        self._write(info, events, new_drops)
+        return events
 
     def _thread_info(self, st: ThreadState) -> ThreadInfo:
         t = st.thread()

@@ -47,3 +47,22 @@ def test_eight_threads_account_for_every_span(trace_path: Path, thread_buffer: i
     if thread_buffer == 256:
         assert dropped > 0
         assert trace.stats is not None and trace.stats.dropped == session.stats.dropped
+
+
+def test_stop_deadline_drops_what_it_cannot_write(trace_path: Path) -> None:
+    tracebridge.configure(thread_buffer=400_000, flush_interval=1000)
+    try:
+        tracebridge.start(output=trace_path)
+        for i in range(200_000):
+            with tracebridge.span("op", i=i):
+                pass
+        session = tracebridge.stop(timeout=0.05)
+    finally:
+        tracebridge.configure(thread_buffer=65536, flush_interval=0.1)
+    late = session.stats.dropped.get("stop_timeout", {}).get("span", 0)
+    assert late > 0
+    assert session.stats.recorded["span"] + late == 200_000
+    trace = read_trace(trace_path)
+    assert trace.problems == []
+    assert len(trace.events) == session.stats.recorded["span"]
+    assert trace.stats is not None and trace.stats.dropped["stop_timeout"] == {"span": late}
