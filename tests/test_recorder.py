@@ -147,3 +147,16 @@ def test_span_that_straddles_stop_is_counted_not_leaked() -> None:
     assert [e.name for e in first.events] == []
     assert second.stats.dropped == {"outside_session": {"span": 1}}
     assert second.events == []
+
+
+def test_trace_file_respects_umask(trace_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o077)
+    try:
+        tracebridge.start(output=trace_path)
+        tracebridge.stop()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(trace_path.stat().st_mode) == 0o600

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, overload
 from . import _safety
 from ._codec import decode, encode
 from ._model import Record, SpanRecord
-from ._recorder import RT, ThreadState, error_info, now_ns, source_failed, stack_frames, thread_state
+from ._recorder import RT, ThreadState, _tls, error_info, now_ns, source_failed, stack_frames, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,7 +81,10 @@ class Span(SpanRecord):
         self.trace_id = _getrandbits(128) if parent is None else parent.trace_id
         self.span_id = _getrandbits(64)
         self._token = _current.set(self)
-        st = thread_state()
+        try:
+            st = _tls.state
+        except AttributeError:
+            st = thread_state()
         self._st = st
         md = self.metadata
         if md is not None and "track" in md:
@@ -117,7 +120,7 @@ class Span(SpanRecord):
         elif self.metadata is not None and needs_snapshot(self.metadata):
             self._snapshot()
         buf = st.buf
-        if len(buf) < RT.config.thread_buffer:
+        if len(buf) < RT.buffer_cap:
             buf.append(self)
         else:
             st.drop("span")
@@ -245,10 +248,14 @@ def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
         off = _new(_OffSpan)
         off._args = (name, level, metadata)
         return off
+    return _new_span(name, level, metadata or None)
+
+
+def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) -> Span:
     s = _new(Span)
     s.name = name
     s.level = level
-    s.metadata = metadata or None
+    s.metadata = metadata
     s.error = None
     s.overlapping = False
     s._lazy = None if type(name) is str else []
@@ -256,13 +263,18 @@ def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
 
 
 def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
+    md = metadata or None
+
+    def new_span() -> Span:
+        return _new_span(name, level, dict(md) if md else None)
+
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def coroutine_wrapper(*args: Any, **kwargs: Any) -> Any:
             if level > RT.level:
                 return await fn(*args, **kwargs)
-            with span(name, level, **metadata):
+            with new_span():
                 return await fn(*args, **kwargs)
 
         return coroutine_wrapper  # type: ignore[return-value]
@@ -309,7 +321,7 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if level > RT.level:
             return fn(*args, **kwargs)
-        with span(name, level, **metadata):
+        with new_span():
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
