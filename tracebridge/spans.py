@@ -30,6 +30,7 @@ _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("tracebri
 _getrandbits = random.getrandbits
 _new = object.__new__
 
+
 __all__ = [
     "Span",
     "active",
@@ -248,7 +249,14 @@ def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
         off = _new(_OffSpan)
         off._args = (name, level, metadata)
         return off
-    return _new_span(name, level, metadata or None)
+    s = _new(Span)
+    s.name = name
+    s.level = level
+    s.metadata = metadata or None
+    s.error = None
+    s.overlapping = False
+    s._lazy = None if type(name) is str else []
+    return s
 
 
 def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) -> Span:
