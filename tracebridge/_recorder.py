@@ -128,7 +128,7 @@ RT = _Runtime()
 class ThreadState:
     """A thread's queue of records for the writer and its stack of open spans."""
 
-    __slots__ = ("__weakref__", "buf", "dead", "dropped", "info", "stack", "thread")
+    __slots__ = ("__weakref__", "buf", "dead", "dropped", "idle_rounds", "info", "stack", "thread")
 
     def __init__(self) -> None:
         self.buf: deque[Any] = deque()
@@ -139,9 +139,13 @@ class ThreadState:
         self.thread = weakref.ref(t)
         self.info = ThreadInfo(os.getpid(), threading.get_native_id(), t.name)
         self.dead = False
+        self.idle_rounds = 0
 
     def drop(self, kind: str) -> None:
-        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+        # The slow path (a full queue): a lock, because a span that ends on another thread than the
+        # one it began on counts its drop here too.
+        with _drop_lock:
+            self.dropped[kind] = self.dropped.get(kind, 0) + 1
 
     def push(self, rec: Any) -> None:
         """Queue a record, or count it dropped when the queue is full."""
@@ -150,6 +154,9 @@ class ThreadState:
             buf.append(rec)
         else:
             self.drop(rec.kind)
+
+
+_drop_lock = threading.Lock()
 
 
 class _Tls(threading.local):
@@ -196,8 +203,17 @@ def _all_threads() -> list[ThreadState]:
 
 
 def _forget_dead_threads() -> None:
+    """Drop the states of threads that ended, once their queues have stayed empty for two rounds (a span
+    that began on a thread may end on another just as the first one ends)."""
     with _threads_lock:
-        _threads[:] = [st for st in _threads if not (st.dead and not st.buf)]
+        keep = []
+        for st in _threads:
+            if st.dead and not st.buf:
+                st.idle_rounds += 1
+                if st.idle_rounds > 2:
+                    continue
+            keep.append(st)
+        _threads[:] = keep
 
 
 # --------------------------------------------------------------------------------------------- sessions
@@ -248,6 +264,7 @@ class Session:
         self._sink: Sink | None = None
         self._sink_backoff = 0.0
         self._sink_retry_at = 0.0
+        self._unmarked_gaps: dict[int, int] = {}
         self._writer: threading.Thread | None = None
         self._cond = threading.Condition()
         self._stats_lock = threading.Lock()
@@ -271,6 +288,18 @@ class Session:
         """Count dropped events (safe from any thread)."""
         with self._stats_lock:
             self.stats.count_drop(reason, kind, n)
+
+    def open_activity(self, aid: int, rec: Record) -> bool:
+        """Register an activity begun now; False once the session is stopping."""
+        with self._stats_lock:
+            if self._stopping:
+                return False
+            self.open_activities[aid] = rec
+            return True
+
+    def close_activity(self, aid: int) -> Record | None:
+        with self._stats_lock:
+            return self.open_activities.pop(aid, None)
 
     def add_counts(self, counts: Counts) -> None:
         """Add sanitizing and scrubbing done on an application thread (safe from any thread)."""
@@ -338,6 +367,8 @@ class Session:
         return done
 
     def _finish(self, timeout: float) -> None:
+        with self._stats_lock:
+            self._stopping = True  # no new activities from now on
         # The writer stops writing at the deadline and then needs a moment to count and close.
         self._deadline = time.monotonic() + timeout
         done = self._request_round(timeout + max(1.0, timeout / 2), stop=True)
@@ -387,6 +418,7 @@ class Session:
             if self._deadline is not None and time.monotonic() > self._deadline:
                 for rec in records:
                     self.count_drop("stop_timeout", rec.kind)
+                new_drops = 0
                 continue
             self._write(info, self._events(records, info), new_drops)
             new_drops = 0
@@ -424,15 +456,21 @@ class Session:
         sink = self._sink
         written = 0
         reason = "sink_error"
+        # Drops the sink has not been told about yet (batches lost to errors or skipped while backing
+        # off), so that the next batch it takes is marked as following a gap.
+        gap = dropped_before + self._unmarked_gaps.pop(info.tid, 0)
         if sink is not None and time.monotonic() >= self._sink_retry_at:
             try:
-                written = sink.write(info, events, dropped_before)
+                written = sink.write(info, events, gap)
                 self._sink_backoff = 0.0
                 reason = sink.drop_reason
+                gap = 0
             except Exception as exc:
                 self._sink_backoff = min(30.0, max(1.0, self._sink_backoff * 2))
                 self._sink_retry_at = time.monotonic() + self._sink_backoff
                 _safety.defer_error("sink.write", exc)
+        if gap or written < len(events):
+            self._unmarked_gaps[info.tid] = gap + len(events) - written
         for ev in events[written:]:
             self.stats.recorded[ev.kind] -= 1
             self.count_drop(reason, ev.kind)
@@ -441,16 +479,14 @@ class Session:
         sink = self._sink
         if sink is None:
             return
-        self.stats.open_activities = len(self.open_activities)
         with self._stats_lock:
+            still_open = list(self.open_activities.values())
+            self.stats.open_activities = len(still_open)
             self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
         self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
-        opened = [
-            self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, ""))
-            for rec in self.open_activities.values()
-        ]
         try:
+            opened = [self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in still_open]
             sink.close(self.stats, opened)
         except Exception as exc:
             _safety.defer_error("sink.close", exc)

@@ -120,6 +120,8 @@ class Span(SpanRecord):
             self._resolve()
         elif self.metadata is not None and needs_snapshot(self.metadata):
             self._snapshot()
+        if st.dead:  # began on a thread that has ended since (a generator finished elsewhere)
+            st = thread_state()
         buf = st.buf
         if len(buf) < RT.buffer_cap:
             buf.append(self)
@@ -400,21 +402,22 @@ def _snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def counter(name: str, value: float, unit: str | None = None, level: int = 1) -> None:
-    """Record a sample of the counter ``name`` (one counter track per name). ``unit`` is a free-form
-    name; ``"ns"``, ``"count"`` and ``"bytes"`` are shown as Perfetto's own units.
+def counter(name: str, value: float, unit: str | None = None) -> None:
+    """Record a sample of the counter ``name`` (one counter track per name) while a session is active.
+    ``unit`` is a free-form name; ``"ns"``, ``"count"`` and ``"bytes"`` are shown as Perfetto's own
+    units. Integers beyond 64 bits are recorded as floats.
 
     .. versionadded:: 0.1
     """
-    if level > RT.level:
+    if not RT.level:
         return
     try:
         if type(value) is not int and type(value) is not float:
             value = int(value) if isinstance(value, bool) else float(value)
+        if type(value) is int and not -(1 << 63) <= value < (1 << 63):
+            value = float(value)  # Perfetto counters hold int64 or double
         t = now_ns()
-        rec = Record(
-            "counter", str(name), t, t, level, {"unit": str(unit)} if unit is not None else None, value
-        )
+        rec = Record("counter", str(name), t, t, 1, {"unit": str(unit)} if unit is not None else None, value)
         thread_state().push(rec)
     except Exception as exc:
         source_failed("counter", "counter", exc)
@@ -439,8 +442,7 @@ def activity_start(name: NameOrFactory, level: int = 1, **metadata: Any) -> int:
         rec.span_id = _getrandbits(64)
         rec.thread = thread_state().info
         aid = _getrandbits(63) | 1
-        session.open_activities[aid] = rec
-        return aid
+        return aid if session.open_activity(aid, rec) else 0
     except Exception as exc:
         source_failed("activity_start", "activity", exc)
         return 0
@@ -457,7 +459,7 @@ def activity_end(activity_id: int, **metadata: Any) -> None:
     if session is None:
         return
     try:
-        rec = session.open_activities.pop(activity_id, None)
+        rec = session.close_activity(activity_id)
         if rec is None:
             session.count_drop("unknown_activity", "activity")
             return

@@ -30,6 +30,16 @@ def create_trace_file(path: str | os.PathLike[str]) -> BinaryIO:
     return os.fdopen(fd, "wb", buffering=0)
 
 
+def write_all(f: BinaryIO, data: bytes) -> None:
+    """Write all of ``data``: an unbuffered file may take only part of it (a disk filling up)."""
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        if not n:
+            raise OSError(f"could not write {len(view)} more bytes to the trace file")
+        view = view[n:]
+
+
 class Lanes:
     """Places intervals on numbered lanes so that no two intervals on one lane cross.
 

@@ -32,9 +32,10 @@ from .._model import (
     ThreadInfo,
     TraceFile,
 )
-from ._files import Lanes, create_trace_file
+from ._files import Lanes, create_trace_file, write_all
 
 FRAMES_KEY = "tb.frames"
+TRACK_KEY = "tb.track"
 PRIO_KEY = "tb.prio"
 SOURCE_KEY = "tb.source"
 TRACE_KEY = "tb.trace_id"
@@ -161,7 +162,7 @@ class ChromeJsonWriter:
         data = "".join(self._pending).encode("utf-8", "replace")
         self._pending.clear()
         try:
-            self._file.write(data)
+            write_all(self._file, data)
         except BaseException:
             self._named.difference_update(self._named_now)
             self._named_now.clear()
@@ -203,6 +204,8 @@ class ChromeJsonWriter:
         if kind == "activity":
             aid = f"0x{ev.span_id or id(ev):x}"
             cat = base.setdefault("cat", "activity")
+            if ev.track is not None:
+                args[TRACK_KEY] = ev.track
             self._emit({**base, "ph": "b", "id": aid, "ts": _ts(ev.start_ns), "tid": tid, "args": args})
             if ev.end_ns is not None:
                 self._emit(
@@ -466,7 +469,20 @@ def _json_event(
     if ph == "b":
         key = (str(e.get("id")), cat)
         cats = () if categories == ("activity",) else categories
-        ev = Event("activity", name, ts, None, level, args, tid, thread_name, error, cats)
+        on_track = args.pop(TRACK_KEY, None)
+        ev = Event(
+            "activity",
+            name,
+            ts,
+            None,
+            level,
+            args,
+            tid,
+            thread_name,
+            error,
+            cats,
+            None if on_track is None else str(on_track),
+        )
         activities[key] = ev
         return None
     if ph == "e":

@@ -35,6 +35,7 @@ from . import tracebridge_perfetto_pb2 as pb
 from .wire import read_varint
 from .writer import (
     ACTIVITY_TRACK_DESCRIPTION,
+    NAMED_ACTIVITY_TRACK_DESCRIPTION,
     BOOTTIME,
     COUNTER,
     INSTANT,
@@ -152,6 +153,7 @@ class _Reader:
         self.tracks: dict[int, _Track] = {}
         self.raw: list[_Raw] = []
         self.global_offsets: dict[int, int] = {}  # builtin clock id -> offset to BOOTTIME
+        self.snapshots: dict[tuple[int, frozenset[int]], int] = {}  # clock set -> last BOOTTIME
 
     def problem(self, code: str, message: str, offset: int = -1) -> None:
         self.out.problems.append(Problem(code, message, offset))
@@ -270,6 +272,14 @@ class _Reader:
         if boot is None:
             self.problem("invalid_clock_snapshots", "clock snapshot without BOOTTIME", offset)
             return
+        # trace_processor rejects a snapshot whose trace time is earlier than the previous snapshot of
+        # the same clocks (sequence-scoped clocks count per sequence).
+        key = (seq_id if any(c >= 64 for c in values) else 0, frozenset(values))
+        previous = self.snapshots.get(key)
+        if previous is not None and boot < previous:
+            self.problem("invalid_clock_snapshots", "clock snapshot earlier than the previous one", offset)
+            return
+        self.snapshots[key] = boot
         for c in cs.clocks:
             if c.clock_id >= 64:
                 if seq is None:
@@ -560,6 +570,9 @@ class _Reader:
         if track is not None and track.tid is None and not track.process:
             if track.description == ACTIVITY_TRACK_DESCRIPTION:
                 kind = "activity"
+            elif track.description == NAMED_ACTIVITY_TRACK_DESCRIPTION:
+                kind = "activity"
+                named = track.name
             elif track.description == OVERLAP_TRACK_DESCRIPTION:
                 overlapping = True
             else:

@@ -35,7 +35,7 @@ from ..._model import (
     ThreadInfo,
     trace_clock_ns,
 )
-from .._files import Lanes, create_trace_file
+from .._files import Lanes, create_trace_file, write_all
 from .wire import Field, message, varint
 
 # TracePacket
@@ -149,6 +149,7 @@ UNIT_NAMES = {v: k for k, v in COUNTER_UNITS.items()}
 #: Description of the tracks that hold a thread's overlapping spans; the reader recognises them by it.
 OVERLAP_TRACK_DESCRIPTION = "tracebridge: spans of one thread that overlap without nesting (async tasks)"
 ACTIVITY_TRACK_DESCRIPTION = "tracebridge: activities (may begin and end on different threads)"
+NAMED_ACTIVITY_TRACK_DESCRIPTION = "tracebridge: activities on a named track"
 #: Writes of at least COMPRESS_MIN bytes of packets go into ``compressed_packets`` records holding at
 #: most COMPRESS_CHUNK bytes each (trace_processor's limit is 512 KiB); zlib level 1 is the fastest and
 #: already shrinks typical traces about threefold.
@@ -213,6 +214,7 @@ class _Sequence:
         self.track_uuid = new_uuid()
         self.last_ts = -1
         self.started = False
+        self.started_once = False
         self.first = True
         self.pending_drop = False
         self.names: dict[str, int] = {}
@@ -273,7 +275,7 @@ class _Sequence:
             ),
         )
         self.last_ts = ts
-        self.started = True
+        self.started = self.started_once = True
         return head + frame(snapshot + self.seq_bytes)
 
     def _interned_total(self) -> int:
@@ -289,27 +291,33 @@ class _Sequence:
 
     def encode(self, events: list[Event]) -> list[bytes]:
         """The framed packets for a batch of this thread's events."""
-        # Sort key: time, then ends before begins (a slice that ends where the next begins), then the
-        # outer of two slices that begin together first (events arrive in end order: outer ones later).
-        # A slice of zero duration ends right after it begins.
-        items: list[tuple[int, int, int, int, int, Event]] = []
+        # Sort key: time; then ends before begins (a slice that ends where the next begins); of two
+        # slices that begin together the longer first, of two that end together the later-begun first
+        # (so that they nest); a slice of zero duration ends right after it begins. The index breaks the
+        # remaining ties (identical intervals), in reverse for ends, so the five leading fields never tie.
+        items: list[tuple[int, int, int, int, int, int, Event]] = []
         for idx, ev in enumerate(events):
             kind = ev.kind
+            start = ev.start_ns
             if kind == "span" or kind == "activity":
-                items.append((ev.start_ns, 1, -idx, 0, SLICE_BEGIN, ev))
-                if ev.end_ns is not None:
-                    if ev.end_ns == ev.start_ns:
-                        items.append((ev.end_ns, 1, -idx, 1, SLICE_END, ev))
+                end = ev.end_ns
+                items.append((start, 1, -(start if end is None else end), idx, 0, SLICE_BEGIN, ev))
+                if end is not None:
+                    if end == start:
+                        items.append((end, 1, -end, idx, 1, SLICE_END, ev))
                     else:
-                        items.append((ev.end_ns, 0, idx, 0, SLICE_END, ev))
+                        items.append((end, 0, -start, -idx, 0, SLICE_END, ev))
             else:
-                items.append((ev.start_ns, 1, -idx, 0, COUNTER if kind == "counter" else INSTANT, ev))
-        items.sort()  # the first four fields never tie between two items
+                items.append((start, 1, -start, idx, 0, COUNTER if kind == "counter" else INSTANT, ev))
+        items.sort()
         out: list[bytes] = []
         if not self.started or self._interned_total() > MAX_INTERNED:
-            out.append(self.reset(items[0][0] if items else self.writer.start_ts))
+            # A restarted clock must not go back in time (trace_processor rejects such a snapshot):
+            # events before it take absolute timestamps.
+            first = items[0][0] if items else self.writer.start_ts
+            out.append(self.reset(max(first, self.last_ts) if self.started_once else first))
         tracks: dict[int, int] = {}  # id(event) -> track uuid, for the END of a slice
-        for ts, _, _, _, phase, ev in items:
+        for ts, _, _, _, _, phase, ev in items:
             out.append(self._packet(ts, phase, ev, tracks))
         return out
 
@@ -399,6 +407,8 @@ class _Sequence:
 
     def _track_for(self, ev: Event) -> int:
         if ev.kind == "activity":
+            if ev.track is not None:
+                return self.writer.lane_track(("named activity", ev.track), ev.track, ev.start_ns, ev.end_ns)
             return self.writer.lane_track(("activity", ev.name), ev.name, ev.start_ns, ev.end_ns)
         if ev.track is not None:
             if ev.kind == "span":
@@ -561,6 +571,8 @@ class PerfettoWriter:
                 uuids.append(self._new_track(name, TD_DESCRIPTION.string(OVERLAP_TRACK_DESCRIPTION)))
             elif kind == "activity":
                 uuids.append(self._new_track(name, TD_DESCRIPTION.string(ACTIVITY_TRACK_DESCRIPTION)))
+            elif kind == "named activity":
+                uuids.append(self._new_track(name, TD_DESCRIPTION.string(NAMED_ACTIVITY_TRACK_DESCRIPTION)))
             else:
                 uuids.append(self._new_track(name))
         return self._describe(uuids[lane])
@@ -591,7 +603,11 @@ class PerfettoWriter:
         if events:
             # Track descriptors the batch needs are queued while it is encoded, so they precede it.
             self._pending.extend(seq.encode(events))
-            self._commit()
+            try:
+                self._commit()
+            except BaseException:
+                seq.pending_drop = True  # the next packet that reaches the file follows a gap
+                raise
         return len(events)
 
     def _commit(self) -> None:
@@ -600,7 +616,7 @@ class PerfettoWriter:
         data = self._compressed() if self.compress else b"".join(self._pending)
         self._pending.clear()
         try:
-            self._file.write(data)
+            write_all(self._file, data)
         except BaseException:
             self._rollback()
             raise
