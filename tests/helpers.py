@@ -118,3 +118,20 @@ def comparable(ev: Event) -> tuple[Any, ...]:
         ev.source,
         ev.overlapping,
     )
+
+
+FIELDS = [
+    "kind", "name", "start_ns", "end_ns", "level", "metadata", "thread_id", "thread_name", "error",
+    "categories", "track", "flows", "terminating_flows", "value", "unit", "source", "overlapping",
+]  # fmt: skip
+
+
+def assert_same_events(got: list[Event], expected: list[Event]) -> None:
+    """The two lists hold the same events (as a trace file carries them), in any order; on a mismatch
+    the message names the first field that differs."""
+    a = sorted(map(comparable, got), key=repr)
+    b = sorted(map(comparable, expected), key=repr)
+    assert len(a) == len(b), f"{len(a)} events read, {len(b)} written"
+    for x, y in zip(a, b, strict=True):
+        for name, p, q in zip(FIELDS, x, y, strict=True):
+            assert p == q, f"{name}: read {p!r:.300} but wrote {q!r:.300} (event {y[1]!r:.80})"

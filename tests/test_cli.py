@@ -50,9 +50,9 @@ def test_validate(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "ok (" in capsys.readouterr().out
     bad = tmp_path / "bad.perfetto-trace"
     # A slice end with nothing open on its track: what trace_processor counts as misplaced_end_event.
-    from helpers import expand
-
     from tracebridge.sinks.perfetto.reader import iter_frames
+
+    from helpers import expand
 
     data = expand(trace.read_bytes())
 
@@ -115,3 +115,20 @@ def test_module_entry_point_and_demo(tmp_path: Path) -> None:
     assert kinds == {"span", "instant", "counter", "activity"}
     assert any(e.error is not None for e in events)
     assert any(e.overlapping for e in events) or any(e.name == "fetch" for e in events)
+
+
+def test_format_detection_is_not_fooled_by_a_leading_newline(tmp_path: Path) -> None:
+    from tracebridge.reading import detect_format
+
+    # A Perfetto file is 0x0a (a newline) and a length; a length of 123 is "{" in ASCII.
+    from tracebridge.sinks.perfetto.writer import P_TRACK_DESCRIPTOR, TD_NAME, frame
+
+    packet = P_TRACK_DESCRIPTOR.bytes_(TD_NAME.string("x" * 118))
+    data = frame(packet)
+    assert data[:2] == b"\x0a{"
+    pf = tmp_path / "p.perfetto-trace"
+    pf.write_bytes(data)
+    assert detect_format(pf) == "perfetto"
+    js = tmp_path / "j.json"
+    js.write_text('\n{"traceEvents": []}')
+    assert detect_format(js) == "json"

@@ -5,9 +5,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import record
 
 import tracebridge
+
+from helpers import record
 
 
 def test_start_twice_is_a_clear_error() -> None:

@@ -6,9 +6,10 @@ import inspect
 import threading
 
 import pytest
-from helpers import record
 
 import tracebridge
+
+from helpers import record
 
 
 def spans(session: tracebridge.Session) -> list[tracebridge.Event]:

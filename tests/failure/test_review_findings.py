@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 import tracebridge
-from helpers import comparable, decode
 from tracebridge._model import Event, ThreadInfo
 from tracebridge._recorder import RT
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+from helpers import comparable, decode
 
 ME = ThreadInfo(os.getpid(), 9, "t")
 
@@ -112,7 +113,7 @@ def test_activities_racing_stop_never_raise(lenient: None) -> None:
         tracebridge.start()
         go = threading.Event()
 
-        def starter() -> None:
+        def starter(go: threading.Event = go) -> None:
             go.wait()
             for _ in range(2000):
                 tracebridge.activity_start(lambda: "lazy activity")

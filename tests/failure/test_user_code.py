@@ -4,9 +4,10 @@ strict mode, which the test suite runs in), and every failure is counted."""
 from __future__ import annotations
 
 import pytest
-from helpers import record
 
 import tracebridge
+
+from helpers import record
 
 
 def boom() -> str:

@@ -6,15 +6,16 @@ import json
 import os
 from pathlib import Path
 
-from helpers import comparable
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import thread_events
 
 import tracebridge
 from tracebridge._model import ErrorInfo, Event, Frame, ThreadInfo
 from tracebridge.reading import read_trace
 from tracebridge.sinks.chrome import ChromeJsonWriter
+
+from helpers import assert_same_events, comparable
+from strategies import thread_events
 
 ME = ThreadInfo(os.getpid(), 77, "worker")
 
@@ -100,7 +101,7 @@ def test_round_trip(tmp_path_factory, data) -> None:  # type: ignore[no-untyped-
     w.close()
     trace = read_trace(path)
     assert trace.problems == []
-    assert sorted(map(comparable, trace.events), key=repr) == sorted(map(comparable, events), key=repr)
+    assert_same_events(trace.events, events)
 
 
 def test_session_to_json_and_convert_from_perfetto(tmp_path: Path) -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from helpers import comparable, decode
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import thread_events
 
 import tracebridge
 from tracebridge._model import Event, ThreadInfo
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto.reader import iter_frames, read_perfetto_bytes
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+from helpers import assert_same_events, comparable, decode
+from strategies import thread_events
 
 PID = os.getpid()
 
@@ -47,7 +48,7 @@ def test_round_trip_through_official_schema_and_read(tmp_path_factory, data) -> 
     decode(path)  # the official schema parses every packet
     trace = read_trace(path)
     assert trace.problems == []
-    assert _sorted(trace.events) == _sorted(written)
+    assert_same_events(trace.events, written)
 
 
 def test_truncation_at_every_offset_of_the_last_packets(trace_path: Path) -> None:

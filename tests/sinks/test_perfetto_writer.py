@@ -8,11 +8,12 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers import decode, official_view
 
 import tracebridge
 from tracebridge._model import ErrorInfo, Event, Frame, ThreadInfo
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+from helpers import decode, official_view
 
 ME = ThreadInfo(os.getpid(), 4242, "worker")
 

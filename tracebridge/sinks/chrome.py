@@ -36,6 +36,8 @@ from ._files import Lanes, create_trace_file, write_all
 
 FRAMES_KEY = "tb.frames"
 TRACK_KEY = "tb.track"
+FLOWS_KEY = "tb.flows"
+TERMINATING_FLOWS_KEY = "tb.terminating_flows"
 PRIO_KEY = "tb.prio"
 SOURCE_KEY = "tb.source"
 TRACE_KEY = "tb.trace_id"
@@ -102,7 +104,7 @@ class ChromeJsonWriter:
         self._first = True
         self._lanes: dict[Any, tuple[Lanes, list[int]]] = {}
         self._next_lane_tid = LANE_TID_BASE
-        self._flows: list[tuple[int, int, int, int, str]] = []  # (fid, ts, tid, order, kind)
+        self._flows: list[tuple[int, int, int, str]] = []  # (flow id, ts, tid, "step" or "end")
         self._named: set[int] = set()  # thread ids whose thread_name event is in the file
         self._named_now: list[int] = []
         self._good = 0
@@ -234,12 +236,13 @@ class ChromeJsonWriter:
             )
         if kind == "span":
             dur = (ev.end_ns or ev.start_ns) - ev.start_ns
+            if ev.flows:
+                args[FLOWS_KEY] = [f"0x{fid:x}" for fid in ev.flows]
+                self._flows.extend((fid, ev.start_ns, tid, "step") for fid in ev.flows)
+            if ev.terminating_flows:
+                args[TERMINATING_FLOWS_KEY] = [f"0x{fid:x}" for fid in ev.terminating_flows]
+                self._flows.extend((fid, ev.start_ns, tid, "end") for fid in ev.terminating_flows)
             self._emit({**base, "ph": "X", "ts": _ts(ev.start_ns), "dur": _ts(dur), "tid": tid, "args": args})
-            order = len(self._flows)
-            for fid in ev.flows:
-                self._flows.append((fid, ev.start_ns, tid, order, "step"))
-            for fid in ev.terminating_flows:
-                self._flows.append((fid, ev.start_ns, tid, order, "end"))
             return
         if kind == "log":
             base["cat"] = "log"
@@ -249,25 +252,25 @@ class ChromeJsonWriter:
         self._emit({**base, "ph": "i", "s": "t", "ts": _ts(ev.start_ns), "tid": tid, "args": args})
 
     def _write_flows(self) -> None:
-        by_id: dict[int, list[tuple[int, int, int, int, str]]] = {}
-        for item in self._flows:
-            by_id.setdefault(item[0], []).append(item)
-        for fid, items in by_id.items():
-            items.sort(key=lambda it: (it[1], it[3]))
-            for i, (_, ts, tid, _, kind) in enumerate(items):
-                ph = "s" if i == 0 else ("f" if kind == "end" else "t")
-                obj: dict[str, Any] = {
-                    "ph": ph,
-                    "id": f"0x{fid:x}",
-                    "name": "flow",
-                    "cat": "flow",
-                    "pid": self.pid,
-                    "tid": tid,
-                    "ts": _ts(ts),
-                }
-                if ph == "f":
-                    obj["bp"] = "e"
-                self._emit(obj)
+        """Flow events for viewers, in time order: ``s`` where a flow first appears, ``t`` where it
+        continues, ``f`` (bound to the enclosing slice) where it ends. (Our reader takes flows from the
+        spans' own arguments, which name them exactly.)"""
+        started: set[int] = set()
+        for fid, ts, tid, kind in sorted(self._flows, key=lambda f: f[1]):  # stable: ties keep order
+            ph = "f" if kind == "end" else ("t" if fid in started else "s")
+            started.add(fid)
+            obj: dict[str, Any] = {
+                "ph": ph,
+                "id": f"0x{fid:x}",
+                "name": "flow",
+                "cat": "flow",
+                "pid": self.pid,
+                "tid": tid,
+                "ts": _ts(ts),
+            }
+            if ph == "f":
+                obj["bp"] = "e"
+            self._emit(obj)
         self._flows.clear()
 
     def flush(self) -> None:
@@ -347,8 +350,6 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
             else:
                 thread_names[tid] = str(args.get("name", ""))
     activities: dict[tuple[str, str], Event] = {}
-    flows: dict[int, list[tuple[int, str, int, int]]] = {}
-    spans_by_key: dict[tuple[int, int], list[Event]] = {}
     for i, e in enumerate(raw_events):
         if not isinstance(e, dict):
             out.problems.append(Problem("json_parser_failure", f"event {i} is not an object"))
@@ -364,21 +365,8 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
             )
             continue
         if ev is None:
-            if ph in ("s", "t", "f"):
-                fid = int(str(e["id"]), 16) if str(e["id"]).startswith("0x") else int(e["id"])
-                flows.setdefault(fid, []).append((_ns(e["ts"]), ph, int(e.get("tid", 0)), i))
             continue
         out.events.append(ev)
-        if ev.kind == "span":
-            spans_by_key.setdefault((_ns(e["ts"]), int(e.get("tid", 0))), []).append(ev)
-    # Flows bind to the span that starts where the flow event is.
-    for fid, items in flows.items():
-        for ts, ph, tid, _ in items:
-            for ev in spans_by_key.get((ts, tid), [])[:1]:
-                if ph == "f":
-                    ev.terminating_flows = (*ev.terminating_flows, fid)
-                else:
-                    ev.flows = (*ev.flows, fid)
     out.events.extend(activities.values())
     out.events.sort(key=lambda ev: ev.start_ns)
     return out
@@ -414,6 +402,8 @@ def _json_event(
     ts = _ns(e["ts"]) if "ts" in e else 0
     if ph == "X":
         end = ts + _ns(e.get("dur", 0))
+        flows = tuple(int(str(f), 16) for f in args.pop(FLOWS_KEY, []))
+        terminating = tuple(int(str(f), 16) for f in args.pop(TERMINATING_FLOWS_KEY, []))
         return Event(
             "span",
             name,
@@ -426,6 +416,8 @@ def _json_event(
             error,
             categories,
             track,
+            flows,
+            terminating,
             overlapping=overlapping,
         )
     if ph in ("i", "I"):

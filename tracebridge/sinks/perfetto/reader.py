@@ -35,10 +35,10 @@ from . import tracebridge_perfetto_pb2 as pb
 from .wire import read_varint
 from .writer import (
     ACTIVITY_TRACK_DESCRIPTION,
-    NAMED_ACTIVITY_TRACK_DESCRIPTION,
     BOOTTIME,
     COUNTER,
     INSTANT,
+    NAMED_ACTIVITY_TRACK_DESCRIPTION,
     OVERLAP_TRACK_DESCRIPTION,
     SLICE_BEGIN,
     SLICE_END,
