@@ -16,6 +16,7 @@ from tracebridge import _safety
 from tracebridge._recorder import RT
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "sinks"))
 
 settings.register_profile(
     "default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]

@@ -519,7 +519,7 @@ class Session:
             name, encoded = _codec.decode(name)
             if encoded:
                 md = {**encoded, **md}
-        if len(name) > 1024 or not name.isascii():
+        if len(name) > 1024 or not name.isascii() or "\x00" in name:
             name = clean_str(name, 1024, counts)
         if md:
             md = sanitize_metadata(md, self.limits, counts)

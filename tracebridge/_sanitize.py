@@ -67,6 +67,10 @@ def clean_str(s: str, limit: int, counts: Counts | None = None) -> str:
         s = s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         if counts is not None:
             counts.sanitized += 1
+    if "\x00" in s:  # trace_processor keeps C strings: a NUL would cut the text short
+        s = s.replace("\x00", "\ufffd")
+        if counts is not None:
+            counts.sanitized += 1
     return s
 
 
@@ -210,7 +214,7 @@ def _already_clean(md: dict[Any, Any], limits: Limits) -> bool:
             return False
         t = type(v)
         if t is str:
-            if len(v) > max_string or not v.isascii():
+            if len(v) > max_string or not v.isascii() or "\x00" in v:
                 return False
         elif t is int:
             if not _INT_MIN <= v <= _INT_MAX:

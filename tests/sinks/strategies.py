@@ -8,14 +8,22 @@ from hypothesis import strategies as st
 
 from tracebridge._model import RESERVED_KEYS, ErrorInfo, Event, Frame
 
-names = st.text(min_size=1, max_size=20)
-keys = st.text(max_size=12).filter(lambda k: k not in RESERVED_KEYS)
+# What sinks receive is sanitized: valid UTF-8, no NUL (trace_processor keeps C strings).
+chars = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
+
+
+def text(min_size: int = 0, max_size: int = 20) -> st.SearchStrategy[str]:
+    return st.text(chars, min_size=min_size, max_size=max_size)
+
+
+names = text(min_size=1, max_size=20)
+keys = text(max_size=12).filter(lambda k: k not in RESERVED_KEYS)
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1),
     st.floats(allow_nan=False, allow_infinity=True),
-    st.text(max_size=30),
+    text(max_size=30),
 )
 values: st.SearchStrategy[Any] = st.recursive(
     scalars,
@@ -23,14 +31,14 @@ values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=12,
 )
 metadata = st.dictionaries(keys, values, max_size=5)
-categories = st.lists(st.text(min_size=1, max_size=8).filter(lambda c: "," not in c), max_size=2).map(tuple)
+categories = st.lists(text(min_size=1, max_size=8).filter(lambda c: "," not in c), max_size=2).map(tuple)
 levels = st.integers(min_value=1, max_value=6)
 frames = st.lists(
-    st.builds(Frame, names, st.text(min_size=1, max_size=20), st.integers(min_value=0, max_value=100_000)),
+    st.builds(Frame, names, text(min_size=1, max_size=20), st.integers(min_value=0, max_value=100_000)),
     min_size=1,
     max_size=4,
 ).map(tuple)
-errors = st.one_of(st.none(), st.builds(ErrorInfo, names, st.text(max_size=20), frames))
+errors = st.one_of(st.none(), st.builds(ErrorInfo, names, text(max_size=20), frames))
 flow_ids = st.lists(st.integers(min_value=1, max_value=(1 << 64) - 1), max_size=2, unique=True).map(tuple)
 
 
@@ -101,7 +109,7 @@ def thread_events(draw: st.DrawFn, tid: int, thread_name: str, t0: int) -> list[
             events.append(
                 Event(
                     "log",
-                    draw(st.text(max_size=40)),
+                    draw(text(max_size=40)),
                     t,
                     t,
                     draw(levels),

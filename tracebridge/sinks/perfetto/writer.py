@@ -191,7 +191,9 @@ def encode_value(value: Any) -> bytes:
     if t is float:
         return A_DOUBLE.double(value)
     if value is None:
-        return A_JSON.string("null")
+        # No value field at all: trace_processor imports it as a null argument (it cannot parse JSON
+        # null in legacy_json_value: its JSON importer aborts).
+        return b""
     if t is dict:
         if not value:
             return A_JSON.string("{}")
@@ -469,10 +471,12 @@ def _frame(f: Frame) -> bytes:
 
 
 def _process_name() -> str:
-    argv = [a for a in sys.argv if a]
-    if not argv:
-        return "python"
-    return os.path.basename(argv[0]) or "python"
+    """What the process is: the module of ``python -m module``, else the script's file name."""
+    argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1]
+    script = next((a for a in sys.argv[:1] if a and a != "-c"), "")
+    return os.path.basename(script) or os.path.basename(argv[0] if argv else "") or "python"
 
 
 class PerfettoWriter:
@@ -521,7 +525,7 @@ class PerfettoWriter:
         proc = message(
             TD_PROCESS,
             PD_PID.uint(self.pid),
-            *(PD_CMDLINE.string(a) for a in sys.argv[:64]),
+            *(PD_CMDLINE.string(a) for a in (getattr(sys, "orig_argv", None) or sys.argv)[:64]),
             PD_NAME.string(process_name),
         )
         desc = frame(
