@@ -472,7 +472,7 @@ def _frame(f: Frame) -> bytes:
 
 def _process_name() -> str:
     """What the process is: the module of ``python -m module``, else the script's file name."""
-    argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    argv: list[str] = list(getattr(sys, "orig_argv", None) or sys.argv)
     if "-m" in argv[:-1]:
         return argv[argv.index("-m") + 1]
     script = next((a for a in sys.argv[:1] if a and a != "-c"), "")
