@@ -7,6 +7,8 @@ writer thread turns them into :class:`Event` objects for the in-memory sink, and
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -179,6 +181,8 @@ class SpanRecord:
     """
 
     __slots__ = (
+        "_span_id",
+        "_trace_id",
         "end_ns",
         "error",
         "level",
@@ -186,9 +190,7 @@ class SpanRecord:
         "name",
         "overlapping",
         "parent",
-        "span_id",
         "start_ns",
-        "trace_id",
     )
     kind: Final = "span"
 
@@ -199,9 +201,56 @@ class SpanRecord:
     end_ns: int
     error: ErrorInfo | None
     parent: SpanRecord | None
-    trace_id: int
-    span_id: int
     overlapping: bool
+    _trace_id: int
+    _span_id: int
+
+    # Ids (0 until made) are made the first time something asks (a log record, a sampler, the writer),
+    # not when the span begins: most spans never need them on the application's thread. A lock makes
+    # the first id the only one, whichever threads ask at once.
+    @property
+    def trace_id(self) -> int:
+        """128-bit W3C trace id: the root span's, made at random."""
+        tid = self._trace_id
+        if tid:
+            return tid
+        parent = self.parent
+        made = parent.trace_id if parent is not None else new_trace_id()
+        with _id_lock:
+            if not self._trace_id:
+                self._trace_id = made
+            return self._trace_id
+
+    @trace_id.setter
+    def trace_id(self, value: int) -> None:
+        self._trace_id = value
+
+    @property
+    def span_id(self) -> int:
+        """64-bit W3C span id, made at random."""
+        sid = self._span_id
+        if sid:
+            return sid
+        made = new_span_id()
+        with _id_lock:
+            if not self._span_id:
+                self._span_id = made
+            return self._span_id
+
+    @span_id.setter
+    def span_id(self, value: int) -> None:
+        self._span_id = value
+
+
+_id_lock = threading.Lock()
+
+
+def new_trace_id() -> int:
+    return random.getrandbits(128) or 1
+
+
+def new_span_id() -> int:
+    return random.getrandbits(64) or 1
 
 
 class Record:

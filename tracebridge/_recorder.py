@@ -258,6 +258,9 @@ class Session:
         self.clock_offset = measure_clock_offset()
         self.start_ns = now_ns()
         self.stopped = False
+        # In-memory events carry every span's ids; trace files do not hold them, so the writer does not
+        # make ids for spans that never needed one.
+        self._make_ids = fmt == "memory"
         self.open_activities: dict[int, Record] = {}
         self._errors_at_start = sum(_safety.error_counts().values())
         self._sink_factory = sink_factory
@@ -528,6 +531,12 @@ class Session:
         kind = rec.kind
         if kind == "span":
             parent = rec.parent
+            if self._make_ids:
+                trace_id, span_id = rec.trace_id, rec.span_id
+                parent_id = parent.span_id if parent is not None else 0
+            else:  # the ids the application asked for, if any (trace files do not hold them)
+                trace_id, span_id = rec._trace_id, rec._span_id
+                parent_id = parent._span_id if parent is not None else 0
             return Event(
                 "span",
                 name,
@@ -545,9 +554,9 @@ class Session:
                 None,
                 None,
                 None,
-                rec.trace_id,
-                rec.span_id,
-                parent.span_id if parent is not None else 0,
+                trace_id,
+                span_id,
+                parent_id,
                 rec.overlapping,
             )
         unit = md.pop("unit", None) if kind == "counter" and md else None

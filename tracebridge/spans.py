@@ -77,10 +77,7 @@ class Span(SpanRecord):
     _token: contextvars.Token[Span | None]
 
     def __enter__(self) -> Span:
-        parent = _current.get()
-        self.parent = parent
-        self.trace_id = _getrandbits(128) if parent is None else parent.trace_id
-        self.span_id = _getrandbits(64)
+        self.parent = _current.get()
         self._token = _current.set(self)
         try:
             st = _tls.state
@@ -209,9 +206,11 @@ def _is_failure(exc_type: type[BaseException], exc: BaseException | None) -> boo
 class _OffSpan:
     """What :func:`span` returns when its level is off: does nothing, but still decorates."""
 
-    __slots__ = ("_args",)
+    __slots__ = ("level", "metadata", "name")
 
-    _args: tuple[NameOrFactory, int, dict[str, Any]]
+    name: NameOrFactory
+    level: int
+    metadata: dict[str, Any]
 
     def __enter__(self) -> _OffSpan:
         return self
@@ -229,11 +228,10 @@ class _OffSpan:
         pass
 
     def __call__(self, fn: F) -> F:
-        name, level, metadata = self._args
-        return _decorate(fn, name, level, dict(metadata))
+        return _decorate(fn, self.name, self.level, dict(self.metadata))
 
     def __repr__(self) -> str:
-        return f"<tracebridge.Span {self._args[0]!r} level={self._args[1]} (not recording)>"
+        return f"<tracebridge.Span {self.name!r} level={self.level} (not recording)>"
 
 
 def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
@@ -249,7 +247,9 @@ def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
     """
     if level > RT.level:
         off = _new(_OffSpan)
-        off._args = (name, level, metadata)
+        off.name = name
+        off.level = level
+        off.metadata = metadata
         return off
     s = _new(Span)
     s.name = name
@@ -258,6 +258,7 @@ def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
     s.error = None
     s.overlapping = False
     s._lazy = None if type(name) is str else []
+    s._trace_id = s._span_id = 0
     return s
 
 
@@ -269,6 +270,7 @@ def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) 
     s.error = None
     s.overlapping = False
     s._lazy = None if type(name) is str else []
+    s._trace_id = s._span_id = 0
     return s
 
 
