@@ -338,3 +338,13 @@ def test_metadata_snapshot_at_record_time() -> None:
 
     (ev,) = spans(record(work))
     assert ev.metadata == {"items": [1, 2]}
+
+
+def test_metadata_may_be_called_name() -> None:
+    def work() -> None:
+        with tracebridge.span("s", name="value"):
+            tracebridge.instant("i", name="v2")
+
+    session = record(work)
+    assert [e.metadata for e in session.events] == [{"name": "value"}, {"name": "v2"}]
+    assert tracebridge.decode(tracebridge.encode("n", name="x")) == ("n", {"name": "x"})

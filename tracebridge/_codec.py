@@ -19,7 +19,7 @@ def _escape(text: str) -> str:
     return "".join("\\" + c if c in _SPECIAL else c for c in text)
 
 
-def encode(name: str, **metadata: Any) -> str:
+def encode(name: str, /, **metadata: Any) -> str:
     """``name`` with ``metadata`` in TraceMe's encoded form: ``encode("load", path="a")`` gives
     ``"load#path=a#"``. Values are converted with ``str``; ``#``, ``,``, ``=`` and ``\\`` are escaped.
 

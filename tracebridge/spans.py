@@ -234,7 +234,7 @@ class _OffSpan:
         return f"<tracebridge.Span {self.name!r} level={self.level} (not recording)>"
 
 
-def span(name: NameOrFactory, level: int = 1, **metadata: Any) -> Any:
+def span(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> Any:
     """A span named ``name`` at ``level`` (1 critical, 2 info, 3+ verbose) with ``metadata``.
 
     Use it as a context manager (``with span("load", path=p) as s:``) or as a decorator
@@ -370,7 +370,7 @@ def _ids() -> tuple[int, int]:
     return (0, 0) if parent is None else (parent.trace_id, parent.span_id)
 
 
-def instant(name: NameOrFactory, level: int = 1, **metadata: Any) -> None:
+def instant(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> None:
     """Record an instant event (a point in time) on the thread's track, or on ``track=`` if given.
     ``category=`` works as for spans.
 
@@ -425,7 +425,7 @@ def counter(name: str, value: float, unit: str | None = None) -> None:
         source_failed("counter", "counter", exc)
 
 
-def activity_start(name: NameOrFactory, level: int = 1, **metadata: Any) -> int:
+def activity_start(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> int:
     """Begin an activity: a span that may end on another thread. Returns its id for
     :func:`activity_end` (0 when the level is off, which ``activity_end`` ignores).
 

@@ -42,7 +42,7 @@ def test_short_writes_are_completed(tmp_path: Path, ext: str) -> None:
     path = tmp_path / f"t{ext}"
     tracebridge.start(output=path)
     sink = RT.session._sink  # type: ignore[union-attr]
-    sink._file = ShortWrites(sink._file)
+    sink._out.file = ShortWrites(sink._out.file)
     for i in range(50):
         with tracebridge.span("s", i=i):
             pass
@@ -176,7 +176,7 @@ def test_equal_timestamps_nest_in_any_arrival_order(tmp_path: Path) -> None:
 
 def test_drop_mark_survives_a_failed_write(trace_path: Path) -> None:
     w = PerfettoWriter(trace_path, compress=False)
-    real = w._file
+    real = w._out.file
 
     class Failing:
         def write(self, data: Any) -> int:
@@ -185,10 +185,10 @@ def test_drop_mark_survives_a_failed_write(trace_path: Path) -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
-    w._file = Failing()  # type: ignore[assignment]
+    w._out.file = Failing()  # type: ignore[assignment]
     with pytest.raises(OSError):
         w.write(ME, [Event("instant", "lost", 2_000, 2_000, 1, {}, ME.tid, ME.name)], dropped_before=5)
-    w._file = real
+    w._out.file = real
     w.write(ME, [Event("instant", "kept", 3_000, 3_000, 1, {}, ME.tid, ME.name)])
     w.close()
     packets = [p for p in decode(trace_path).packet if p.HasField("track_event") and p.track_event.type == 3]

@@ -245,7 +245,7 @@ def test_disk_full_is_counted_and_the_file_stays_valid(tmp_path: Path, lenient: 
         pass
     tracebridge.flush()
     sink = RT.session._sink  # type: ignore[union-attr]
-    real = sink._file
+    real = sink._out.file
 
     class Full:
         def write(self, data: bytes) -> int:
@@ -255,11 +255,11 @@ def test_disk_full_is_counted_and_the_file_stays_valid(tmp_path: Path, lenient: 
         def __getattr__(self, name: str) -> object:
             return getattr(real, name)
 
-    sink._file = Full()
+    sink._out.file = Full()
     with tracebridge.span("lost"):
         pass
     tracebridge.flush()
-    sink._file = real
+    sink._out.file = real
     session = tracebridge.stop()
     assert session.stats.dropped == {"sink_error": {"span": 1}}
     assert session.stats.recorded["span"] == 1

@@ -30,14 +30,45 @@ def create_trace_file(path: str | os.PathLike[str]) -> BinaryIO:
     return os.fdopen(fd, "wb", buffering=0)
 
 
-def write_all(f: BinaryIO, data: bytes) -> None:
-    """Write all of ``data``: an unbuffered file may take only part of it (a disk filling up)."""
-    view = memoryview(data)
-    while view:
-        n = f.write(view)
-        if not n:
-            raise OSError(f"could not write {len(view)} more bytes to the trace file")
-        view = view[n:]
+class AppendOnlyFile:
+    """A trace file that grows by whole writes: ``append`` writes all of its data or, when it cannot
+    (a disk filling up), cuts the file back to where it was and raises. Readers therefore never see
+    half a record followed by more records. A file that cannot be cut back (a pipe) is closed, and
+    later appends raise."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.file: BinaryIO | None = create_trace_file(path)
+        self.size = 0  # bytes written by complete appends
+
+    @property
+    def closed(self) -> bool:
+        return self.file is None
+
+    def append(self, data: bytes) -> None:
+        f = self.file
+        if f is None:
+            raise ValueError(f"trace file {self.path} is closed")
+        view = memoryview(data)
+        try:
+            while view:
+                n = f.write(view)  # an unbuffered file may take only part of it
+                if not n:
+                    raise OSError(f"could not write {len(view)} more bytes to {self.path}")
+                view = view[n:]
+        except BaseException:
+            try:
+                f.truncate(self.size)
+                f.seek(self.size)
+            except OSError:
+                self.close()
+            raise
+        self.size += len(data)
+
+    def close(self) -> None:
+        f, self.file = self.file, None
+        if f is not None:
+            f.close()
 
 
 class Lanes:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from .._model import (
     ERROR_MESSAGE_KEY,
@@ -32,7 +32,7 @@ from .._model import (
     ThreadInfo,
     TraceFile,
 )
-from ._files import Lanes, create_trace_file, write_all
+from ._files import AppendOnlyFile, Lanes
 
 FRAMES_KEY = "tb.frames"
 TRACK_KEY = "tb.track"
@@ -98,7 +98,7 @@ class ChromeJsonWriter:
         self, path: str | os.PathLike[str], *, pid: int | None = None, process_name: str | None = None
     ) -> None:
         self.path = os.fspath(path)
-        self._file: BinaryIO | None = create_trace_file(path)
+        self._out = AppendOnlyFile(path)
         self.pid = os.getpid() if pid is None else pid
         self._pending: list[str] = []
         self._first = True
@@ -107,7 +107,6 @@ class ChromeJsonWriter:
         self._flows: list[tuple[int, int, int, str]] = []  # (flow id, ts, tid, "step" or "end")
         self._named: set[int] = set()  # thread ids whose thread_name event is in the file
         self._named_now: list[int] = []
-        self._good = 0
         name = process_name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python")
         self._pending.append('{"traceEvents":[\n')
         self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
@@ -158,26 +157,16 @@ class ChromeJsonWriter:
         return len(events)
 
     def _commit(self) -> None:
-        """Append what is pending in one write; on failure cut the file back to the last good end."""
-        if self._file is None:
-            raise ValueError(f"trace file {self.path} is closed")
+        """Append what is pending in one write (all of it, or nothing: see AppendOnlyFile)."""
         data = "".join(self._pending).encode("utf-8", "replace")
         self._pending.clear()
         try:
-            write_all(self._file, data)
+            self._out.append(data)
         except BaseException:
-            self._named.difference_update(self._named_now)
-            self._named_now.clear()
-            f = self._file
-            try:
-                f.truncate(self._good)
-                f.seek(self._good)
-            except OSError:
-                self._file = None
-                f.close()
+            self._named.difference_update(self._named_now)  # their thread_name events are not in the file
             raise
-        self._good += len(data)
-        self._named_now.clear()
+        finally:
+            self._named_now.clear()
 
     def _args(self, ev: Event) -> dict[str, Any]:
         args: dict[str, Any] = {k: _json_value(v) for k, v in ev.metadata.items()}
@@ -277,7 +266,7 @@ class ChromeJsonWriter:
         """Nothing to do: every ``write`` reaches the file before it returns."""
 
     def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
-        if self._file is None:
+        if self._out.closed:
             return
         try:
             for ev in open_activities:
@@ -290,9 +279,7 @@ class ChromeJsonWriter:
             self._pending.append("\n]," + _dumps(tail)[1:] + "\n")
             self._commit()
         finally:
-            f, self._file = self._file, None
-            if f is not None:
-                f.close()
+            self._out.close()
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -22,7 +22,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterable
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..._model import (
     ERROR_MESSAGE_KEY,
@@ -35,7 +35,7 @@ from ..._model import (
     ThreadInfo,
     trace_clock_ns,
 )
-from .._files import Lanes, create_trace_file, write_all
+from .._files import AppendOnlyFile, Lanes
 from .wire import Field, message, varint
 
 # TracePacket
@@ -502,7 +502,7 @@ class PerfettoWriter:
     ) -> None:
         self.path = os.fspath(path)
         self.compress = compress
-        self._file: BinaryIO | None = create_trace_file(path)
+        self._out = AppendOnlyFile(path)
         self.pid = os.getpid() if pid is None else pid
         self.process_uuid = new_uuid()
         self.start_ts = trace_clock_ns() if start_ts is None else start_ts
@@ -514,7 +514,6 @@ class PerfettoWriter:
         self._descriptors: dict[int, bytes] = {}
         self._described: set[int] = set()
         self._described_now: list[int] = []
-        self._good = 0  # file size after the last complete write
         self._own = P_SEQUENCE_ID.uint(1)
         self._pending.append(self._preamble(process_name or _process_name()))
         self._commit()
@@ -615,16 +614,18 @@ class PerfettoWriter:
         return len(events)
 
     def _commit(self) -> None:
-        if self._file is None:
-            raise ValueError(f"trace file {self.path} is closed")
         data = self._compressed() if self.compress else b"".join(self._pending)
         self._pending.clear()
         try:
-            write_all(self._file, data)
+            self._out.append(data)
         except BaseException:
-            self._rollback()
+            # The file is as it was before this write: the sequences start their state afresh and the
+            # descriptors written with it will be written again.
+            self._described.difference_update(self._described_now)
+            self._described_now.clear()
+            for seq in self._sequences.values():
+                seq.started = False
             raise
-        self._good += len(data)
         self._described_now.clear()
 
     def _compressed(self) -> bytes:
@@ -648,29 +649,11 @@ class PerfettoWriter:
             out.append(frame(P_COMPRESSED.bytes_(zlib.compress(b"".join(chunk), COMPRESS_LEVEL))))
         return b"".join(out)
 
-    def _rollback(self) -> None:
-        """Undo a failed write: cut the file back and make every sequence start afresh."""
-        self._described.difference_update(self._described_now)
-        self._described_now.clear()
-        for seq in self._sequences.values():
-            seq.started = False
-        f = self._file
-        if f is None:
-            return
-        try:
-            f.truncate(self._good)
-            f.seek(self._good)
-        except OSError:
-            # The file cannot be repaired: stop writing to it (what is there is still a valid prefix
-            # unless the failed write left half a packet, which readers ignore).
-            self._file = None
-            f.close()
-
     def flush(self) -> None:
         """Nothing to do: every ``write`` reaches the file before it returns."""
 
     def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
-        if self._file is None:
+        if self._out.closed:
             return
         try:
             by_thread: dict[tuple[int, str], list[Event]] = {}
@@ -682,9 +665,7 @@ class PerfettoWriter:
                 self._pending.append(self._stats_packet(stats))
             self._commit()
         finally:
-            f, self._file = self._file, None
-            if f is not None:
-                f.close()
+            self._out.close()
 
     def _stats_packet(self, stats: Stats) -> bytes:
         ts = trace_clock_ns()
