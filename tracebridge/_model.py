@@ -162,15 +162,14 @@ class ThreadInfo:
     name: str
 
 
-# Names of the debug annotations that carry tracebridge's own fields in a trace. Readers take them back
-# out of the metadata.
+# Names of the debug annotations (Perfetto) and arguments (Chrome JSON) that carry tracebridge's own
+# fields beside the metadata; readers take them back out, so metadata should not use these keys.
 LEVEL_KEY: Final = "tb.level"
 ERROR_TYPE_KEY: Final = "exception.type"
 ERROR_MESSAGE_KEY: Final = "exception.message"
-UNIT_KEY: Final = "tb.unit"
+RESERVED_KEYS: Final = frozenset({LEVEL_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY})
+#: The instant at the end of a Perfetto trace that holds the session's stats.
 STATS_EVENT: Final = "tracebridge.stats"
-LOG_EVENT: Final = "log"
-RESERVED_KEYS: Final = frozenset({LEVEL_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY, UNIT_KEY})
 
 
 class SpanRecord:

@@ -45,7 +45,7 @@ def test_structure(tmp_path: Path) -> None:
     names = {e["name"]: e for e in evs}
     parent = names["parent"]
     assert parent["ph"] == "X" and parent["ts"] == 2.0 and parent["dur"] == 3998.123
-    assert parent["cat"] == "db" and parent["args"]["tb.level"] == 2
+    assert parent["cat"] == "db" and parent["tb"]["level"] == 2
     assert parent["args"]["exception.type"] == "KeyError"
     assert names["tick"]["ph"] == "i" and names["tick"]["s"] == "t"
     assert names["mem"]["ph"] == "C" and names["mem"]["args"] == {"mem": 10}

@@ -23,7 +23,6 @@ from typing import Any
 from .._model import (
     ERROR_MESSAGE_KEY,
     ERROR_TYPE_KEY,
-    LEVEL_KEY,
     ErrorInfo,
     Event,
     Frame,
@@ -34,17 +33,14 @@ from .._model import (
 )
 from ._files import AppendOnlyFile, Lanes
 
-FRAMES_KEY = "tb.frames"
-TRACK_KEY = "tb.track"
-FLOWS_KEY = "tb.flows"
-TERMINATING_FLOWS_KEY = "tb.terminating_flows"
-PRIO_KEY = "tb.prio"
-SOURCE_KEY = "tb.source"
+#: The top-level key of an event that holds tracebridge's own fields (level, frames, flows, ...).
+OWN_KEY = "tb"
 TRACE_KEY = "tb.trace_id"
 #: Extra thread ids for lanes start here (far above real thread ids).
 LANE_TID_BASE = 1 << 40
 #: Written in the ``args`` of a lane's ``thread_name`` event: what the lane holds.
 LANE_KIND_KEY = "tb.lane"
+LANE_THREAD_KEY = "tb.thread"
 
 
 def _us(ns: int) -> str:
@@ -139,7 +135,7 @@ class ChromeJsonWriter:
             tids.append(self._next_lane_tid)
             self._next_lane_tid += 1
         tid = tids[lane]
-        self._name_thread(tid, {"name": name, LANE_KIND_KEY: kind, "tb.thread": thread.tid})
+        self._name_thread(tid, {"name": name, LANE_KIND_KEY: kind, LANE_THREAD_KEY: thread.tid})
         return tid
 
     def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
@@ -169,15 +165,34 @@ class ChromeJsonWriter:
             self._named_now.clear()
 
     def _args(self, ev: Event) -> dict[str, Any]:
+        """What viewers show: the metadata, and for a failure its type and message."""
         args: dict[str, Any] = {k: _json_value(v) for k, v in ev.metadata.items()}
-        if ev.level != 1:
-            args[LEVEL_KEY] = ev.level
         if ev.error is not None:
             args[ERROR_TYPE_KEY] = ev.error.type
             args[ERROR_MESSAGE_KEY] = ev.error.message
-            if ev.error.frames:
-                args[FRAMES_KEY] = [[f.function, f.file, f.line] for f in ev.error.frames]
         return args
+
+    def _own(self, ev: Event) -> dict[str, Any]:
+        """tracebridge's own fields, kept apart from ``args`` (viewers ignore unknown keys), so that the
+        metadata can use any key and ``read`` gets back exactly what was written."""
+        own: dict[str, Any] = {}
+        if ev.level != 1:
+            own["level"] = ev.level
+        if ev.error is not None and ev.error.frames:
+            own["frames"] = [[f.function, f.file, f.line] for f in ev.error.frames]
+        if ev.flows:
+            own["flows"] = [f"0x{fid:x}" for fid in ev.flows]
+        if ev.terminating_flows:
+            own["terminating_flows"] = [f"0x{fid:x}" for fid in ev.terminating_flows]
+        if ev.track is not None and ev.kind == "activity":
+            own["track"] = ev.track
+        if ev.kind == "log":
+            own["prio"] = ev.value
+            if ev.source is not None:
+                own["source"] = [ev.source.file, ev.source.line, ev.source.function]
+        if ev.kind == "counter" and ev.unit is not None:
+            own["unit"] = ev.unit
+        return own
 
     def _event(self, thread: ThreadInfo, ev: Event) -> None:
         kind = ev.kind
@@ -185,59 +200,36 @@ class ChromeJsonWriter:
         base: dict[str, Any] = {"name": ev.name, "pid": self.pid}
         if ev.categories:
             base["cat"] = ",".join(ev.categories)
+        own = self._own(ev)
+        if own:
+            base[OWN_KEY] = own
         if kind == "counter":
             base.update(ph="C", ts=_ts(ev.start_ns), tid=tid, args={ev.name: _json_value(ev.value)})
-            if ev.unit is not None:
-                base["tb_unit"] = ev.unit
             self._emit(base)
             return
         args = self._args(ev)
         if kind == "activity":
             aid = f"0x{ev.span_id or id(ev):x}"
             cat = base.setdefault("cat", "activity")
-            if ev.track is not None:
-                args[TRACK_KEY] = ev.track
             self._emit({**base, "ph": "b", "id": aid, "ts": _ts(ev.start_ns), "tid": tid, "args": args})
             if ev.end_ns is not None:
-                self._emit(
-                    {
-                        "name": ev.name,
-                        "cat": cat,
-                        "pid": self.pid,
-                        "ph": "e",
-                        "id": aid,
-                        "ts": _ts(ev.end_ns),
-                        "tid": tid,
-                    }
-                )
+                end = {"name": ev.name, "cat": cat, "pid": self.pid, "ph": "e", "id": aid}
+                self._emit({**end, "ts": _ts(ev.end_ns), "tid": tid})
             return
         if ev.track is not None:
-            end = ev.end_ns if kind == "span" else ev.start_ns
-            tid = self._lane_tid(("named", ev.track), ev.track, "named", thread, ev.start_ns, end)
+            end_ns = ev.end_ns if kind == "span" else ev.start_ns
+            tid = self._lane_tid(("named", ev.track), ev.track, "named", thread, ev.start_ns, end_ns)
         elif kind == "span" and ev.overlapping:
-            tid = self._lane_tid(
-                ("overlap", thread.tid),
-                f"{thread.name} (overlapping)",
-                "overlap",
-                thread,
-                ev.start_ns,
-                ev.end_ns,
-            )
+            name = f"{thread.name} (overlapping)"
+            tid = self._lane_tid(("overlap", thread.tid), name, "overlap", thread, ev.start_ns, ev.end_ns)
         if kind == "span":
             dur = (ev.end_ns or ev.start_ns) - ev.start_ns
-            if ev.flows:
-                args[FLOWS_KEY] = [f"0x{fid:x}" for fid in ev.flows]
-                self._flows.extend((fid, ev.start_ns, tid, "step") for fid in ev.flows)
-            if ev.terminating_flows:
-                args[TERMINATING_FLOWS_KEY] = [f"0x{fid:x}" for fid in ev.terminating_flows]
-                self._flows.extend((fid, ev.start_ns, tid, "end") for fid in ev.terminating_flows)
+            self._flows.extend((fid, ev.start_ns, tid, "step") for fid in ev.flows)
+            self._flows.extend((fid, ev.start_ns, tid, "end") for fid in ev.terminating_flows)
             self._emit({**base, "ph": "X", "ts": _ts(ev.start_ns), "dur": _ts(dur), "tid": tid, "args": args})
             return
         if kind == "log":
             base["cat"] = "log"
-            args[PRIO_KEY] = ev.value
-            if ev.source is not None:
-                args[SOURCE_KEY] = [ev.source.file, ev.source.line, ev.source.function]
         self._emit({**base, "ph": "i", "s": "t", "ts": _ts(ev.start_ns), "tid": tid, "args": args})
 
     def _write_flows(self) -> None:
@@ -331,7 +323,7 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
             if LANE_KIND_KEY in args:
                 lanes[tid] = (
                     str(args[LANE_KIND_KEY]),
-                    int(args.get("tb.thread", 0)),
+                    int(args.get(LANE_THREAD_KEY, 0)),
                     str(args.get("name", "")),
                 )
             else:
@@ -380,96 +372,49 @@ def _json_event(
     cat = str(e.get("cat", ""))
     categories = tuple(c for c in cat.split(",") if c) if cat else ()
     args = _num(dict(e.get("args") or {}))
-    level = int(args.pop(LEVEL_KEY, 1))
+    own = _num(dict(e.get(OWN_KEY) or {}))
+    level = int(own.get("level", 1))
     error = None
     if ERROR_TYPE_KEY in args:
-        frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in args.pop(FRAMES_KEY, []))
+        frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in own.get("frames", ()))
         error = ErrorInfo(str(args.pop(ERROR_TYPE_KEY)), str(args.pop(ERROR_MESSAGE_KEY, "")), frames)
     name = str(e.get("name", ""))
     ts = _ns(e["ts"]) if "ts" in e else 0
     if ph == "X":
+        flows = tuple(int(str(f), 16) for f in own.get("flows", ()))
+        terminating = tuple(int(str(f), 16) for f in own.get("terminating_flows", ()))
         end = ts + _ns(e.get("dur", 0))
-        flows = tuple(int(str(f), 16) for f in args.pop(FLOWS_KEY, []))
-        terminating = tuple(int(str(f), 16) for f in args.pop(TERMINATING_FLOWS_KEY, []))
         return Event(
-            "span",
-            name,
-            ts,
-            end,
-            level,
-            args,
-            tid,
-            thread_name,
-            error,
-            categories,
-            track,
-            flows,
-            terminating,
-            overlapping=overlapping,
-        )
+            "span", name, ts, end, level, args, tid, thread_name, error, categories, track, flows,
+            terminating, overlapping=overlapping,
+        )  # fmt: skip
     if ph in ("i", "I"):
-        if "log" in categories and PRIO_KEY in args:
-            prio = args.pop(PRIO_KEY)
-            src = args.pop(SOURCE_KEY, None)
+        if "prio" in own:
+            src = own.get("source")
             source = Frame(str(src[2]), str(src[0]), int(src[1])) if src else None
             return Event(
-                "log",
-                name,
-                ts,
-                ts,
-                level,
-                args,
-                tid,
-                thread_name,
-                error,
-                (),
-                track,
-                value=prio,
+                "log", name, ts, ts, level, args, tid, thread_name, error, (), track, value=own["prio"],
                 source=source,
-            )
+            )  # fmt: skip
         return Event("instant", name, ts, ts, level, args, tid, thread_name, error, categories, track)
     if ph == "C":
         value = next(iter(args.values())) if args else None
         return Event(
-            "counter",
-            name,
-            ts,
-            ts,
-            1,
-            {},
-            tid,
-            thread_name,
-            None,
-            (),
-            None,
-            value=value,
-            unit=e.get("tb_unit"),
-        )
+            "counter", name, ts, ts, 1, {}, tid, thread_name, value=value, unit=own.get("unit"),
+        )  # fmt: skip
     if ph == "b":
         key = (str(e.get("id")), cat)
         cats = () if categories == ("activity",) else categories
-        on_track = args.pop(TRACK_KEY, None)
-        ev = Event(
-            "activity",
-            name,
-            ts,
-            None,
-            level,
-            args,
-            tid,
-            thread_name,
-            error,
-            cats,
+        on_track = own.get("track")
+        activities[key] = Event(
+            "activity", name, ts, None, level, args, tid, thread_name, error, cats,
             None if on_track is None else str(on_track),
-        )
-        activities[key] = ev
+        )  # fmt: skip
         return None
     if ph == "e":
-        key = (str(e.get("id")), cat)
-        act = activities.pop(key, None)
+        act = activities.pop((str(e.get("id")), cat), None)
         if act is not None:
             act.end_ns = ts
             act.thread_id, act.thread_name = tid, thread_name
-            return act
-        return None
+        return act
     return None
