@@ -132,3 +132,23 @@ def test_format_detection_is_not_fooled_by_a_leading_newline(tmp_path: Path) -> 
     js = tmp_path / "j.json"
     js.write_text('\n{"traceEvents": []}')
     assert detect_format(js) == "json"
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    import io
+
+    from tracebridge.cli import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    bar = _Progress("reading t", tty)
+    for done in (0, 50, 100):
+        bar(done, 100)
+    assert "50%" in tty.getvalue() and "100%" in tty.getvalue()
+    plain = io.StringIO()
+    quiet = _Progress("reading t", plain)
+    quiet(50, 100)
+    assert plain.getvalue() == ""
