@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _codec, _safety
 from ._model import KINDS, ErrorInfo, Event, Frame, Record, SpanRecord, Stats, ThreadInfo, trace_clock_ns
-from ._sanitize import Counts, Limits, clean_str, compile_secret_keys, sanitize_metadata
+from ._sanitize import DEFAULT_SECRET_KEYS, Counts, Limits, clean_str, compile_secret_keys, sanitize_metadata
 
 if TYPE_CHECKING:
     from .sinks import Sink
@@ -67,7 +67,7 @@ class Config:
     strict: bool = field(default_factory=_safety.strict)
     #: Regular expression (case-insensitive) for metadata keys whose values are replaced by
     #: ``[scrubbed]``; ``None`` turns scrubbing off.
-    scrub: str | None = r"password|passwd|secret|token|api_key|apikey|authorization|cookie|session|credential"
+    scrub: str | None = DEFAULT_SECRET_KEYS
     #: Longest string kept in metadata and names; longer ones are cut with a ``…[+N chars]`` marker.
     max_string: int = 16384
     #: Deepest nesting of dicts and lists kept in metadata.
@@ -133,7 +133,7 @@ class ThreadState:
     def __init__(self) -> None:
         self.buf: deque[Any] = deque()
         self.stack: list[SpanRecord] = []
-        # Drops counted by the owning thread only (one writer per counter: no lock needed).
+        # Records dropped because this queue was full, by kind (see drop()); the writer reports them.
         self.dropped: dict[str, int] = {}
         t = threading.current_thread()
         self.thread = weakref.ref(t)
@@ -277,7 +277,7 @@ class Session:
         self._deadline: float | None = None
         self._rounds_requested = 0
         self._rounds_done = 0
-        # Per thread: the drop counts already accounted for (threads count their own drops).
+        # Per thread: the drop counts already reported in this session's stats.
         self._seen_dropped: weakref.WeakKeyDictionary[ThreadState, dict[str, int]] = (
             weakref.WeakKeyDictionary()
         )
