@@ -117,12 +117,14 @@ def comparable(ev: Event) -> tuple[Any, ...]:
         ev.unit,
         ev.source,
         ev.overlapping,
+        ev.adjusted_count,
     )
 
 
 FIELDS = [
     "kind", "name", "start_ns", "end_ns", "level", "metadata", "thread_id", "thread_name", "error",
     "categories", "track", "flows", "terminating_flows", "value", "unit", "source", "overlapping",
+    "adjusted_count",
 ]  # fmt: skip
 
 

@@ -13,9 +13,10 @@ Quick start::
 
 from __future__ import annotations
 
+from . import sampling
 from ._codec import decode, encode
 from ._model import ErrorInfo, Event, Frame, Stats
-from ._recorder import Config, Session, configure, flush, shutdown, start, stop
+from ._recorder import Config, Session, configure, flush, shutdown, start, stats, stop
 from .reading import read
 from .spans import (
     Span,
@@ -55,9 +56,11 @@ __all__ = [
     "flush",
     "instant",
     "read",
+    "sampling",
     "shutdown",
     "span",
     "start",
+    "stats",
     "stop",
     "traced",
 ]

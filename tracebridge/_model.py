@@ -91,6 +91,8 @@ class Event:
     #: Spans: ``True`` when the span overlapped another span of its thread without nesting in it (spans
     #: of asyncio tasks); it is then drawn on a track of its own under the process.
     overlapping: bool = False
+    #: How many events this one stands for: ``1/p`` when sampling kept it with probability ``p``.
+    adjusted_count: float = 1.0
 
     @property
     def duration_ns(self) -> int | None:
@@ -115,6 +117,8 @@ class Stats:
     sanitized: int = 0
     scrubbed: int = 0
     internal_errors: int = 0
+    #: Per sampling stage (``"<position>:<stage>"``): what it kept and dropped, by kind.
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_recorded(self) -> int:
@@ -136,6 +140,7 @@ class Stats:
             "sanitized": self.sanitized,
             "scrubbed": self.scrubbed,
             "internal_errors": self.internal_errors,
+            "sampling": self.sampling,
         }
 
     @classmethod
@@ -150,6 +155,7 @@ class Stats:
             sanitized=int(d.get("sanitized", 0)),
             scrubbed=int(d.get("scrubbed", 0)),
             internal_errors=int(d.get("internal_errors", 0)),
+            sampling=dict(d.get("sampling") or {}),
         )
 
 
@@ -165,9 +171,10 @@ class ThreadInfo:
 # Names of the debug annotations (Perfetto) and arguments (Chrome JSON) that carry tracebridge's own
 # fields beside the metadata; readers take them back out, so metadata should not use these keys.
 LEVEL_KEY: Final = "tb.level"
+ADJUSTED_COUNT_KEY: Final = "tb.adjusted_count"
 ERROR_TYPE_KEY: Final = "exception.type"
 ERROR_MESSAGE_KEY: Final = "exception.message"
-RESERVED_KEYS: Final = frozenset({LEVEL_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY})
+RESERVED_KEYS: Final = frozenset({LEVEL_KEY, ADJUSTED_COUNT_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY})
 #: The instant at the end of a Perfetto trace that holds the session's stats.
 STATS_EVENT: Final = "tracebridge.stats"
 
@@ -182,6 +189,7 @@ class SpanRecord:
     __slots__ = (
         "_span_id",
         "_trace_id",
+        "adjusted_count",
         "end_ns",
         "error",
         "level",
@@ -192,6 +200,8 @@ class SpanRecord:
         "start_ns",
     )
     kind: Final = "span"
+    #: Kept by sampling (the dropped-span subclass says False): children of ParentBased follow it.
+    sampled: bool = True
 
     name: Any  # str, or a callable giving it (resolved before the record is queued)
     level: int
@@ -201,6 +211,7 @@ class SpanRecord:
     error: ErrorInfo | None
     parent: SpanRecord | None
     overlapping: bool
+    adjusted_count: float
     _trace_id: int
     _span_id: int
 
@@ -256,12 +267,14 @@ class Record:
     """An instant, counter sample, activity or log message as sources record it."""
 
     __slots__ = (
+        "adjusted_count",
         "end_ns",
         "error",
         "kind",
         "level",
         "metadata",
         "name",
+        "parent",
         "source",
         "span_id",
         "start_ns",
@@ -295,6 +308,8 @@ class Record:
         self.error = error
         self.trace_id = trace_id
         self.span_id = span_id
+        self.adjusted_count = 1.0
+        self.parent: Any = None  # the span current when it happened (sampling follows it)
         #: Activities: the thread that began them (they are written under it if they never end).
         self.thread: ThreadInfo | None = None
 

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _codec, _safety
 from ._model import KINDS, ErrorInfo, Event, Frame, Record, SpanRecord, Stats, ThreadInfo, trace_clock_ns
 from ._sanitize import DEFAULT_SECRET_KEYS, Counts, Limits, clean_str, compile_secret_keys, sanitize_metadata
+from .sampling.filters import Directives
+from .sampling.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from .sinks import Sink
@@ -85,6 +87,10 @@ class Config:
     #: Perfetto traces: write batches as zlib ``compressed_packets`` (trace_processor and the Perfetto UI
     #: inflate them); about three times smaller files for a little writer time.
     compress: bool = True
+    #: Sampling for sessions that do not give their own (``start(sampling=...)``): a stage, a list of
+    #: stages or a :class:`~tracebridge.sampling.Pipeline`. ``TRACEBRIDGE_FILTER``, when set, adds
+    #: :class:`~tracebridge.sampling.Directives` in front.
+    sampling: Any = None
 
     def validate(self) -> None:
         for name in ("max_string", "max_depth", "max_items", "thread_buffer", "max_events"):
@@ -96,6 +102,7 @@ class Config:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         compile_secret_keys(self.scrub)
+        Pipeline.of(self.sampling)
 
     @functools.cached_property
     def limits(self) -> Limits:
@@ -113,11 +120,12 @@ class Config:
 class _Runtime:
     """What the hot path reads: one object, so that a check costs one global and one slot load."""
 
-    __slots__ = ("buffer_cap", "config", "level", "session")
+    __slots__ = ("buffer_cap", "config", "level", "pipeline", "session")
 
     def __init__(self) -> None:
         self.level = 0  # the active session's level; 0 when no session is active
         self.session: Session | None = None
+        self.pipeline: Pipeline | None = None  # the active session's sampling, if it has any
         self.config = Config()
         self.buffer_cap = self.config.thread_buffer  # copied here: one load less on the hot path
 
@@ -245,8 +253,11 @@ class Session:
         fmt: OutputFormat,
         config: Config,
         sink_factory: Callable[[Session], Sink] | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.level = level
+        self.pipeline = pipeline
+        self._sampling_at_start = pipeline.counts() if pipeline is not None else {}
         self.path: Path | None = None if output is None else Path(output)
         self.format: OutputFormat = fmt
         self.stats = Stats(recorded=dict.fromkeys(KINDS, 0))
@@ -316,7 +327,15 @@ class Session:
         from .sinks import open_sink
 
         self._sink = self._sink_factory(self) if self._sink_factory else open_sink(self)
+        if self.pipeline is not None:
+            self.pipeline.on_flood_end = self._flood_end
         self._start_writer()
+
+    def _flood_end(self, key: Any, count: int) -> None:
+        """A rate limiter's flood ended: one instant says how many similar events it suppressed."""
+        t = now_ns()
+        md = {"key": _safety.safe_str(key), "suppressed": count}
+        thread_state().push(Record("instant", f"suppressed {count} similar events", t, t, 1, md))
 
     def _start_writer(self) -> None:
         self._writer = threading.Thread(target=self._run, name="tracebridge-writer", daemon=True)
@@ -332,7 +351,7 @@ class Session:
                     self._wake = False
                     stopping = self._stopping
                     requested = self._rounds_requested
-                self._round()
+                self._round(final=stopping)
                 with self._cond:
                     self._rounds_done = max(self._rounds_done, requested)
                     self._cond.notify_all()
@@ -386,18 +405,29 @@ class Session:
 
     # -- the writer's round ------------------------------------------------------------------------
 
-    def _round(self) -> None:
-        for st in _all_threads():
+    def _round(self, final: bool = False) -> None:
+        self._drain_all()
+        if final and self.pipeline is not None:
+            # Traces a tail sampler still holds are decided now; floods still going on are reported
+            # (on this thread: the second pass writes those reports).
             try:
-                self._drain(st)
+                self._write_items(self.pipeline.flush())
             except Exception as exc:
-                _safety.defer_error("writer", exc)
+                _safety.defer_error("writer.sampling", exc)
+            self._drain_all()
         _forget_dead_threads()
         if self._sink is not None:
             try:
                 self._sink.flush()
             except Exception as exc:
                 _safety.defer_error("sink.flush", exc)
+
+    def _drain_all(self) -> None:
+        for st in _all_threads():
+            try:
+                self._drain(st)
+            except Exception as exc:
+                _safety.defer_error("writer", exc)
 
     def _drain(self, st: ThreadState) -> None:
         """Write what ``st`` has queued, a chunk at a time (memory stays bounded however much is
@@ -423,8 +453,25 @@ class Session:
                     self.count_drop("stop_timeout", rec.kind)
                 new_drops = 0
                 continue
-            self._write(info, self._events(records, info), new_drops)
+            pipe = self.pipeline
+            if pipe is not None and pipe.tail_stages:
+                self._write_items(pipe.tail([(info, rec) for rec in records]), info, new_drops)
+            else:
+                self._write(info, self._events(records, info), new_drops)
             new_drops = 0
+
+    def _write_items(
+        self, items: list[tuple[ThreadInfo, Any]], info: ThreadInfo | None = None, new_drops: int = 0
+    ) -> None:
+        """Write (thread, record) pairs, a batch per thread (a tail sampler may release other threads'
+        records held from earlier rounds)."""
+        by_thread: dict[ThreadInfo, list[Any]] = {}
+        if info is not None:
+            by_thread[info] = []
+        for thread, rec in items:
+            by_thread.setdefault(thread, []).append(rec)
+        for thread, records in by_thread.items():
+            self._write(thread, self._events(records, thread), new_drops if thread is info else 0)
 
     def _events(self, records: list[Any], info: ThreadInfo) -> list[Event]:
         events: list[Event] = []
@@ -488,12 +535,28 @@ class Session:
             self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
         self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
+        self._account_sampling()
         try:
             opened = [self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in still_open]
             sink.close(self.stats, opened)
         except Exception as exc:
             _safety.defer_error("sink.close", exc)
         self._sink = None
+
+    def sampling_counts(self) -> dict[str, Any]:
+        """What each sampling stage kept and dropped in this session, by kind."""
+        if self.pipeline is None:
+            return {}
+        return _counts_since(self.pipeline.counts(), self._sampling_at_start)
+
+    def _account_sampling(self) -> None:
+        counts = self.sampling_counts()
+        self.stats.sampling = counts
+        for entry in counts.values():
+            reason = entry.get("reason")
+            for kind, n in entry.get("dropped", {}).items():
+                if reason and n:
+                    self.count_drop(reason, kind, n)
 
     # -- record -> event ---------------------------------------------------------------------------
 
@@ -558,6 +621,7 @@ class Session:
                 span_id,
                 parent_id,
                 rec.overlapping,
+                rec.adjusted_count,
             )
         unit = md.pop("unit", None) if kind == "counter" and md else None
         return Event(
@@ -579,7 +643,32 @@ class Session:
             rec.source,
             rec.trace_id,
             rec.span_id,
+            0,
+            False,
+            rec.adjusted_count,
         )
+
+
+def _counts_since(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Stage counts minus the counts at an earlier moment (a stage may serve several sessions)."""
+    out: dict[str, Any] = {}
+    for label, entry in now.items():
+        old = before.get(label, {})
+        diff: dict[str, Any] = {}
+        for key, value in entry.items():
+            if isinstance(value, dict):
+                d = {k: n - old.get(key, {}).get(k, 0) for k, n in value.items()}
+                d = {k: n for k, n in d.items() if n}
+                if d:
+                    diff[key] = d
+            elif isinstance(value, int):
+                if value - old.get(key, 0):
+                    diff[key] = value - old.get(key, 0)
+            else:
+                diff[key] = value
+        if any(isinstance(v, (dict, int)) for v in diff.values()):
+            out[label] = diff
+    return out
 
 
 def _as_strings(value: Any) -> tuple[str, ...]:
@@ -642,13 +731,15 @@ def start(
     output: str | os.PathLike[str] | None = None,
     *,
     format: OutputFormat | None = None,
+    sampling: Any = None,
     sink: Callable[[Session], Sink] | None = None,
 ) -> Session:
     """Start recording events of ``level`` and below.
 
     ``output`` is a trace file (``.json`` for Chrome JSON, anything else for Perfetto protobuf) or ``None``
-    to keep events in memory (``Session.events``). Starting while a session is active, a bad level and an
-    unwritable path raise at once.
+    to keep events in memory (``Session.events``). ``sampling`` is a stage, a list of stages or a
+    :class:`~tracebridge.sampling.Pipeline` (default: ``configure(sampling=...)``). Starting while a
+    session is active, a bad level, bad sampling and an unwritable path raise at once.
 
     .. versionadded:: 0.1
     """
@@ -663,12 +754,29 @@ def start(
             raise RuntimeError(
                 f"a tracebridge session is already active ({RT.session!r}); call tracebridge.stop() first"
             )
-        session = Session(level, output, fmt, RT.config, sink)
+        pipeline = _session_pipeline(sampling if sampling is not None else RT.config.sampling)
+        session = Session(level, output, fmt, RT.config, sink, pipeline)
         _discard_stale_records(session)
         session._open()
         RT.session = session
+        RT.pipeline = pipeline
         RT.level = level
         return session
+
+
+def _session_pipeline(sampling: Any) -> Pipeline | None:
+    """The session's pipeline, with ``TRACEBRIDGE_FILTER``'s directives in front when it is set."""
+    pipeline = Pipeline.of(sampling)
+    env = Directives.from_env()
+    if env is None:
+        return pipeline
+    if pipeline is None:
+        return Pipeline([env])
+    if any(isinstance(st, Directives) for st in pipeline.stages):
+        return pipeline
+    return Pipeline(
+        [env, *pipeline.stages], keep_critical=pipeline.keep_critical, keep_failures=pipeline.keep_failures
+    )
 
 
 def _discard_stale_records(session: Session) -> None:
@@ -695,12 +803,37 @@ def stop(timeout: float | None = None) -> Session:
             raise RuntimeError("no tracebridge session is active; call tracebridge.start() first")
         RT.level = 0
         RT.session = None
+        RT.pipeline = None
         session._finish(session.config.timeout if timeout is None else timeout)
         session.stopped = True
+        _last_session[0] = session
         if session.format == "memory":
             session.events.sort(key=_start_key)
     _safety.raise_pending()
     return session
+
+
+def stats() -> Stats:
+    """What the active session has recorded and dropped so far (by reason, including sampling, whose
+    stages' counts are in ``Stats.sampling``), or the last session's final counts.
+
+    .. versionadded:: 0.1
+    """
+    session = RT.session or _last_session[0]
+    if session is None:
+        return Stats()
+    if session.stopped:
+        return session.stats
+    with session._stats_lock:
+        live = Stats.from_dict(session.stats.as_dict())
+    live.sampling = session.sampling_counts()
+    for entry in live.sampling.values():
+        for kind, n in entry.get("dropped", {}).items():
+            live.count_drop(entry["reason"], kind, n)
+    return live
+
+
+_last_session: list[Session | None] = [None]
 
 
 def _start_key(ev: Event) -> int:
@@ -786,9 +919,13 @@ def _after_fork_in_child() -> None:
         return
     RT.level = 0
     RT.session = None
+    RT.pipeline = None
     path = None if parent.path is None else _child_path(parent.path, os.getpid())
+    pipeline = parent.pipeline
+    if pipeline is not None:
+        pipeline.after_fork()
     try:
-        child = Session(parent.level, path, parent.format, parent.config, parent._sink_factory)
+        child = Session(parent.level, path, parent.format, parent.config, parent._sink_factory, pipeline)
         if inherited:
             child.count_drop("fork_inherited", "span", inherited)
         child._open()
@@ -796,6 +933,7 @@ def _after_fork_in_child() -> None:
         _safety.internal_error("fork", exc, raise_in_strict=False)
         return
     RT.session = child
+    RT.pipeline = pipeline
     RT.level = child.level
 
 

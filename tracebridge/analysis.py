@@ -23,6 +23,8 @@ class Operation:
     p95_ns: int = 0
     max_ns: int = 0
     errors: int = 0
+    #: The true number of such spans, estimated from sampled ones (the sum of their adjusted counts).
+    estimated: float = 0.0
 
 
 @dataclass
@@ -108,6 +110,7 @@ def summarize(events: list[Event], stats: Stats | None = None) -> Summary:
         op, durations = ops.setdefault(e.name, (Operation(e.name), []))
         d = e.end_ns - e.start_ns
         op.count += 1
+        op.estimated += e.adjusted_count
         op.total_ns += d
         op.self_ns += self_ns.get(id(e), d)
         durations.append(d)
@@ -168,23 +171,27 @@ def render(s: Summary, top: int = 20) -> str:
     if s.unfinished:
         lines.append(f"{s.unfinished} spans or activities did not end")
     if s.operations:
+        sampled = any(abs(op.estimated - op.count) > 1e-9 for op in s.operations)
         lines += ["", f"Top time consumers (of {len(s.operations)} operations):"]
         rows = [["name", "count", "total", "self", "mean", "p50", "p95", "max", "errors"]]
+        if sampled:
+            rows[0].insert(2, "est. true count")
         for op in s.operations[:top]:
-            rows.append(
-                [
-                    op.name,
-                    str(op.count),
-                    d(op.total_ns),
-                    d(op.self_ns),
-                    d(op.mean_ns),
-                    d(op.p50_ns),
-                    d(op.p95_ns),
-                    d(op.max_ns),
-                    str(op.errors) if op.errors else "",
-                ]
-            )
-        lines += ["  " + r for r in _table(rows, right={1, 2, 3, 4, 5, 6, 7, 8})]
+            row = [
+                op.name,
+                str(op.count),
+                d(op.total_ns),
+                d(op.self_ns),
+                d(op.mean_ns),
+                d(op.p50_ns),
+                d(op.p95_ns),
+                d(op.max_ns),
+                str(op.errors) if op.errors else "",
+            ]
+            if sampled:
+                row.insert(2, f"{op.estimated:,.0f}")
+            rows.append(row)
+        lines += ["  " + r for r in _table(rows, right=set(range(1, len(rows[0]))))]
     if s.threads:
         lines += ["", "Threads:"]
         rows = [["thread", "tid", "spans", "busy"]]
@@ -207,4 +214,11 @@ def render(s: Summary, top: int = 20) -> str:
             lines.append(f"  {st.scrubbed} secret values scrubbed")
         if st.sanitized:
             lines.append(f"  {st.sanitized} values sanitized (truncated, repaired or unrepresentable)")
+        if st.sampling:
+            lines += ["", "Sampling:"]
+            for label, entry in st.sampling.items():
+                kept = sum(entry.get("kept", {}).values())
+                dropped = sum(entry.get("dropped", {}).values())
+                extra = "".join(f", {key} {entry[key]}" for key in ("evicted", "errors") if entry.get(key))
+                lines.append(f"  {label}: kept {kept}, dropped {dropped}{extra}")
     return "\n".join(lines)

@@ -22,6 +22,8 @@ from ._codec import decode, encode
 from ._model import Record, SpanRecord
 from ._recorder import RT, ThreadState, _tls, error_info, now_ns, source_failed, stack_frames, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
+from .sampling._stage import Stage
+from .sampling.pipeline import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 NameOrFactory = str | Callable[[], str]
@@ -69,12 +71,13 @@ class Span(SpanRecord):
     re-raised unchanged. A span object also decorates a function (see :func:`span`).
     """
 
-    __slots__ = ("_lazy", "_st", "_stack", "_token")
+    __slots__ = ("_dropped_by", "_lazy", "_st", "_stack", "_token")
 
     _lazy: list[Callable[[], Mapping[str, Any]]] | None
     _stack: list[SpanRecord]
     _st: ThreadState | None
     _token: contextvars.Token[Span | None]
+    _dropped_by: Stage  # set on spans sampling dropped (see _DroppedSpan)
 
     def __enter__(self) -> Span:
         self.parent = _current.get()
@@ -133,8 +136,7 @@ class Span(SpanRecord):
         with contextlib.suppress(ValueError):  # ended on a thread other than the one it began on
             stack.remove(self)
 
-    def _resolve(self) -> None:
-        """Call the lazy name and metadata callables: the span is kept, so their cost is due now."""
+    def _resolve_name(self) -> None:
         name = self.name
         if type(name) is not str:
             try:
@@ -142,6 +144,10 @@ class Span(SpanRecord):
             except Exception as exc:
                 self.name = f"<lazy name failed: {type(exc).__name__}>"
                 _safety.internal_error("span.lazy_name", exc)
+
+    def _resolve(self) -> None:
+        """Call the lazy name and metadata callables: the span is kept, so their cost is due now."""
+        self._resolve_name()
         for fn in self._lazy or ():
             try:
                 extra = fn()
@@ -251,33 +257,114 @@ def span(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> Any:
         off.level = level
         off.metadata = metadata
         return off
+    pipe = RT.pipeline
+    if pipe is not None:
+        return _sampled_span(pipe, name, level, metadata or None)
     s = _new(Span)
     s.name = name
     s.level = level
     s.metadata = metadata or None
     s.error = None
     s.overlapping = False
+    s.adjusted_count = 1.0
     s._lazy = None if type(name) is str else []
     s._trace_id = s._span_id = 0
     return s
 
 
-def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) -> Span:
+def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) -> Span | _OffSpan:
+    pipe = RT.pipeline
+    if pipe is not None:
+        return _sampled_span(pipe, name, level, metadata)
     s = _new(Span)
     s.name = name
     s.level = level
     s.metadata = metadata
     s.error = None
     s.overlapping = False
+    s.adjusted_count = 1.0
     s._lazy = None if type(name) is str else []
     s._trace_id = s._span_id = 0
     return s
 
 
+def _sampled_span(
+    pipe: Pipeline, name: NameOrFactory, level: int, metadata: dict[str, Any] | None
+) -> Span | _OffSpan:
+    """A span through the pipeline's head stages: a Span, a _DroppedSpan, or (inside a trace that
+    ParentBased dropped) an _OffSpan, which costs no more than a span whose level is off."""
+    parent = _current.get()
+    critical = pipe.keep_critical and level <= 1
+    if parent is not None and not parent.sampled and pipe.follows_parent is not None and not critical:
+        pipe.count_drop(pipe.follows_parent, "span")
+        off = _new(_OffSpan)
+        off.name = name
+        off.level = level
+        off.metadata = metadata or {}
+        return off
+    s = _new(Span)
+    s.name = name
+    s.level = level
+    s.metadata = metadata
+    s.error = None
+    s.overlapping = False
+    s.adjusted_count = 1.0
+    s._lazy = None if type(name) is str else []
+    s._trace_id = s._span_id = 0
+    s.parent = parent
+    if critical:
+        pipe.overridden("span")
+        return s
+    if pipe.needs_name and type(name) is not str:
+        s._resolve_name()
+    weight, dropped_by = pipe.head(s)
+    if dropped_by is None:
+        if weight != 1.0:
+            s.adjusted_count = 1.0 / weight
+        return s
+    s._dropped_by = dropped_by
+    s.__class__ = _DroppedSpan
+    return s
+
+
+class _DroppedSpan(Span):
+    """A span the head stages dropped. It is still the current span (its children see that its trace is
+    dropped, and logs see its ids) and still on its thread's stack, but it is not recorded unless it
+    fails: a failure is kept whatever sampling said (``Pipeline(keep_failures=True)``, the default)."""
+
+    __slots__ = ()
+    sampled = False
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        pipe = RT.pipeline
+        if exc_type is not None and _is_failure(exc_type, exc) and (pipe is None or pipe.keep_failures):
+            self.__class__ = Span  # type: ignore[assignment]  # recorded after all
+            if pipe is not None:
+                pipe.overridden("span")
+            return Span.__exit__(self, exc_type, exc, tb)
+        st = self._st
+        if st is None:
+            return None
+        self._st = None
+        Pipeline.count_drop(self._dropped_by, "span")
+        stack = self._stack
+        if stack and stack[-1] is self:
+            stack.pop()
+        else:
+            with contextlib.suppress(ValueError):
+                stack.remove(self)
+        try:
+            _current.reset(self._token)
+        except ValueError:
+            if _current.get() is self:
+                _current.set(None)
+        return None
+
+
 def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
     md = metadata or None
 
-    def new_span() -> Span:
+    def new_span() -> Span | _OffSpan:
         return _new_span(name, level, dict(md) if md else None)
 
     if inspect.iscoroutinefunction(fn):
@@ -381,14 +468,37 @@ def instant(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> None:
     try:
         if type(name) is not str:
             name = name() if callable(name) else _safety.safe_str(name)
-        if metadata and needs_snapshot(metadata):
-            metadata = _snapshot_metadata(metadata)
         t = now_ns()
         trace_id, span_id = _ids()
         rec = Record("instant", name, t, t, level, metadata or None, trace_id=trace_id, span_id=span_id)
+        pipe = RT.pipeline
+        if pipe is not None and not admit(pipe, rec):
+            return
+        if metadata and needs_snapshot(metadata):
+            rec.metadata = _snapshot_metadata(metadata)
         thread_state().push(rec)
     except Exception as exc:
         source_failed("instant", "instant", exc)
+
+
+def admit(pipe: Pipeline, rec: Record) -> bool:
+    """Run a record (instant, activity, log) through the head stages; True if it is kept. Counts."""
+    parent = _current.get()
+    rec.parent = parent
+    kind = rec.kind
+    if pipe.keep_critical and rec.level <= 1:
+        pipe.overridden(kind)
+        return True
+    if parent is not None and not parent.sampled and pipe.follows_parent is not None:
+        pipe.count_drop(pipe.follows_parent, kind)
+        return False
+    weight, dropped_by = pipe.head(rec)
+    if dropped_by is not None:
+        pipe.count_drop(dropped_by, kind)
+        return False
+    if weight != 1.0:
+        rec.adjusted_count = 1.0 / weight
+    return True
 
 
 def _snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -437,11 +547,14 @@ def activity_start(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> i
     try:
         if type(name) is not str:
             name = name() if callable(name) else _safety.safe_str(name)
-        if metadata and needs_snapshot(metadata):
-            metadata = _snapshot_metadata(metadata)
         trace_id, _ = _ids()
         rec = Record("activity", name, now_ns(), None, level, metadata or None, trace_id=trace_id)
+        pipe = RT.pipeline
+        if pipe is not None and not admit(pipe, rec):
+            return 0
         rec.span_id = _getrandbits(64)
+        if metadata and needs_snapshot(metadata):
+            rec.metadata = _snapshot_metadata(metadata)
         rec.thread = thread_state().info
         aid = _getrandbits(63) | 1
         return aid if session.open_activity(aid, rec) else 0

@@ -39,6 +39,7 @@ frames = st.lists(
     max_size=4,
 ).map(tuple)
 errors = st.one_of(st.none(), st.builds(ErrorInfo, names, text(max_size=20), frames))
+adjusted_counts = st.one_of(st.just(1.0), st.floats(min_value=1.0, max_value=1e12))
 flow_ids = st.lists(st.integers(min_value=1, max_value=(1 << 64) - 1), max_size=2, unique=True).map(tuple)
 
 
@@ -67,6 +68,7 @@ def thread_events(draw: st.DrawFn, tid: int, thread_name: str, t0: int) -> list[
                     None,
                     draw(flow_ids),
                     (),
+                    adjusted_count=draw(adjusted_counts),
                 )
             )
         elif op == ")" and stack:
@@ -86,6 +88,7 @@ def thread_events(draw: st.DrawFn, tid: int, thread_name: str, t0: int) -> list[
                     thread_name,
                     categories=draw(categories),
                     track=draw(st.one_of(st.none(), names)),
+                    adjusted_count=draw(adjusted_counts),
                 )
             )
         elif op == "c":

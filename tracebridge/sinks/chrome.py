@@ -178,6 +178,8 @@ class ChromeJsonWriter:
         own: dict[str, Any] = {}
         if ev.level != 1:
             own["level"] = ev.level
+        if ev.adjusted_count != 1.0:
+            own["adjusted_count"] = ev.adjusted_count
         if ev.error is not None and ev.error.frames:
             own["frames"] = [[f.function, f.file, f.line] for f in ev.error.frames]
         if ev.flows:
@@ -374,6 +376,7 @@ def _json_event(
     args = _num(dict(e.get("args") or {}))
     own = _num(dict(e.get(OWN_KEY) or {}))
     level = int(own.get("level", 1))
+    adjusted = float(own.get("adjusted_count", 1.0))
     error = None
     if ERROR_TYPE_KEY in args:
         frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in own.get("frames", ()))
@@ -386,7 +389,7 @@ def _json_event(
         end = ts + _ns(e.get("dur", 0))
         return Event(
             "span", name, ts, end, level, args, tid, thread_name, error, categories, track, flows,
-            terminating, overlapping=overlapping,
+            terminating, overlapping=overlapping, adjusted_count=adjusted,
         )  # fmt: skip
     if ph in ("i", "I"):
         if "prio" in own:
@@ -394,9 +397,12 @@ def _json_event(
             source = Frame(str(src[2]), str(src[0]), int(src[1])) if src else None
             return Event(
                 "log", name, ts, ts, level, args, tid, thread_name, error, (), track, value=own["prio"],
-                source=source,
+                source=source, adjusted_count=adjusted,
             )  # fmt: skip
-        return Event("instant", name, ts, ts, level, args, tid, thread_name, error, categories, track)
+        return Event(
+            "instant", name, ts, ts, level, args, tid, thread_name, error, categories, track,
+            adjusted_count=adjusted,
+        )  # fmt: skip
     if ph == "C":
         value = next(iter(args.values())) if args else None
         return Event(
@@ -408,7 +414,7 @@ def _json_event(
         on_track = own.get("track")
         activities[key] = Event(
             "activity", name, ts, None, level, args, tid, thread_name, error, cats,
-            None if on_track is None else str(on_track),
+            None if on_track is None else str(on_track), adjusted_count=adjusted,
         )  # fmt: skip
         return None
     if ph == "e":

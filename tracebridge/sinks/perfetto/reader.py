@@ -20,6 +20,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from ..._model import (
+    ADJUSTED_COUNT_KEY,
     ERROR_MESSAGE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
@@ -557,6 +558,7 @@ class _Reader:
         track = self.tracks.get(raw.track)
         md = raw.metadata
         level = md.pop(LEVEL_KEY, 1)
+        adjusted = md.pop(ADJUSTED_COUNT_KEY, 1.0)
         error = None
         if ERROR_TYPE_KEY in md:
             error = ErrorInfo(str(md.pop(ERROR_TYPE_KEY)), str(md.pop(ERROR_MESSAGE_KEY, "")), raw.frames)
@@ -593,6 +595,7 @@ class _Reader:
                     named,
                     value=raw.log_prio,
                     source=raw.log_source,
+                    adjusted_count=float(adjusted),
                 )
             kind = "instant"
         return Event(
@@ -610,6 +613,7 @@ class _Reader:
             raw.flows,
             raw.terminating,
             overlapping=overlapping,
+            adjusted_count=float(adjusted),
         )
 
 

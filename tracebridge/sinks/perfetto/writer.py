@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..._model import (
+    ADJUSTED_COUNT_KEY,
     ERROR_MESSAGE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
@@ -369,6 +370,8 @@ class _Sequence:
             if ann is None:
                 ann = self.level_annotations[ev.level] = self._annotation(LEVEL_KEY, ev.level, interned)
             parts.append(ann)
+        if ev.adjusted_count != 1.0:
+            parts.append(self._annotation(ADJUSTED_COUNT_KEY, float(ev.adjusted_count), interned))
         refs = self.annotation_refs
         for key, value in ev.metadata.items():
             ref = refs.get(key)

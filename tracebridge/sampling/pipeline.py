@@ -1,0 +1,189 @@
+"""The pipeline: stages in order, head stages when an event begins, tail stages when a span ends.
+
+An event is kept iff every stage keeps it. The probabilities of the stages that keep it multiply, and the
+event's adjusted count is the inverse (a span kept at 1% stands for 100 spans). By default, level 1
+(critical) events are kept whatever the stages say (``keep_critical``), and so are spans that fail
+(``keep_failures``): a failing span that head sampling dropped is recorded when it ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .._safety import safe_str
+from ._stage import SAMPLED_KINDS, Stage, _count_value
+from .limiters import KeyedRateLimiter
+from .tail import TailSampler
+
+
+class Pipeline:
+    """Stages composed in order: ``Pipeline([Level(2), ParentBased(TraceIdRatio(0.1)), MinDuration("1ms")])``.
+
+    Pass a pipeline, a stage or a list of stages to ``tracebridge.start(sampling=...)`` or
+    ``tracebridge.configure(sampling=...)``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, stages: Iterable[Stage], *, keep_critical: bool = True, keep_failures: bool = True
+    ) -> None:
+        stages = list(stages)
+        for st in stages:
+            if not isinstance(st, Stage):
+                raise ValueError(f"Pipeline: expected sampling stages, got {st!r}")
+        if len({id(st) for st in stages}) != len(stages):
+            raise ValueError("Pipeline: the same stage object appears twice")
+        self.stages = stages
+        self.head_stages = [st for st in stages if not st.tail]
+        self.tail_stages = [st for st in stages if st.tail]
+        self.keep_critical = bool(keep_critical)
+        self.keep_failures = bool(keep_failures)
+        self.needs_name = any(st.needs_name for st in self.head_stages)
+        #: A ParentBased stage among the head stages: spans inside a dropped trace are dropped at once.
+        self.follows_parent = next(
+            (st for st in self.head_stages if getattr(st, "follows_parent", False)), None
+        )
+        self._overridden = {kind: itertools.count() for kind in SAMPLED_KINDS}
+        self.on_flood_end: Callable[[Any, int], None] | None = None
+        for st in stages:
+            if isinstance(st, KeyedRateLimiter):
+                st.on_flood_end = self._flood_end
+
+    @classmethod
+    def of(cls, sampling: Stage | Iterable[Stage] | Pipeline | None) -> Pipeline | None:
+        """A pipeline from what ``start(sampling=...)`` accepts (``None`` stays ``None``)."""
+        if sampling is None:
+            return None
+        if isinstance(sampling, Pipeline):
+            return sampling
+        if isinstance(sampling, Stage):
+            return cls([sampling])
+        if isinstance(sampling, (list, tuple)):
+            return cls(sampling)
+        raise ValueError(f"sampling: expected a stage, a list of stages or a Pipeline, got {sampling!r}")
+
+    def _flood_end(self, key: Any, count: int) -> None:
+        if self.on_flood_end is not None:
+            self.on_flood_end(key, count)
+
+    # -- decisions ---------------------------------------------------------------------------------
+
+    def head(self, ev: Any) -> tuple[float, Stage | None]:
+        """The probability with which the head stages keep ``ev``, and the stage that dropped it (then
+        the probability is 0.0). Counts what each stage kept; the caller counts the drop with
+        :meth:`count_drop` once the event is really gone (a span that then fails is kept after all)."""
+        kind = ev.kind
+        weight = 1.0
+        for st in self.head_stages:
+            try:
+                w = st.decide(ev)
+            except Exception as exc:  # a broken stage keeps the event
+                st._failed("decide", exc)
+                w = 1.0
+            if not w:
+                return 0.0, st
+            next(st._kept[kind])
+            weight *= w
+        return weight, None
+
+    @staticmethod
+    def count_drop(stage: Stage, kind: str) -> None:
+        next(stage._dropped[kind])
+
+    def dropped_by_parent(self, kind: str) -> None:
+        """Count an event dropped because its trace was (the ParentBased short cut)."""
+        st = self.follows_parent
+        if st is not None:
+            next(st._dropped[kind])
+
+    def overridden(self, kind: str) -> None:
+        """Count an event kept against the stages' decision (critical, or failed)."""
+        next(self._overridden[kind])
+
+    def tail(self, items: list[tuple[Any, Any]], start: int = 0) -> list[tuple[Any, Any]]:
+        """Run the tail stages (from the ``start``-th on) over (thread, record) pairs on the writer
+        thread; return what is kept."""
+        for st in self.tail_stages[start:]:
+            if isinstance(st, TailSampler):
+                items = self._protect(items, st.process)
+                continue
+            kept = []
+            for item in items:
+                rec = item[1]
+                kind = rec.kind
+                try:
+                    w = st.decide(rec)
+                except Exception as exc:
+                    st._failed("decide", exc)
+                    w = 1.0
+                if w:
+                    next(st._kept[kind])
+                    if w != 1.0:
+                        rec.adjusted_count /= w
+                    kept.append(item)
+                elif self._keeps_anyway(rec):
+                    next(self._overridden[kind])
+                    kept.append(item)
+                else:
+                    next(st._dropped[kind])
+            items = kept
+        return items
+
+    def _protect(
+        self, items: list[tuple[Any, Any]], process: Callable[[list[tuple[Any, Any]]], list[tuple[Any, Any]]]
+    ) -> list[tuple[Any, Any]]:
+        # Critical and failed spans bypass a TailSampler's holding when the pipeline keeps them anyway.
+        keep = [it for it in items if self._keeps_anyway(it[1])]
+        if not keep:
+            return process(items)
+        rest = [it for it in items if not self._keeps_anyway(it[1])]
+        for it in keep:
+            next(self._overridden[it[1].kind])
+        return keep + process(rest)
+
+    def _keeps_anyway(self, rec: Any) -> bool:
+        return (self.keep_critical and rec.level <= 1) or (self.keep_failures and rec.error is not None)
+
+    def flush(self) -> list[tuple[Any, Any]]:
+        """At the end of a session: what tail stages still hold (decided now), and floods still going on."""
+        for st in self.stages:
+            if isinstance(st, KeyedRateLimiter):
+                st.flush()
+        out: list[tuple[Any, Any]] = []
+        for i, st in enumerate(self.tail_stages):
+            if isinstance(st, TailSampler):
+                # What a TailSampler releases still passes the tail stages after it.
+                out.extend(self.tail(st.flush(), start=i + 1))
+        return out
+
+    def after_fork(self) -> None:
+        """In a forked child: locks that another thread of the parent held would stay held forever."""
+        for st in self.stages:
+            if isinstance(getattr(st, "_lock", None), type(threading.Lock())):
+                st._lock = threading.Lock()  # type: ignore[attr-defined]
+
+    # -- accounting --------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, Any]:
+        """Per stage (labelled ``"<position>:<stage>"``), what it kept and dropped, by kind; and the
+        events kept against the stages' decision."""
+        out: dict[str, Any] = {}
+        for i, st in enumerate(self.stages):
+            entry: dict[str, Any] = {"reason": st.reason, **st.counts()}
+            errors = _count_value(st._errors)
+            if errors:
+                entry["errors"] = errors
+            if isinstance(st, TailSampler) and st.evicted:
+                entry["evicted"] = st.evicted
+            out[f"{i}:{safe_str(st)}"] = entry
+        overridden = {k: _count_value(c) for k, c in self._overridden.items() if _count_value(c)}
+        if overridden:
+            out["kept_anyway"] = {"kept": overridden}
+        return out
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.stages!r})"
