@@ -407,6 +407,12 @@ class Session:
 
     def _round(self, final: bool = False) -> None:
         self._drain_all()
+        pipe = self.pipeline
+        if pipe is not None and pipe.tail_stages:
+            try:  # a tail sampler releases the traces it has waited long enough for
+                self._write_items(pipe.tail([]))
+            except Exception as exc:
+                _safety.defer_error("writer.sampling", exc)
         if final and self.pipeline is not None:
             # Traces a tail sampler still holds are decided now; floods still going on are reported
             # (on this thread: the second pass writes those reports).

@@ -109,7 +109,7 @@ class Pipeline:
         thread; return what is kept."""
         for st in self.tail_stages[start:]:
             if isinstance(st, TailSampler):
-                items = self._protect(items, st.process)
+                items = st.process(items, self._keeps_anyway)
                 continue
             kept = []
             for item in items:
@@ -133,18 +133,6 @@ class Pipeline:
             items = kept
         return items
 
-    def _protect(
-        self, items: list[tuple[Any, Any]], process: Callable[[list[tuple[Any, Any]]], list[tuple[Any, Any]]]
-    ) -> list[tuple[Any, Any]]:
-        # Critical and failed spans bypass a TailSampler's holding when the pipeline keeps them anyway.
-        keep = [it for it in items if self._keeps_anyway(it[1])]
-        if not keep:
-            return process(items)
-        rest = [it for it in items if not self._keeps_anyway(it[1])]
-        for it in keep:
-            next(self._overridden[it[1].kind])
-        return keep + process(rest)
-
     def _keeps_anyway(self, rec: Any) -> bool:
         return (self.keep_critical and rec.level <= 1) or (self.keep_failures and rec.error is not None)
 
@@ -157,7 +145,7 @@ class Pipeline:
         for i, st in enumerate(self.tail_stages):
             if isinstance(st, TailSampler):
                 # What a TailSampler releases still passes the tail stages after it.
-                out.extend(self.tail(st.flush(), start=i + 1))
+                out.extend(self.tail(st.flush(self._keeps_anyway), start=i + 1))
         return out
 
     def after_fork(self) -> None:
@@ -177,8 +165,11 @@ class Pipeline:
             errors = _count_value(st._errors)
             if errors:
                 entry["errors"] = errors
-            if isinstance(st, TailSampler) and st.evicted:
-                entry["evicted"] = st.evicted
+            if isinstance(st, TailSampler):
+                if st.evicted:
+                    entry["evicted"] = st.evicted
+                if st.kept_anyway:
+                    entry["kept_anyway"] = st.kept_anyway
             out[f"{i}:{safe_str(st)}"] = entry
         overridden = {k: _count_value(c) for k, c in self._overridden.items() if _count_value(c)}
         if overridden:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .._units import parse_duration
@@ -12,11 +14,12 @@ from .samplers import TraceIdRatio
 
 
 class _HeldTrace:
-    __slots__ = ("interesting", "items")
+    __slots__ = ("interesting", "items", "root_at")
 
     def __init__(self) -> None:
         self.items: list[tuple[Any, Any]] = []
         self.interesting = False
+        self.root_at: float | None = None  # when its root span arrived
 
 
 class TailSampler(Stage):
@@ -24,10 +27,13 @@ class TailSampler(Stage):
     (``keep_errors``) or took longer than ``slower_than``, and otherwise lets ``otherwise`` decide (by
     default ``TraceIdRatio(0.01)``).
 
-    Memory is bounded: at most ``max_traces`` traces and ``max_spans`` spans are held; past that the
-    oldest trace is decided at once with what has arrived of it (counted in ``evicted``). Spans that
-    arrive after their trace was decided follow the decision (the last ``remember`` decisions are kept).
-    Runs on the writer thread, never on the application's.
+    A trace is decided ``wait`` seconds after its root arrives, so that spans of other threads that ended
+    before it, but reach the writer later, are part of the decision. Memory is bounded: at most
+    ``max_traces`` traces and ``max_spans`` spans are held; past that the oldest trace is decided at once
+    with what has arrived of it (counted in ``evicted``). Spans that arrive after their trace was decided
+    follow the decision (the last ``remember`` decisions are kept), except that a failed or slow span
+    turns a dropped trace into a kept one from then on. Runs on the writer thread, never on the
+    application's.
 
     .. versionadded:: 0.1
     """
@@ -44,6 +50,8 @@ class TailSampler(Stage):
         max_traces: int = 1000,
         max_spans: int = 100_000,
         remember: int = 10_000,
+        wait: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         for name, value in (("max_traces", max_traces), ("max_spans", max_spans), ("remember", remember)):
@@ -51,6 +59,10 @@ class TailSampler(Stage):
                 raise ValueError(f"TailSampler({name}) must be a positive integer, got {value!r}")
         if otherwise is not None and (not isinstance(otherwise, Stage) or otherwise.tail):
             raise ValueError(f"TailSampler(otherwise) must be a head sampling stage, got {otherwise!r}")
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+            raise ValueError(f"TailSampler(wait) must be a number of seconds >= 0, got {wait!r}")
+        self.wait = float(wait)
+        self._clock = clock
         self.keep_errors = bool(keep_errors)
         self.slower_than = (
             None if slower_than is None else parse_duration(slower_than, "TailSampler(slower_than)")
@@ -63,6 +75,9 @@ class TailSampler(Stage):
         self._held_spans = 0
         self._decided: OrderedDict[int, float] = OrderedDict()
         self._evicted = itertools.count()
+        self._keep_anyway: Callable[[Any], bool] | None = None
+        #: Spans kept although their trace was not (critical or failed spans, as the pipeline wants).
+        self.kept_anyway = 0
 
     @property
     def held(self) -> tuple[int, int]:
@@ -76,9 +91,15 @@ class TailSampler(Stage):
     def decide(self, ev: Any) -> float:  # pragma: no cover - the pipeline calls process()
         raise TypeError("TailSampler decides whole traces: use it in a Pipeline")
 
-    def process(self, items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-        """Take (thread, record) pairs; return those whose trace is decided and kept."""
+    def process(
+        self, items: list[tuple[Any, Any]], keep_anyway: Callable[[Any], bool] | None = None
+    ) -> list[tuple[Any, Any]]:
+        """Take (thread, record) pairs; return those whose trace is decided and kept. Records for which
+        ``keep_anyway`` is true (the pipeline keeps critical and failed spans) are kept even when their
+        trace is not; they still count toward the trace's decision."""
+        self._keep_anyway = keep_anyway
         out: list[tuple[Any, Any]] = []
+        now = self._clock()
         for item in items:
             rec = item[1]
             if rec.kind != "span":
@@ -87,6 +108,8 @@ class TailSampler(Stage):
             trace_id = rec.trace_id
             decided = self._decided.get(trace_id)
             if decided is not None:
+                if not decided and self._interesting(rec):
+                    decided = self._decided[trace_id] = 1.0  # a failure after all: keep the rest
                 self._apply(decided, [item], out)
                 continue
             held = self._held.get(trace_id)
@@ -96,15 +119,23 @@ class TailSampler(Stage):
             self._held_spans += 1
             if not held.interesting:
                 held.interesting = self._interesting(rec)
-            if rec.parent is None:  # the root ended: the trace is complete
-                self._settle(trace_id, out)
+            if rec.parent is None and held.root_at is None:
+                held.root_at = now
+        due = [
+            tid
+            for tid, held in self._held.items()
+            if held.root_at is not None and now - held.root_at >= self.wait
+        ]
+        for trace_id in due:
+            self._settle(trace_id, out)
         while len(self._held) > self.max_traces or self._held_spans > self.max_spans:
             next(self._evicted)
             self._settle(next(iter(self._held)), out)
         return out
 
-    def flush(self) -> list[tuple[Any, Any]]:
+    def flush(self, keep_anyway: Callable[[Any], bool] | None = None) -> list[tuple[Any, Any]]:
         """Decide every trace still held (their roots never ended)."""
+        self._keep_anyway = keep_anyway
         out: list[tuple[Any, Any]] = []
         while self._held:
             self._settle(next(iter(self._held)), out)
@@ -135,8 +166,13 @@ class TailSampler(Stage):
                 next(self._kept["span"])
             out.extend(items)
         else:
-            for _ in items:
-                next(self._dropped["span"])
+            keep_anyway = self._keep_anyway
+            for item in items:
+                if keep_anyway is not None and keep_anyway(item[1]):
+                    out.append(item)
+                    self.kept_anyway += 1
+                else:
+                    next(self._dropped["span"])
 
     def __repr__(self) -> str:
         slow = f"{self.slower_than}ns" if self.slower_than is not None else None

@@ -1,0 +1,221 @@
+"""Sampling wired into sessions: what is recorded, what is counted, what reaches the trace."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+import tracebridge
+from tracebridge.sampling import (
+    AlwaysOff,
+    Directives,
+    KeyedRateLimiter,
+    Level,
+    MinDuration,
+    Names,
+    ParentBased,
+    Pipeline,
+    TailSampler,
+    TraceIdRatio,
+)
+
+from helpers import record
+
+
+def spans(session: tracebridge.Session, name: str | None = None) -> list[tracebridge.Event]:
+    return [e for e in session.events if e.kind == "span" and (name is None or e.name == name)]
+
+
+def test_parent_based_keeps_whole_traces_and_counts_every_drop() -> None:
+    def work() -> None:
+        for i in range(2000):
+            with tracebridge.span("request", level=2, i=i), tracebridge.span("db", level=2):
+                tracebridge.instant("row", level=2)
+
+    session = record(work, sampling=ParentBased(TraceIdRatio(0.25)))
+    roots = spans(session, "request")
+    assert 0.2 < len(roots) / 2000 < 0.3
+    kept = {e.trace_id for e in roots}
+    assert all(e.trace_id in kept for e in session.events)  # no orphans: traces are whole
+    assert all(e.adjusted_count == pytest.approx(4.0) for e in session.events)
+    st = session.stats
+    assert st.recorded["span"] + st.dropped["sampled_out"]["span"] == 4000
+    assert st.recorded["instant"] + st.dropped["sampled_out"]["instant"] == 2000
+    (entry,) = st.sampling.values()
+    assert entry["reason"] == "sampled_out" and entry["dropped"]["span"] == st.dropped["sampled_out"]["span"]
+
+
+def test_the_same_trace_decides_the_same_in_two_sessions() -> None:
+    ids: dict[str, list[int]] = {}
+
+    def work() -> None:
+        for _ in range(300):
+            with tracebridge.span("r", level=2) as s:
+                pass
+            ids.setdefault("all", []).append(s.trace_id)
+
+    first = record(work, sampling=TraceIdRatio(0.3))
+    sampler = TraceIdRatio(0.3)
+    from events import Ev
+
+    expected = {t for t in ids["all"] if sampler.decide(Ev(trace_id=t))}
+    assert {e.trace_id for e in first.events} == expected
+
+
+def test_critical_events_and_failures_are_kept_whatever_sampling_says() -> None:
+    def work() -> None:
+        for _ in range(10):
+            with tracebridge.span("critical", level=1):
+                pass
+            with tracebridge.span("routine", level=2):
+                pass
+        with pytest.raises(KeyError), tracebridge.span("failing", level=2):
+            raise KeyError("lost?")
+
+    session = record(work, sampling=AlwaysOff())
+    names = [e.name for e in spans(session)]
+    assert names.count("critical") == 10 and "routine" not in names
+    (failing,) = spans(session, "failing")
+    assert failing.error is not None and failing.error.type == "KeyError"
+    assert session.stats.dropped["sampled_out"]["span"] == 10
+    assert session.stats.sampling["kept_anyway"]["kept"]["span"] == 11
+    strict = record(work, sampling=Pipeline([AlwaysOff()], keep_critical=False, keep_failures=False))
+    assert spans(strict) == []
+
+
+def test_inside_a_dropped_trace_spans_are_cheap_objects() -> None:
+    seen: list[object] = []
+
+    def work() -> None:
+        with tracebridge.span("root", level=2) as root, tracebridge.span("child", level=2) as child:
+            seen.extend([root, child])
+            assert tracebridge.current_span() is root  # the dropped root is still the current span
+            assert root.trace_id != 0
+
+    session = record(work, sampling=ParentBased(AlwaysOff()))
+    assert session.events == []
+    root, child = seen
+    assert not root.sampled  # type: ignore[attr-defined]
+    assert type(child).__name__ == "_OffSpan"
+
+
+def test_tail_stages_run_on_the_writer(trace_path: Path) -> None:
+    tracebridge.start(level=3, output=trace_path, sampling=[Level(2), MinDuration({"fast*": "1ms", "*": 0})])
+    with tracebridge.span("fast_op", level=2):
+        pass
+    with tracebridge.span("other", level=2):
+        pass
+    with tracebridge.span("verbose", level=3):
+        pass
+    session = tracebridge.stop()
+    assert [e.name for e in tracebridge.read(trace_path)] == ["other"]
+    assert session.stats.dropped == {"filtered": {"span": 2}}
+    trace = tracebridge.reading.read_trace(trace_path)
+    assert trace.stats is not None and trace.stats.sampling == session.stats.sampling
+
+
+def test_tail_sampler_in_a_session_keeps_failed_traces() -> None:
+    def request(fail: bool) -> None:
+        with tracebridge.span("request", level=2):
+            with tracebridge.span("step", level=2):
+                pass
+            if fail:
+                try:
+                    with tracebridge.span("charge", level=2):
+                        raise ValueError("declined")
+                except ValueError:
+                    pass
+
+    def work() -> None:
+        for i in range(50):
+            request(fail=i % 10 == 0)
+
+    session = record(work, sampling=TailSampler(otherwise=AlwaysOff(), wait=0))
+    kept_traces = {e.trace_id for e in session.events}
+    assert len(kept_traces) == 5
+    assert len(spans(session)) == 15  # three spans in each failed trace
+    assert session.stats.dropped["sampled_out"]["span"] == 45 * 2
+
+
+def test_keyed_rate_limiter_reports_suppressed_events() -> None:
+    def work() -> None:
+        for _ in range(50):
+            tracebridge.instant("noisy", level=2)
+
+    session = record(work, sampling=KeyedRateLimiter(1.0, burst=5))
+    names = [e.name for e in session.events]
+    assert names.count("noisy") == 5
+    (summary,) = [e for e in session.events if e.name.startswith("suppressed")]
+    assert summary.name == "suppressed 45 similar events"
+    assert summary.metadata == {"key": "noisy", "suppressed": 45}
+    assert session.stats.dropped["rate_limited"]["instant"] == 45
+
+
+def test_lazy_names_are_resolved_for_name_based_stages() -> None:
+    def work() -> None:
+        with tracebridge.span(lambda: "secret.op", level=2):
+            pass
+        with tracebridge.span(lambda: "public.op", level=2):
+            pass
+
+    session = record(work, sampling=Names(exclude=["secret.*"]))
+    assert [e.name for e in session.events] == ["public.op"]
+
+
+def test_environment_directives(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACEBRIDGE_FILTER", "app.db=3,*=2")
+
+    def work() -> None:
+        for name in ("app.db.query", "app.web.get"):
+            with tracebridge.span(name, level=3):
+                pass
+
+    session = record(work, level=3)
+    assert [e.name for e in session.events] == ["app.db.query"]
+    monkeypatch.setenv("TRACEBRIDGE_FILTER", "app.db=loud")
+    with pytest.raises(ValueError, match="TRACEBRIDGE_FILTER"):
+        tracebridge.start()
+
+
+def test_configure_sampling_applies_to_later_sessions() -> None:
+    tracebridge.configure(sampling=[Directives("*=1")])
+    try:
+        session = record(lambda: [tracebridge.instant("x", level=2), tracebridge.instant("y", level=1)])
+    finally:
+        tracebridge.configure(sampling=None)
+    assert [e.name for e in session.events] == ["y"]
+    with pytest.raises(ValueError, match="sampling: expected a stage"):
+        tracebridge.configure(sampling="everything")
+
+
+def test_live_stats() -> None:
+    tracebridge.start(sampling=ParentBased(AlwaysOff()))
+    try:
+        for _ in range(7):
+            with tracebridge.span("r", level=2):
+                pass
+        live = tracebridge.stats()
+        assert live.dropped == {"sampled_out": {"span": 7}}
+    finally:
+        session = tracebridge.stop()
+    assert tracebridge.stats() is session.stats
+
+
+def test_sampling_under_threads_accounts_for_everything() -> None:
+    def worker() -> None:
+        for _ in range(2000):
+            with tracebridge.span("op", level=2), tracebridge.span("inner", level=2):
+                pass
+
+    def work() -> None:
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+
+    session = record(work, sampling=ParentBased(TraceIdRatio(0.1)))
+    st = session.stats
+    assert st.recorded["span"] + sum(by.get("span", 0) for by in st.dropped.values()) == 8 * 2000 * 2
