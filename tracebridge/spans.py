@@ -19,7 +19,7 @@ from typing import Any, TypeVar, overload
 
 from . import _safety
 from ._codec import decode, encode
-from ._model import Record, SpanRecord
+from ._model import Record, SpanRecord, new_trace_id
 from ._recorder import RT, ThreadState, _tls, error_info, now_ns, source_failed, stack_frames, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 from .sampling._stage import Stage
@@ -191,7 +191,7 @@ class Span(SpanRecord):
 
     def stop(self) -> None:
         """End the span now; the end of its ``with`` block then does nothing more."""
-        if getattr(self, "_st", None) is not None:
+        if getattr(self, "_token", None) is not None:
             self.__exit__(None, None, None)
 
     def __call__(self, fn: F) -> F:
@@ -259,7 +259,16 @@ def span(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> Any:
         return off
     pipe = RT.pipeline
     if pipe is not None:
-        return _sampled_span(pipe, name, level, metadata or None)
+        parent = _current.get()
+        if parent is not None and not parent.sampled and level > pipe.short_cut_level:
+            # Inside a trace that ParentBased dropped: no more work than a span whose level is off.
+            next(pipe.short_cut_drops)
+            off = _new(_OffSpan)
+            off.name = name
+            off.level = level
+            off.metadata = metadata
+            return off
+        return _sampled_span(pipe, parent, name, level, metadata or None)
     s = _new(Span)
     s.name = name
     s.level = level
@@ -275,7 +284,7 @@ def span(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> Any:
 def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) -> Span | _OffSpan:
     pipe = RT.pipeline
     if pipe is not None:
-        return _sampled_span(pipe, name, level, metadata)
+        return _sampled_span(pipe, _current.get(), name, level, metadata)
     s = _new(Span)
     s.name = name
     s.level = level
@@ -289,14 +298,13 @@ def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) 
 
 
 def _sampled_span(
-    pipe: Pipeline, name: NameOrFactory, level: int, metadata: dict[str, Any] | None
+    pipe: Pipeline, parent: Any, name: NameOrFactory, level: int, metadata: dict[str, Any] | None
 ) -> Span | _OffSpan:
-    """A span through the pipeline's head stages: a Span, a _DroppedSpan, or (inside a trace that
+    """A span through the pipeline's head stages: a Span, or a _DroppedSpan, or (inside a trace that
     ParentBased dropped) an _OffSpan, which costs no more than a span whose level is off."""
-    parent = _current.get()
-    critical = pipe.keep_critical and level <= 1
-    if parent is not None and not parent.sampled and pipe.follows_parent is not None and not critical:
-        pipe.count_drop(pipe.follows_parent, "span")
+    critical = level <= pipe.critical_level
+    if parent is not None and not parent.sampled and not critical and pipe.follows_parent is not None:
+        next(pipe.short_cut_drops)
         off = _new(_OffSpan)
         off.name = name
         off.level = level
@@ -310,8 +318,10 @@ def _sampled_span(
     s.overlapping = False
     s.adjusted_count = 1.0
     s._lazy = None if type(name) is str else []
-    s._trace_id = s._span_id = 0
     s.parent = parent
+    # The trace id now: consistent samplers decide by it (no other thread can see this span yet).
+    s._trace_id = parent.trace_id if parent is not None else new_trace_id()
+    s._span_id = 0
     if critical:
         pipe.overridden("span")
         return s
@@ -329,36 +339,49 @@ def _sampled_span(
 
 class _DroppedSpan(Span):
     """A span the head stages dropped. It is still the current span (its children see that its trace is
-    dropped, and logs see its ids) and still on its thread's stack, but it is not recorded unless it
-    fails: a failure is kept whatever sampling said (``Pipeline(keep_failures=True)``, the default)."""
+    dropped, and logs see its ids), but it is not recorded unless it fails: a failure is kept whatever
+    sampling said (``Pipeline(keep_failures=True)``, the default). It stays off its thread's stack, so a
+    failure is drawn on a track of its own."""
 
     __slots__ = ()
     sampled = False
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        pipe = RT.pipeline
-        if exc_type is not None and _is_failure(exc_type, exc) and (pipe is None or pipe.keep_failures):
-            self.__class__ = Span  # type: ignore[assignment]  # recorded after all
-            if pipe is not None:
-                pipe.overridden("span")
-            return Span.__exit__(self, exc_type, exc, tb)
-        st = self._st
-        if st is None:
-            return None
+    def __enter__(self) -> Span:
+        self._token = _current.set(self)
         self._st = None
-        Pipeline.count_drop(self._dropped_by, "span")
-        stack = self._stack
-        if stack and stack[-1] is self:
-            stack.pop()
-        else:
-            with contextlib.suppress(ValueError):
-                stack.remove(self)
+        self.start_ns = now_ns()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        end = now_ns()
+        token = self._token
+        if token is None:  # already stopped
+            return None
+        self._token = None  # type: ignore[assignment]
         try:
-            _current.reset(self._token)
-        except ValueError:
+            _current.reset(token)
+        except ValueError:  # ended in another context than it began in
             if _current.get() is self:
                 _current.set(None)
+        pipe = RT.pipeline
+        if exc_type is not None and _is_failure(exc_type, exc) and (pipe is None or pipe.keep_failures):
+            if pipe is not None:
+                pipe.overridden("span")
+            self._record_failure(end, exc, tb)
+            return None
+        next(self._dropped_by._dropped["span"])
         return None
+
+    def _record_failure(self, end: int, exc: Any, tb: Any) -> None:
+        self.__class__ = Span  # type: ignore[assignment]
+        self.end_ns = end
+        self.error = error_info(exc, tb)
+        self.overlapping = True
+        if self._lazy is not None:
+            self._resolve()
+        elif self.metadata is not None and needs_snapshot(self.metadata):
+            self._snapshot()
+        thread_state().push(self)
 
 
 def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:

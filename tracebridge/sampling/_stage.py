@@ -6,7 +6,8 @@ adjusted count). Head stages look at spans when they begin and at instants, acti
 when they happen; tail stages look at spans when they end (see :class:`~tracebridge.sampling.Pipeline`).
 
 The event a stage sees is the record the source made: it has ``kind``, ``name``, ``level``, ``metadata``
-(or ``None``), ``trace_id`` and, for spans at the tail, ``start_ns``, ``end_ns`` and ``error``.
+(or ``None``), ``trace_id`` (0 outside a trace), ``parent`` (the span current when it began, or
+``None``) and, for spans at the tail, ``start_ns``, ``end_ns`` and ``error``.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def keep_probability(t: int) -> float:
 def randomness(ev: Any) -> int:
     """The 56 random bits a consistent decision uses: the low 56 bits of the event's trace id (W3C
     Trace Context Level 2), or fresh random bits for an event outside any trace."""
-    trace_id = getattr(ev, "trace_id", 0)
+    trace_id = ev.trace_id
     if trace_id:
         return int(trace_id) & RANDOMNESS_MASK
     return random.getrandbits(RANDOMNESS_BITS)

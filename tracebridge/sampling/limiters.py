@@ -52,8 +52,16 @@ class RateLimiter(Stage):
 
     def allow(self) -> bool:
         """Take a token if there is one."""
+        now = self._clock()
+        bucket = self._bucket
         with self._lock:
-            return _take(self._bucket, self._clock(), self.per_second, self.burst)
+            if now > bucket.last:
+                bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.last) * self.per_second)
+                bucket.last = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return True
+            return False
 
     def decide(self, ev: Any) -> float:
         return 1.0 if self.allow() else 0.0

@@ -47,6 +47,14 @@ class Pipeline:
         self.follows_parent = next(
             (st for st in self.head_stages if getattr(st, "follows_parent", False)), None
         )
+        #: Events of this level and below are kept whatever the stages say.
+        self.critical_level = 1 if self.keep_critical else 0
+        #: The short cut for spans inside a dropped trace applies above this level (never without a
+        #: ParentBased stage); it counts its drops as the ParentBased stage's.
+        self.short_cut_level = self.critical_level if self.follows_parent is not None else 1 << 30
+        self.short_cut_drops = (
+            self.follows_parent._dropped["span"] if self.follows_parent is not None else itertools.count()
+        )
         self._overridden = {kind: itertools.count() for kind in SAMPLED_KINDS}
         self.on_flood_end: Callable[[Any, int], None] | None = None
         for st in stages:

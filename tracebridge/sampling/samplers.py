@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ._stage import (
+    RANDOMNESS_MASK,
     GlobTable,
     Stage,
     event_name,
@@ -88,7 +89,9 @@ class TraceIdRatio(Stage):
         self._weight = keep_probability(self.threshold) if self.p > 0 else 0.0
 
     def decide(self, ev: Any) -> float:
-        return self._weight if randomness(ev) >= self.threshold else 0.0
+        tid = ev.trace_id
+        r = tid & RANDOMNESS_MASK if tid else random.getrandbits(56)
+        return self._weight if r >= self.threshold else 0.0
 
     def __repr__(self) -> str:
         return f"TraceIdRatio({self.p:g})"
@@ -116,7 +119,7 @@ class ParentBased(Stage):
         self.needs_name = self.root.needs_name  # type: ignore[misc]
 
     def decide(self, ev: Any) -> float:
-        parent = getattr(ev, "parent", None)
+        parent = ev.parent
         if parent is not None:
             if not parent.sampled:
                 return 0.0
