@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import itertools
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
@@ -22,7 +23,7 @@ from ._codec import decode, encode
 from ._model import Record, SpanRecord, new_trace_id
 from ._recorder import RT, ThreadState, _tls, error_info, now_ns, source_failed, stack_frames, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
-from .sampling._stage import Stage
+from .sampling._stage import RANDOMNESS_MASK
 from .sampling.pipeline import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,13 +72,13 @@ class Span(SpanRecord):
     re-raised unchanged. A span object also decorates a function (see :func:`span`).
     """
 
-    __slots__ = ("_dropped_by", "_lazy", "_st", "_stack", "_token")
+    __slots__ = ("_drop_counter", "_lazy", "_st", "_stack", "_token")
 
     _lazy: list[Callable[[], Mapping[str, Any]]] | None
     _stack: list[SpanRecord]
     _st: ThreadState | None
     _token: contextvars.Token[Span | None]
-    _dropped_by: Stage  # set on spans sampling dropped (see _DroppedSpan)
+    _drop_counter: itertools.count[int]  # spans sampling dropped: their stage's counter (_DroppedSpan)
 
     def __enter__(self) -> Span:
         self.parent = _current.get()
@@ -320,10 +321,20 @@ def _sampled_span(
     s._lazy = None if type(name) is str else []
     s.parent = parent
     # The trace id now: consistent samplers decide by it (no other thread can see this span yet).
-    s._trace_id = parent.trace_id if parent is not None else new_trace_id()
+    s._trace_id = tid = parent.trace_id if parent is not None else new_trace_id()
     s._span_id = 0
     if critical:
         pipe.overridden("span")
+        return s
+    threshold = pipe.root_threshold
+    if threshold is not None and parent is None:
+        if (tid & RANDOMNESS_MASK) >= threshold:
+            pipe.count_root_kept("span")
+            if pipe.root_weight != 1.0:
+                s.adjusted_count = 1.0 / pipe.root_weight
+            return s
+        s._drop_counter = pipe.root_decider._dropped["span"]
+        s.__class__ = _DroppedSpan
         return s
     if pipe.needs_name and type(name) is not str:
         s._resolve_name()
@@ -332,7 +343,7 @@ def _sampled_span(
         if weight != 1.0:
             s.adjusted_count = 1.0 / weight
         return s
-    s._dropped_by = dropped_by
+    s._drop_counter = dropped_by._dropped["span"]
     s.__class__ = _DroppedSpan
     return s
 
@@ -348,12 +359,10 @@ class _DroppedSpan(Span):
 
     def __enter__(self) -> Span:
         self._token = _current.set(self)
-        self._st = None
         self.start_ns = now_ns()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        end = now_ns()
         token = self._token
         if token is None:  # already stopped
             return None
@@ -367,9 +376,9 @@ class _DroppedSpan(Span):
         if exc_type is not None and _is_failure(exc_type, exc) and (pipe is None or pipe.keep_failures):
             if pipe is not None:
                 pipe.overridden("span")
-            self._record_failure(end, exc, tb)
+            self._record_failure(now_ns(), exc, tb)
             return None
-        next(self._dropped_by._dropped["span"])
+        next(self._drop_counter)
         return None
 
     def _record_failure(self, end: int, exc: Any, tb: Any) -> None:

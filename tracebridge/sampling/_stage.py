@@ -45,6 +45,9 @@ class Stage:
     tail: ClassVar[bool] = False
     #: True for stages that read the event's name (a lazy name is then resolved before they run).
     needs_name: ClassVar[bool] = False
+    #: For stages whose decision on a root event depends on its trace randomness alone: the OTEP 235
+    #: threshold it applies (the pipeline then decides roots without calling the stage).
+    root_threshold: int | None = None
 
     def __init__(self) -> None:
         self._kept = {kind: itertools.count() for kind in SAMPLED_KINDS}

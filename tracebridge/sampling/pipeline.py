@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._safety import safe_str
-from ._stage import SAMPLED_KINDS, Stage, _count_value
+from ._stage import SAMPLED_KINDS, Stage, _count_value, keep_probability
 from .limiters import KeyedRateLimiter
 from .tail import TailSampler
 
@@ -55,6 +55,14 @@ class Pipeline:
         self.short_cut_drops = (
             self.follows_parent._dropped["span"] if self.follows_parent is not None else itertools.count()
         )
+        # When every head stage decides roots by trace randomness alone, a root is decided by one
+        # comparison with the highest of their thresholds (consistent thresholds nest).
+        thresholds = [st.root_threshold for st in self.head_stages]
+        self.root_threshold: int | None = None
+        if self.head_stages and all(t is not None for t in thresholds):
+            self.root_threshold = max(t for t in thresholds if t is not None)
+            self.root_decider = self.head_stages[thresholds.index(self.root_threshold)]
+            self.root_weight = keep_probability(self.root_threshold) if self.root_threshold < 1 << 56 else 0.0
         self._overridden = {kind: itertools.count() for kind in SAMPLED_KINDS}
         self.on_flood_end: Callable[[Any, int], None] | None = None
         for st in stages:
@@ -101,6 +109,11 @@ class Pipeline:
     @staticmethod
     def count_drop(stage: Stage, kind: str) -> None:
         next(stage._dropped[kind])
+
+    def count_root_kept(self, kind: str) -> None:
+        """Count a root kept by the one-comparison decision (see ``root_threshold``) for every stage."""
+        for st in self.head_stages:
+            next(st._kept[kind])
 
     def dropped_by_parent(self, kind: str) -> None:
         """Count an event dropped because its trace was (the ParentBased short cut)."""

@@ -36,6 +36,7 @@ class AlwaysOn(Stage):
     """Keeps every event."""
 
     reason = "sampled_out"
+    root_threshold = 0
 
     def decide(self, ev: Any) -> float:
         return 1.0
@@ -87,6 +88,7 @@ class TraceIdRatio(Stage):
         self.threshold = threshold(self.p) if self.p > 0 else 1 << 56
         self.th = threshold_to_th(self.threshold) if self.p > 0 else ""
         self._weight = keep_probability(self.threshold) if self.p > 0 else 0.0
+        self.root_threshold = self.threshold
 
     def decide(self, ev: Any) -> float:
         tid = ev.trace_id
@@ -117,6 +119,7 @@ class ParentBased(Stage):
             raise ValueError(f"ParentBased(root): {root!r} decides when spans end, not when they begin")
         self.root = root if root is not None else AlwaysOn()
         self.needs_name = self.root.needs_name  # type: ignore[misc]
+        self.root_threshold = self.root.root_threshold
 
     def decide(self, ev: Any) -> float:
         parent = ev.parent
