@@ -30,11 +30,12 @@ from ._model import KINDS, ErrorInfo, Event, Frame, Record, SpanRecord, Stats, T
 from ._sanitize import DEFAULT_SECRET_KEYS, Counts, Limits, clean_str, compile_secret_keys, sanitize_metadata
 from .sampling.filters import Directives
 from .sampling.pipeline import Pipeline
+from .sinks.lines import TraceLines
 
 if TYPE_CHECKING:
     from .sinks import Sink
 
-OutputFormat = Literal["perfetto", "json", "memory"]
+OutputFormat = Literal["perfetto", "json", "memory", "none"]
 
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096
@@ -91,6 +92,10 @@ class Config:
     #: stages or a :class:`~tracebridge.sampling.Pipeline`. ``TRACEBRIDGE_FILTER``, when set, adds
     #: :class:`~tracebridge.sampling.Directives` in front.
     sampling: Any = None
+    #: Trace lines: ``True``, or the options of :class:`~tracebridge.sinks.lines.TraceLines` as a dict
+    #: (``slow=``, ``level=``, ``max_level=``, ...): every span that ends is logged on the
+    #: ``tracebridge.trace`` logger. With no session active, one that keeps nothing but the lines starts.
+    log_lines: Any = None
 
     def validate(self) -> None:
         for name in ("max_string", "max_depth", "max_items", "thread_buffer", "max_events"):
@@ -103,6 +108,22 @@ class Config:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         compile_secret_keys(self.scrub)
         Pipeline.of(self.sampling)
+        self.trace_lines()
+
+    def trace_lines(self) -> TraceLines | None:
+        """The trace-line logger these options ask for (``None``: off). Raises ``ValueError`` on bad
+        options."""
+        options = self.log_lines
+        if options is None or options is False:
+            return None
+        if options is True:
+            return TraceLines()
+        if not isinstance(options, dict):
+            raise ValueError(f"log_lines must be True, False, None or a dict of options, got {options!r}")
+        try:
+            return TraceLines(**options)
+        except TypeError as exc:
+            raise ValueError(f"log_lines: {exc}") from None
 
     @functools.cached_property
     def limits(self) -> Limits:
@@ -257,6 +278,10 @@ class Session:
     ) -> None:
         self.level = level
         self.pipeline = pipeline
+        #: Started by a PerfettoHandler or by trace lines, not by start(): start() may adopt it.
+        self.implicit = False
+        self.lines = config.trace_lines()
+        self.wall_offset_ns = time.time_ns() - trace_clock_ns()
         self._sampling_at_start = pipeline.counts() if pipeline is not None else {}
         self.path: Path | None = None if output is None else Path(output)
         self.format: OutputFormat = fmt
@@ -530,6 +555,12 @@ class Session:
         for ev in events[written:]:
             self.stats.recorded[ev.kind] -= 1
             self.count_drop(reason, ev.kind)
+        lines = self.lines
+        if lines is not None and written:
+            try:
+                lines.observe(events[:written] if written < len(events) else events, self.wall_offset_ns)
+            except Exception as exc:
+                _safety.defer_error("trace_lines", exc)
 
     def _close_sink(self) -> None:
         sink = self._sink
@@ -557,7 +588,7 @@ class Session:
 
     def _account_sampling(self) -> None:
         counts = self.sampling_counts()
-        self.stats.sampling = counts
+        self.stats.sampling.update(counts)
         for entry in counts.values():
             reason = entry.get("reason")
             for kind, n in entry.get("dropped", {}).items():
@@ -600,7 +631,7 @@ class Session:
         kind = rec.kind
         if kind == "span":
             parent = rec.parent
-            if self._make_ids:
+            if self._make_ids or self.lines is not None:  # trace lines carry ids too
                 trace_id, span_id = rec.trace_id, rec.span_id
                 parent_id = parent.span_id if parent is not None else 0
             else:  # the ids the application asked for, if any (trace files do not hold them)
@@ -723,6 +754,8 @@ def configure(**options: Any) -> Config:
         RT.config = cfg
         RT.buffer_cap = cfg.thread_buffer
         _safety.set_strict(cfg.strict)
+        if "log_lines" in options:
+            _lines_changed(cfg.trace_lines())
         return cfg
 
 
@@ -751,23 +784,102 @@ def start(
     """
     level = _validate_level(level)
     fmt = format or _default_output_format(output)
-    if fmt not in ("perfetto", "json", "memory"):
-        raise ValueError(f"format must be 'perfetto', 'json' or 'memory', got {fmt!r}")
-    if fmt != "memory" and output is None:
+    if fmt not in ("perfetto", "json", "memory", "none"):
+        raise ValueError(f"format must be 'perfetto', 'json', 'memory' or 'none', got {fmt!r}")
+    if fmt in ("perfetto", "json") and output is None:
         raise ValueError(f"format={fmt!r} needs an output path")
     with _session_lock:
-        if RT.session is not None:
-            raise RuntimeError(
-                f"a tracebridge session is already active ({RT.session!r}); call tracebridge.stop() first"
-            )
         pipeline = _session_pipeline(sampling if sampling is not None else RT.config.sampling)
-        session = Session(level, output, fmt, RT.config, sink, pipeline)
-        _discard_stale_records(session)
-        session._open()
-        RT.session = session
+        current = RT.session
+        if current is not None:
+            if not current.implicit:
+                raise RuntimeError(
+                    f"a tracebridge session is already active ({current!r}); call tracebridge.stop() first"
+                )
+            if current.format != "none":
+                if output is None or current.path is None or not _same_file(current.path, output):
+                    raise RuntimeError(
+                        f"tracebridge is already recording into {current.path} (a PerfettoHandler started "
+                        f"it); start(output={str(current.path)!r}) joins that recording, or stop() it first"
+                    )
+                return _adopt(current, level, pipeline if sampling is not None else None)
+            stop()  # a session that only fed trace lines: this one takes over
+        return _begin(level, output, fmt, pipeline, sink)
+
+
+def _begin(
+    level: int,
+    output: str | os.PathLike[str] | None,
+    fmt: OutputFormat,
+    pipeline: Pipeline | None,
+    sink: Callable[[Session], Sink] | None = None,
+    implicit: bool = False,
+) -> Session:
+    session = Session(level, output, fmt, RT.config, sink, pipeline)
+    session.implicit = implicit
+    _discard_stale_records(session)
+    session._open()
+    RT.session = session
+    RT.pipeline = pipeline
+    RT.level = level
+    return session
+
+
+def _adopt(session: Session, level: int, pipeline: Pipeline | None) -> Session:
+    """start() joining a recording a PerfettoHandler began: it becomes explicit, with start()'s level
+    and, if given, sampling."""
+    session.implicit = False
+    session.level = level
+    if pipeline is not None:
+        session._account_sampling()  # what the earlier sampling did stays counted
+        session.pipeline = pipeline
+        session._sampling_at_start = pipeline.counts()
+        pipeline.on_flood_end = session._flood_end
         RT.pipeline = pipeline
-        RT.level = level
-        return session
+    RT.level = level
+    return session
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    return os.path.abspath(os.fspath(a)) == os.path.abspath(os.fspath(b))
+
+
+def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
+    """The session recording into ``path``; one is started (implicit) if none is active.
+
+    Used by :class:`tracebridge.logging.PerfettoHandler`: a handler and a session (or two handlers) that
+    name the same file share one recording. Raises ``ValueError`` when another file is being recorded.
+    """
+    level = _validate_level(level)
+    with _session_lock:
+        current = RT.session
+        if current is not None and current.implicit and current.format == "none":
+            stop()
+            current = None
+        if current is None:
+            pipeline = _session_pipeline(RT.config.sampling)
+            return _begin(level, path, _default_output_format(path), pipeline, implicit=True)
+        if current.path is not None and _same_file(current.path, path):
+            return current
+        raise ValueError(
+            f"tracebridge is already recording into {current.path or 'memory'}: a trace for "
+            f"{os.fspath(path)!r} cannot start; one trace file at a time (name the same file, or stop the "
+            "other recording)"
+        )
+
+
+def _lines_changed(lines: TraceLines | None) -> None:
+    """configure(log_lines=...) took effect: the active session logs with it; with no session, one that
+    only feeds trace lines starts (and stops when trace lines are turned off)."""
+    session = RT.session
+    if session is not None:
+        if lines is None and session.implicit and session.format == "none":
+            stop()
+        else:
+            session.lines = lines
+        return
+    if lines is not None:
+        _begin(lines.max_level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
 
 
 def _session_pipeline(sampling: Any) -> Pipeline | None:

@@ -31,10 +31,12 @@ class Sink(Protocol):
 
 def open_sink(session: Session) -> Sink:
     """The sink for a session's output (raises OSError at once when the path cannot be written)."""
-    from ..sinks.memory import MemorySink
+    from ..sinks.memory import MemorySink, NullSink
 
     if session.format == "memory":
         return MemorySink(session.events, session.config.max_events)
+    if session.format == "none":
+        return NullSink()
     assert session.path is not None
     start_ts = session.start_ns + session.clock_offset
     if session.format == "json":

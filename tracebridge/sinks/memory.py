@@ -29,3 +29,18 @@ class MemorySink:
         for ev in open_activities:
             if len(self.events) < self.max_events:
                 self.events.append(ev)
+
+
+class NullSink:
+    """Takes events and keeps none: a session that only feeds trace lines to the log."""
+
+    drop_reason = "sink_error"
+
+    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+        return len(events)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
+        pass

@@ -1,0 +1,437 @@
+"""stdlib ``logging`` integration, as ordinary classes for ``logging.config.dictConfig``.
+
+* :class:`PerfettoHandler` records log records into a Perfetto trace, on their thread's track, attached
+  to the current span.
+* :class:`TraceContextFilter` adds ``trace_id``, ``span_id``, ``span_name`` and ``sampled`` to records.
+* :class:`SamplingFilter` keeps a record iff its trace is kept; :class:`RateLimitFilter` suppresses floods.
+* :class:`TraceFormatter` renders records and trace lines; :class:`TraceLines` turns trace lines on from a
+  dictConfig.
+
+Nothing here patches the root logger, ``dictConfig`` or the record factory. Records that tracebridge
+itself emits (trace lines, internal reports) never come back into its pipeline.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import _safety
+from ._model import ErrorInfo, Frame, Record
+from ._recorder import RT, error_info, now_ns, record_into, thread_state
+from .sampling._stage import _count_value
+from .sampling.limiters import KeyedRateLimiter, RateLimiter
+from .sinks.lines import trace_line
+from .spans import admit, current_span
+
+__all__ = [
+    "PerfettoHandler",
+    "RateLimitFilter",
+    "SamplingFilter",
+    "TraceContextFilter",
+    "TraceFormatter",
+    "TraceLines",
+    "log_priority",
+    "record_from_log",
+    "trace_context",
+]
+
+#: Perfetto LogMessage priorities by logging level (VERBOSE 2, DEBUG 3, INFO 4, WARN 5, ERROR 6, FATAL 7).
+_PRIORITIES = (
+    (logging.CRITICAL, 7),
+    (logging.ERROR, 6),
+    (logging.WARNING, 5),
+    (logging.INFO, 4),
+    (logging.DEBUG, 3),
+)
+#: Attributes every LogRecord has; anything else on a record came from ``extra=`` and is metadata.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_TRACE_FIELDS = ("trace_id", "span_id", "span_name", "sampled")
+_emitting: contextvars.ContextVar[bool] = contextvars.ContextVar("tracebridge_log_emit", default=False)
+
+
+def log_priority(levelno: int) -> int:
+    """The Perfetto LogMessage priority of a logging level."""
+    for threshold, prio in _PRIORITIES:
+        if levelno >= threshold:
+            return prio
+    return 2
+
+
+def _trace_level(levelno: int) -> int:
+    # WARNING and above are critical (kept whatever sampling says), INFO is info, DEBUG verbose.
+    if levelno >= logging.WARNING:
+        return 1
+    if levelno >= logging.INFO:
+        return 2
+    return 3 if levelno >= logging.DEBUG else 4
+
+
+# ----------------------------------------------------------------------------------------- trace context
+
+
+def _otel_context() -> tuple[int, int, str, bool] | None:
+    try:
+        from opentelemetry import trace as otel_trace
+    except ImportError:  # pragma: no cover - opentelemetry-sdk is a dependency
+        return None
+    span = otel_trace.get_current_span()
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    name = getattr(span, "name", "") or ""
+    return ctx.trace_id, ctx.span_id, str(name), bool(ctx.trace_flags.sampled)
+
+
+def trace_context() -> tuple[int, int, str, bool] | None:
+    """(trace id, span id, span name, sampled) of the current tracebridge span, else of the current
+    OpenTelemetry span, else ``None``."""
+    span = current_span()
+    if span is not None:
+        name = span.name if type(span.name) is str else ""
+        return span.trace_id, span.span_id, name, bool(span.sampled)
+    return _otel_context()
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id`` (32 hex digits), ``span_id`` (16), ``span_name`` and ``sampled`` to every record,
+    from tracebridge spans and OpenTelemetry spans alike; empty strings outside a span, so that a format
+    string using them never fails. Never drops a record.
+
+    .. versionadded:: 0.1
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "trace_id" in record.__dict__:
+            return True
+        try:
+            ctx = trace_context()
+        except Exception as exc:
+            _safety.internal_error("TraceContextFilter", exc)
+            ctx = None
+        if ctx is None:
+            record.trace_id = record.span_id = record.span_name = record.sampled = ""
+        else:
+            trace_id, span_id, name, sampled = ctx
+            record.trace_id = f"{trace_id:032x}"
+            record.span_id = f"{span_id:016x}"
+            record.span_name = name
+            record.sampled = "1" if sampled else "0"
+        return True
+
+
+# ------------------------------------------------------------------------------------ records -> events
+
+
+def record_from_log(record: logging.LogRecord) -> Record:
+    """The tracebridge event for a log record: the message as the body, the level as priority, the
+    source location, ``logger`` and ``extra=`` fields as metadata, the failure from ``exc_info``, and the
+    ids of the current span. Never raises: a message that cannot be formatted arrives as its parts,
+    marked ``format_error``."""
+    metadata: dict[str, Any] = {"logger": record.name}
+    try:
+        body = record.getMessage()
+    except Exception as exc:
+        body = f"{_safety.safe_str(record.msg)} % {_safety.safe_str(record.args)}"
+        metadata["format_error"] = f"{type(exc).__name__}: {_safety.safe_str(exc)}"
+    if record.args and isinstance(record.msg, str):
+        metadata["message_template"] = record.msg
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD and key not in _TRACE_FIELDS and not key.startswith("_"):
+            metadata[key] = value
+    error: ErrorInfo | None = None
+    if record.exc_info and record.exc_info[1] is not None:
+        error = error_info(record.exc_info[1], record.exc_info[2])
+    source = Frame(str(record.funcName or ""), str(record.pathname or ""), int(record.lineno or 0))
+    ctx = trace_context()
+    trace_id, span_id = (ctx[0], ctx[1]) if ctx is not None else (0, 0)
+    t = now_ns()
+    level = _trace_level(record.levelno)
+    prio = log_priority(record.levelno)
+    return Record("log", body, t, t, level, metadata, prio, source, error, trace_id, span_id)
+
+
+# ---------------------------------------------------------------------------------------------- handler
+
+
+class PerfettoHandler(logging.Handler):
+    """Records log records into the Perfetto trace ``filename``: each becomes a LogMessage on its
+    thread's track (priority from its level, interned source location and body), attached to the current
+    span; a record with ``exc_info`` carries the back-trace as the event's callstack.
+
+    If tracebridge is not recording yet, the handler starts recording into ``filename`` (spans of
+    ``trace_level`` and below too); a session started later with the same file joins it, and so do other
+    handlers for that file: one file, one trace. The recording lasts until ``tracebridge.stop()`` or the
+    end of the process (closing the handler does not end it: dictConfig may be applied again). Records
+    pass the session's sampling; records made while tracebridge is recording another file, or after the
+    recording stopped, are counted in ``dropped``.
+
+    ``emit`` does no I/O: it queues the record for tracebridge's writer thread.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, filename: str | os.PathLike[str], level: int | str = logging.NOTSET, *, trace_level: int = 2
+    ) -> None:
+        super().__init__(level)
+        self.filename = os.fspath(filename)
+        self.session = record_into(self.filename, trace_level)
+        self.dropped = 0
+        self._reported = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _safety.inside.get() or _emitting.get():
+            return  # tracebridge's own records, or a record logged while this handler emits one
+        token = _emitting.set(True)
+        try:
+            session = self.session
+            if session.stopped or RT.session is not session:
+                self._drop("the trace was stopped" if session.stopped else "another recording is active")
+                return
+            rec = record_from_log(record)
+            pipe = RT.pipeline
+            if pipe is not None and not admit(pipe, rec):
+                return
+            thread_state().push(rec)
+        except Exception as exc:
+            self.dropped += 1
+            _safety.internal_error("PerfettoHandler.emit", exc)
+        finally:
+            _emitting.reset(token)
+
+    def _drop(self, why: str) -> None:
+        self.dropped += 1
+        if not self._reported:
+            self._reported = True
+            problem = RuntimeError(f"{self.filename}: {why}; later records are counted, not written")
+            _safety.internal_error("PerfettoHandler", problem, raise_in_strict=False)
+
+    def flush(self) -> None:
+        try:
+            if not self.session.stopped and RT.session is self.session:
+                self.session.flush(timeout=min(2.0, self.session.config.timeout))
+        except Exception as exc:
+            _safety.internal_error("PerfettoHandler.flush", exc, raise_in_strict=False)
+
+    def __repr__(self) -> str:
+        return f"<PerfettoHandler {self.filename} ({logging.getLevelName(self.level)})>"
+
+
+# ---------------------------------------------------------------------------------------------- filters
+
+
+class SamplingFilter(logging.Filter):
+    """Keeps a record iff its trace is kept: the same decision as its spans (tracebridge's sampling, or
+    the OpenTelemetry span's sampled flag). Records outside any trace are kept with ``probability``
+    and/or at most ``per_second`` a second. Records at ``keep_level`` (default WARNING) and above are
+    always kept. Dropped records are counted (``dropped``, and the active session's stats).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        probability: float = 1.0,
+        per_second: float | None = None,
+        keep_level: int | str = logging.WARNING,
+        name: str = "",
+    ) -> None:
+        super().__init__(name)
+        if (
+            isinstance(probability, bool)
+            or not isinstance(probability, (int, float))
+            or not 0 <= probability <= 1
+        ):
+            raise ValueError(f"SamplingFilter(probability) must be between 0 and 1, got {probability!r}")
+        self.probability = float(probability)
+        self._limiter = None if per_second is None else RateLimiter(per_second)
+        self.keep_level = _level_number(keep_level, "SamplingFilter(keep_level)")
+        self.kept = 0
+        self.dropped = 0
+        self._random = random.Random()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.keep_level:
+            return True
+        try:
+            keep = self._decide()
+        except Exception as exc:
+            _safety.internal_error("SamplingFilter", exc)
+            keep = True
+        if keep:
+            self.kept += 1
+        else:
+            self.dropped += 1
+            _count_session_drop("sampled_out")
+        return keep
+
+    def _decide(self) -> bool:
+        ctx = trace_context()
+        if ctx is not None:
+            return ctx[3]
+        if self.probability < 1 and self._random.random() >= self.probability:
+            return False
+        return self._limiter is None or self._limiter.allow()
+
+
+def _count_session_drop(reason: str) -> None:
+    session = RT.session
+    if session is not None:
+        session.count_drop(reason, "log")
+
+
+def _level_number(level: int | str, what: str) -> int:
+    if isinstance(level, str):
+        value = logging.getLevelName(level.upper())
+        if isinstance(value, int):
+            return value
+    elif isinstance(level, int) and not isinstance(level, bool):
+        return level
+    raise ValueError(f"{what}: expected a logging level, got {level!r}")
+
+
+def _template_key(record: logging.LogRecord) -> Any:
+    return record.name, record.msg if isinstance(record.msg, str) else id(record.msg)
+
+
+def _logger_key(record: logging.LogRecord) -> Any:
+    return record.name
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets through at most ``per_second`` records a second per key (``burst`` at once): ``key="msg"``
+    (the message template, default), ``"logger"``, or a callable of the record. When a key's flood ends
+    (its next record passes) one record ``suppressed N similar records`` is logged first, on the same
+    logger. At most ``max_keys`` keys are tracked.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        per_second: float,
+        burst: float | None = None,
+        key: str | Callable[[logging.LogRecord], Any] = "msg",
+        max_keys: int = 1000,
+        name: str = "",
+    ) -> None:
+        super().__init__(name)
+        if key == "msg":
+            key_fn: Callable[[Any], Any] = _template_key
+        elif key == "logger":
+            key_fn = _logger_key
+        elif callable(key):
+            key_fn = key
+        else:
+            raise ValueError(f"RateLimitFilter(key) must be 'msg', 'logger' or a callable, got {key!r}")
+        self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
+        self._pending = threading.local()
+        self._limiter.on_flood_end = self._flood_end
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "tracebridge_suppressed", False):
+            return True  # our own summary
+        self._pending.record = record
+        try:
+            keep = bool(self._limiter.decide(record))
+        finally:
+            self._pending.record = None
+        if not keep:
+            self.dropped += 1
+            _count_session_drop("rate_limited")
+        return keep
+
+    def _flood_end(self, key: Any, count: int) -> None:
+        record = getattr(self._pending, "record", None)
+        if record is None:
+            return
+        template = key[1] if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], str) else key
+        summary = logging.getLogger(record.name).makeRecord(
+            record.name, record.levelno, record.pathname, record.lineno,
+            "suppressed %d similar records (%s)", (count, _safety.safe_str(template)), None, record.funcName,
+            {"tracebridge_suppressed": True, "suppressed": count},
+        )  # fmt: skip
+        logging.getLogger(record.name).handle(summary)
+
+    @property
+    def suppressed(self) -> int:
+        return sum(_count_value(c) for c in self._limiter._dropped.values())
+
+
+# -------------------------------------------------------------------------------------------- formatter
+
+
+class TraceFormatter(logging.Formatter):
+    """A formatter that renders trace lines (records of the ``tracebridge.trace`` logger) as
+    ``[TRACE] name (1250us) {k=v}``, with ``include_metadata``, ``include_timing`` and ``include_thread``
+    choosing the parts, and their back-traces outermost frame first. Records without trace context get
+    empty ``trace_id``, ``span_id``, ``span_name`` and ``sampled``, so a format string may use them
+    with or without :class:`TraceContextFilter`.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        style: str = "%",
+        validate: bool = True,
+        *,
+        include_metadata: bool = True,
+        include_timing: bool = True,
+        include_thread: bool = False,
+        defaults: dict[str, Any] | None = None,
+    ) -> None:
+        base = dict.fromkeys(_TRACE_FIELDS, "")
+        base.update(defaults or {})
+        super().__init__(fmt, datefmt, style, validate, defaults=base)  # type: ignore[arg-type]
+        self.include_metadata = include_metadata
+        self.include_timing = include_timing
+        self.include_thread = include_thread
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        ev = getattr(record, "trace_event", None)
+        if ev is not None:
+            record.message = trace_line(
+                ev,
+                getattr(record, "trace_tag", "[TRACE]"),
+                getattr(record, "trace_note", ""),
+                include_metadata=self.include_metadata,
+                include_timing=self.include_timing,
+                include_thread=self.include_thread,
+            )
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        exc = ei[1] if ei else None
+        if exc is None:
+            return super().formatException(ei)
+        return error_info(exc, ei[2]).format()
+
+
+class TraceLines(logging.Filter):
+    """Turns trace lines on from a dictConfig (a filter that lets every record through)::
+
+        "filters": {"trace_lines": {"()": "tracebridge.logging.TraceLines", "slow": {"db.*": "5ms"}}}
+
+    Takes the options of ``tracebridge.configure(log_lines=...)``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        from ._recorder import configure
+
+        configure(log_lines=options or True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return True
