@@ -169,9 +169,10 @@ class TraceLines:
             )  # fmt: skip
             extra: dict[str, Any] = {"trace_event": ev, "trace_tag": tag, "trace_note": note}
             if ev.trace_id:
-                extra.update(
-                    trace_id=f"{ev.trace_id:032x}", span_id=f"{ev.span_id:016x}", span_name=ev.name, sampled="1"
-                )
+                extra["trace_id"] = f"{ev.trace_id:032x}"
+                extra["span_id"] = f"{ev.span_id:016x}"
+                extra["span_name"] = ev.name
+                extra["sampled"] = "1"
             record = logger.makeRecord(logger.name, level, "", 0, line, (), None, ev.name, extra)
             wall = (ev.end_ns + wall_offset_ns) / 1e9
             record.created = wall
