@@ -1,0 +1,291 @@
+"""structlog processors: trace context, sampling, rate limiting, Perfetto, and trace-line rendering.
+
+They fit anywhere in a processor chain, including ``structlog.stdlib.ProcessorFormatter``'s::
+
+    structlog.configure(processors=[
+        tracebridge.structlog.add_trace_context,
+        tracebridge.structlog.SamplingProcessor(),
+        tracebridge.structlog.PerfettoProcessor("app.perfetto-trace"),
+        tracebridge.structlog.TraceLineRenderer(),
+    ])
+
+Dropping an event is ``raise structlog.DropEvent``, as structlog does it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import structlog
+
+from . import _safety
+from ._model import ErrorInfo, Frame, Record
+from ._recorder import RT, Session, error_info, now_ns, record_into, thread_state
+from .logging import log_priority, trace_context
+from .sampling.limiters import KeyedRateLimiter, RateLimiter
+from .sinks.lines import format_metadata, trace_line
+from .spans import admit
+
+__all__ = [
+    "PerfettoProcessor",
+    "RateLimitProcessor",
+    "SamplingProcessor",
+    "TraceLineRenderer",
+    "add_trace_context",
+]
+
+EventDict = MutableMapping[str, Any]
+
+
+def _levelno(method_name: str, event_dict: EventDict) -> int:
+    name = str(event_dict.get("level") or method_name or "info").upper()
+    if name == "EXCEPTION":
+        return logging.ERROR
+    value = logging.getLevelName("WARNING" if name == "WARN" else name)
+    return value if isinstance(value, int) else logging.INFO
+
+
+def add_trace_context(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """Adds ``trace_id`` (32 hex digits) and ``span_id`` (16) of the current tracebridge or OpenTelemetry
+    span; nothing outside a span.
+
+    .. versionadded:: 0.1
+    """
+    ctx = trace_context()
+    if ctx is not None:
+        event_dict.setdefault("trace_id", f"{ctx[0]:032x}")
+        event_dict.setdefault("span_id", f"{ctx[1]:016x}")
+    return event_dict
+
+
+class SamplingProcessor:
+    """Drops an event (``structlog.DropEvent``) whose trace is dropped: the same decision as its spans.
+    Events outside any trace are kept with ``probability`` and/or at most ``per_second`` a second;
+    events at ``keep_level`` (default warning) and above are always kept.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, probability: float = 1.0, per_second: float | None = None, keep_level: str | int = "warning"
+    ) -> None:
+        if (
+            isinstance(probability, bool)
+            or not isinstance(probability, (int, float))
+            or not 0 <= probability <= 1
+        ):
+            raise ValueError(f"SamplingProcessor(probability) must be between 0 and 1, got {probability!r}")
+        self.probability = float(probability)
+        self._limiter = None if per_second is None else RateLimiter(per_second)
+        self.keep_level = keep_level if isinstance(keep_level, int) else _levelno(str(keep_level), {})
+        self._random = random.Random()
+        self.dropped = 0
+
+    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        if _levelno(method_name, event_dict) >= self.keep_level:
+            return event_dict
+        ctx = trace_context()
+        if ctx is not None:
+            keep = ctx[3]
+        elif self.probability < 1 and self._random.random() >= self.probability:
+            keep = False
+        else:
+            keep = self._limiter is None or self._limiter.allow()
+        if not keep:
+            self.dropped += 1
+            _count_drop("sampled_out")
+            raise structlog.DropEvent
+        return event_dict
+
+
+def _count_drop(reason: str) -> None:
+    session = RT.session
+    if session is not None:
+        session.count_drop(reason, "log")
+
+
+class RateLimitProcessor:
+    """At most ``per_second`` events a second per key (``burst`` at once): ``key="event"`` (the event
+    name, default), ``"logger"``, or a callable of the event dict. The first event of a key that passes
+    after a flood carries ``suppressed=N``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        per_second: float,
+        burst: float | None = None,
+        key: str | Callable[[EventDict], Any] = "event",
+        max_keys: int = 1000,
+    ) -> None:
+        if key == "event":
+            key_fn: Callable[[Any], Any] = _event_key
+        elif key == "logger":
+            key_fn = _logger_key
+        elif callable(key):
+            key_fn = key
+        else:
+            raise ValueError(f"RateLimitProcessor(key) must be 'event', 'logger' or a callable, got {key!r}")
+        self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
+        self._limiter.on_flood_end = self._flood_end
+        self._ended: dict[Any, int] = {}
+        self.dropped = 0
+
+    def _flood_end(self, key: Any, count: int) -> None:
+        self._ended[key] = self._ended.get(key, 0) + count
+
+    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        if not self._limiter.decide(event_dict):
+            self.dropped += 1
+            _count_drop("rate_limited")
+            raise structlog.DropEvent
+        if self._ended:
+            try:
+                suppressed = self._ended.pop(self._limiter._key(event_dict), 0)
+            except Exception:
+                suppressed = 0
+            if suppressed:
+                event_dict["suppressed"] = suppressed
+        return event_dict
+
+
+def _event_key(event_dict: EventDict) -> Any:
+    return _safety.safe_str(event_dict.get("event", ""))
+
+
+def _logger_key(event_dict: EventDict) -> Any:
+    return _safety.safe_str(event_dict.get("logger", event_dict.get("logger_name", "")))
+
+
+def _exc_info(value: Any) -> tuple[BaseException, Any] | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        _, exc, tb = sys.exc_info()
+        return (exc, tb) if exc is not None else None
+    if isinstance(value, BaseException):
+        return value, value.__traceback__
+    if isinstance(value, tuple) and len(value) == 3 and value[1] is not None:
+        return value[1], value[2]
+    return None
+
+
+class PerfettoProcessor:
+    """Records each event as a Perfetto log message and passes it on unchanged: the event as the body,
+    the level as priority, the other keys as metadata, ``exc_info`` as the back-trace. ``target`` is a
+    trace file (joining or starting the recording of that file, as
+    :class:`tracebridge.logging.PerfettoHandler` does) or a :class:`~tracebridge.Session`.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | Session, *, trace_level: int = 2) -> None:
+        self.session = target if isinstance(target, Session) else record_into(target, trace_level)
+        self.dropped = 0
+
+    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        if _safety.inside.get():
+            return event_dict
+        try:
+            session = self.session
+            if session.stopped or RT.session is not session:
+                self.dropped += 1
+                return event_dict
+            rec = self._record(logger, method_name, event_dict)
+            pipe = RT.pipeline
+            if pipe is None or admit(pipe, rec):
+                thread_state().push(rec)
+        except Exception as exc:
+            self.dropped += 1
+            _safety.internal_error("PerfettoProcessor", exc)
+        return event_dict
+
+    def _record(self, logger: Any, method_name: str, event_dict: EventDict) -> Record:
+        levelno = _levelno(method_name, event_dict)
+        body = _safety.safe_str(event_dict.get("event", ""))
+        skip = {
+            "event",
+            "level",
+            "exc_info",
+            "timestamp",
+            "_record",
+            "_from_structlog",
+            "trace_id",
+            "span_id",
+        }
+        metadata: dict[str, Any] = {k: v for k, v in event_dict.items() if k not in skip}
+        name = getattr(logger, "name", None)
+        if isinstance(name, str) and "logger" not in metadata:
+            metadata["logger"] = name
+        error: ErrorInfo | None = None
+        exc = _exc_info(event_dict.get("exc_info"))
+        if exc is not None:
+            error = error_info(exc[0], exc[1])
+        source = _caller()
+        ctx = trace_context()
+        trace_id, span_id = (ctx[0], ctx[1]) if ctx is not None else (0, 0)
+        t = now_ns()
+        level = 1 if levelno >= logging.WARNING else 2 if levelno >= logging.INFO else 3
+        prio = log_priority(levelno)
+        return Record("log", body, t, t, level, metadata or None, prio, source, error, trace_id, span_id)
+
+
+def _caller() -> Frame | None:
+    """Where the application logged: the first frame outside structlog, logging and tracebridge."""
+    f: Any = sys._getframe(2)
+    while f is not None:
+        module = f.f_globals.get("__name__", "")
+        if not module.startswith(("structlog", "tracebridge", "logging")):
+            return Frame(f.f_code.co_name, f.f_code.co_filename, f.f_lineno)
+        f = f.f_back
+    return None
+
+
+class TraceLineRenderer:
+    """Renders an event as a line: ``[INFO] user logged in {user=ann}``; a trace line coming through
+    ``ProcessorFormatter`` (a record of the ``tracebridge.trace`` logger) as
+    ``[TRACE] load_config (1250us) {path=app.toml}``; a failure with its back-trace, outermost frame
+    first.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, include_metadata: bool = True, include_timing: bool = True, include_thread: bool = False
+    ):
+        self.include_metadata = include_metadata
+        self.include_timing = include_timing
+        self.include_thread = include_thread
+
+    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> str:
+        record = event_dict.get("_record")
+        ev = getattr(record, "trace_event", None)
+        if ev is not None:
+            return trace_line(
+                ev,
+                getattr(record, "trace_tag", "[TRACE]"),
+                getattr(record, "trace_note", ""),
+                include_metadata=self.include_metadata,
+                include_timing=self.include_timing,
+                include_thread=self.include_thread,
+            )
+        level = _safety.safe_str(event_dict.get("level") or method_name).upper()
+        skip = {"event", "level", "exc_info", "_record", "_from_structlog", "timestamp"}
+        rest = {k: v for k, v in event_dict.items() if k not in skip}
+        parts = [f"[{level}]"]
+        if "timestamp" in event_dict:
+            parts.insert(0, _safety.safe_str(event_dict["timestamp"]))
+        parts.append(_safety.safe_str(event_dict.get("event", "")))
+        if self.include_metadata and rest:
+            parts.append(format_metadata(rest))
+        line = " ".join(parts)
+        exc = _exc_info(event_dict.get("exc_info"))
+        if exc is not None:
+            line += "\n" + error_info(exc[0], exc[1]).format()
+        return line
