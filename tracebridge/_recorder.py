@@ -405,6 +405,12 @@ class Session:
                 self._cond.wait(left)
         return True
 
+    def nudge(self) -> None:
+        """Ask the writer for a round now, without waiting for it."""
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything recorded so far; True if the writer finished within ``timeout``."""
         if self.stopped:

@@ -17,6 +17,7 @@ import contextvars
 import logging
 import os
 import random
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,10 +25,11 @@ from typing import Any
 from . import _safety
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import RT, error_info, now_ns, record_into, thread_state
+from ._sanitize import needs_snapshot
 from .sampling._stage import _count_value
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
-from .spans import admit, current_span
+from .spans import admit, current_span, snapshot_metadata
 
 __all__ = [
     "PerfettoHandler",
@@ -76,9 +78,11 @@ def _trace_level(levelno: int) -> int:
 
 
 def _otel_context() -> tuple[int, int, str, bool] | None:
-    try:
-        from opentelemetry import trace as otel_trace
-    except ImportError:  # pragma: no cover - opentelemetry-sdk is a dependency
+    # Only if the application uses OpenTelemetry (then it is imported): importing it here could take
+    # logging's module lock inside a handler's lock, the wrong way round (dictConfig takes them the
+    # other way).
+    otel_trace = sys.modules.get("opentelemetry.trace")
+    if otel_trace is None:
         return None
     span = otel_trace.get_current_span()
     ctx = span.get_span_context()
@@ -198,6 +202,8 @@ class PerfettoHandler(logging.Handler):
             pipe = RT.pipeline
             if pipe is not None and not admit(pipe, rec):
                 return
+            if rec.metadata and needs_snapshot(rec.metadata):
+                rec.metadata = snapshot_metadata(rec.metadata)
             thread_state().push(rec)
         except Exception as exc:
             self.dropped += 1
@@ -213,9 +219,12 @@ class PerfettoHandler(logging.Handler):
             _safety.internal_error("PerfettoHandler", problem, raise_in_strict=False)
 
     def flush(self) -> None:
+        """Ask the writer to write what is queued, without waiting: logging calls this with the handler's
+        lock held (at shutdown, and when dictConfig is applied again), and other threads wait on that
+        lock. The trace is complete when the recording stops (at the latest, at exit)."""
         try:
-            if not self.session.stopped and RT.session is self.session:
-                self.session.flush(timeout=min(2.0, self.session.config.timeout))
+            if not self.session.stopped:
+                self.session.nudge()
         except Exception as exc:
             _safety.internal_error("PerfettoHandler.flush", exc, raise_in_strict=False)
 

@@ -161,7 +161,7 @@ class Span(SpanRecord):
             self._snapshot()
 
     def _snapshot(self) -> None:
-        self.metadata = _snapshot_metadata(self.metadata or {})
+        self.metadata = snapshot_metadata(self.metadata or {})
 
     def _merge(self, extra: Mapping[str, Any]) -> None:
         if self.metadata is None:
@@ -507,7 +507,7 @@ def instant(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> None:
         if pipe is not None and not admit(pipe, rec):
             return
         if metadata and needs_snapshot(metadata):
-            rec.metadata = _snapshot_metadata(metadata)
+            rec.metadata = snapshot_metadata(metadata)
         thread_state().push(rec)
     except Exception as exc:
         source_failed("instant", "instant", exc)
@@ -533,7 +533,7 @@ def admit(pipe: Pipeline, rec: Record) -> bool:
     return True
 
 
-def _snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+def snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """Convert, on the application's thread, the values it could still change after the event ends
     (containers, objects). ``category`` and ``track`` stay as given: the writer reads them."""
     keep: dict[str, Any] = {k: metadata[k] for k in ("category", "track") if k in metadata}
@@ -586,7 +586,7 @@ def activity_start(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> i
             return 0
         rec.span_id = _getrandbits(64)
         if metadata and needs_snapshot(metadata):
-            rec.metadata = _snapshot_metadata(metadata)
+            rec.metadata = snapshot_metadata(metadata)
         rec.thread = thread_state().info
         aid = _getrandbits(63) | 1
         return aid if session.open_activity(aid, rec) else 0
@@ -613,7 +613,7 @@ def activity_end(activity_id: int, **metadata: Any) -> None:
         rec.end_ns = now_ns()
         if metadata:
             if needs_snapshot(metadata):
-                metadata = _snapshot_metadata(metadata)
+                metadata = snapshot_metadata(metadata)
             rec.metadata = {**(rec.metadata or {}), **metadata}
         thread_state().push(rec)
     except Exception as exc:

@@ -26,10 +26,11 @@ import structlog
 from . import _safety
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import RT, Session, error_info, now_ns, record_into, thread_state
+from ._sanitize import needs_snapshot
 from .logging import log_priority, trace_context
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import format_metadata, trace_line
-from .spans import admit
+from .spans import admit, snapshot_metadata
 
 __all__ = [
     "PerfettoProcessor",
@@ -200,6 +201,8 @@ class PerfettoProcessor:
             rec = self._record(logger, method_name, event_dict)
             pipe = RT.pipeline
             if pipe is None or admit(pipe, rec):
+                if rec.metadata and needs_snapshot(rec.metadata):
+                    rec.metadata = snapshot_metadata(rec.metadata)
                 thread_state().push(rec)
         except Exception as exc:
             self.dropped += 1

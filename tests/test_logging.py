@@ -1,0 +1,276 @@
+from __future__ import annotations
+
+import io
+import logging
+import logging.config
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tracebridge
+from tracebridge.logging import (
+    PerfettoHandler,
+    RateLimitFilter,
+    SamplingFilter,
+    TraceContextFilter,
+    TraceFormatter,
+    record_from_log,
+)
+from tracebridge.sampling import ParentBased, TraceIdRatio
+
+from helpers import decode
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    log = logging.getLogger(f"tbtest.{time.perf_counter_ns()}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    yield log
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+
+
+def capture(logger: logging.Logger, formatter: logging.Formatter, *filters: logging.Filter) -> io.StringIO:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    for f in filters:
+        handler.addFilter(f)
+    logger.addHandler(handler)
+    return stream
+
+
+def test_perfetto_handler_from_dictconfig(trace_path: Path) -> None:
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "trace": {"class": "tracebridge.logging.PerfettoHandler", "filename": str(trace_path)}
+            },
+            "loggers": {"dictcfg": {"handlers": ["trace"], "level": "DEBUG", "propagate": False}},
+        }
+    )
+    log = logging.getLogger("dictcfg")
+    try:
+        log.info("plain")
+        with tracebridge.span("request", level=2):
+            log.warning("inside %s", "the span", extra={"user": "ann"})
+            try:
+                raise KeyError("k")
+            except KeyError:
+                log.exception("failed")
+        session = tracebridge.stop()
+    finally:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    logs = [e for e in tracebridge.read(trace_path) if e.kind == "log"]
+    assert [e.name for e in logs] == ["plain", "inside the span", "failed"]
+    assert [e.value for e in logs] == [4, 5, 6]
+    assert logs[1].metadata == {"logger": "dictcfg", "message_template": "inside %s", "user": "ann"}
+    assert logs[0].source is not None and logs[0].source.file == __file__
+    assert logs[2].error is not None and logs[2].error.type == "KeyError"
+    assert session.stats.recorded["log"] == 3
+    # The official schema: LogMessage with interned body and source location, the callstack on failure.
+    trace = decode(trace_path)
+    bodies = {b.body for p in trace.packet for b in p.interned_data.log_message_body}
+    assert {"plain", "inside the span", "failed"} <= bodies
+    failed = next(
+        p
+        for p in trace.packet
+        if p.track_event.HasField("log_message") and p.track_event.log_message.prio == 6
+    )
+    assert failed.track_event.callstack.frames[-1].function_name == "test_perfetto_handler_from_dictconfig"
+
+
+def test_handlers_and_sessions_share_one_file(tmp_path: Path, logger: logging.Logger) -> None:
+    path = tmp_path / "shared.perfetto-trace"
+    first = PerfettoHandler(path)
+    second = PerfettoHandler(str(path))
+    logger.addHandler(first)
+    logger.addHandler(second)
+    session = tracebridge.start(level=3, output=path)  # joins the recording the handlers began
+    assert session is first.session is second.session
+    with pytest.raises(ValueError, match="one trace file at a time"):
+        PerfettoHandler(tmp_path / "other.perfetto-trace")
+    logger.info("once")
+    tracebridge.stop()
+    events = tracebridge.read(path)
+    assert [e.name for e in events] == ["once", "once"]  # two handlers, one file
+    logger.info("after stop")
+    assert first.dropped == 1
+
+
+def test_start_for_another_file_while_a_handler_records(tmp_path: Path) -> None:
+    PerfettoHandler(tmp_path / "a.perfetto-trace")
+    with pytest.raises(RuntimeError, match="PerfettoHandler"):
+        tracebridge.start(output=tmp_path / "b.perfetto-trace")
+    tracebridge.stop()
+
+
+def test_trace_context_filter(logger: logging.Logger) -> None:
+    stream = capture(
+        logger,
+        logging.Formatter("%(trace_id)s|%(span_id)s|%(span_name)s|%(sampled)s|%(message)s"),
+        TraceContextFilter(),
+    )
+    tracebridge.start()
+    try:
+        logger.info("outside")
+        with tracebridge.span("work", level=1) as s:
+            logger.info("inside")
+    finally:
+        tracebridge.stop()
+    outside, inside = stream.getvalue().splitlines()
+    assert outside == "||||outside"
+    trace_id, span_id, name, sampled, _ = inside.split("|")
+    assert trace_id == f"{s.trace_id:032x}" and span_id == f"{s.span_id:016x}"
+    assert (name, sampled) == ("work", "1")
+
+
+def test_trace_context_from_opentelemetry(logger: logging.Logger) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("t")
+    stream = capture(logger, logging.Formatter("%(trace_id)s %(span_name)s"), TraceContextFilter())
+    with tracer.start_as_current_span("otel-op") as otel_span:
+        logger.info("x")
+    assert stream.getvalue().strip() == f"{otel_span.get_span_context().trace_id:032x} otel-op"
+
+
+def test_format_strings_never_fail_without_the_filter(logger: logging.Logger) -> None:
+    stream = capture(logger, TraceFormatter("[%(trace_id)s] %(message)s"))
+    logger.info("no filter")
+    assert stream.getvalue() == "[] no filter\n"
+
+
+def test_sampling_filter_follows_the_trace(logger: logging.Logger) -> None:
+    f = SamplingFilter(probability=0.0)
+    stream = capture(logger, logging.Formatter("%(message)s"), f)
+    tracebridge.start(sampling=ParentBased(TraceIdRatio(0.5)))
+    try:
+        kept_traces = 0
+        for i in range(200):
+            with tracebridge.span("r", level=2) as s:
+                logger.info("in %d", i)
+                kept_traces += s.sampled
+        logger.info("outside: probability 0")
+        logger.warning("warnings always pass")
+    finally:
+        session = tracebridge.stop()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == kept_traces + 1 and lines[-1] == "warnings always pass"
+    assert f.dropped == 200 - kept_traces + 1
+    assert session.stats.dropped["sampled_out"]["log"] == f.dropped
+
+
+def test_rate_limit_filter(logger: logging.Logger) -> None:
+    f = RateLimitFilter(1000.0, burst=3)
+    stream = capture(logger, logging.Formatter("%(message)s"), f)
+    for _ in range(10):
+        logger.warning("disk %s full", "/var")
+    logger.warning("other message")
+    f._limiter._clock = lambda: time.monotonic() + 1.0  # the flood is over
+    logger.warning("disk %s full", "/var")
+    assert stream.getvalue().splitlines() == [
+        "disk /var full",
+        "disk /var full",
+        "disk /var full",
+        "other message",
+        "suppressed 7 similar records (disk %s full)",
+        "disk /var full",
+    ]
+    assert f.dropped == 7
+
+
+def test_trace_lines(caplog: pytest.LogCaptureFixture) -> None:
+    tracebridge.configure(log_lines={"slow": {"db.*": "2ms"}, "anomaly_after": 3})
+    try:
+        tracebridge.start(level=2)
+        with caplog.at_level(logging.INFO, logger="tracebridge.trace"):
+            with tracebridge.span("load_config", level=2, path="app.toml"):
+                pass
+            with tracebridge.span("db.query", level=2):
+                time.sleep(0.003)
+            for _ in range(4):
+                with tracebridge.span("step", level=2):
+                    pass
+            with tracebridge.span("step", level=2):
+                time.sleep(0.01)
+            with tracebridge.span("verbose", level=3):
+                pass
+            with pytest.raises(ValueError), tracebridge.span("charge", level=1):
+                raise ValueError("declined")
+            tracebridge.stop()
+    finally:
+        tracebridge.configure(log_lines=None)
+    by_name = {r.trace_event.name: r for r in caplog.records}
+    assert re.fullmatch(
+        r"\[TRACE\] load_config \(\d+(ns|us)\) \{path=app.toml\}", by_name["load_config"].getMessage()
+    )
+    slow = by_name["db.query"]
+    assert slow.levelno == logging.WARNING and slow.getMessage().startswith("[SLOW] db.query (")
+    assert slow.getMessage().endswith("over 2000us")
+    anomaly = [r for r in caplog.records if r.getMessage().startswith("[ANOMALY] step")]
+    assert len(anomaly) == 1 and anomaly[0].levelno == logging.WARNING
+    failed = by_name["charge"]
+    assert failed.levelno == logging.ERROR
+    assert "failed: ValueError: declined" in failed.getMessage()
+    assert "test_trace_lines" in failed.getMessage().splitlines()[-1]
+    assert "verbose" not in by_name
+    assert by_name["load_config"].threadName == "MainThread"
+    assert len(by_name["load_config"].trace_id) == 32
+
+
+def test_trace_lines_without_a_session(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="tracebridge.trace"):
+        tracebridge.configure(log_lines=True)
+        try:
+            with tracebridge.span("alone", level=2):
+                pass
+            tracebridge.flush()
+        finally:
+            tracebridge.configure(log_lines=None)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["[TRACE] alone"]
+    assert tracebridge._recorder.RT.session is None
+
+
+def test_trace_formatter_options(logger: logging.Logger) -> None:
+    from tracebridge._model import ErrorInfo, Event, Frame
+
+    ev = Event(
+        "span", "op", 0, 1_250_000, 2, {"k": "v"}, 7, "worker", ErrorInfo("E", "m", (Frame("f", "a.py", 3),))
+    )
+    record = logging.LogRecord("tracebridge.trace", logging.ERROR, "", 0, "ignored", (), None)
+    record.trace_event = ev
+    record.trace_tag = "[TRACE]"
+    record.trace_note = ""
+    text = TraceFormatter("%(message)s", include_thread=True, include_metadata=False).format(record)
+    assert text == "[TRACE] op (1250us) [worker:7] failed: E: m\n  f (a.py:3)"
+    try:
+        raise RuntimeError("x")
+    except RuntimeError:
+        import sys
+
+        record2 = logging.LogRecord("a", logging.ERROR, "", 0, "oops", (), sys.exc_info())
+    rendered = TraceFormatter("%(message)s").format(record2)
+    assert rendered.splitlines()[0] == "oops" and rendered.splitlines()[-1] == "RuntimeError: x"
+    assert "test_trace_formatter_options" in rendered.splitlines()[-2]
+
+
+def test_record_from_log_survives_bad_input() -> None:
+    class NoStr:
+        def __str__(self) -> str:
+            raise ValueError("no")
+
+    bad_args = logging.LogRecord("l", logging.INFO, "f.py", 1, "%d items", ("many",), None)
+    rec = record_from_log(bad_args)
+    assert rec.name == "%d items % ('many',)" and rec.metadata is not None and "format_error" in rec.metadata
+    rec = record_from_log(logging.LogRecord("l", logging.INFO, "f.py", 1, NoStr(), (), None))
+    assert "unrepresentable" in rec.name
+    rec = record_from_log(logging.LogRecord("l", logging.INFO, "f.py", 1, "bad \udcff text", (), None))
+    assert rec.name == "bad \udcff text"  # repaired when written (see tests/failure)

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+import tracebridge
+from tracebridge.sampling import ParentBased, TraceIdRatio
+from tracebridge.structlog import (
+    PerfettoProcessor,
+    RateLimitProcessor,
+    SamplingProcessor,
+    TraceLineRenderer,
+    add_trace_context,
+)
+
+
+@pytest.fixture
+def configure() -> Iterator[object]:
+    yield structlog.configure
+    structlog.reset_defaults()
+
+
+def test_processors_end_to_end(trace_path: Path, configure, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    configure(
+        processors=[add_trace_context, PerfettoProcessor(trace_path), TraceLineRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(),
+    )
+    log = structlog.get_logger()
+    log.info("hello", user="ann")
+    with tracebridge.span("request", level=2) as s:
+        log.warning("inside")
+        try:
+            {}["missing"]
+        except KeyError:
+            log.exception("lookup failed")
+    tracebridge.stop()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[INFO] hello {user=ann}"
+    assert out[1] == f"[WARNING] inside {{trace_id={s.trace_id:032x}, span_id={s.span_id:016x}}}"
+    assert out[-1] == "KeyError: 'missing'" and "test_processors_end_to_end" in out[-2]
+    logs = [e for e in tracebridge.read(trace_path) if e.kind == "log"]
+    assert [(e.name, e.value) for e in logs] == [("hello", 4), ("inside", 5), ("lookup failed", 6)]
+    assert logs[0].metadata == {"user": "ann"}
+    assert logs[0].source is not None and logs[0].source.file == __file__
+    assert logs[2].error is not None and logs[2].error.type == "KeyError"
+
+
+def test_sampling_and_rate_limiting_drop_events(configure, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    limiter = RateLimitProcessor(1000.0, burst=2)
+    sampler = SamplingProcessor(probability=0.0)
+    configure(
+        processors=[sampler, limiter, TraceLineRenderer()], logger_factory=structlog.PrintLoggerFactory()
+    )
+    log = structlog.get_logger()
+    tracebridge.start(sampling=ParentBased(TraceIdRatio(0.5)))
+    try:
+        kept = 0
+        for _ in range(100):
+            with tracebridge.span("r", level=2) as s:
+                log.info("in trace")
+                kept += s.sampled
+        log.info("outside")  # probability 0
+        for _ in range(5):
+            log.error("flood")
+        limiter._limiter._clock = lambda: time.monotonic() + 1.0
+        log.error("flood")
+    finally:
+        tracebridge.stop()
+    lines = capsys.readouterr().out.splitlines()
+    # The in-trace events share the limiter's "in trace" key: at most two pass it.
+    assert lines.count("[INFO] in trace") == min(kept, 2)
+    assert lines[-3:] == ["[ERROR] flood", "[ERROR] flood", "[ERROR] flood {suppressed=3}"]
+    assert sampler.dropped == 100 - kept + 1
+
+
+def test_trace_lines_through_processor_formatter(caplog: pytest.LogCaptureFixture) -> None:
+    handler = logging.StreamHandler()
+    formatter = structlog.stdlib.ProcessorFormatter(processors=[TraceLineRenderer(include_thread=True)])
+    handler.setFormatter(formatter)
+    tracebridge.configure(log_lines=True)
+    try:
+        with caplog.at_level(logging.INFO, logger="tracebridge.trace"):
+            with tracebridge.span("op", level=2, k=1):
+                pass
+            tracebridge.flush()
+    finally:
+        tracebridge.configure(log_lines=None)
+    (record,) = caplog.records
+    text = formatter.format(record)
+    assert text.startswith("[TRACE] op (") and text.endswith("{k=1} [MainThread:" + f"{record.thread}]")
