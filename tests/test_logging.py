@@ -187,6 +187,37 @@ def test_rate_limit_filter(logger: logging.Logger) -> None:
     assert f.dropped == 7
 
 
+def test_rate_limit_summaries_when_floods_outlive_their_key_or_the_session(
+    logger: logging.Logger, trace_path: Path
+) -> None:
+    other = logging.getLogger(logger.name + ".other")
+    f = RateLimitFilter(1000.0, burst=1, max_keys=1)
+    stream = capture(logger, logging.Formatter("%(name)s %(levelname)s %(trace_id)s %(message)s"))
+    logger.addHandler(PerfettoHandler(trace_path))
+    for h in logger.handlers:
+        h.addFilter(TraceContextFilter())
+        h.addFilter(f)
+    with tracebridge.span("request", level=2) as s:
+        for _ in range(4):
+            other.error("a %s", "flood")  # a child logger: its records reach these handlers
+        logger.info("evicts the flood's key")
+        for _ in range(3):
+            logger.debug("b")
+    tracebridge.stop()  # the flood still going on is summed up before the trace ends
+    tid = f"{s.trace_id:032x}"
+    assert stream.getvalue().splitlines() == [
+        f"{other.name} ERROR {tid} a flood",
+        f"{other.name} ERROR {tid} suppressed 3 similar records (a %s)",
+        f"{logger.name} INFO {tid} evicts the flood's key",
+        f"{logger.name} DEBUG {tid} b",
+        f"{logger.name} DEBUG {tid} suppressed 2 similar records (b)",
+    ]
+    logs = [e for e in tracebridge.read(trace_path) if e.kind == "log"]
+    assert [e.metadata.get("suppressed") for e in logs] == [None, 3, None, None, 2]
+    f.flush()  # nothing left to report
+    assert len(stream.getvalue().splitlines()) == 5
+
+
 def test_trace_lines(caplog: pytest.LogCaptureFixture) -> None:
     tracebridge.configure(log_lines={"slow": {"db.*": "2ms"}, "anomaly_after": 3})
     try:
@@ -274,3 +305,28 @@ def test_record_from_log_survives_bad_input() -> None:
     assert "unrepresentable" in rec.name
     rec = record_from_log(logging.LogRecord("l", logging.INFO, "f.py", 1, "bad \udcff text", (), None))
     assert rec.name == "bad \udcff text"  # repaired when written (see tests/failure)
+
+
+def test_logged_exception_fails_the_span_even_when_sampled_out(logger: logging.Logger) -> None:
+    logger.addFilter(TraceContextFilter())
+    tracebridge.start(sampling=ParentBased(TraceIdRatio(0.0)))
+    try:
+        with tracebridge.span("handled", level=2) as dropped:
+            try:
+                int("x")
+            except ValueError:
+                logger.exception("bad number")
+        with tracebridge.span("warned", level=2):
+            try:
+                int("y")
+            except ValueError:
+                logger.warning("only a warning", exc_info=True)  # not a failure
+        with tracebridge.span("off", level=9) as off:
+            off.fail(ValueError("ignored"))
+    finally:
+        session = tracebridge.stop()
+    (span,) = [e for e in session.events if e.kind == "span"]
+    assert span.name == "handled" and span.error is not None and span.error.type == "ValueError"
+    assert span.error.frames[-1].function == "test_logged_exception_fails_the_span_even_when_sampled_out"
+    dropped.fail(KeyError("too late"))  # ended: ignored
+    assert span.error.type == "ValueError"

@@ -916,11 +916,22 @@ def _discard_stale_records(session: Session) -> None:
         session._seen_dropped[st] = dict(st.dropped)
 
 
+#: Called (without arguments) when a session is about to stop, while it still records: the logging
+#: bridge logs the summaries of floods its rate limits are suppressing.
+before_stop: list[Callable[[], None]] = []
+
+
 def stop(timeout: float | None = None) -> Session:
     """Stop the active session, write everything it recorded, and return it (finished).
 
     .. versionadded:: 0.1
     """
+    if RT.session is not None:
+        for hook in before_stop:  # outside the lock: hooks log, and handlers take their own locks
+            try:
+                hook()
+            except Exception as exc:
+                _safety.internal_error("stop hook", exc, raise_in_strict=False)
     with _session_lock:
         session = RT.session
         if session is None:

@@ -13,6 +13,7 @@ itself emits (trace lines, internal reports) never come back into its pipeline.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 import os
@@ -21,10 +22,11 @@ import sys
 import threading
 from collections.abc import Callable
 from typing import Any
+from weakref import WeakSet
 
 from . import _safety
 from ._model import ErrorInfo, Frame, Record
-from ._recorder import RT, error_info, now_ns, record_into, thread_state
+from ._recorder import RT, before_stop, error_info, now_ns, record_into, thread_state
 from ._sanitize import needs_snapshot
 from .sampling._stage import _count_value
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
@@ -114,6 +116,8 @@ class TraceContextFilter(logging.Filter):
         if "trace_id" in record.__dict__:
             return True
         try:
+            if record.exc_info:
+                fail_current_span(record)
             ctx = trace_context()
         except Exception as exc:
             _safety.internal_error("TraceContextFilter", exc)
@@ -153,11 +157,39 @@ def record_from_log(record: logging.LogRecord) -> Record:
         error = error_info(record.exc_info[1], record.exc_info[2])
     source = Frame(str(record.funcName or ""), str(record.pathname or ""), int(record.lineno or 0))
     ctx = trace_context()
-    trace_id, span_id = (ctx[0], ctx[1]) if ctx is not None else (0, 0)
+    if ctx is not None:
+        trace_id, span_id = ctx[0], ctx[1]
+    else:  # logged outside a span on behalf of one (a flood's summary), or ids from elsewhere
+        trace_id, span_id = _ids_of(record)
     t = now_ns()
     level = _trace_level(record.levelno)
     prio = log_priority(record.levelno)
     return Record("log", body, t, t, level, metadata, prio, source, error, trace_id, span_id)
+
+
+def fail_current_span(record: logging.LogRecord) -> None:
+    """A record at ERROR or above with an exception, logged inside a span, marks that span failed
+    (``Span.fail``): the failure is the span's too, with its back-trace, though the code handled it."""
+    if record.levelno >= logging.ERROR and record.exc_info and record.exc_info[1] is not None:
+        span = current_span()
+        if span is not None and span.error is None:
+            span.fail(record.exc_info[1], record.exc_info[2])
+
+
+def _ids_of(record: logging.LogRecord) -> tuple[int, int]:
+    fields = record.__dict__
+    try:
+        trace_id, span_id = fields.get("trace_id"), fields.get("span_id")
+        if (
+            isinstance(trace_id, str)
+            and len(trace_id) == 32
+            and isinstance(span_id, str)
+            and len(span_id) == 16
+        ):
+            return int(trace_id, 16), int(span_id, 16)
+    except ValueError:
+        pass
+    return 0, 0
 
 
 # ---------------------------------------------------------------------------------------------- handler
@@ -198,6 +230,8 @@ class PerfettoHandler(logging.Handler):
             if session.stopped or RT.session is not session:
                 self._drop("the trace was stopped" if session.stopped else "another recording is active")
                 return
+            if record.exc_info:
+                fail_current_span(record)
             rec = record_from_log(record)
             pipe = RT.pipeline
             if pipe is not None and not admit(pipe, rec):
@@ -316,8 +350,9 @@ def _logger_key(record: logging.LogRecord) -> Any:
 class RateLimitFilter(logging.Filter):
     """Lets through at most ``per_second`` records a second per key (``burst`` at once): ``key="msg"``
     (the message template, default), ``"logger"``, or a callable of the record. When a key's flood ends
-    (its next record passes) one record ``suppressed N similar records`` is logged first, on the same
-    logger. At most ``max_keys`` keys are tracked.
+    (its next record passes, its key is evicted, :meth:`flush` is called, or the process exits) one
+    record ``suppressed N similar records (template)`` is logged on the logger and at the level of the
+    last suppressed record. At most ``max_keys`` keys are tracked.
 
     .. versionadded:: 0.1
     """
@@ -339,39 +374,86 @@ class RateLimitFilter(logging.Filter):
             key_fn = key
         else:
             raise ValueError(f"RateLimitFilter(key) must be 'msg', 'logger' or a callable, got {key!r}")
+        self._key_fn = key_fn
         self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
-        self._pending = threading.local()
         self._limiter.on_flood_end = self._flood_end
+        self._last: dict[Any, logging.LogRecord] = {}  # the last suppressed record of each flood
+        self._last_lock = threading.Lock()
+        self._last_decision = threading.local()
         self.dropped = 0
+        _rate_limit_filters.add(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "tracebridge_suppressed", False):
+        if getattr(record, "_tracebridge_suppressed", False):
             return True  # our own summary
-        self._pending.record = record
-        try:
-            keep = bool(self._limiter.decide(record))
-        finally:
-            self._pending.record = None
+        last = self._last_decision
+        if getattr(last, "record", None) is record:
+            return bool(last.keep)  # the same record at the next handler sharing this filter
+        keep = bool(self._limiter.decide(record))
+        last.record, last.keep = record, keep
         if not keep:
             self.dropped += 1
             _count_session_drop("rate_limited")
+            try:
+                key = self._key_fn(record)
+                with self._last_lock:
+                    self._last[key] = record
+            except Exception as exc:
+                _safety.internal_error("RateLimitFilter key", exc, raise_in_strict=False)
         return keep
 
+    def flush(self) -> None:
+        """Log the summary of every flood still going on (called for every filter before a recording
+        stops, and at exit)."""
+        self._limiter.flush()
+
     def _flood_end(self, key: Any, count: int) -> None:
-        record = getattr(self._pending, "record", None)
+        with self._last_lock:
+            record = self._last.pop(key, None)
         if record is None:
             return
         template = key[1] if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], str) else key
-        summary = logging.getLogger(record.name).makeRecord(
+        logger = logging.getLogger(record.name)
+        extra: dict[str, Any] = {"_tracebridge_suppressed": True, "suppressed": count}
+        for field in _TRACE_FIELDS:  # the summary belongs where the flood was (if a filter said where)
+            if field in record.__dict__:
+                extra[field] = record.__dict__[field]
+        summary = logger.makeRecord(
             record.name, record.levelno, record.pathname, record.lineno,
             "suppressed %d similar records (%s)", (count, _safety.safe_str(template)), None, record.funcName,
-            {"tracebridge_suppressed": True, "suppressed": count},
+            extra,
         )  # fmt: skip
-        logging.getLogger(record.name).handle(summary)
+        # Only where this filter suppressed: its logger's handlers, or the handlers it is attached to.
+        if self in logger.filters:
+            logger.handle(summary)
+            return
+        node: logging.Logger | None = logger
+        while node is not None:
+            for handler in node.handlers:
+                if self in handler.filters and summary.levelno >= handler.level:
+                    handler.handle(summary)
+            node = node.parent if node.propagate else None
 
     @property
     def suppressed(self) -> int:
         return sum(_count_value(c) for c in self._limiter._dropped.values())
+
+
+_rate_limit_filters: WeakSet[RateLimitFilter] = WeakSet()
+
+
+def _report_floods() -> None:
+    for flt in list(_rate_limit_filters):
+        try:
+            flt.flush()
+        except Exception as exc:
+            _safety.internal_error("RateLimitFilter.flush", exc, raise_in_strict=False)
+
+
+# Before a recording stops (its trace gets the summaries), and at exit: registered after logging's own
+# exit hook (logging is imported first), so this runs before handlers are flushed and closed.
+before_stop.append(_report_floods)
+atexit.register(_report_floods)
 
 
 # -------------------------------------------------------------------------------------------- formatter

@@ -190,6 +190,19 @@ class Span(SpanRecord):
             self._lazy.append(fn)
         return self
 
+    def fail(self, exc: BaseException, tb: Any = None) -> Span:
+        """Mark the span failed with ``exc`` (its type, message and back-trace, or ``tb``) without
+        raising anything: for an exception handled inside the span. Logging an exception inside a span
+        (``logger.exception(...)`` through tracebridge's logging filter or handler, structlog's
+        ``exc_info`` through its processors) does this. A failed span is kept whatever sampling said,
+        unless the pipeline was told otherwise. Ignored once the span has ended.
+
+        .. versionadded:: 0.1
+        """
+        if not self._ended() and getattr(self, "_token", None) is not None:
+            self.error = error_info(exc, tb if tb is not None else exc.__traceback__)
+        return self
+
     def stop(self) -> None:
         """End the span now; the end of its ``with`` block then does nothing more."""
         if getattr(self, "_token", None) is not None:
@@ -229,6 +242,9 @@ class _OffSpan:
         return self
 
     def append_metadata(self, fn: Callable[[], Mapping[str, Any]]) -> _OffSpan:
+        return self
+
+    def fail(self, exc: BaseException, tb: Any = None) -> _OffSpan:
         return self
 
     def stop(self) -> None:
@@ -373,10 +389,11 @@ class _DroppedSpan(Span):
             if _current.get() is self:
                 _current.set(None)
         pipe = RT.pipeline
-        if exc_type is not None and _is_failure(exc_type, exc) and (pipe is None or pipe.keep_failures):
+        failed = exc_type is not None and _is_failure(exc_type, exc)
+        if (failed or self.error is not None) and (pipe is None or pipe.keep_failures):
             if pipe is not None:
                 pipe.overridden("span")
-            self._record_failure(now_ns(), exc, tb)
+            self._record_failure(now_ns(), exc if failed else None, tb)
             return None
         next(self._drop_counter)
         return None
@@ -384,7 +401,8 @@ class _DroppedSpan(Span):
     def _record_failure(self, end: int, exc: Any, tb: Any) -> None:
         self.__class__ = Span  # type: ignore[assignment]
         self.end_ns = end
-        self.error = error_info(exc, tb)
+        if exc is not None:  # else it was marked failed by fail()
+            self.error = error_info(exc, tb)
         self.overlapping = True
         if self._lazy is not None:
             self._resolve()

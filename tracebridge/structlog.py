@@ -30,7 +30,7 @@ from ._sanitize import needs_snapshot
 from .logging import log_priority, trace_context
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import format_metadata, trace_line
-from .spans import admit, snapshot_metadata
+from .spans import admit, current_span, snapshot_metadata
 
 __all__ = [
     "PerfettoProcessor",
@@ -61,7 +61,19 @@ def add_trace_context(logger: Any, method_name: str, event_dict: EventDict) -> E
     if ctx is not None:
         event_dict.setdefault("trace_id", f"{ctx[0]:032x}")
         event_dict.setdefault("span_id", f"{ctx[1]:016x}")
+        if event_dict.get("exc_info"):
+            _fail_current_span(method_name, event_dict)
     return event_dict
+
+
+def _fail_current_span(method_name: str, event_dict: EventDict) -> tuple[BaseException, Any] | None:
+    # An error event with an exception inside a span marks the span failed (as the logging bridge does).
+    exc = _exc_info(event_dict.get("exc_info"))
+    if exc is not None and _levelno(method_name, event_dict) >= logging.ERROR:
+        span = current_span()
+        if span is not None and span.error is None:
+            span.fail(exc[0], exc[1])
+    return exc
 
 
 class SamplingProcessor:
@@ -227,7 +239,7 @@ class PerfettoProcessor:
         if isinstance(name, str) and "logger" not in metadata:
             metadata["logger"] = name
         error: ErrorInfo | None = None
-        exc = _exc_info(event_dict.get("exc_info"))
+        exc = _fail_current_span(method_name, event_dict) if event_dict.get("exc_info") else None
         if exc is not None:
             error = error_info(exc[0], exc[1])
         source = _caller()

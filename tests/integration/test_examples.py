@@ -27,3 +27,67 @@ def test_quickstart(tmp_path: Path) -> None:
     names = {e.name for e in trace.events}
     assert {"main", "load_config", "read", "task", "connect"} <= names
     assert b"hunter2" not in out.read_bytes()
+
+
+def run_example(name: str, out: Path) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=out.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout.splitlines()
+
+
+def test_logging_dictconfig(tmp_path: Path) -> None:
+    out = tmp_path / "app.perfetto-trace"
+    lines = run_example("logging_dictconfig.py", out)
+    assert lines[0].endswith("[/] outside any span: empty ids")
+    floods = [line for line in lines if "inventory service" in line]
+    assert len(floods) == 4 and floods[-1].endswith(
+        "suppressed 17 similar records (inventory service slow to answer)"
+    )
+    slow = [line for line in lines if "[SLOW]" in line]
+    assert len(slow) == 1 and slow[0].startswith("WARNING tracebridge.trace") and "id=2}" in slow[0]
+    assert sum("[TRACE] load_order" in line for line in lines) == 3
+    trace = read_trace(out)
+    assert trace.problems == []
+    logs = [e for e in trace.events if e.kind == "log"]
+    assert len(logs) == 1 + 3 + 20  # the Perfetto handler has no rate limit in this configuration
+    assert {e.name for e in trace.events if e.kind == "span"} == {"handle_request", "load_order", "db.query"}
+
+
+def test_structlog_example(tmp_path: Path) -> None:
+    out = tmp_path / "s.perfetto-trace"
+    lines = run_example("structlog_example.py", out)
+    assert lines[0] == "[INFO] starting {service=payments}"
+    assert lines[2].startswith("[ERROR] charge failed {service=payments, amount=250, trace_id=")
+    assert lines[3:7] and lines[
+        lines.index("ValueError: amount 250 is over the card's limit") - 1
+    ].startswith("  charge (")
+    assert sum(line.startswith("[WARNING] retrying") for line in lines) == 2
+    trace = read_trace(out)
+    assert trace.problems == []
+    failed = {e.name: e.error for e in trace.events if e.kind == "span" and e.error is not None}
+    # "charge" raised; "checkout" handled it and logged it with log.exception.
+    assert set(failed) == {"charge", "checkout"}
+    assert all(error.type == "ValueError" for error in failed.values())
+
+
+def test_exception_in_span(tmp_path: Path) -> None:
+    out = tmp_path / "f.perfetto-trace"
+    lines = run_example("exception_in_span.py", out)
+    assert lines[0] == "ERROR import_invoice invoice 1 is not valid JSON; skipped"
+    failed = next(i for i, line in enumerate(lines) if "failed: JSONDecodeError" in line)
+    assert lines[failed].startswith("ERROR import_invoice [TRACE] import_invoice (")
+    assert lines[failed + 1 : failed + 5] == lines[1:5]  # the same back-trace in both
+    assert lines[-1] == "2 of 3 invoices imported"
+    trace = read_trace(out)
+    spans = [e for e in trace.events if e.kind == "span"]
+    assert [e.error is not None for e in spans] == [False, True, False]
+    assert spans[1].error is not None and spans[1].error.frames[-1].function == "raw_decode"
+    (record,) = [e for e in trace.events if e.kind == "log"]
+    assert spans[1].start_ns <= record.start_ns <= spans[1].end_ns
