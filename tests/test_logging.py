@@ -330,3 +330,22 @@ def test_logged_exception_fails_the_span_even_when_sampled_out(logger: logging.L
     assert span.error.frames[-1].function == "test_logged_exception_fails_the_span_even_when_sampled_out"
     dropped.fail(KeyError("too late"))  # ended: ignored
     assert span.error.type == "ValueError"
+
+
+def test_context_fields_follow_the_current_span(logger: logging.Logger) -> None:
+    stream = capture(
+        logger, TraceFormatter("%(span_name)s %(span_id)s")
+    )  # no filter: the formatter adds them
+    tracebridge.start(level=2)
+    try:
+        with tracebridge.span("outer", level=2) as outer:
+            logger.info("a")
+            with tracebridge.span("inner", level=2) as inner:
+                logger.info("b")
+                logger.info("b")
+            logger.info("a")
+        logger.info("none")
+    finally:
+        tracebridge.stop()
+    o, i = f"outer {outer.span_id:016x}", f"inner {inner.span_id:016x}"
+    assert stream.getvalue().splitlines() == [o, i, i, o, " "]

@@ -104,32 +104,56 @@ def trace_context() -> tuple[int, int, str, bool] | None:
     return _otel_context()
 
 
+_NO_CONTEXT = ("", "", "", "")
+#: The fields last computed, with the span they were computed for: logs come in runs from one span.
+_last_fields: tuple[Any, tuple[str, str, str, str]] = (None, _NO_CONTEXT)
+
+
+def add_context_fields(record: logging.LogRecord) -> None:
+    """Set ``trace_id``, ``span_id``, ``span_name`` and ``sampled`` on ``record`` (unless it has them):
+    the current span's, as hex strings, or empty strings outside a span. An ERROR record with an
+    exception marks the current span failed. Never raises."""
+    global _last_fields
+    fields = record.__dict__
+    if "trace_id" in fields:
+        return
+    try:
+        if record.exc_info:
+            fail_current_span(record)
+        span: Any = current_span()
+        if span is None and "opentelemetry.trace" in sys.modules:
+            span = sys.modules["opentelemetry.trace"].get_current_span()
+        last = _last_fields
+        if span is None:
+            values = _NO_CONTEXT
+        elif last[0] is span:
+            values = last[1]
+        else:
+            ctx = trace_context()
+            if ctx is None:
+                values = _NO_CONTEXT
+            else:
+                trace_id, span_id, name, sampled = ctx
+                values = (f"{trace_id:032x}", f"{span_id:016x}", name, "1" if sampled else "0")
+            _last_fields = (span, values)
+    except Exception as exc:
+        _safety.internal_error("TraceContextFilter", exc)
+        values = _NO_CONTEXT
+    fields["trace_id"], fields["span_id"], fields["span_name"], fields["sampled"] = values
+
+
 class TraceContextFilter(logging.Filter):
     """Adds ``trace_id`` (32 hex digits), ``span_id`` (16), ``span_name`` and ``sampled`` to every record,
     from tracebridge spans and OpenTelemetry spans alike; empty strings outside a span, so that a format
-    string using them never fails. Never drops a record.
+    string using them never fails. Never drops a record. (:class:`TraceFormatter` adds the same fields
+    when it formats a record that lacks them: the filter is for other formatters, and for handlers that
+    format on another thread, like ``QueueHandler``.)
 
     .. versionadded:: 0.1
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "trace_id" in record.__dict__:
-            return True
-        try:
-            if record.exc_info:
-                fail_current_span(record)
-            ctx = trace_context()
-        except Exception as exc:
-            _safety.internal_error("TraceContextFilter", exc)
-            ctx = None
-        if ctx is None:
-            record.trace_id = record.span_id = record.span_name = record.sampled = ""
-        else:
-            trace_id, span_id, name, sampled = ctx
-            record.trace_id = f"{trace_id:032x}"
-            record.span_id = f"{span_id:016x}"
-            record.span_name = name
-            record.sampled = "1" if sampled else "0"
+        add_context_fields(record)
         return True
 
 
@@ -141,6 +165,7 @@ def record_from_log(record: logging.LogRecord) -> Record:
     source location, ``logger`` and ``extra=`` fields as metadata, the failure from ``exc_info``, and the
     ids of the current span. Never raises: a message that cannot be formatted arrives as its parts,
     marked ``format_error``."""
+    fields = record.__dict__
     metadata: dict[str, Any] = {"logger": record.name}
     try:
         body = record.getMessage()
@@ -149,22 +174,61 @@ def record_from_log(record: logging.LogRecord) -> Record:
         metadata["format_error"] = f"{type(exc).__name__}: {_safety.safe_str(exc)}"
     if record.args and isinstance(record.msg, str):
         metadata["message_template"] = record.msg
-    for key, value in record.__dict__.items():
-        if key not in _STANDARD and key not in _TRACE_FIELDS and not key.startswith("_"):
-            metadata[key] = value
+    # Fields beyond a plain record's come from ``extra=`` (or from filters); most records have none.
+    known = _PLAIN_FIELDS + ("message" in fields) + ("asctime" in fields) + 4 * ("trace_id" in fields)
+    if len(fields) != known:
+        for key, value in fields.items():
+            if key not in _STANDARD and key not in _TRACE_FIELDS and not key.startswith("_"):
+                metadata[key] = value
     error: ErrorInfo | None = None
     if record.exc_info and record.exc_info[1] is not None:
         error = error_info(record.exc_info[1], record.exc_info[2])
-    source = Frame(str(record.funcName or ""), str(record.pathname or ""), int(record.lineno or 0))
+    where = (record.funcName, record.pathname, record.lineno)
+    try:
+        source = _frames.get(where)
+    except TypeError:  # not hashable: someone put odd things in the record
+        source = _frame(where, cache=False)
+    if source is None:
+        source = _frame(where)
     ctx = trace_context()
     if ctx is not None:
         trace_id, span_id = ctx[0], ctx[1]
     else:  # logged outside a span on behalf of one (a flood's summary), or ids from elsewhere
         trace_id, span_id = _ids_of(record)
     t = now_ns()
-    level = _trace_level(record.levelno)
-    prio = log_priority(record.levelno)
-    return Record("log", body, t, t, level, metadata, prio, source, error, trace_id, span_id)
+    levels = _levels.get(record.levelno)
+    if levels is None:
+        levels = _levels_of(record.levelno)
+    return Record("log", body, t, t, levels[0], metadata, levels[1], source, error, trace_id, span_id)
+
+
+#: Source locations already seen (a program logs from a bounded set of places; cleared if it does not).
+_frames: dict[tuple[Any, Any, Any], Frame] = {}
+#: (trace level, Perfetto priority) by logging level.
+_levels: dict[int, tuple[int, int]] = {}
+_PLAIN_FIELDS = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+
+def _frame(where: tuple[Any, Any, Any], cache: bool = True) -> Frame:
+    func, path, line = where
+    try:
+        number = line if type(line) is int else int(line or 0)
+    except (TypeError, ValueError):
+        number = 0
+    frame = Frame(_safety.safe_str(func or ""), _safety.safe_str(path or ""), number)
+    if not cache:
+        return frame
+    if len(_frames) >= 4096:
+        _frames.clear()
+    _frames[where] = frame
+    return frame
+
+
+def _levels_of(levelno: int) -> tuple[int, int]:
+    levels = (_trace_level(levelno), log_priority(levelno))
+    if type(levelno) is int and len(_levels) < 256:
+        _levels[levelno] = levels
+    return levels
 
 
 def fail_current_span(record: logging.LogRecord) -> None:
@@ -462,9 +526,10 @@ atexit.register(_report_floods)
 class TraceFormatter(logging.Formatter):
     """A formatter that renders trace lines (records of the ``tracebridge.trace`` logger) as
     ``[TRACE] name (1250us) {k=v}``, with ``include_metadata``, ``include_timing`` and ``include_thread``
-    choosing the parts, and their back-traces outermost frame first. Records without trace context get
-    empty ``trace_id``, ``span_id``, ``span_name`` and ``sampled``, so a format string may use them
-    with or without :class:`TraceContextFilter`.
+    choosing the parts, and their back-traces outermost frame first. A record without ``trace_id``,
+    ``span_id``, ``span_name`` and ``sampled`` gets them as :class:`TraceContextFilter` would (the
+    current span's, empty strings outside a span), so a format string may use them with or without
+    the filter.
 
     .. versionadded:: 0.1
     """
@@ -481,14 +546,13 @@ class TraceFormatter(logging.Formatter):
         include_thread: bool = False,
         defaults: dict[str, Any] | None = None,
     ) -> None:
-        base = dict.fromkeys(_TRACE_FIELDS, "")
-        base.update(defaults or {})
-        super().__init__(fmt, datefmt, style, validate, defaults=base)  # type: ignore[arg-type]
+        super().__init__(fmt, datefmt, style, validate, defaults=defaults)  # type: ignore[arg-type]
         self.include_metadata = include_metadata
         self.include_timing = include_timing
         self.include_thread = include_thread
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        add_context_fields(record)
         ev = getattr(record, "trace_event", None)
         if ev is not None:
             record.message = trace_line(
