@@ -219,7 +219,8 @@ def test_rate_limit_summaries_when_floods_outlive_their_key_or_the_session(
 
 
 def test_trace_lines(caplog: pytest.LogCaptureFixture) -> None:
-    tracebridge.configure(log_lines={"slow": {"db.*": "2ms"}, "anomaly_after": 3})
+    cfg = tracebridge.configure(log_lines=True, slow={"db.*": "2ms"}, anomaly_after=3)
+    assert cfg.log_lines == {"slow": {"db.*": "2ms"}, "anomaly_after": 3}
     try:
         tracebridge.start(level=2)
         with caplog.at_level(logging.INFO, logger="tracebridge.trace"):
@@ -255,6 +256,16 @@ def test_trace_lines(caplog: pytest.LogCaptureFixture) -> None:
     assert "verbose" not in by_name
     assert by_name["load_config"].threadName == "MainThread"
     assert len(by_name["load_config"].trace_id) == 32
+
+
+def test_trace_line_options_are_checked_at_setup() -> None:
+    with pytest.raises(ValueError, match="log_lines slow"):
+        tracebridge.configure(log_lines=True, slow={"db.*": "fast"})
+    with pytest.raises(ValueError, match="log_lines=False with trace-line options"):
+        tracebridge.configure(log_lines=False, slow="5ms")
+    with pytest.raises(ValueError, match="unknown option 'slowest'"):
+        tracebridge.configure(log_lines=True, slowest="5ms")
+    assert tracebridge.configure().log_lines is None  # nothing was changed
 
 
 def test_trace_lines_without_a_session(caplog: pytest.LogCaptureFixture) -> None:

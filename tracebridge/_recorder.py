@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import os
 import sys
 import threading
@@ -745,16 +746,29 @@ def _as_ids(value: Any) -> tuple[int, ...]:
 _session_lock = threading.RLock()
 
 
+#: Options of trace lines that ``configure`` also takes by name, beside ``log_lines=True``.
+_LINE_OPTIONS = frozenset(inspect.signature(TraceLines.__init__).parameters) - {"self"}
+
+
 def configure(**options: Any) -> Config:
     """Change process-wide options (see :class:`Config`); returns the new configuration.
 
-    Unknown names and bad values raise ``ValueError`` naming the option.
+    The options of trace lines may also be given by name: ``configure(log_lines=True, slow={"db.*":
+    "5ms", "*": "100ms"})`` is ``configure(log_lines={"slow": {...}})``. Unknown names and bad values
+    raise ``ValueError`` naming the option.
     """
     with _session_lock:
         known = {f for f in Config.__dataclass_fields__}
+        line_options = {k: options.pop(k) for k in list(options) if k in _LINE_OPTIONS and k not in known}
+        if line_options:  # configure(log_lines=True, slow={...}): options of the trace lines
+            base = options.get("log_lines", RT.config.log_lines)
+            if base is False and "log_lines" in options:
+                raise ValueError(f"log_lines=False with trace-line options {sorted(line_options)}")
+            options["log_lines"] = {**(base if isinstance(base, dict) else {}), **line_options}
         for key in options:
             if key not in known:
-                raise ValueError(f"unknown option {key!r}; known options: {', '.join(sorted(known))}")
+                names = ", ".join(sorted(known | _LINE_OPTIONS))
+                raise ValueError(f"unknown option {key!r}; known options: {names}")
         cfg = replace(RT.config, **options)
         cfg.validate()
         RT.config = cfg
