@@ -107,8 +107,8 @@ class Stats:
     ``recorded`` counts events by kind. ``dropped`` counts events by reason, then kind: ``queue_full``
     (producers outran the writer), ``sink_error`` (the file could not be written), ``memory_cap`` (an
     in-memory session reached ``max_events``), ``outside_session`` (a span began in one session and
-    ended after it stopped). ``open_activities`` counts activities still open when the session stopped:
-    they are written as begun but not ended.
+    ended after it stopped). ``open_activities`` counts activities (and OpenTelemetry spans) still open
+    when the session stopped: they are written as begun but not ended.
     """
 
     recorded: dict[str, int] = field(default_factory=dict)

@@ -299,6 +299,10 @@ class Session:
         # make ids for spans that never needed one.
         self._make_ids = fmt == "memory"
         self.open_activities: dict[int, Record] = {}
+        self.open_spans: dict[int, tuple[SpanRecord, ThreadInfo]] = {}
+        #: The process's name in the trace when a source named it (OpenTelemetry's service.name).
+        self.process_name: str | None = None
+        self._rename: str | None = None
         self._errors_at_start = sum(_safety.error_counts().values())
         self._sink_factory = sink_factory
         self._sink: Sink | None = None
@@ -340,6 +344,16 @@ class Session:
     def close_activity(self, aid: int) -> Record | None:
         with self._stats_lock:
             return self.open_activities.pop(aid, None)
+
+    def open_span(self, key: int, rec: SpanRecord, info: ThreadInfo) -> None:
+        """Register a span that sources write when it ends (OpenTelemetry's): if the session stops
+        first, it is written as begun only."""
+        with self._stats_lock:
+            self.open_spans[key] = (rec, info)
+
+    def close_span(self, key: int) -> None:
+        with self._stats_lock:
+            self.open_spans.pop(key, None)
 
     def add_counts(self, counts: Counts) -> None:
         """Add sanitizing and scrubbing done on an application thread (safe from any thread)."""
@@ -460,7 +474,20 @@ class Session:
             except Exception as exc:
                 _safety.defer_error("sink.flush", exc)
 
+    def rename_process(self, name: str) -> None:
+        """Name the process in the trace (the writer does it in its next round)."""
+        self.process_name = self._rename = name
+
     def _drain_all(self) -> None:
+        name = self._rename
+        if name is not None:
+            self._rename = None
+            rename = getattr(self._sink, "rename_process", None)
+            if rename is not None:
+                try:
+                    rename(name)
+                except Exception as exc:
+                    _safety.defer_error("sink.rename_process", exc)
         for st in _all_threads():
             try:
                 self._drain(st)
@@ -575,13 +602,19 @@ class Session:
             return
         with self._stats_lock:
             still_open = list(self.open_activities.values())
-            self.stats.open_activities = len(still_open)
+            open_spans = list(self.open_spans.values())
+            self.open_spans.clear()
+            self.stats.open_activities = len(still_open) + len(open_spans)
             self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
         self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
         self._account_sampling()
         try:
             opened = [self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in still_open]
+            for span, info in open_spans:  # on a track of their own: what they enclose is unknown
+                span.end_ns = None  # type: ignore[assignment]
+                span.overlapping = True
+                opened.append(self._to_event(span, info))
             sink.close(self.stats, opened)
         except Exception as exc:
             _safety.defer_error("sink.close", exc)
@@ -648,7 +681,7 @@ class Session:
                 "span",
                 name,
                 rec.start_ns + off,
-                end + off,
+                None if end is None else end + off,
                 rec.level,
                 md,
                 info.tid,

@@ -94,3 +94,53 @@ def test_random_traces(tmp_path_factory: pytest.TempPathFactory, data: st.DataOb
         w.write(thread, events)
     w.close()
     check(path, tmp)
+
+
+OTEL_PROGRAM = """
+import asyncio, sys, threading
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Link
+import tracebridge
+from tracebridge.otel import PerfettoSpanProcessor
+
+provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+provider.add_span_processor(PerfettoSpanProcessor(sys.argv[1]))
+tracer = provider.get_tracer("tp")
+with tracer.start_as_current_span("producer") as producer:
+    pass
+with tracer.start_as_current_span("consumer", links=[Link(producer.get_span_context())]):
+    with tracebridge.span("tb.inside", level=2):
+        try:
+            with tracer.start_as_current_span("fails"):
+                raise ValueError("no")
+        except ValueError:
+            pass
+a = tracer.start_span("a"); b = tracer.start_span("b"); a.end(); b.end()
+h = tracer.start_span("handoff"); t = threading.Thread(target=h.end); t.start(); t.join()
+async def task(n):
+    with tracer.start_as_current_span(f"task{n}"):
+        await asyncio.sleep(0.001 * (3 - n))
+async def main():
+    await asyncio.gather(*(task(n) for n in range(3)))
+asyncio.run(main())
+open_at_exit = tracer.start_span("still open")
+"""
+
+
+def test_otel_trace(tmp_path: Path) -> None:
+    out = tmp_path / "otel.perfetto-trace"
+    subprocess.run([sys.executable, "-c", OTEL_PROGRAM, str(out)], check=True, capture_output=True)
+    check(out, tmp_path)
+    assert query(out, "select name from process where pid != 0", tmp_path) == [["checkout"]]
+    _, _, flows, _ = map(int, query(out, COUNTS, tmp_path)[0])
+    assert flows == 1  # producer -> consumer
+    correlation = (
+        "select s.name, a.display_value from slice s join args a using(arg_set_id)"
+        " where a.key = 'correlation_id' and s.name in ('consumer', 'fails') order by s.name"
+    )
+    (_, trace_id), (_, same) = query(out, correlation, tmp_path)
+    assert len(trace_id) == 32 and same == trace_id
+    assert query(out, "select name, dur from slice where name = 'still open'", tmp_path) == [
+        ["still open", "-1"]
+    ]

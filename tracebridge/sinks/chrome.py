@@ -108,6 +108,10 @@ class ChromeJsonWriter:
         self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
         self._commit()
 
+    def rename_process(self, name: str) -> None:
+        """Name the process again (readers take the last ``process_name``); written with the next batch."""
+        self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
+
     def _emit(self, obj: dict[str, Any]) -> None:
         text = _encode(obj)
         if self._first:
@@ -315,8 +319,7 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     for e in raw_events:
         if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "process_name":
             out.pid = int(e.get("pid", 0))
-            out.process_name = str((e.get("args") or {}).get("name", ""))
-            break
+            out.process_name = str((e.get("args") or {}).get("name", ""))  # the last one wins
     lanes: dict[int, tuple[str, int, str]] = {}  # lane tid -> (kind, real tid, track name)
     for e in raw_events:
         if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "thread_name":

@@ -55,7 +55,11 @@ def format_event(
     if ev.kind == "counter":
         parts.append(f"= {_text(ev.value)}" + (f" {ev.unit}" if ev.unit else ""))
     if include_metadata and ev.metadata:
-        parts.append(format_metadata(ev.metadata))
+        md = ev.metadata
+        if any(k.startswith("otel.") for k in md):  # OpenTelemetry's bookkeeping: in the trace only
+            md = {k: v for k, v in md.items() if not k.startswith("otel.")}
+        if md:
+            parts.append(format_metadata(md))
     if include_thread:
         parts.append(f"[{_text(ev.thread_name)}:{ev.thread_id}]")
     if ev.error is not None:

@@ -79,6 +79,9 @@ class _Seq:
     clocks: dict[int, list[int]] = field(default_factory=dict)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 @dataclass
 class _Raw:
     ts: int
@@ -96,6 +99,7 @@ class _Raw:
     log_body: str | None = None
     log_prio: int | None = None
     log_source: Frame | None = None
+    correlation: str = ""
     offset: int = 0
 
 
@@ -314,11 +318,26 @@ class _Reader:
         old = self.tracks.get(d.uuid)
         if old is not None:
             if old.raw != raw:
-                self.problem(
-                    "track_descriptor_conflicting_reservation",
-                    f"track {d.uuid} described twice with different content",
-                    offset,
+                # As trace_processor: the same track again (parent, pid, tid, counter-ness) may rename
+                # it (a process named later); anything else conflicts.
+                pid = (
+                    d.process.pid if d.HasField("process") else d.thread.pid if d.HasField("thread") else None
                 )
+                tid = d.thread.tid if d.HasField("thread") else None
+                same = (old.parent, old.pid, old.tid, old.counter) == (
+                    d.parent_uuid,
+                    pid,
+                    tid,
+                    d.HasField("counter"),
+                )
+                if not same:
+                    self.problem(
+                        "track_descriptor_conflicting_reservation",
+                        f"track {d.uuid} described twice with different content",
+                        offset,
+                    )
+                elif old.process and d.process.process_name:
+                    old.name = self.out.process_name = d.process.process_name
             return
         t = _Track(d.uuid, d.name, d.parent_uuid, raw=raw, description=d.description)
         if d.HasField("thread"):
@@ -448,6 +467,8 @@ class _Reader:
             frames,
             offset=offset,
         )
+        if te.HasField("correlation_id_str"):
+            raw.correlation = te.correlation_id_str
         if te.type == COUNTER:
             which = te.WhichOneof("counter_value_field")
             raw.value = getattr(te, which) if which else None
@@ -598,7 +619,7 @@ class _Reader:
                     adjusted_count=float(adjusted),
                 )
             kind = "instant"
-        return Event(
+        ev = Event(
             kind,  # type: ignore[arg-type]
             raw.name,
             raw.ts,
@@ -615,6 +636,9 @@ class _Reader:
             overlapping=overlapping,
             adjusted_count=float(adjusted),
         )
+        if len(raw.correlation) == 32 and all(c in _HEX for c in raw.correlation):
+            ev.trace_id = int(raw.correlation, 16)  # else another writer's id: not a trace id
+        return ev
 
 
 def read_perfetto(

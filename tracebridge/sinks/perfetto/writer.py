@@ -104,6 +104,7 @@ E_FLOWS = Field(47)
 E_TERMINATING_FLOWS = Field(48)
 E_LOG = Field(21)
 E_CALLSTACK = Field(55)
+E_CORRELATION_STR = Field(53)
 CALLSTACK_FRAMES = Field(1)
 FR_FUNCTION = Field(1)
 FR_FILE = Field(2)
@@ -393,6 +394,8 @@ class _Sequence:
             parts.extend(E_TERMINATING_FLOWS.fixed64(fid) for fid in ev.terminating_flows)
         if ev.kind == "log":
             parts.append(self._log_message(ev, interned))
+        elif ev.trace_id and phase == SLICE_BEGIN:  # the UI relates the slices of one trace by it
+            parts.append(E_CORRELATION_STR.string(f"{ev.trace_id:032x}"))
         te = b"".join(parts)
         if interned or self.pending_drop:
             packet = head + self._tail(te, interned)
@@ -547,6 +550,14 @@ class PerfettoWriter:
             + self._own
         )
         return desc + snapshot
+
+    def rename_process(self, name: str) -> None:
+        """Describe the process again with ``name`` (the trace's later descriptor wins); written with
+        the next batch."""
+        proc = message(TD_PROCESS, PD_PID.uint(self.pid), PD_NAME.string(name))
+        self._pending.append(
+            frame(P_TRACK_DESCRIPTOR.bytes_(TD_UUID.uint(self.process_uuid) + proc) + self._own)
+        )
 
     def _describe(self, uuid: int) -> int:
         """Queue the descriptor of track ``uuid`` unless the file already has it; returns ``uuid``."""

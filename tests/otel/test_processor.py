@@ -1,0 +1,231 @@
+"""OpenTelemetry spans into Perfetto traces, against the real opentelemetry-sdk."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+
+import tracebridge
+from tracebridge.otel import (
+    PerfettoSpanExporter,
+    PerfettoSpanProcessor,
+    TraceLineSpanProcessor,
+    frames_from_stacktrace,
+)
+from tracebridge.reading import read_trace
+
+from helpers import decode
+
+
+@pytest.fixture
+def provider() -> Iterator[TracerProvider]:
+    p = TracerProvider(resource=Resource.create({"service.name": "checkout"}), shutdown_on_exit=False)
+    yield p
+    p.shutdown()
+
+
+def tracer_for(provider: TracerProvider) -> Tracer:
+    return provider.get_tracer("tests.otel", "1.0")
+
+
+def fail_here() -> None:
+    raise ValueError("card declined")
+
+
+def test_spans_attributes_events_failures_links(provider: TracerProvider, trace_path: Path) -> None:
+    provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+    tracer = tracer_for(provider)
+    with tracer.start_as_current_span("producer") as producer:
+        pass
+    with tracer.start_as_current_span(
+        "GET /cart",
+        kind=SpanKind.SERVER,
+        links=[Link(producer.get_span_context())],
+        attributes={"http.response.status_code": 200, "ok": True, "ratio": 0.5, "tags": ("a", "b")},
+    ) as server:
+        server.add_event("cache_miss", {"key": "cart:42"})
+        with tracer.start_as_current_span("charge") as charge, tracebridge.span("tb.inner", level=2):
+            try:
+                fail_here()
+            except ValueError as exc:
+                charge.record_exception(exc)
+                charge.set_status(Status(StatusCode.ERROR, "declined"))
+    tracebridge.stop()
+
+    trace = read_trace(trace_path)
+    assert trace.problems == []
+    assert trace.process_name == "checkout"
+    spans = {e.name: e for e in trace.events if e.kind == "span"}
+    get, charge_ev, inner = spans["GET /cart"], spans["charge"], spans["tb.inner"]
+    # One thread, properly nested: all on the thread's own track.
+    assert not any(e.overlapping for e in spans.values())
+    assert (
+        get.start_ns <= charge_ev.start_ns <= inner.start_ns <= inner.end_ns <= charge_ev.end_ns <= get.end_ns
+    )
+    assert get.metadata == {
+        "http.response.status_code": 200,
+        "ok": True,
+        "ratio": 0.5,
+        "tags": ["a", "b"],
+        "otel.kind": "SERVER",
+        "otel.scope": "tests.otel",
+    }
+    assert get.trace_id == server.get_span_context().trace_id
+    assert charge_ev.error is not None and charge_ev.error.type == "ValueError"
+    assert charge_ev.error.message == "card declined"
+    assert [f.function for f in charge_ev.error.frames][-2:] == [
+        "test_spans_attributes_events_failures_links",
+        "fail_here",
+    ]
+    assert charge_ev.metadata["otel.status"] == "ERROR"
+    instants = {e.name: e for e in trace.events if e.kind == "instant"}
+    assert instants["cache_miss"].metadata == {"key": "cart:42"}
+    exc_instant = instants["exception"]  # exception.type and .message are how files carry errors
+    assert exc_instant.error is not None and exc_instant.error.type == "ValueError"
+    # The link: the producer's own flow id is on the GET span too.
+    producer_id = producer.get_span_context().span_id
+    assert spans["producer"].flows == (producer_id,)
+    assert get.flows == (server.get_span_context().span_id, producer_id)
+
+    # The same through the official schema: typed annotations, correlation id, callstack.
+    official = decode(trace_path)
+    events = [p.track_event for p in official.packet if p.HasField("track_event") and p.track_event.type == 1]
+    (get_begin,) = [
+        e for e in events if e.correlation_id_str and e.flow_ids[:1] == [server.get_span_context().span_id]
+    ]
+    assert get_begin.correlation_id_str == f"{server.get_span_context().trace_id:032x}"
+    typed = sorted(
+        "array_values" if len(a.array_values) else str(a.WhichOneof("value"))
+        for a in get_begin.debug_annotations
+    )
+    # The attributes, otel.kind, otel.scope and the trace level (2).
+    assert typed == [
+        "array_values", "bool_value", "double_value", "int_value", "int_value", "string_value", "string_value"
+    ]  # fmt: skip
+    (with_stack,) = [e for e in events if len(e.callstack.frames)]
+    assert with_stack.callstack.frames[-1].function_name == "fail_here"
+    names = {
+        p.track_descriptor.process.process_name
+        for p in official.packet
+        if p.track_descriptor.HasField("process")
+    }
+    assert "checkout" in names
+
+
+def test_out_of_order_and_cross_thread_ends_get_tracks_of_their_own(
+    provider: TracerProvider, trace_path: Path
+) -> None:
+    provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+    tracer = tracer_for(provider)
+    a = tracer.start_span("a")
+    b = tracer.start_span("b")
+    a.end()  # b is still open: a ends out of order
+    b.end()
+    handoff = tracer.start_span("handoff")
+    t = threading.Thread(target=handoff.end, name="finisher")
+    t.start()
+    t.join()
+    with tracer.start_as_current_span("nested"):
+        pass
+    tracebridge.stop()
+    trace = read_trace(trace_path)
+    assert trace.problems == []
+    spans = {e.name: e for e in trace.events if e.kind == "span"}
+    assert spans["a"].overlapping and not spans["b"].overlapping
+    assert spans["handoff"].overlapping and spans["handoff"].thread_name == "MainThread"
+    assert not spans["nested"].overlapping
+
+
+def test_asyncio_tasks_overlap_without_crossing(provider: TracerProvider, trace_path: Path) -> None:
+    provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+    tracer = tracer_for(provider)
+
+    async def task(n: int) -> None:
+        with tracer.start_as_current_span(f"task{n}"):
+            await asyncio.sleep(0.001 * (3 - n))
+            with tracer.start_as_current_span(f"step{n}"):
+                await asyncio.sleep(0.001)
+
+    async def main() -> None:
+        await asyncio.gather(*(task(n) for n in range(3)))
+
+    asyncio.run(main())
+    tracebridge.stop()
+    trace = read_trace(trace_path)
+    assert trace.problems == []
+    assert sorted(e.name for e in trace.events if e.kind == "span") == sorted(
+        [f"task{n}" for n in range(3)] + [f"step{n}" for n in range(3)]
+    )
+
+
+def test_open_spans_and_spans_after_stop(provider: TracerProvider, trace_path: Path) -> None:
+    processor = PerfettoSpanProcessor(trace_path)
+    provider.add_span_processor(processor)
+    tracer = tracer_for(provider)
+    late = tracer.start_span("ends after stop")
+    tracebridge.stop()
+    late.end()
+    assert processor.dropped == 1
+    assert read_trace(trace_path).problems == []
+
+
+def test_trace_lines_for_otel_spans(provider: TracerProvider, caplog: pytest.LogCaptureFixture) -> None:
+    provider.add_span_processor(TraceLineSpanProcessor(slow="3600s"))
+    tracer = tracer_for(provider)
+    try:
+        with caplog.at_level(logging.INFO, logger="tracebridge.trace"):
+            with tracer.start_as_current_span(
+                "GET /users", kind=SpanKind.SERVER, attributes={"http.response.status_code": 200}
+            ):
+                pass
+            tracebridge.flush()
+    finally:
+        tracebridge.configure(log_lines=None)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"\[TRACE\] GET /users \(\d+(ns|us|ms)\) \{http.response.status_code=200\}", line)
+
+
+def test_exporter_behind_batch_processor(provider: TracerProvider, trace_path: Path) -> None:
+    exporter = PerfettoSpanExporter(trace_path)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = tracer_for(provider)
+    with tracer.start_as_current_span("root") as root:
+        for i in range(3):
+            with tracer.start_as_current_span("child", attributes={"i": i}):
+                pass
+    provider.force_flush()
+    tracebridge.stop()
+    trace = read_trace(trace_path)
+    assert trace.problems == []
+    spans = [e for e in trace.events if e.kind == "span"]
+    assert len(spans) == 4
+    track = f"trace {root.get_span_context().trace_id:032x}"
+    assert {e.track for e in spans} == {track}
+    assert all(e.trace_id == root.get_span_context().trace_id for e in spans)
+
+
+def test_frames_from_stacktrace() -> None:
+    text = (
+        "Traceback (most recent call last):\n"
+        '  File "a.py", line 3, in outer\n    inner()\n'
+        "KeyError: 1\n\nDuring handling of the above exception, another exception occurred:\n\n"
+        "Traceback (most recent call last):\n"
+        '  File "b.py", line 10, in handler\n    x()\n'
+        '  File "c.py", line 20, in x\n    raise ValueError\n'
+        "ValueError\n"
+    )
+    assert [(f.function, f.file, f.line) for f in frames_from_stacktrace(text)] == [
+        ("handler", "b.py", 10),
+        ("x", "c.py", 20),
+    ]
+    assert frames_from_stacktrace("not a traceback") == ()

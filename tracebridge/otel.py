@@ -1,0 +1,394 @@
+"""OpenTelemetry integration: OTel spans into Perfetto traces and trace lines, tracebridge's samplers as
+OTel samplers.
+
+::
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from tracebridge.otel import ConsistentRatioSampler, PerfettoSpanProcessor
+
+    provider = TracerProvider(sampler=ConsistentRatioSampler(0.1))
+    provider.add_span_processor(PerfettoSpanProcessor("app.perfetto-trace"))
+
+Spans that nest on one thread are drawn on that thread's track, inside the tracebridge spans around them;
+spans that overlap without nesting (asyncio tasks) and spans that end on another thread get tracks of
+their own under the process. Attributes become typed debug annotations, span events instants, an
+exception event the slice's back-trace, links flows; the trace id is the slice's correlation id and the
+resource's ``service.name`` names the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, StatusCode
+
+from . import _safety
+from ._model import ErrorInfo, Frame, Record, SpanRecord
+from ._recorder import RT, Session, ThreadState, configure, record_into, thread_state
+from .spans import snapshot_metadata
+
+__all__ = [
+    "PerfettoSpanExporter",
+    "PerfettoSpanProcessor",
+    "TraceLineSpanProcessor",
+]
+
+#: Metadata keys the recorder reads as instructions (tracks, flows, categories): attributes of these
+#: names are kept under ``attribute.<name>``.
+_RESERVED = frozenset({"category", "track", "flows", "terminating_flows"})
+_TRACEBACK_FRAME = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+), in (?P<function>.*)$')
+
+
+def frames_from_stacktrace(text: str) -> tuple[Frame, ...]:
+    """The frames of the last exception in a Python traceback text (``exception.stacktrace`` as the
+    OpenTelemetry SDK writes it), outermost first. Text that is not a Python traceback gives none."""
+    block = text.rsplit("Traceback (most recent call last):", 1)[-1]
+    frames = []
+    for line in block.splitlines():
+        m = _TRACEBACK_FRAME.match(line)
+        if m is not None:
+            frames.append(Frame(m["function"], m["file"], int(m["line"])))
+    return tuple(frames)
+
+
+def _root(trace_id: int, span_id: int) -> SpanRecord:
+    """A stand-in for a span that is not recorded here (a remote or unrecorded parent): its ids."""
+    rec = object.__new__(SpanRecord)
+    rec._trace_id = trace_id
+    rec._span_id = span_id
+    rec.parent = None
+    return rec
+
+
+class _Recorder:
+    """Turns OTel spans into tracebridge span records in the recording :meth:`session` gives."""
+
+    def __init__(self, trace_level: int) -> None:
+        if isinstance(trace_level, bool) or not isinstance(trace_level, int) or trace_level < 1:
+            raise ValueError(f"trace_level must be an integer >= 1, got {trace_level!r}")
+        self.trace_level = trace_level
+        #: Spans begun and not ended yet, by span id: their record, their thread's state, the thread.
+        self._open: dict[int, tuple[SpanRecord, ThreadState, int, Session]] = {}
+        #: Spans that ended while nothing here was recording them.
+        self.dropped = 0
+
+    def session(self) -> Session | None:
+        raise NotImplementedError
+
+    def start(self, span: Any) -> None:
+        if _safety.inside.get() or self.trace_level > RT.level:
+            return
+        session = self.session()
+        if session is None:
+            return
+        ctx = span.get_span_context()
+        rec = object.__new__(SpanRecord)
+        rec.name = span.name
+        rec.level = self.trace_level
+        rec.metadata = None
+        rec.start_ns = _local_ns(session, span.start_time)
+        rec.end_ns = rec.start_ns
+        rec.error = None
+        parent = span.parent
+        rec.parent = _root(ctx.trace_id, parent.span_id) if parent is not None else None
+        rec.overlapping = False
+        rec.adjusted_count = 1.0
+        rec._trace_id = ctx.trace_id
+        rec._span_id = ctx.span_id
+        st = thread_state()
+        self._open[ctx.span_id] = (rec, st, threading.get_ident(), session)
+        st.stack.append(rec)
+        session.open_span(ctx.span_id, rec, st.info)
+
+    def end(self, span: ReadableSpan) -> None:
+        ctx = span.context
+        if ctx is None:
+            return
+        entry = self._open.pop(ctx.span_id, None)
+        if entry is None:
+            return  # began before anything here was recording
+        rec, st, ident, began_in = entry
+        began_in.close_span(ctx.span_id)
+        stack = st.stack
+        if ident == threading.get_ident() and stack and stack[-1] is rec:
+            stack.pop()
+        else:  # ends out of order, or on another thread: a track of its own
+            with contextlib.suppress(ValueError):
+                stack.remove(rec)
+            rec.overlapping = True
+        session = self.session()
+        if session is None or session.stopped or RT.session is not session:
+            self.dropped += 1
+            return
+        end_time = span.end_time
+        rec.end_ns = max(rec.start_ns, _local_ns(session, end_time)) if end_time else rec.start_ns
+        instants = self._fill(rec, span, session)
+        if st.dead:  # its thread has ended since
+            st = thread_state()
+        pipe = RT.pipeline
+        if pipe is not None and not _admit_span(pipe, rec):
+            return
+        st.push(rec)
+        for inst in instants:
+            st.push(inst)
+        _name_process(session, span)
+
+    def _fill(self, rec: SpanRecord, span: ReadableSpan, session: Session) -> list[Record]:
+        md: dict[str, Any] = {}
+        for key, value in (span.attributes or {}).items():
+            md[f"attribute.{key}" if key in _RESERVED else key] = value
+        if span.kind is not SpanKind.INTERNAL:
+            md["otel.kind"] = span.kind.name
+        status = span.status
+        if status.status_code is not StatusCode.UNSET:
+            md["otel.status"] = status.status_code.name
+            if status.description:
+                md["otel.status_description"] = status.description
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name:
+            md["otel.scope"] = scope.name
+        # Every span carries its own span id as a flow id (so the file keeps it); a span that links to
+        # it carries the same id, and Perfetto draws an arrow from the linked span to it.
+        flows = [rec._span_id]
+        for link in span.links or ():
+            if link.context is not None and link.context.span_id:
+                flows.append(link.context.span_id)
+        md["flows"] = flows
+        instants: list[Record] = []
+        for event in span.events or ():
+            attrs = dict(event.attributes or {})
+            if event.name == "exception":
+                stacktrace = attrs.pop("exception.stacktrace", "")
+                rec.error = ErrorInfo(
+                    _safety.safe_str(attrs.get("exception.type", "Exception")),
+                    _safety.safe_str(attrs.get("exception.message", "")),
+                    frames_from_stacktrace(stacktrace) if isinstance(stacktrace, str) else (),
+                )
+            t = _local_ns(session, event.timestamp)
+            inst = Record("instant", event.name, t, t, rec.level, attrs or None)
+            inst.trace_id, inst.span_id = rec._trace_id, rec._span_id
+            instants.append(inst)
+        if rec.error is None and status.status_code is StatusCode.ERROR:
+            rec.error = ErrorInfo("ERROR", status.description or "")
+        rec.metadata = snapshot_metadata(md)
+        for inst in instants:
+            if inst.metadata:
+                inst.metadata = snapshot_metadata(inst.metadata)
+        return instants
+
+
+def _admit_span(pipe: Any, rec: SpanRecord) -> bool:
+    """The head stages' decision on an OTel span (its own sampler has already kept it)."""
+    if pipe.keep_critical and rec.level <= 1:
+        pipe.overridden("span")
+        return True
+    if rec.error is not None and pipe.keep_failures:
+        pipe.overridden("span")
+        return True
+    weight, dropped_by = pipe.head(rec)
+    if dropped_by is not None:
+        pipe.count_drop(dropped_by, "span")
+        return False
+    if weight != 1.0:
+        rec.adjusted_count = 1.0 / weight
+    return True
+
+
+def _local_ns(session: Session, epoch_ns: int) -> int:
+    """An OpenTelemetry timestamp (ns since the epoch) on tracebridge's span clock."""
+    return int(epoch_ns) - session.wall_offset_ns - session.clock_offset
+
+
+def _name_process(session: Session, span: ReadableSpan) -> None:
+    resource = span.resource
+    if resource is None:
+        return
+    name = resource.attributes.get("service.name")
+    if isinstance(name, str) and name and name != session.process_name:
+        session.rename_process(name)
+
+
+class PerfettoSpanProcessor(SpanProcessor):
+    """Writes OpenTelemetry spans into the Perfetto trace ``target`` (a file, whose recording it joins
+    or starts as :class:`tracebridge.logging.PerfettoHandler` does, or a :class:`~tracebridge.Session`).
+
+    A span is placed when it begins (on its thread's track if it nests there) and written when it ends;
+    spans still open when the recording stops are written as begun only. Attributes become debug
+    annotations, events instants, the last exception event the slice's back-trace, links flows. The
+    session's sampling stages apply too (after the TracerProvider's sampler). Never raises into the SDK.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | Session, *, trace_level: int = 2) -> None:
+        self._recorder = _FileRecorder(target, trace_level)
+
+    @property
+    def session(self) -> Session:
+        return self._recorder.target
+
+    @property
+    def dropped(self) -> int:
+        """Spans that ended after the recording stopped (or while another one was active)."""
+        return self._recorder.dropped
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        try:
+            self._recorder.start(span)
+        except Exception as exc:
+            _safety.internal_error("PerfettoSpanProcessor.on_start", exc)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            self._recorder.end(span)
+        except Exception as exc:
+            self._recorder.dropped += 1
+            _safety.internal_error("PerfettoSpanProcessor.on_end", exc)
+
+    def shutdown(self) -> None:
+        self.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            session = self._recorder.target
+            if session.stopped:
+                return True
+            return session.flush(max(0.0, timeout_millis / 1000))
+        except Exception as exc:
+            _safety.internal_error("PerfettoSpanProcessor.force_flush", exc, raise_in_strict=False)
+            return False
+
+
+class _FileRecorder(_Recorder):
+    def __init__(self, target: str | os.PathLike[str] | Session, trace_level: int) -> None:
+        super().__init__(trace_level)
+        self.target = target if isinstance(target, Session) else record_into(target, trace_level)
+
+    def session(self) -> Session | None:
+        target = self.target
+        return target if RT.session is target else None
+
+
+class _ActiveRecorder(_Recorder):
+    def session(self) -> Session | None:
+        return RT.session
+
+
+class TraceLineSpanProcessor(SpanProcessor):
+    """Logs every OpenTelemetry span that ends as a trace line on the ``tracebridge.trace`` logger
+    (``[TRACE] GET /users (12ms) {http.response.status_code=200}``), through the active recording's
+    sampling stages. Takes the options of ``tracebridge.configure(log_lines=...)`` (``slow=``,
+    ``level=``, ...) and turns trace lines on; the spans go into whatever tracebridge is recording (or
+    into a recording that keeps nothing but the lines).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, *, trace_level: int = 2, **line_options: Any) -> None:
+        self._recorder = _ActiveRecorder(trace_level)
+        configure(log_lines=line_options or True)
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        try:
+            self._recorder.start(span)
+        except Exception as exc:
+            _safety.internal_error("TraceLineSpanProcessor.on_start", exc)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            self._recorder.end(span)
+        except Exception as exc:
+            _safety.internal_error("TraceLineSpanProcessor.on_end", exc)
+
+    def shutdown(self) -> None:
+        self.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            session = RT.session
+            return True if session is None else session.flush(max(0.0, timeout_millis / 1000))
+        except Exception as exc:
+            _safety.internal_error("TraceLineSpanProcessor.force_flush", exc, raise_in_strict=False)
+            return False
+
+
+class PerfettoSpanExporter(SpanExporter):
+    """The same output behind a ``SpanExporter``, for a ``BatchSpanProcessor``: spans arrive in
+    batches after they ended, on the exporter's thread, so they cannot be placed on their threads;
+    each trace's spans go on a track of its own under the process, ``trace <trace id>``, nested as
+    they nest in time (spans that would cross go on further tracks of that name).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, trace_level: int = 2) -> None:
+        self._recorder = _FileRecorder(path, trace_level)
+        self._stopped = False
+
+    @property
+    def session(self) -> Session:
+        return self._recorder.target
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._stopped:
+            return SpanExportResult.FAILURE
+        try:
+            recorder = self._recorder
+            session = recorder.session()
+            if session is None or session.stopped:
+                recorder.dropped += len(spans)
+                return SpanExportResult.FAILURE
+            st = thread_state()
+            pipe = RT.pipeline
+            for span in spans:
+                ctx = span.context
+                if ctx is None or span.start_time is None:
+                    continue
+                rec = object.__new__(SpanRecord)
+                rec.name = span.name
+                rec.level = recorder.trace_level
+                rec.start_ns = _local_ns(session, span.start_time)
+                end = span.end_time or span.start_time
+                rec.end_ns = max(rec.start_ns, _local_ns(session, end))
+                rec.error = None
+                parent = span.parent
+                rec.parent = _root(ctx.trace_id, parent.span_id) if parent is not None else None
+                rec.overlapping = False
+                rec.adjusted_count = 1.0
+                rec._trace_id = ctx.trace_id
+                rec._span_id = ctx.span_id
+                instants = recorder._fill(rec, span, session)
+                assert rec.metadata is not None
+                rec.metadata["track"] = f"trace {ctx.trace_id:032x}"
+                if pipe is not None and not _admit_span(pipe, rec):
+                    continue
+                st.push(rec)
+                for inst in instants:
+                    if inst.metadata is None:
+                        inst.metadata = {}
+                    inst.metadata["track"] = rec.metadata["track"]
+                    st.push(inst)
+                _name_process(session, span)
+            return SpanExportResult.SUCCESS
+        except Exception as exc:
+            _safety.internal_error("PerfettoSpanExporter.export", exc)
+            return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            session = self._recorder.target
+            return True if session.stopped else session.flush(max(0.0, timeout_millis / 1000))
+        except Exception as exc:
+            _safety.internal_error("PerfettoSpanExporter.force_flush", exc, raise_in_strict=False)
+            return False
