@@ -1,0 +1,142 @@
+"""tracebridge samplers as OpenTelemetry samplers, in a real TracerProvider."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from tracebridge.otel import (
+    AdaptiveSampler,
+    ConsistentRatioSampler,
+    ParentBasedConsistentRatioSampler,
+    PipelineSampler,
+    RateLimitingSampler,
+    parse_ot,
+)
+from tracebridge.sampling import MinDuration, Names, Predicate, TraceIdRatio
+
+
+class SeededIds(IdGenerator):
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def generate_span_id(self) -> int:
+        return self.rng.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self.rng.getrandbits(128) or 1
+
+
+def kept_traces(sampler: Sampler, n: int = 4000, seed: int = 7) -> dict[int, str]:
+    """trace id -> the ot entry of the kept roots' tracestate."""
+    provider = TracerProvider(sampler=sampler, id_generator=SeededIds(seed), shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    kept = {}
+    for _ in range(n):
+        with tracer.start_as_current_span("op") as span:
+            ctx = span.get_span_context()
+            if ctx.trace_flags.sampled:
+                kept[ctx.trace_id] = ctx.trace_state.get("ot", "")
+    return kept
+
+
+def test_consistent_ratio_matches_tracebridge_and_nests() -> None:
+    ratio = TraceIdRatio(0.1)
+    kept = kept_traces(ConsistentRatioSampler(0.1))
+    all_ids = SeededIds(7)
+    # The same decisions as tracebridge's own stage on the same trace ids.
+    expected = set()
+    for _ in range(4000):
+        tid = all_ids.generate_trace_id()
+        all_ids.generate_span_id()
+        if ratio.decide(type("E", (), {"trace_id": tid})()):
+            expected.add(tid)
+    assert set(kept) == expected
+    assert 300 < len(kept) < 500
+    assert set(kept.values()) == {"th:e6666"}
+    # Decisions at a lower rate are a subset of those at a higher rate.
+    assert set(kept_traces(ConsistentRatioSampler(0.01))) <= set(kept)
+    assert set(kept_traces(ConsistentRatioSampler(1.0)).values()) == {"th:0"}
+
+
+def remote_parent(trace_id: int, ot: str, sampled: bool = True) -> otel_context.Context:
+    ctx = SpanContext(
+        trace_id,
+        0x1234,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0),
+        trace_state=TraceState([("ot", ot), ("vendor", "x")]),
+    )
+    return otel_trace.set_span_in_context(NonRecordingSpan(ctx))
+
+
+def test_incoming_rv_is_the_randomness_and_other_entries_survive() -> None:
+    sampler = ConsistentRatioSampler(0.5)
+    tid = 0xFFFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF_FFFF  # its own low bits would keep it at any rate
+    low = sampler.should_sample(remote_parent(tid, "rv:00000000000001"), tid, "op")
+    assert low.decision is Decision.DROP
+    high = sampler.should_sample(remote_parent(tid, "rv:ffffffffffffff;th:0"), tid, "op")
+    assert high.decision is Decision.RECORD_AND_SAMPLE
+    assert parse_ot(high.trace_state) == {"rv": "ffffffffffffff", "th": "8"}
+    assert high.trace_state.get("vendor") == "x"
+
+
+def test_parent_based_children_follow_and_inherit_the_tracestate() -> None:
+    sampler = ParentBasedConsistentRatioSampler(0.0001)
+    tid = 5
+    child = sampler.should_sample(remote_parent(tid, "th:c"), tid, "child")
+    assert child.decision is Decision.RECORD_AND_SAMPLE and parse_ot(child.trace_state) == {"th": "c"}
+    dropped = sampler.should_sample(remote_parent(tid, "th:c", sampled=False), tid, "child")
+    assert dropped.decision is Decision.DROP
+
+
+def test_rate_limiting_sampler_caps_and_erases_th() -> None:
+    sampler = RateLimitingSampler(1.0, burst=5)
+    tid = 77
+    results = [
+        sampler.should_sample(remote_parent(tid, "th:0;rv:00000000000009"), tid, "op") for _ in range(20)
+    ]
+    kept = [r for r in results if r.decision is Decision.RECORD_AND_SAMPLE]
+    assert len(kept) == 5
+    assert all(parse_ot(r.trace_state) == {"rv": "00000000000009"} for r in kept)
+
+
+def test_adaptive_sampler_per_span_name() -> None:
+    now = [0.0]
+    sampler = AdaptiveSampler(10, window=1.0, clock=lambda: now[0])
+    rng = random.Random(3)
+    kept = {"hot": 0, "cold": 0}
+    for second in range(40):
+        if second == 20:
+            kept = {"hot": 0, "cold": 0}  # count the last 20 seconds, once it has converged
+        for i in range(1000):
+            now[0] = second + i / 1000
+            for name in ("hot",) + (("cold",) if i % 200 == 0 else ()):
+                r = sampler.should_sample(None, rng.getrandbits(128), name)
+                kept[name] += r.decision is Decision.RECORD_AND_SAMPLE
+    assert 160 <= kept["hot"] <= 240  # about 10 a second of 1000
+    assert kept["cold"] == 100  # all five a second: it is under its target
+    assert sampler.adaptive.probability("cold") == 1.0
+
+
+def test_pipeline_sampler_setup_and_failures(lenient: None) -> None:
+    with pytest.raises(ValueError, match="decides when spans end"):
+        PipelineSampler(MinDuration("1ms"))
+    with pytest.raises(ValueError, match="level"):
+        PipelineSampler(Names(include=["a*"]), level=0)
+
+    def broken(ev: object) -> bool:
+        raise RuntimeError("user predicate")
+
+    sampler = PipelineSampler([Names(exclude=["health*"]), Predicate(broken)])
+    assert sampler.should_sample(None, 1, "healthcheck").decision is Decision.DROP
+    assert sampler.should_sample(None, 1, "work").decision is Decision.RECORD_AND_SAMPLE  # kept, counted
+    counts = sampler.counts()
+    assert any(entry.get("errors") for entry in counts.values()), counts
