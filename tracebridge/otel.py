@@ -82,6 +82,11 @@ def _root(trace_id: int, span_id: int) -> SpanRecord:
     return rec
 
 
+#: OpenTelemetry spans begun and not ended yet, by span id: their record, their thread's state, the
+#: thread, and the recording they began in. Shared by every processor, so that a span is recorded once.
+_open: dict[int, tuple[SpanRecord, ThreadState, int, Session]] = {}
+
+
 class _Recorder:
     """Turns OTel spans into tracebridge span records in the recording :meth:`session` gives."""
 
@@ -89,8 +94,6 @@ class _Recorder:
         if isinstance(trace_level, bool) or not isinstance(trace_level, int) or trace_level < 1:
             raise ValueError(f"trace_level must be an integer >= 1, got {trace_level!r}")
         self.trace_level = trace_level
-        #: Spans begun and not ended yet, by span id: their record, their thread's state, the thread.
-        self._open: dict[int, tuple[SpanRecord, ThreadState, int, Session]] = {}
         #: Spans that ended while nothing here was recording them.
         self.dropped = 0
 
@@ -104,6 +107,8 @@ class _Recorder:
         if session is None:
             return
         ctx = span.get_span_context()
+        if ctx.span_id in _open:
+            return  # another processor records it (a trace file and trace lines: one record)
         rec = object.__new__(SpanRecord)
         rec.name = span.name
         rec.level = self.trace_level
@@ -118,7 +123,7 @@ class _Recorder:
         rec._trace_id = ctx.trace_id
         rec._span_id = ctx.span_id
         st = thread_state()
-        self._open[ctx.span_id] = (rec, st, threading.get_ident(), session)
+        _open[ctx.span_id] = (rec, st, threading.get_ident(), session)
         st.stack.append(rec)
         session.open_span(ctx.span_id, rec, st.info)
 
@@ -126,11 +131,11 @@ class _Recorder:
         ctx = span.context
         if ctx is None:
             return
-        entry = self._open.pop(ctx.span_id, None)
+        entry = _open.pop(ctx.span_id, None)
         if entry is None:
-            return  # began before anything here was recording
-        rec, st, ident, began_in = entry
-        began_in.close_span(ctx.span_id)
+            return  # began before anything here was recording, or another processor wrote it
+        rec, st, ident, session = entry
+        session.close_span(ctx.span_id)
         stack = st.stack
         if ident == threading.get_ident() and stack and stack[-1] is rec:
             stack.pop()
@@ -138,8 +143,7 @@ class _Recorder:
             with contextlib.suppress(ValueError):
                 stack.remove(rec)
             rec.overlapping = True
-        session = self.session()
-        if session is None or session.stopped or RT.session is not session:
+        if session.stopped or RT.session is not session:
             self.dropped += 1
             return
         end_time = span.end_time
@@ -520,10 +524,11 @@ class PipelineSampler(Sampler):
             ot.pop("th", None)
             if self._consistent:
                 ot["th"] = threshold_to_th((1 << 56) - round(weight * (1 << 56)))
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, None, _with_ot(trace_state, ot))
+            # The SDK gives a span the attributes its sampler returns.
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, _with_ot(trace_state, ot))
         except Exception as exc:
             _safety.internal_error(f"{type(self).__name__}.should_sample", exc)
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, None, trace_state)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
 
     def counts(self) -> dict[str, Any]:
         """What each stage kept and dropped."""

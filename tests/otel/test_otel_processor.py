@@ -229,3 +229,19 @@ def test_frames_from_stacktrace() -> None:
         ("x", "c.py", 20),
     ]
     assert frames_from_stacktrace("not a traceback") == ()
+
+
+def test_two_processors_record_a_span_once(
+    provider: TracerProvider, trace_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+    provider.add_span_processor(TraceLineSpanProcessor())
+    try:
+        with caplog.at_level(logging.INFO, logger="tracebridge.trace"):
+            with tracer_for(provider).start_as_current_span("once"):
+                pass
+            tracebridge.stop()
+    finally:
+        tracebridge.configure(log_lines=None)
+    assert [e.name for e in tracebridge.read(trace_path)] == ["once"]
+    assert len(caplog.records) == 1

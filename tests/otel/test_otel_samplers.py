@@ -66,6 +66,12 @@ def test_consistent_ratio_matches_tracebridge_and_nests() -> None:
     assert set(kept_traces(ConsistentRatioSampler(1.0)).values()) == {"th:0"}
 
 
+def test_kept_spans_keep_their_attributes() -> None:
+    provider = TracerProvider(sampler=ParentBasedConsistentRatioSampler(1.0), shutdown_on_exit=False)
+    with provider.get_tracer("t").start_as_current_span("op", attributes={"k": 1}) as span:
+        assert dict(span.attributes or {}) == {"k": 1}  # type: ignore[attr-defined]
+
+
 def remote_parent(trace_id: int, ot: str, sampled: bool = True) -> otel_context.Context:
     ctx = SpanContext(
         trace_id,
