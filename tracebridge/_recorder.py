@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _codec, _safety
-from ._model import KINDS, ErrorInfo, Event, Frame, Record, SpanRecord, Stats, ThreadInfo, trace_clock_ns
+from ._model import (
+    KINDS,
+    Deferred,
+    ErrorInfo,
+    Event,
+    Frame,
+    Record,
+    Stats,
+    ThreadInfo,
+    trace_clock_ns,
+)
 from ._sanitize import DEFAULT_SECRET_KEYS, Counts, Limits, clean_str, compile_secret_keys, sanitize_metadata
 from .sampling.filters import Directives
 from .sampling.pipeline import Pipeline
@@ -158,11 +168,21 @@ RT = _Runtime()
 class ThreadState:
     """A thread's queue of records for the writer and its stack of open spans."""
 
-    __slots__ = ("__weakref__", "buf", "dead", "dropped", "idle_rounds", "info", "stack", "thread")
+    __slots__ = (
+        "__weakref__",
+        "buf",
+        "dead",
+        "deferred",
+        "dropped",
+        "idle_rounds",
+        "info",
+        "stack",
+        "thread",
+    )
 
     def __init__(self) -> None:
         self.buf: deque[Any] = deque()
-        self.stack: list[SpanRecord] = []
+        self.stack: list[Any] = []  # open spans (tracebridge's, and OpenTelemetry's while they run)
         # Records dropped because this queue was full, by kind (see drop()); the writer reports them.
         self.dropped: dict[str, int] = {}
         t = threading.current_thread()
@@ -170,6 +190,8 @@ class ThreadState:
         self.info = ThreadInfo(os.getpid(), threading.get_native_id(), t.name)
         self.dead = False
         self.idle_rounds = 0
+        #: Set once a source queued a Deferred record here: the writer then materializes them.
+        self.deferred = False
 
     def drop(self, kind: str) -> None:
         # The slow path (a full queue): a lock, because a span that ends on another thread than the
@@ -299,7 +321,7 @@ class Session:
         # make ids for spans that never needed one.
         self._make_ids = fmt == "memory"
         self.open_activities: dict[int, Record] = {}
-        self.open_spans: dict[int, tuple[SpanRecord, ThreadInfo]] = {}
+        self.open_span_sources: list[Callable[[Session], list[tuple[Any, ThreadInfo]]]] = []
         #: The process's name in the trace when a source named it (OpenTelemetry's service.name).
         self.process_name: str | None = None
         self._rename: str | None = None
@@ -345,15 +367,12 @@ class Session:
         with self._stats_lock:
             return self.open_activities.pop(aid, None)
 
-    def open_span(self, key: int, rec: SpanRecord, info: ThreadInfo) -> None:
-        """Register a span that sources write when it ends (OpenTelemetry's): if the session stops
-        first, it is written as begun only."""
-        with self._stats_lock:
-            self.open_spans[key] = (rec, info)
-
-    def close_span(self, key: int) -> None:
-        with self._stats_lock:
-            self.open_spans.pop(key, None)
+    def add_open_spans(self, source: Callable[[Session], list[tuple[Any, ThreadInfo]]]) -> None:
+        """Register a source of spans that are written when they end (OpenTelemetry's): when the
+        session stops, ``source(session)`` gives the (record, thread) of those still running, and they
+        are written as begun only."""
+        if source not in self.open_span_sources:
+            self.open_span_sources.append(source)
 
     def add_counts(self, counts: Counts) -> None:
         """Add sanitizing and scrubbing done on an application thread (safe from any thread)."""
@@ -478,7 +497,7 @@ class Session:
         """Name the process in the trace (the writer does it in its next round)."""
         self.process_name = self._rename = name
 
-    def _drain_all(self) -> None:
+    def _apply_rename(self) -> None:
         name = self._rename
         if name is not None:
             self._rename = None
@@ -488,6 +507,8 @@ class Session:
                     rename(name)
                 except Exception as exc:
                     _safety.defer_error("sink.rename_process", exc)
+
+    def _drain_all(self) -> None:
         for st in _all_threads():
             try:
                 self._drain(st)
@@ -513,6 +534,8 @@ class Session:
             n = min(left, WRITE_CHUNK)
             left -= n
             records = [pop() for _ in range(n)]
+            if st.deferred:
+                records = self._materialize(records)
             if self._deadline is not None and time.monotonic() > self._deadline:
                 for rec in records:
                     self.count_drop("stop_timeout", rec.kind)
@@ -524,6 +547,19 @@ class Session:
             else:
                 self._write(info, self._events(records, info), new_drops)
             new_drops = 0
+
+    def _materialize(self, records: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for rec in records:
+            if isinstance(rec, Deferred):
+                try:
+                    out.extend(rec.materialize(self))
+                except Exception as exc:
+                    _safety.defer_error("writer.materialize", exc)
+                    self.count_drop("internal_error", rec.kind)
+            else:
+                out.append(rec)
+        return out
 
     def _write_items(
         self, items: list[tuple[ThreadInfo, Any]], info: ThreadInfo | None = None, new_drops: int = 0
@@ -568,6 +604,8 @@ class Session:
         write as ``sink_error``."""
         if not events and not dropped_before:
             return
+        if self._rename is not None:  # named while these events were made: before them
+            self._apply_rename()
         sink = self._sink
         written = 0
         reason = "sink_error"
@@ -602,8 +640,13 @@ class Session:
             return
         with self._stats_lock:
             still_open = list(self.open_activities.values())
-            open_spans = list(self.open_spans.values())
-            self.open_spans.clear()
+        open_spans: list[tuple[Any, ThreadInfo]] = []
+        for source in self.open_span_sources:
+            try:
+                open_spans += source(self)
+            except Exception as exc:
+                _safety.defer_error("open spans", exc)
+        with self._stats_lock:
             self.stats.open_activities = len(still_open) + len(open_spans)
             self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
@@ -612,7 +655,7 @@ class Session:
         try:
             opened = [self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in still_open]
             for span, info in open_spans:  # on a track of their own: what they enclose is unknown
-                span.end_ns = None  # type: ignore[assignment]
+                span.end_ns = None
                 span.overlapping = True
                 opened.append(self._to_event(span, info))
             sink.close(self.stats, opened)

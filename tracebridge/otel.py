@@ -22,7 +22,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
@@ -34,13 +34,12 @@ from opentelemetry.trace import SpanKind, StatusCode, TraceState, get_current_sp
 from opentelemetry.util.types import Attributes
 
 from . import _safety
-from ._model import ErrorInfo, Frame, Record, SpanRecord
+from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord
 from ._recorder import RT, Session, ThreadState, configure, record_into, thread_state
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter
 from .sampling.samplers import Probability
-from .spans import snapshot_metadata
 
 __all__ = [
     "AdaptiveSampler",
@@ -82,13 +81,79 @@ def _root(trace_id: int, span_id: int) -> SpanRecord:
     return rec
 
 
-#: OpenTelemetry spans begun and not ended yet, by span id: their record, their thread's state, the
-#: thread, and the recording they began in. Shared by every processor, so that a span is recorded once.
-_open: dict[int, tuple[SpanRecord, ThreadState, int, Session]] = {}
+#: OpenTelemetry spans begun and not ended yet, by span id: the span, its thread's state, the thread,
+#: the recording it began in, and its trace level. Shared by every processor, so that a span is recorded once.
+_open: dict[int, tuple[Any, ThreadState, int, Session, int]] = {}
+
+
+class _Finished(Deferred):
+    """An ended OpenTelemetry span, queued as it is: the writer thread converts it (:meth:`materialize`),
+    so that the application's thread only queues it."""
+
+    __slots__ = ("level", "overlapping", "span", "track")
+    kind = "span"
+
+    def __init__(self, span: ReadableSpan, level: int, overlapping: bool, track: str | None = None) -> None:
+        self.span = span
+        self.level = level
+        self.overlapping = overlapping
+        self.track = track
+
+    def materialize(self, session: Session) -> list[Any]:
+        span = self.span
+        ctx = span.context
+        if ctx is None or span.start_time is None:
+            return []
+        rec = object.__new__(SpanRecord)
+        rec.name = span.name
+        rec.level = self.level
+        rec.start_ns = _local_ns(session, span.start_time)
+        end_time = span.end_time
+        rec.end_ns = max(rec.start_ns, _local_ns(session, end_time)) if end_time else rec.start_ns
+        rec.error = None
+        parent = span.parent
+        rec.parent = _root(ctx.trace_id, parent.span_id) if parent is not None else None
+        rec.overlapping = self.overlapping
+        rec.adjusted_count = 1.0
+        rec._trace_id = ctx.trace_id
+        rec._span_id = ctx.span_id
+        instants = _fill(rec, span, session)
+        if self.track is not None:
+            assert rec.metadata is not None
+            rec.metadata["track"] = self.track
+            for inst in instants:
+                inst.metadata = {**(inst.metadata or {}), "track": self.track}
+        pipe = session.pipeline
+        if pipe is not None and not _admit_span(pipe, rec):
+            return []
+        _name_process(session, span)
+        return [rec, *instants]
+
+
+def _still_open(session: Session) -> list[tuple[SpanRecord, Any]]:
+    """The OpenTelemetry spans of ``session`` still running (it is stopping): records begun only."""
+    out = []
+    for span_id, (span, st, _, began_in, level) in list(_open.items()):
+        if began_in is not session:
+            continue
+        rec = object.__new__(SpanRecord)
+        rec.name = span.name
+        rec.level = level
+        rec.metadata = None
+        rec.start_ns = rec.end_ns = _local_ns(session, span.start_time)
+        rec.error = None
+        rec.parent = None
+        rec.overlapping = True
+        rec.adjusted_count = 1.0
+        rec._trace_id = span.get_span_context().trace_id
+        rec._span_id = span_id
+        out.append((rec, st.info))
+    return out
 
 
 class _Recorder:
-    """Turns OTel spans into tracebridge span records in the recording :meth:`session` gives."""
+    """Records OTel spans in the recording :meth:`session` gives: placed when they begin (on their
+    thread's stack, beside tracebridge's spans), queued as they are when they end."""
 
     def __init__(self, trace_level: int) -> None:
         if isinstance(trace_level, bool) or not isinstance(trace_level, int) or trace_level < 1:
@@ -106,26 +171,15 @@ class _Recorder:
         session = self.session()
         if session is None:
             return
-        ctx = span.get_span_context()
-        if ctx.span_id in _open:
+        span_id = span.get_span_context().span_id
+        if span_id in _open:
             return  # another processor records it (a trace file and trace lines: one record)
-        rec = object.__new__(SpanRecord)
-        rec.name = span.name
-        rec.level = self.trace_level
-        rec.metadata = None
-        rec.start_ns = _local_ns(session, span.start_time)
-        rec.end_ns = rec.start_ns
-        rec.error = None
-        parent = span.parent
-        rec.parent = _root(ctx.trace_id, parent.span_id) if parent is not None else None
-        rec.overlapping = False
-        rec.adjusted_count = 1.0
-        rec._trace_id = ctx.trace_id
-        rec._span_id = ctx.span_id
         st = thread_state()
-        _open[ctx.span_id] = (rec, st, threading.get_ident(), session)
-        st.stack.append(rec)
-        session.open_span(ctx.span_id, rec, st.info)
+        st.deferred = True
+        _open[span_id] = (span, st, threading.get_ident(), session, self.trace_level)
+        st.stack.append(span)
+        if _still_open not in session.open_span_sources:
+            session.add_open_spans(_still_open)
 
     def end(self, span: ReadableSpan) -> None:
         ctx = span.context
@@ -134,73 +188,82 @@ class _Recorder:
         entry = _open.pop(ctx.span_id, None)
         if entry is None:
             return  # began before anything here was recording, or another processor wrote it
-        rec, st, ident, session = entry
-        session.close_span(ctx.span_id)
+        began, st, ident, session, _ = entry
         stack = st.stack
-        if ident == threading.get_ident() and stack and stack[-1] is rec:
+        overlapping = False
+        if ident == threading.get_ident() and stack and stack[-1] is began:
             stack.pop()
         else:  # ends out of order, or on another thread: a track of its own
             with contextlib.suppress(ValueError):
-                stack.remove(rec)
-            rec.overlapping = True
+                stack.remove(began)
+            overlapping = True
         if session.stopped or RT.session is not session:
             self.dropped += 1
             return
-        end_time = span.end_time
-        rec.end_ns = max(rec.start_ns, _local_ns(session, end_time)) if end_time else rec.start_ns
-        instants = self._fill(rec, span, session)
         if st.dead:  # its thread has ended since
             st = thread_state()
-        pipe = RT.pipeline
-        if pipe is not None and not _admit_span(pipe, rec):
-            return
-        st.push(rec)
-        for inst in instants:
-            st.push(inst)
-        _name_process(session, span)
+            st.deferred = True
+        st.push(_Finished(span, self.trace_level, overlapping))
 
-    def _fill(self, rec: SpanRecord, span: ReadableSpan, session: Session) -> list[Record]:
-        md: dict[str, Any] = {}
-        for key, value in (span.attributes or {}).items():
-            md[f"attribute.{key}" if key in _RESERVED else key] = value
-        if span.kind is not SpanKind.INTERNAL:
-            md["otel.kind"] = span.kind.name
-        status = span.status
-        if status.status_code is not StatusCode.UNSET:
-            md["otel.status"] = status.status_code.name
-            if status.description:
-                md["otel.status_description"] = status.description
-        scope = span.instrumentation_scope
-        if scope is not None and scope.name:
-            md["otel.scope"] = scope.name
-        # Every span carries its own span id as a flow id (so the file keeps it); a span that links to
-        # it carries the same id, and Perfetto draws an arrow from the linked span to it.
-        flows = [rec._span_id]
-        for link in span.links or ():
-            if link.context is not None and link.context.span_id:
-                flows.append(link.context.span_id)
-        md["flows"] = flows
-        instants: list[Record] = []
-        for event in span.events or ():
-            attrs = dict(event.attributes or {})
-            if event.name == "exception":
-                stacktrace = attrs.pop("exception.stacktrace", "")
-                rec.error = ErrorInfo(
-                    _safety.safe_str(attrs.get("exception.type", "Exception")),
-                    _safety.safe_str(attrs.get("exception.message", "")),
-                    frames_from_stacktrace(stacktrace) if isinstance(stacktrace, str) else (),
-                )
-            t = _local_ns(session, event.timestamp)
-            inst = Record("instant", event.name, t, t, rec.level, attrs or None)
-            inst.trace_id, inst.span_id = rec._trace_id, rec._span_id
-            instants.append(inst)
-        if rec.error is None and status.status_code is StatusCode.ERROR:
-            rec.error = ErrorInfo("ERROR", status.description or "")
-        rec.metadata = snapshot_metadata(md)
-        for inst in instants:
-            if inst.metadata:
-                inst.metadata = snapshot_metadata(inst.metadata)
-        return instants
+
+def _fill(rec: SpanRecord, span: ReadableSpan, session: Session) -> list[Record]:
+    """Metadata, failure and flows of ``rec`` from ``span``; its events as instants."""
+    md: dict[str, Any] = dict(_items(span, "_attributes", "attributes"))
+    if not _RESERVED.isdisjoint(md):
+        md = {f"attribute.{k}" if k in _RESERVED else k: v for k, v in md.items()}
+    if span.kind is not SpanKind.INTERNAL:
+        md["otel.kind"] = span.kind.name
+    status = span.status
+    if status.status_code is not StatusCode.UNSET:
+        md["otel.status"] = status.status_code.name
+        if status.description:
+            md["otel.status_description"] = status.description
+    scope = span.instrumentation_scope
+    if scope is not None and scope.name:
+        md["otel.scope"] = scope.name
+    # Every span carries its own span id as a flow id (so the file keeps it); a span that links to it
+    # carries the same id, and Perfetto draws an arrow from the linked span to it.
+    flows = [rec._span_id]
+    for link in _items(span, "_links", "links"):
+        if link.context is not None and link.context.span_id:
+            flows.append(link.context.span_id)
+    md["flows"] = flows
+    instants: list[Record] = []
+    for event in _items(span, "_events", "events"):
+        attrs = dict(_items(event, "_attributes", "attributes"))
+        if event.name == "exception":
+            stacktrace = attrs.pop("exception.stacktrace", "")
+            rec.error = ErrorInfo(
+                _safety.safe_str(attrs.get("exception.type", "Exception")),
+                _safety.safe_str(attrs.get("exception.message", "")),
+                frames_from_stacktrace(stacktrace) if isinstance(stacktrace, str) else (),
+            )
+        t = _local_ns(session, event.timestamp)
+        inst = Record("instant", event.name, t, t, rec.level, attrs or None)
+        inst.trace_id, inst.span_id = rec._trace_id, rec._span_id
+        instants.append(inst)
+    if rec.error is None and status.status_code is StatusCode.ERROR:
+        rec.error = ErrorInfo("ERROR", status.description or "")
+    # No snapshot: the SDK's attribute values are immutable (str, bool, int, float, tuples of them) and
+    # these dicts are ours; the writer sanitizes them.
+    rec.metadata = md
+    return instants
+
+
+def _items(obj: Any, private: str, public: str) -> Any:
+    """``obj.<public>`` (attributes, events or links of a span) without the copies the SDK's public
+    properties make, when its containers are the ones we know (their plain dict or deque inside)."""
+    inner = getattr(obj, private, None)
+    if inner is not None:
+        plain = getattr(inner, "_dict", None)  # BoundedAttributes
+        if plain is None:
+            plain = getattr(inner, "_dq", None)  # BoundedList
+        if plain is not None:
+            return plain.items() if isinstance(plain, dict) else plain
+    value = getattr(obj, public, None)
+    if value is None:
+        return ()
+    return value.items() if isinstance(value, Mapping) else value
 
 
 def _admit_span(pipe: Any, rec: SpanRecord) -> bool:
@@ -225,10 +288,15 @@ def _local_ns(session: Session, epoch_ns: int) -> int:
     return int(epoch_ns) - session.wall_offset_ns - session.clock_offset
 
 
+_named: list[tuple[Any, Any]] = [(None, None)]  # the session and resource last looked at
+
+
 def _name_process(session: Session, span: ReadableSpan) -> None:
     resource = span.resource
-    if resource is None:
+    last = _named[0]
+    if resource is None or (last[0] is session and last[1] is resource):
         return
+    _named[0] = (session, resource)
     name = resource.attributes.get("service.name")
     if isinstance(name, str) and name and name != session.process_name:
         session.rename_process(name)
@@ -365,36 +433,11 @@ class PerfettoSpanExporter(SpanExporter):
                 recorder.dropped += len(spans)
                 return SpanExportResult.FAILURE
             st = thread_state()
-            pipe = RT.pipeline
+            st.deferred = True
             for span in spans:
                 ctx = span.context
-                if ctx is None or span.start_time is None:
-                    continue
-                rec = object.__new__(SpanRecord)
-                rec.name = span.name
-                rec.level = recorder.trace_level
-                rec.start_ns = _local_ns(session, span.start_time)
-                end = span.end_time or span.start_time
-                rec.end_ns = max(rec.start_ns, _local_ns(session, end))
-                rec.error = None
-                parent = span.parent
-                rec.parent = _root(ctx.trace_id, parent.span_id) if parent is not None else None
-                rec.overlapping = False
-                rec.adjusted_count = 1.0
-                rec._trace_id = ctx.trace_id
-                rec._span_id = ctx.span_id
-                instants = recorder._fill(rec, span, session)
-                assert rec.metadata is not None
-                rec.metadata["track"] = f"trace {ctx.trace_id:032x}"
-                if pipe is not None and not _admit_span(pipe, rec):
-                    continue
-                st.push(rec)
-                for inst in instants:
-                    if inst.metadata is None:
-                        inst.metadata = {}
-                    inst.metadata["track"] = rec.metadata["track"]
-                    st.push(inst)
-                _name_process(session, span)
+                if ctx is not None:
+                    st.push(_Finished(span, recorder.trace_level, False, f"trace {ctx.trace_id:032x}"))
             return SpanExportResult.SUCCESS
         except Exception as exc:
             _safety.internal_error("PerfettoSpanExporter.export", exc)
