@@ -107,6 +107,11 @@ class Config:
     #: (``slow=``, ``level=``, ``max_level=``, ...): every span that ends is logged on the
     #: ``tracebridge.trace`` logger. With no session active, one that keeps nothing but the lines starts.
     log_lines: Any = None
+    #: The two-way OpenTelemetry bridge: ``True`` (the global TracerProvider) or a TracerProvider makes
+    #: every recorded tracebridge span an OpenTelemetry span too, and instants events of the current
+    #: OpenTelemetry span; OTel spans begun inside tracebridge spans are their children and the other
+    #: way round. With no session active, one that records nothing starts (level 2), so that spans are on.
+    otel: Any = None
 
     def validate(self) -> None:
         for name in ("max_string", "max_depth", "max_items", "thread_buffer", "max_events"):
@@ -120,6 +125,8 @@ class Config:
         compile_secret_keys(self.scrub)
         Pipeline.of(self.sampling)
         self.trace_lines()
+        if self.otel not in (None, False, True) and not callable(getattr(self.otel, "get_tracer", None)):
+            raise ValueError(f"otel must be True, False, None or a TracerProvider, got {self.otel!r}")
 
     def trace_lines(self) -> TraceLines | None:
         """The trace-line logger these options ask for (``None``: off). Raises ``ValueError`` on bad
@@ -152,9 +159,11 @@ class Config:
 class _Runtime:
     """What the hot path reads: one object, so that a check costs one global and one slot load."""
 
-    __slots__ = ("buffer_cap", "config", "level", "pipeline", "session")
+    __slots__ = ("bridge", "buffer_cap", "config", "level", "pipeline", "session")
 
     def __init__(self) -> None:
+        #: The OpenTelemetry bridge (``configure(otel=...)``): tracebridge spans become OTel spans.
+        self.bridge: Any = None
         self.level = 0  # the active session's level; 0 when no session is active
         self.session: Session | None = None
         self.pipeline: Pipeline | None = None  # the active session's sampling, if it has any
@@ -850,6 +859,8 @@ def configure(**options: Any) -> Config:
         RT.config = cfg
         RT.buffer_cap = cfg.thread_buffer
         _safety.set_strict(cfg.strict)
+        if "otel" in options:
+            _otel_changed(cfg.otel)
         if "log_lines" in options:
             _lines_changed(cfg.trace_lines())
         return cfg
@@ -899,7 +910,7 @@ def start(
                         f"it); start(output={str(current.path)!r}) joins that recording, or stop() it first"
                     )
                 return _adopt(current, level, pipeline if sampling is not None else None)
-            stop()  # a session that only fed trace lines: this one takes over
+            _stop(None, resume=False)  # a session that only fed trace lines: this one takes over
         return _begin(level, output, fmt, pipeline, sink)
 
 
@@ -911,6 +922,8 @@ def _begin(
     sink: Callable[[Session], Sink] | None = None,
     implicit: bool = False,
 ) -> Session:
+    if pipeline is None and RT.bridge is not None:
+        pipeline = Pipeline([])  # the OpenTelemetry bridge works on the pipeline path
     session = Session(level, output, fmt, RT.config, sink, pipeline)
     session.implicit = implicit
     _discard_stale_records(session)
@@ -950,7 +963,7 @@ def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
     with _session_lock:
         current = RT.session
         if current is not None and current.implicit and current.format == "none":
-            stop()
+            _stop(None, resume=False)
             current = None
         if current is None:
             pipeline = _session_pipeline(RT.config.sampling)
@@ -969,13 +982,31 @@ def _lines_changed(lines: TraceLines | None) -> None:
     only feeds trace lines starts (and stops when trace lines are turned off)."""
     session = RT.session
     if session is not None:
-        if lines is None and session.implicit and session.format == "none":
-            stop()
+        if lines is None and session.implicit and session.format == "none" and RT.bridge is None:
+            _stop(None, resume=False)
         else:
             session.lines = lines
         return
     if lines is not None:
         _begin(lines.max_level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
+
+
+def _otel_changed(value: Any) -> None:
+    """configure(otel=...) took effect. The bridge works where spans are decided (the pipeline path),
+    so a session with no sampling gets an empty pipeline while it is on."""
+    if not value:
+        RT.bridge = None
+        session = RT.session
+        if session is not None and session.implicit and session.format == "none" and session.lines is None:
+            _stop(None, resume=False)
+        return
+    from .otel import Bridge  # here, not at the top: the recorder does not depend on its sources
+
+    RT.bridge = Bridge(None if value is True else value)
+    if RT.session is None:
+        _begin(2, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
+    elif RT.pipeline is None:
+        RT.pipeline = Pipeline([])
 
 
 def _session_pipeline(sampling: Any) -> Pipeline | None:
@@ -1014,8 +1045,15 @@ before_stop: list[Callable[[], None]] = []
 def stop(timeout: float | None = None) -> Session:
     """Stop the active session, write everything it recorded, and return it (finished).
 
+    With trace lines or the OpenTelemetry bridge configured, a session that records nothing but feeds
+    them takes over, so that they go on.
+
     .. versionadded:: 0.1
     """
+    return _stop(timeout, resume=True)
+
+
+def _stop(timeout: float | None, resume: bool) -> Session:
     if RT.session is not None:
         for hook in before_stop:  # outside the lock: hooks log, and handlers take their own locks
             try:
@@ -1034,6 +1072,10 @@ def stop(timeout: float | None = None) -> Session:
         _last_session[0] = session
         if session.format == "memory":
             session.events.sort(key=_start_key)
+        if resume and not session.implicit and (RT.bridge is not None or RT.config.trace_lines() is not None):
+            lines = RT.config.trace_lines()
+            level = max(2, lines.max_level if lines is not None else 2)
+            _begin(level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
     _safety.raise_pending()
     return session
 
@@ -1088,7 +1130,7 @@ def shutdown(timeout: float | None = None) -> Session | None:
     try:
         if RT.session is None:
             return None
-        return stop(timeout)
+        return _stop(timeout, resume=False)
     except Exception as exc:
         _safety.internal_error("shutdown", exc, raise_in_strict=False)
         return None

@@ -30,11 +30,11 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import Link as OTelLink
-from opentelemetry.trace import SpanKind, StatusCode, TraceState, get_current_span
+from opentelemetry.trace import SpanKind, Status, StatusCode, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
 from . import _safety
-from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord
+from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord, new_trace_id
 from ._recorder import RT, Session, ThreadState, configure, record_into, thread_state
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, threshold_to_th
@@ -43,6 +43,7 @@ from .sampling.samplers import Probability
 
 __all__ = [
     "AdaptiveSampler",
+    "Bridge",
     "ConsistentRatioSampler",
     "ParentBasedAdaptiveSampler",
     "ParentBasedConsistentRatioSampler",
@@ -171,6 +172,9 @@ class _Recorder:
         session = self.session()
         if session is None:
             return
+        scope = getattr(span, "instrumentation_scope", None)
+        if scope is not None and scope.name == BRIDGE_SCOPE:
+            return  # the twin of a tracebridge span: tracebridge records the original
         span_id = span.get_span_context().span_id
         if span_id in _open:
             return  # another processor records it (a trace file and trace lines: one record)
@@ -655,3 +659,107 @@ class ParentBasedRateLimitingSampler(ParentBased):
 
     def __init__(self, per_second: float, burst: float | None = None) -> None:
         super().__init__(RateLimitingSampler(per_second, burst))
+
+
+# ------------------------------------------------------------------------------------- two-way bridge
+
+#: The instrumentation scope of the OpenTelemetry twins of tracebridge spans (the Perfetto processor
+#: leaves them alone: tracebridge records the originals).
+BRIDGE_SCOPE = "tracebridge"
+
+
+def otel_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata as OpenTelemetry attributes: strings, booleans, numbers and homogeneous sequences of
+    them as they are, anything else as its (safe) text."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        key = key if type(key) is str else _safety.safe_str(key)
+        if isinstance(value, (str, bool, int, float)):
+            out[key] = value
+        elif isinstance(value, (list, tuple)) and value and len({type(v) for v in value}) == 1:
+            first = value[0]
+            out[key] = tuple(value) if isinstance(first, (str, bool, int, float)) else _safety.safe_str(value)
+        elif value is not None:
+            out[key] = _safety.safe_str(value)
+    return out
+
+
+class Bridge:
+    """tracebridge spans as OpenTelemetry spans (``tracebridge.configure(otel=True)``, or
+    ``otel=provider``): each recorded span begins an OpenTelemetry twin in the current OpenTelemetry
+    context (so it is the child of the OTel span around it, and takes its trace id), makes it current
+    while it runs (so OTel spans inside are its children), and ends it with its metadata as attributes
+    and its failure as an exception event and ERROR status. Instants become events of the current
+    OpenTelemetry span.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, provider: Any = None) -> None:
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace as otel_trace
+
+        self._context = otel_context
+        self._trace = otel_trace
+        self.provider = provider
+        source = provider if provider is not None else otel_trace
+        self.tracer = source.get_tracer(BRIDGE_SCOPE)
+
+    def begin(self, s: Any) -> None:
+        """Begin ``s``'s twin (``s`` is being made: nothing else sees it yet)."""
+        s._otel = None
+        s._otel_token = None
+        s._otel_bridge = self
+        try:
+            name = s.name
+            if type(name) is not str:
+                s._resolve_name()
+                name = s.name
+            attributes = otel_attributes(s.metadata) if s.metadata else None
+            twin = self.tracer.start_span(name, attributes=attributes)
+            ctx = twin.get_span_context()
+            s._otel = twin
+            if ctx.is_valid:
+                s._trace_id, s._span_id = ctx.trace_id, ctx.span_id
+                return
+        except Exception as exc:
+            _safety.internal_error("otel bridge: begin", exc)
+        parent = s.parent
+        s._trace_id = parent.trace_id if parent is not None else new_trace_id()
+        s._span_id = 0
+
+    def attach(self, s: Any) -> None:
+        twin = s._otel
+        if twin is not None:
+            try:
+                s._otel_token = self._context.attach(self._trace.set_span_in_context(twin))
+            except Exception as exc:
+                _safety.internal_error("otel bridge: attach", exc)
+
+    def end(self, s: Any, exc: BaseException | None) -> None:
+        twin, token = s._otel, s._otel_token
+        s._otel = s._otel_token = None
+        try:
+            if s.metadata:
+                twin.set_attributes(otel_attributes(s.metadata))
+            error = s.error
+            if error is not None:
+                if isinstance(exc, BaseException):
+                    twin.record_exception(exc)
+                twin.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"))
+            twin.end()
+        except Exception as err:
+            _safety.internal_error("otel bridge: end", err)
+        if token is not None:
+            try:
+                self._context.detach(token)
+            except Exception as err:
+                _safety.internal_error("otel bridge: detach", err)
+
+    def instant(self, rec: Record) -> None:
+        current = self._trace.get_current_span()
+        attributes = otel_attributes(rec.metadata) if rec.metadata else None
+        if current.is_recording():
+            current.add_event(rec.name, attributes)
+        else:
+            self.tracer.start_span(rec.name, attributes=attributes).end()

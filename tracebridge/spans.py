@@ -327,7 +327,8 @@ def _sampled_span(
         off.level = level
         off.metadata = metadata or {}
         return off
-    s = _new(Span)
+    bridge = RT.bridge
+    s = _new(Span if bridge is None else _BridgedSpan)
     s.name = name
     s.level = level
     s.metadata = metadata
@@ -336,9 +337,13 @@ def _sampled_span(
     s.adjusted_count = 1.0
     s._lazy = None if type(name) is str else []
     s.parent = parent
-    # The trace id now: consistent samplers decide by it (no other thread can see this span yet).
-    s._trace_id = tid = parent.trace_id if parent is not None else new_trace_id()
-    s._span_id = 0
+    if bridge is None:
+        # The trace id now: consistent samplers decide by it (no other thread can see this span yet).
+        s._trace_id = tid = parent.trace_id if parent is not None else new_trace_id()
+        s._span_id = 0
+    else:  # its OpenTelemetry twin begins now, and gives it its ids
+        bridge.begin(s)
+        tid = s._trace_id
     if critical:
         pipe.overridden("span")
         return s
@@ -350,7 +355,7 @@ def _sampled_span(
                 s.adjusted_count = 1.0 / pipe.root_weight
             return s
         s._drop_counter = pipe.root_decider._dropped["span"]
-        s.__class__ = _DroppedSpan
+        s.__class__ = _DroppedSpan if bridge is None else _BridgedDropped
         return s
     if pipe.needs_name and type(name) is not str:
         s._resolve_name()
@@ -360,7 +365,7 @@ def _sampled_span(
             s.adjusted_count = 1.0 / weight
         return s
     s._drop_counter = dropped_by._dropped["span"]
-    s.__class__ = _DroppedSpan
+    s.__class__ = _DroppedSpan if bridge is None else _BridgedDropped
     return s
 
 
@@ -372,6 +377,7 @@ class _DroppedSpan(Span):
 
     __slots__ = ()
     sampled = False
+    _recorded_class: type[Span] = Span  # what it becomes when it fails after all
 
     def __enter__(self) -> Span:
         self._token = _current.set(self)
@@ -399,7 +405,7 @@ class _DroppedSpan(Span):
         return None
 
     def _record_failure(self, end: int, exc: Any, tb: Any) -> None:
-        self.__class__ = Span  # type: ignore[assignment]
+        self.__class__ = self._recorded_class  # type: ignore[assignment]
         self.end_ns = end
         if exc is not None:  # else it was marked failed by fail()
             self.error = error_info(exc, tb)
@@ -409,6 +415,47 @@ class _DroppedSpan(Span):
         elif self.metadata is not None and needs_snapshot(self.metadata):
             self._snapshot()
         thread_state().push(self)
+
+
+class _BridgedSpan(Span):
+    """A recorded span with an OpenTelemetry twin (``configure(otel=...)``): the twin began with it, is
+    the current OpenTelemetry span inside it, and ends with it, with its metadata and failure."""
+
+    __slots__ = ("_otel", "_otel_bridge", "_otel_token")
+
+    _otel: Any  # the OpenTelemetry span (None once ended)
+    _otel_bridge: Any  # the bridge that began it (it ends it, even if the bridge is turned off)
+    _otel_token: Any  # the OpenTelemetry context token while it is current
+
+    def __enter__(self) -> Span:
+        Span.__enter__(self)
+        self._otel_bridge.attach(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        Span.__exit__(self, exc_type, exc, tb)
+        _end_twin(self, exc)
+
+
+class _BridgedDropped(_DroppedSpan, _BridgedSpan):
+    """A span sampling dropped, with its OpenTelemetry twin (whose own sampler decides about it)."""
+
+    __slots__ = ()
+    _recorded_class = _BridgedSpan
+
+    def __enter__(self) -> Span:
+        _DroppedSpan.__enter__(self)
+        self._otel_bridge.attach(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        _DroppedSpan.__exit__(self, exc_type, exc, tb)
+        _end_twin(self, exc)
+
+
+def _end_twin(s: Any, exc: Any) -> None:
+    if s._otel is not None:
+        s._otel_bridge.end(s, exc)
 
 
 def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
@@ -527,6 +574,9 @@ def instant(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> None:
         if metadata and needs_snapshot(metadata):
             rec.metadata = snapshot_metadata(metadata)
         thread_state().push(rec)
+        bridge = RT.bridge
+        if bridge is not None:
+            bridge.instant(rec)
     except Exception as exc:
         source_failed("instant", "instant", exc)
 
