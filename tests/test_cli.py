@@ -152,3 +152,44 @@ def test_progress_bar_only_on_a_terminal() -> None:
     quiet = _Progress("reading t", plain)
     quiet(50, 100)
     assert plain.getvalue() == ""
+
+
+def _record(path: Path, name: str, threads: int) -> None:
+    import threading
+
+    tracebridge.start(level=2, output=path)
+
+    def work(k: int) -> None:
+        with tracebridge.span(f"{name}.work", level=2, k=k):
+            tracebridge.instant("tick")
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    tracebridge.counter(f"{name}.depth", 3)
+    tracebridge.stop()
+
+
+def test_merge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second, merged = tmp_path / "first.pt", tmp_path / "second.pt", tmp_path / "m.pt"
+    _record(first, "a", 2)
+    _record(second, "b", 3)
+    # Later trace first on the command line: the merge still keeps the clock snapshots in order.
+    assert main(["merge", str(second), str(first), "-o", str(merged)]) == 0
+    assert "from 2 traces" in capsys.readouterr().out
+    trace = tracebridge.reading.read_trace(merged)
+    assert trace.problems == []
+    names = sorted(e.name for e in trace.events if e.kind == "span")
+    assert names == ["a.work"] * 2 + ["b.work"] * 3
+    assert sum(e.kind == "instant" for e in trace.events) == 5
+    # Every sequence of both files is its own sequence in the merged one.
+    from helpers import decode
+
+    seqs = {p.trusted_packet_sequence_id for p in decode(merged).packet}
+    # (the writer's own, the main thread's, one per worker) for each file
+    assert seqs == set(range(1, len(seqs) + 1)) and len(seqs) == (2 + 2) + (2 + 3)
+    (tmp_path / "not-a-trace").write_text("hello")
+    assert main(["merge", str(first), str(tmp_path / "not-a-trace"), "-o", str(tmp_path / "x.pt")]) == 2
+    assert "not a Perfetto protobuf trace" in capsys.readouterr().err

@@ -125,6 +125,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .sinks.perfetto.merge import MergeError, merge_traces
+
+    try:
+        packets = merge_traces(args.trace, args.output)
+    except MergeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    trace = read_trace(args.output)
+    for problem in trace.problems:
+        print(f"{args.output}: {problem}")
+    print(
+        f"wrote {args.output} ({packets} packets from {len(args.trace)} traces, {len(trace.events)} events)"
+    )
+    return EXIT_PROBLEMS if trace.problems else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -152,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trace")
     p.add_argument("-o", "--output", required=True, help="output file: .json for Chrome JSON, else Perfetto")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("merge", help="combine Perfetto traces of several processes into one file")
+    p.add_argument("trace", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="the merged trace to write")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("validate", help="check traces as trace_processor would on import")
     p.add_argument("trace", nargs="+")

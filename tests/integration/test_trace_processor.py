@@ -144,3 +144,18 @@ def test_otel_trace(tmp_path: Path) -> None:
     assert query(out, "select name, dur from slice where name = 'still open'", tmp_path) == [
         ["still open", "-1"]
     ]
+
+
+def test_merged_traces(tmp_path: Path) -> None:
+    first, second, merged = (tmp_path / n for n in ("a.pt", "b.pt", "m.pt"))
+    for out in (first, second):
+        subprocess.run(
+            [sys.executable, "-m", "tracebridge", "demo", "-o", str(out)], check=True, capture_output=True
+        )
+    subprocess.run(
+        [sys.executable, "-m", "tracebridge", "merge", str(second), str(first), "-o", str(merged)],
+        check=True,
+        capture_output=True,
+    )
+    check(merged, tmp_path)
+    assert len(query(merged, "select pid from process where pid != 0", tmp_path)) == 2
