@@ -93,6 +93,9 @@ class Event:
     overlapping: bool = False
     #: How many events this one stands for: ``1/p`` when sampling kept it with probability ``p``.
     adjusted_count: float = 1.0
+    #: For writers: the span's beginning is in the file already (a long-running OpenTelemetry span is
+    #: written as begun while it runs, so that a killed process still shows it); only its end is left.
+    begun: bool = False
 
     @property
     def duration_ns(self) -> int | None:
@@ -202,6 +205,8 @@ class SpanRecord:
     kind: Final = "span"
     #: Kept by sampling (the dropped-span subclass says False): children of ParentBased follow it.
     sampled: bool = True
+    #: Its beginning was written while it ran (see :attr:`Event.begun`); subclasses say True.
+    begun: bool = False
 
     name: Any  # str, or a callable giving it (resolved before the record is queued)
     level: int

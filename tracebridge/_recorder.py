@@ -263,6 +263,15 @@ def _all_threads() -> list[ThreadState]:
         return list(_threads)
 
 
+def revive(st: ThreadState) -> None:
+    """Make sure the writer drains ``st`` (its thread has ended, and something still queues records
+    that belong on its sequence)."""
+    with _threads_lock:
+        st.idle_rounds = 0
+        if st not in _threads:
+            _threads.append(st)
+
+
 def _forget_dead_threads() -> None:
     """Drop the states of threads that ended, once their queues have stayed empty for two rounds (a span
     that began on a thread may end on another just as the first one ends)."""
@@ -331,6 +340,8 @@ class Session:
         self._make_ids = fmt == "memory"
         self.open_activities: dict[int, Record] = {}
         self.open_span_sources: list[Callable[[Session], list[tuple[Any, ThreadInfo]]]] = []
+        #: Called at the start of every writer round: (record, thread) pairs to write as begun now.
+        self.round_sources: list[Callable[[Session], list[tuple[Any, ThreadInfo]]]] = []
         #: The process's name in the trace when a source named it (OpenTelemetry's service.name).
         self.process_name: str | None = None
         self._rename: str | None = None
@@ -518,6 +529,17 @@ class Session:
                     _safety.defer_error("sink.rename_process", exc)
 
     def _drain_all(self) -> None:
+        for source in self.round_sources:
+            try:
+                begun = source(self)
+            except Exception as exc:
+                _safety.defer_error("writer round source", exc)
+                continue
+            by_thread: dict[ThreadInfo, list[Any]] = {}
+            for rec, info in begun:
+                by_thread.setdefault(info, []).append(rec)
+            for info, records in by_thread.items():
+                self._write(info, self._events(records, info), 0)
         for st in _all_threads():
             try:
                 self._drain(st)
@@ -597,7 +619,8 @@ class Session:
                 _safety.defer_error("writer.convert", exc)
                 self.count_drop("internal_error", rec.kind)
                 continue
-            recorded[ev.kind] = recorded.get(ev.kind, 0) + 1
+            if ev.end_ns is not None:  # (a span written as begun is counted when it ends)
+                recorded[ev.kind] = recorded.get(ev.kind, 0) + 1
             events.append(ev)
         return events
 
@@ -751,6 +774,7 @@ class Session:
                 parent_id,
                 rec.overlapping,
                 rec.adjusted_count,
+                rec.begun,
             )
         unit = md.pop("unit", None) if kind == "counter" and md else None
         return Event(

@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from opentelemetry.util.types import Attributes
 
 from . import _safety
 from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord, new_trace_id
-from ._recorder import RT, Session, ThreadState, configure, record_into, thread_state
+from ._recorder import RT, Session, ThreadState, configure, record_into, revive, thread_state
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter
@@ -91,21 +92,29 @@ class _Finished(Deferred):
     """An ended OpenTelemetry span, queued as it is: the writer thread converts it (:meth:`materialize`),
     so that the application's thread only queues it."""
 
-    __slots__ = ("level", "overlapping", "span", "track")
+    __slots__ = ("announced", "level", "overlapping", "span", "track")
     kind = "span"
 
-    def __init__(self, span: ReadableSpan, level: int, overlapping: bool, track: str | None = None) -> None:
+    def __init__(
+        self,
+        span: ReadableSpan,
+        level: int,
+        overlapping: bool,
+        track: str | None = None,
+        announced: bool = False,
+    ) -> None:
         self.span = span
         self.level = level
         self.overlapping = overlapping
         self.track = track
+        self.announced = announced
 
     def materialize(self, session: Session) -> list[Any]:
         span = self.span
         ctx = span.context
         if ctx is None or span.start_time is None:
             return []
-        rec = object.__new__(SpanRecord)
+        rec = object.__new__(_LateEnd if self.announced else SpanRecord)
         rec.name = span.name
         rec.level = self.level
         rec.start_ns = _local_ns(session, span.start_time)
@@ -125,31 +134,68 @@ class _Finished(Deferred):
             for inst in instants:
                 inst.metadata = {**(inst.metadata or {}), "track": self.track}
         pipe = session.pipeline
-        if pipe is not None and not _admit_span(pipe, rec):
-            return []
+        if pipe is not None and not self.announced and not _admit_span(pipe, rec):
+            return []  # (an announced span is in the file already: its end must follow)
         _name_process(session, span)
         return [rec, *instants]
 
 
-def _still_open(session: Session) -> list[tuple[SpanRecord, Any]]:
-    """The OpenTelemetry spans of ``session`` still running (it is stopping): records begun only."""
+class _LateEnd(SpanRecord):
+    """The end of an OpenTelemetry span that was written as begun while it ran."""
+
+    __slots__ = ()
+    begun = True
+
+
+#: Spans written as begun while they ran (see :func:`_announce`), by span id.
+_announced: set[int] = set()
+#: Makes "announce a span" and "end it" exclusive: a span is either announced then ended, or ended.
+_announce_lock = threading.Lock()
+
+
+def _announce(session: Session) -> list[tuple[SpanRecord, Any]]:
+    """Each writer round: the OpenTelemetry spans of ``session`` that have run for longer than a round,
+    written now as begun on their thread's track, so that a process killed before they end still shows
+    them. (They are on their thread's stack: everything above them began later and is still open.)"""
+    cutoff = time.time_ns() - int(session.config.flush_interval * 1e9)
     out = []
     for span_id, (span, st, _, began_in, level) in list(_open.items()):
-        if began_in is not session:
+        if began_in is not session or span_id in _announced or span.start_time > cutoff:
             continue
-        rec = object.__new__(SpanRecord)
-        rec.name = span.name
-        rec.level = level
-        rec.metadata = None
-        rec.start_ns = rec.end_ns = _local_ns(session, span.start_time)
-        rec.error = None
-        rec.parent = None
-        rec.overlapping = True
-        rec.adjusted_count = 1.0
-        rec._trace_id = span.get_span_context().trace_id
-        rec._span_id = span_id
+        with _announce_lock:
+            if span_id not in _open:
+                continue  # it ended meanwhile
+            _announced.add(span_id)
+        rec = _begun_record(session, span, span_id, level)
+        rec.overlapping = False
         out.append((rec, st.info))
     return out
+
+
+def _begun_record(session: Session, span: Any, span_id: int, level: int) -> SpanRecord:
+    rec = object.__new__(SpanRecord)
+    rec.name = span.name
+    rec.level = level
+    rec.metadata = None
+    rec.start_ns = _local_ns(session, span.start_time)
+    rec.end_ns = None  # type: ignore[assignment]
+    rec.error = None
+    rec.parent = None
+    rec.overlapping = True
+    rec.adjusted_count = 1.0
+    rec._trace_id = span.get_span_context().trace_id
+    rec._span_id = span_id
+    return rec
+
+
+def _still_open(session: Session) -> list[tuple[SpanRecord, Any]]:
+    """The OpenTelemetry spans of ``session`` still running (it is stopping), not yet written as begun:
+    records begun only (on a track of their own: what they enclose is unknown)."""
+    return [
+        (_begun_record(session, span, span_id, level), st.info)
+        for span_id, (span, st, _, began_in, level) in list(_open.items())
+        if began_in is session and span_id not in _announced
+    ]
 
 
 class _Recorder:
@@ -184,12 +230,18 @@ class _Recorder:
         st.stack.append(span)
         if _still_open not in session.open_span_sources:
             session.add_open_spans(_still_open)
+            session.round_sources.append(_announce)
 
     def end(self, span: ReadableSpan) -> None:
         ctx = span.context
         if ctx is None:
             return
-        entry = _open.pop(ctx.span_id, None)
+        span_id = ctx.span_id
+        with _announce_lock:
+            entry = _open.pop(span_id, None)
+            announced = span_id in _announced
+            if announced:
+                _announced.discard(span_id)
         if entry is None:
             return  # began before anything here was recording, or another processor wrote it
         began, st, ident, session, _ = entry
@@ -203,6 +255,11 @@ class _Recorder:
             overlapping = True
         if session.stopped or RT.session is not session:
             self.dropped += 1
+            return
+        if announced:  # its end goes where its beginning is: its thread's sequence and track
+            if st.dead:
+                revive(st)
+            st.push(_Finished(span, self.trace_level, False, announced=True))
             return
         if st.dead:  # its thread has ended since
             st = thread_state()

@@ -124,6 +124,12 @@ async def task(n):
 async def main():
     await asyncio.gather(*(task(n) for n in range(3)))
 asyncio.run(main())
+tracebridge.configure(flush_interval=0.01)
+with tracer.start_as_current_span("long") as long:
+    with tracer.start_as_current_span("inside long"):
+        tracebridge.flush()  # a writer round: "long" is written as begun
+    long.set_attribute("late", 7)
+    long.record_exception(KeyError("k"))
 open_at_exit = tracer.start_span("still open")
 """
 
@@ -141,6 +147,9 @@ def test_otel_trace(tmp_path: Path) -> None:
     )
     (_, trace_id), (_, same) = query(out, correlation, tmp_path)
     assert len(trace_id) == 32 and same == trace_id
+    late = "select a.key, a.display_value from slice s join args a using(arg_set_id) where s.name = 'long'"
+    args = dict(map(tuple, query(out, late, tmp_path)))
+    assert args["debug.late"] == "7" and args["debug.exception_type"] == "KeyError"
     assert query(out, "select name, dur from slice where name = 'still open'", tmp_path) == [
         ["still open", "-1"]
     ]

@@ -245,3 +245,72 @@ def test_two_processors_record_a_span_once(
         tracebridge.configure(log_lines=None)
     assert [e.name for e in tracebridge.read(trace_path)] == ["once"]
     assert len(caplog.records) == 1
+
+
+def test_long_spans_are_written_as_begun_while_they_run(provider: TracerProvider, trace_path: Path) -> None:
+    tracebridge.configure(flush_interval=0.01)
+    try:
+        provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+        tracer = tracer_for(provider)
+        with tracer.start_as_current_span("long", attributes={"phase": "one"}) as long:
+            for _ in range(3):
+                with tracer.start_as_current_span("step"):
+                    tracebridge.flush()  # a writer round: "long" has run longer than one
+            long.set_attribute("phase", "two")
+            long.record_exception(ValueError("late failure"))
+        tracebridge.stop()
+    finally:
+        tracebridge.configure(flush_interval=0.1)
+    # The file has the BEGIN of "long" before its steps, and its END after them.
+    official = decode(trace_path)
+    kinds = [
+        (p.track_event.type, p.track_event.name_iid) for p in official.packet if p.HasField("track_event")
+    ]
+    assert kinds[0][0] == 1 and sum(t == 2 for t, _ in kinds) == 4
+    trace = read_trace(trace_path)
+    assert trace.problems == []
+    spans = {e.name: e for e in trace.events if e.kind == "span"}
+    assert sorted(e.name for e in trace.events if e.kind == "span") == ["long", "step", "step", "step"]
+    ev = spans["long"]
+    assert ev.end_ns is not None and ev.metadata["phase"] == "two"
+    assert ev.error is not None and ev.error.type == "ValueError"
+    assert all(ev.start_ns <= s.start_ns and s.end_ns <= ev.end_ns for s in trace.events if s.name == "step")  # type: ignore[operator]
+    assert not ev.overlapping
+
+
+def test_a_killed_process_still_shows_its_open_spans(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "killed.perfetto-trace"
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from opentelemetry.sdk.trace import TracerProvider
+        import tracebridge
+        from tracebridge.otel import PerfettoSpanProcessor
+        tracebridge.configure(flush_interval=0.01)
+        provider = TracerProvider()
+        provider.add_span_processor(PerfettoSpanProcessor({str(out)!r}))
+        tracer = provider.get_tracer("k")
+        with tracer.start_as_current_span("request"):
+            with tracer.start_as_current_span("done"):
+                pass
+            with tracer.start_as_current_span("stuck"):
+                time.sleep(0.2)
+                print("ready", flush=True)
+                time.sleep(60)
+        """
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    trace = read_trace(out)
+    assert trace.problems == []
+    spans = {e.name: e for e in trace.events if e.kind == "span"}
+    assert set(spans) == {"request", "done", "stuck"}
+    assert spans["request"].end_ns is None and spans["stuck"].end_ns is None
+    assert spans["done"].end_ns is not None

@@ -518,8 +518,14 @@ class _Reader:
                         "slice_negative_duration", f"slice {ev.name!r} ends before it begins", raw.offset
                     )
                 ev.end_ns = raw.ts
-                if raw.metadata:
+                if raw.metadata:  # what a span written as begun while it ran knew only at its end
                     ev.metadata.update(raw.metadata)
+                    if ERROR_TYPE_KEY in ev.metadata:
+                        ev.error = ErrorInfo(
+                            str(ev.metadata.pop(ERROR_TYPE_KEY)),
+                            str(ev.metadata.pop(ERROR_MESSAGE_KEY, "")),
+                            raw.frames,
+                        )
                 continue
             for fid in raw.flows:
                 flows_open.add(fid)

@@ -303,7 +303,9 @@ class _Sequence:
         for idx, ev in enumerate(events):
             kind = ev.kind
             start = ev.start_ns
-            if kind == "span" or kind == "activity":
+            if kind == "span" and ev.begun and ev.end_ns is not None:  # its BEGIN is in the file
+                items.append((ev.end_ns, 0, -start, -idx, 0, SLICE_END, ev))
+            elif kind == "span" or kind == "activity":
                 end = ev.end_ns
                 items.append((start, 1, -(start if end is None else end), idx, 0, SLICE_BEGIN, ev))
                 if end is not None:
@@ -334,6 +336,8 @@ class _Sequence:
             head = P_TIMESTAMP.varint_tag + varint(ts) + ABSOLUTE_CLOCK
         if phase == SLICE_END:
             uuid = tracks.pop(id(ev), 0)
+            if ev.begun:
+                return self._late_end(head, ev)
             if uuid or self.pending_drop:
                 return frame(head + self._tail(TYPE_END + E_TRACK.uint(uuid) if uuid else TYPE_END, []))
             packet = head + self.end_tail
@@ -402,6 +406,19 @@ class _Sequence:
         else:
             packet = head + TRACK_EVENT_TAG + varint(len(te)) + te + self.seq_bytes_needs
         return b"\x0a" + varint(len(packet)) + packet
+
+    def _late_end(self, head: bytes, ev: Event) -> bytes:
+        """The END of a span whose BEGIN was written while it ran (on its thread's track): it brings
+        what was only known at the end, as annotations (trace_processor adds them to the slice)."""
+        interned: list[bytes] = []
+        parts = [TYPE_END]
+        for key, value in ev.metadata.items():
+            parts.append(self._annotation(key, value, interned))
+        error = ev.error
+        if error is not None:
+            parts.append(self._annotation(ERROR_TYPE_KEY, error.type, interned))
+            parts.append(self._annotation(ERROR_MESSAGE_KEY, error.message, interned))
+        return frame(head + self._tail(b"".join(parts), interned))
 
     def _tail(self, te: bytes, interned: list[bytes]) -> bytes:
         """The rest of a packet after its timestamp: the track event, sequence fields, interned data."""
