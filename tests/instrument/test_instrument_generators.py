@@ -1,0 +1,50 @@
+"""Generators and async generators: the span covers the iteration, and ends on exhaustion, close or error."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+
+import tracebridge
+
+
+def test_generator(kinds: Any) -> None:
+    module, _ = kinds
+    assert inspect.isgeneratorfunction(module.count) and module.count.__doc__ == "Count to n."
+    assert list(module.count(3)) == [0, 1, 2]
+    gen = module.count(10)
+    assert next(gen) == 0 and gen.send(None) == 1  # send works
+    gen2 = module.count(10)
+    next(gen2)
+    with pytest.raises(StopIteration):
+        gen2.send("stop")
+    gen3 = module.count(10)
+    next(gen3)
+    gen3.close()
+    gen4 = module.count(10)
+    next(gen4)
+    with pytest.raises(KeyError):
+        gen4.throw(KeyError("thrown"))
+    gen.close()
+    spans = [e for e in tracebridge.stop().events if e.kind == "span"]
+    assert len(spans) == 5 and all(e.name == "instr_sample.kinds.count" for e in spans)
+    assert sum(e.error is not None for e in spans) == 1
+
+
+def test_async_generator(kinds: Any) -> None:
+    module, _ = kinds
+    assert inspect.isasyncgenfunction(module.acount)
+
+    async def main() -> list[int]:
+        out = [i async for i in module.acount(3)]
+        agen = module.acount(5)
+        out.append(await agen.__anext__())
+        await agen.aclose()
+        return out
+
+    assert asyncio.run(main()) == [0, 1, 2, 0]
+    spans = [e for e in tracebridge.stop().events if e.kind == "span"]
+    assert [e.name for e in spans] == ["instr_sample.kinds.acount"] * 2
