@@ -1,7 +1,8 @@
 """The ``tracebridge`` command (also ``python -m tracebridge``).
 
-Commands: ``demo`` (record a sample program), ``summary`` (where the time went), ``convert`` (Perfetto to
-Chrome JSON and back), ``validate`` (the checks trace_processor makes on import). Errors are one line on
+Commands: ``demo`` (record a sample program), ``run`` (a program, instrumented), ``summary`` (where the
+time went), ``convert`` (Perfetto to Chrome JSON and back), ``merge`` (traces of several processes),
+``validate`` (the checks trace_processor makes on import). Errors are one line on
 stderr and a non-zero exit: 1 when a trace has problems, 2 when it cannot be read at all.
 """
 
@@ -142,6 +143,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if trace.problems else 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from ._run import run
+
+    return run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -174,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trace", nargs="+")
     p.add_argument("-o", "--output", required=True, help="the merged trace to write")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser(
+        "run",
+        help="run a script (or -m module) as python would, instrumented, and write its trace",
+        usage="tracebridge run [-i PATTERN ...] [-o TRACE] [--level N] [--min-duration D] [--log-lines]"
+        " (script.py | -m module) [args ...]",
+    )
+    from ._run import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check traces as trace_processor would on import")
     p.add_argument("trace", nargs="+")

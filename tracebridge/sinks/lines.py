@@ -36,6 +36,10 @@ def _text(value: Any) -> str:
     return text
 
 
+#: Metadata key prefixes left out of lines: OpenTelemetry's bookkeeping, and where code is (``code.*``).
+_TRACE_ONLY = ("otel.", "code.")
+
+
 def format_metadata(metadata: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{_text(k)}={_text(v)}" for k, v in metadata.items()) + "}"
 
@@ -56,8 +60,8 @@ def format_event(
         parts.append(f"= {_text(ev.value)}" + (f" {ev.unit}" if ev.unit else ""))
     if include_metadata and ev.metadata:
         md = ev.metadata
-        if any(k.startswith("otel.") for k in md):  # OpenTelemetry's bookkeeping: in the trace only
-            md = {k: v for k, v in md.items() if not k.startswith("otel.")}
+        if any(k.startswith(_TRACE_ONLY) for k in md):  # bookkeeping and source locations: trace only
+            md = {k: v for k, v in md.items() if not k.startswith(_TRACE_ONLY)}
         if md:
             parts.append(format_metadata(md))
     if include_thread:

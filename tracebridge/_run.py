@@ -1,0 +1,105 @@
+"""``tracebridge run``: a script or module run as ``python`` would run it, instrumented and recorded."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from . import _recorder
+from ._units import parse_duration
+from .instrument import instrument
+from .sampling import MinDuration
+
+ENV_PATTERNS = "TRACEBRIDGE_INSTRUMENT"
+
+
+def local_modules(directory: Path) -> list[str]:
+    """The top-level modules and packages in ``directory``: a project's own code, by default."""
+    names = []
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.suffix == ".py" and entry.stem.isidentifier():
+            names.append(entry.stem)
+        elif entry.is_dir() and entry.name.isidentifier() and (entry / "__init__.py").exists():
+            names.append(entry.name)
+    return names
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-i",
+        "--instrument",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help=f"modules to instrument (names or globs; repeatable; also ${ENV_PATTERNS}, comma-separated);"
+        " default: the modules and packages next to the script (or in the current directory for -m)",
+    )
+    p.add_argument("-o", "--output", default="tracebridge-run.perfetto-trace", help="trace file to write")
+    p.add_argument("--level", type=int, default=2, help="trace level to record (default 2)")
+    p.add_argument(
+        "--min-duration", metavar="DURATION", help="leave out calls shorter than this (e.g. 100us)"
+    )
+    p.add_argument("--log-lines", action="store_true", help="log a trace line for every call (on stderr)")
+    p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as python -m does")
+    p.add_argument("target", nargs=argparse.REMAINDER, help="script.py and its arguments")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the target; its exit code is ours. Its exceptions propagate as they would under python."""
+    if args.module is None and not args.target:
+        print("error: name a script, or -m MODULE", file=sys.stderr)
+        return 2
+    script = None if args.module is not None else args.target[0]
+    argv = [args.module if script is None else script, *(args.target if script is None else args.target[1:])]
+    if script is not None and not os.path.isfile(script):
+        print(f"error: {script}: no such file", file=sys.stderr)
+        return 2
+    patterns = [p for p in args.instrument]
+    patterns += [p.strip() for p in os.environ.get(ENV_PATTERNS, "").split(",") if p.strip()]
+    if not patterns:
+        base = Path(script).resolve().parent if script is not None else Path.cwd()
+        patterns = local_modules(base)
+    sampling = []
+    if args.min_duration:
+        try:  # a clear error before anything runs
+            parse_duration(args.min_duration, "--min-duration")
+            sampling.append(MinDuration(args.min_duration))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.log_lines:
+        _recorder.configure(log_lines=True)
+        trace_logger = logging.getLogger("tracebridge.trace")
+        if not trace_logger.handlers and not logging.getLogger().handlers:
+            trace_logger.addHandler(logging.StreamHandler(sys.stderr))
+            trace_logger.setLevel(logging.INFO)
+    search = str(Path(script).resolve().parent) if script is not None else os.getcwd()
+    sys.path.insert(0, search)  # as python does for a script (or the current directory for -m)
+    handle = instrument(patterns) if patterns else None
+    _recorder.start(level=args.level, output=args.output, sampling=sampling or None)
+    old_argv = sys.argv
+    sys.argv = argv
+    try:
+        if script is not None:
+            runpy.run_path(script, run_name="__main__")
+        else:
+            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+        return 0
+    finally:
+        sys.argv = old_argv
+        session = _recorder.stop()
+        if handle is not None:
+            handle.uninstrument()
+        print(
+            f"tracebridge: {session.stats.total_recorded} events in {session.path}"
+            f" (modules instrumented: {len(handle.modules) if handle else 0})",
+            file=sys.stderr,
+        )
