@@ -65,3 +65,27 @@ def test_uninstrument_restores_everything(kinds: Any) -> None:
     module.add(1)
     assert spans() == []
     handle.uninstrument()  # twice: nothing more
+
+
+def test_source_locations_in_perfetto(kinds: Any, tmp_path: Any) -> None:
+    from helpers import decode
+
+    module, _ = kinds
+    tracebridge.stop()
+    path = tmp_path / "calls.perfetto-trace"
+    tracebridge.start(level=2, output=path)
+    for i in range(3):
+        module.add(i)
+    tracebridge.stop()
+    official = decode(path)
+    sources = [s for p in official.packet for s in p.interned_data.source_locations]
+    assert [(s.file_name, s.function_name) for s in sources] == [(module.__file__, "add")]
+    begins = [p.track_event for p in official.packet if p.track_event.type == 1]
+    assert [e.source_location_iid for e in begins] == [sources[0].iid] * 3
+    assert all(len(e.debug_annotations) == 1 for e in begins)  # the level only: code.* is interned
+    (first, *_) = tracebridge.read(path)
+    assert first.metadata == {
+        "code.filepath": module.__file__,
+        "code.lineno": sources[0].line_number,
+        "code.function": "add",
+    }

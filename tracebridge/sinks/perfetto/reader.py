@@ -469,6 +469,18 @@ class _Reader:
         )
         if te.HasField("correlation_id_str"):
             raw.correlation = te.correlation_id_str
+        if te.HasField("source_location_iid"):
+            src = seq.sources.get(te.source_location_iid)
+            if src is None:
+                self.problem(
+                    "track_event_parser_errors",
+                    f"source location iid {te.source_location_iid} not interned",
+                    offset,
+                )
+            else:
+                md["code.filepath"], md["code.lineno"] = src.file, src.line
+                if src.function:
+                    md["code.function"] = src.function
         if te.type == COUNTER:
             which = te.WhichOneof("counter_value_field")
             raw.value = getattr(te, which) if which else None

@@ -105,6 +105,7 @@ E_TERMINATING_FLOWS = Field(48)
 E_LOG = Field(21)
 E_CALLSTACK = Field(55)
 E_CORRELATION_STR = Field(53)
+E_SOURCE_LOCATION_IID = Field(34)
 CALLSTACK_FRAMES = Field(1)
 FR_FUNCTION = Field(1)
 FR_FILE = Field(2)
@@ -163,6 +164,9 @@ MAX_INTERNED = 20_000
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _UINT64_MAX = (1 << 64) - 1
+#: OpenTelemetry's code.* attributes: written as the event's interned source location.
+CODE_FILE, CODE_LINE, CODE_FUNCTION = "code.filepath", "code.lineno", "code.function"
+CODE_KEYS = frozenset({CODE_FILE, CODE_LINE, CODE_FUNCTION})
 
 
 def new_uuid() -> int:
@@ -378,7 +382,13 @@ class _Sequence:
         if ev.adjusted_count != 1.0:
             parts.append(self._annotation(ADJUSTED_COUNT_KEY, float(ev.adjusted_count), interned))
         refs = self.annotation_refs
-        for key, value in ev.metadata.items():
+        md = ev.metadata
+        if CODE_FILE in md:  # where the code is (instrumented calls): an interned source location
+            file, line, function = md[CODE_FILE], md.get(CODE_LINE), md.get(CODE_FUNCTION, "")
+            if type(file) is str and type(line) is int and type(function) is str:
+                parts.append(E_SOURCE_LOCATION_IID.uint(self._source(file, function, line, interned)))
+                md = {k: v for k, v in md.items() if k not in CODE_KEYS}
+        for key, value in md.items():
             ref = refs.get(key)
             if ref is None:
                 ref = refs[key] = A_NAME_IID.uint(
@@ -460,25 +470,29 @@ class _Sequence:
         iid = self._intern(self.annotation_names, key, I_ANNOTATION_NAMES, interned)
         return message(E_ANNOTATIONS, A_NAME_IID.uint(iid), encode_value(value))
 
+    def _source(self, file: str, function: str, line: int, interned: list[bytes]) -> int:
+        """The iid of an interned source location."""
+        key = (file, function, line)
+        iid = self.sources.get(key)
+        if iid is None:
+            iid = len(self.sources) + 1
+            self.sources[key] = iid
+            interned.append(
+                message(
+                    I_SOURCE_LOCATIONS,
+                    INTERNED_IID.uint(iid),
+                    SL_FILE.string(file),
+                    SL_FUNCTION.string(function),
+                    SL_LINE.uint(max(0, line)),
+                )
+            )
+        return iid
+
     def _log_message(self, ev: Event, interned: list[bytes]) -> bytes:
         parts = [LOG_BODY.uint(self._intern(self.bodies, ev.name, I_LOG_BODIES, interned))]
         src = ev.source
         if src is not None:
-            key = (src.file, src.function, src.line)
-            src_iid = self.sources.get(key)
-            if src_iid is None:
-                src_iid = len(self.sources) + 1
-                self.sources[key] = src_iid
-                interned.append(
-                    message(
-                        I_SOURCE_LOCATIONS,
-                        INTERNED_IID.uint(src_iid),
-                        SL_FILE.string(src.file),
-                        SL_FUNCTION.string(src.function),
-                        SL_LINE.uint(max(0, src.line)),
-                    )
-                )
-            parts.append(LOG_SOURCE.uint(src_iid))
+            parts.append(LOG_SOURCE.uint(self._source(src.file, src.function, src.line, interned)))
         prio = ev.value if isinstance(ev.value, int) and 0 <= ev.value <= 7 else 4
         parts.append(LOG_PRIO.uint(prio))
         return message(E_LOG, *parts)
