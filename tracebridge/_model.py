@@ -260,6 +260,12 @@ class SpanRecord:
 _id_lock = threading.Lock()
 
 
+#: Where the code of a span name is, for names that stand for one function (auto-instrumented calls):
+#: name -> (file, first line, function). The writer adds it to the span's events as ``code.filepath``,
+#: ``code.lineno`` and ``code.function``, so that calls carry no metadata of their own.
+CODE_LOCATIONS: dict[str, tuple[str, int, str]] = {}
+
+
 class Deferred:
     """A record that sources queue as they have it and the writer thread converts: ``materialize``
     gives the records it stands for (none when it is dropped). Sources whose objects are immutable

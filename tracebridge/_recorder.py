@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _codec, _safety
 from ._model import (
+    CODE_LOCATIONS,
     KINDS,
     Deferred,
     ErrorInfo,
@@ -745,6 +746,9 @@ class Session:
         end = rec.end_ns
         kind = rec.kind
         if kind == "span":
+            where = CODE_LOCATIONS.get(name)
+            if where is not None and "code.filepath" not in md:
+                md = {**md, "code.filepath": where[0], "code.lineno": where[1], "code.function": where[2]}
             parent = rec.parent
             if self._make_ids or self.lines is not None:  # trace lines carry ids too
                 trace_id, span_id = rec.trace_id, rec.span_id

@@ -513,6 +513,32 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
 
         return generator_wrapper  # type: ignore[return-value]
 
+    if md is None:  # the common case, inlined: no metadata to copy per call
+        lazy = None if type(name) is str else True
+
+        @functools.wraps(fn)
+        def plain_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if level > RT.level:
+                return fn(*args, **kwargs)
+            pipe = RT.pipeline
+            s: Span | _OffSpan
+            if pipe is None:  # _new_span's path, inlined: a call less per call
+                s = _new(Span)
+                s.name = name
+                s.level = level
+                s.metadata = None
+                s.error = None
+                s.overlapping = False
+                s.adjusted_count = 1.0
+                s._lazy = None if lazy is None else []
+                s._trace_id = s._span_id = 0
+            else:
+                s = _sampled_span(pipe, _current.get(), name, level, None)
+            with s:
+                return fn(*args, **kwargs)
+
+        return plain_wrapper  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if level > RT.level:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._model import CODE_LOCATIONS
 from ..spans import _decorate
 
 #: Set on every wrapper: a callable that has it is not wrapped again.
@@ -43,15 +44,12 @@ class Result:
 
 
 def wrap_function(fn: Any, module: str, level: int) -> Callable[..., Any]:
-    """A span per call of ``fn``, named ``module.qualname``, with ``code.filepath``, ``code.lineno`` and
-    ``code.function`` (written to Perfetto as the slice's interned source location)."""
+    """A span per call of ``fn``, named ``module.qualname``; its ``code.filepath``, ``code.lineno`` and
+    ``code.function`` are added by the writer (:data:`CODE_LOCATIONS`), not carried by every call."""
     code = fn.__code__
-    metadata: dict[str, Any] = {
-        "code.filepath": code.co_filename,
-        "code.lineno": code.co_firstlineno,
-        "code.function": fn.__qualname__,
-    }
-    wrapper: Callable[..., Any] = _decorate(fn, f"{module}.{fn.__qualname__}", level, metadata)
+    name = f"{module}.{fn.__qualname__}"
+    CODE_LOCATIONS[name] = (code.co_filename, code.co_firstlineno, fn.__qualname__)
+    wrapper: Callable[..., Any] = _decorate(fn, name, level, {})
     setattr(wrapper, MARK, True)
     return wrapper
 
