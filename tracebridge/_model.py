@@ -122,6 +122,9 @@ class Stats:
     internal_errors: int = 0
     #: Per sampling stage (``"<position>:<stage>"``): what it kept and dropped, by kind.
     sampling: dict[str, Any] = field(default_factory=dict)
+    #: Auto-instrumented functions demoted to the near-zero-cost path (always under their
+    #: ``min_duration``), with the calls seen before.
+    demoted: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_recorded(self) -> int:
@@ -144,6 +147,7 @@ class Stats:
             "scrubbed": self.scrubbed,
             "internal_errors": self.internal_errors,
             "sampling": self.sampling,
+            "demoted": dict(self.demoted),
         }
 
     @classmethod
@@ -159,6 +163,7 @@ class Stats:
             scrubbed=int(d.get("scrubbed", 0)),
             internal_errors=int(d.get("internal_errors", 0)),
             sampling=dict(d.get("sampling") or {}),
+            demoted={str(k): int(v) for k, v in dict(d.get("demoted") or {}).items()},
         )
 
 

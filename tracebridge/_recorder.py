@@ -681,6 +681,7 @@ class Session:
                 _safety.defer_error("open spans", exc)
         with self._stats_lock:
             self.stats.open_activities = len(still_open) + len(open_spans)
+            self.stats.demoted = dict(demotions)
             self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
         self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
@@ -942,6 +943,18 @@ def start(
         return _begin(level, output, fmt, pipeline, sink)
 
 
+#: Auto-instrumentation's overhead budget: functions demoted in the current generation (name -> the
+#: calls it saw, all under its min_duration). A new session or instrument() starts a new generation.
+demotions: dict[str, int] = {}
+generation = [0]
+
+
+def new_generation() -> None:
+    """Undo every demotion (a new session, or a new instrument() call)."""
+    generation[0] += 1
+    demotions.clear()
+
+
 def _begin(
     level: int,
     output: str | os.PathLike[str] | None,
@@ -952,6 +965,7 @@ def _begin(
 ) -> Session:
     if pipeline is None and RT.bridge is not None:
         pipeline = Pipeline([])  # the OpenTelemetry bridge works on the pipeline path
+    new_generation()
     session = Session(level, output, fmt, RT.config, sink, pipeline)
     session.implicit = implicit
     _discard_stale_records(session)

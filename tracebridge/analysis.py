@@ -214,6 +214,10 @@ def render(s: Summary, top: int = 20) -> str:
             lines.append(f"  {st.scrubbed} secret values scrubbed")
         if st.sanitized:
             lines.append(f"  {st.sanitized} values sanitized (truncated, repaired or unrepresentable)")
+        if st.demoted:
+            lines += ["", "Demoted (always under their min_duration; near-zero cost until the next session):"]
+            for name, calls in sorted(st.demoted.items()):
+                lines.append(f"  {name} (after {calls} calls)")
         if st.sampling:
             lines += ["", "Sampling:"]
             for label, entry in st.sampling.items():
