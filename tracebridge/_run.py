@@ -12,7 +12,6 @@ from pathlib import Path
 from . import _recorder
 from ._units import parse_duration
 from .instrument import instrument
-from .sampling import MinDuration
 
 ENV_PATTERNS = "TRACEBRIDGE_INSTRUMENT"
 
@@ -67,11 +66,9 @@ def run(args: argparse.Namespace) -> int:
     if not patterns:
         base = Path(script).resolve().parent if script is not None else Path.cwd()
         patterns = local_modules(base)
-    sampling = []
     if args.min_duration:
         try:  # a clear error before anything runs
             parse_duration(args.min_duration, "--min-duration")
-            sampling.append(MinDuration(args.min_duration))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -83,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
             trace_logger.setLevel(logging.INFO)
     search = str(Path(script).resolve().parent) if script is not None else os.getcwd()
     sys.path.insert(0, search)  # as python does for a script (or the current directory for -m)
-    handle = instrument(patterns) if patterns else None
-    _recorder.start(level=args.level, output=args.output, sampling=sampling or None)
+    handle = instrument(patterns, level=args.level, min_duration=args.min_duration) if patterns else None
+    _recorder.start(level=args.level, output=args.output)
     old_argv = sys.argv
     sys.argv = argv
     try:
