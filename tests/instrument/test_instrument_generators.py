@@ -1,8 +1,7 @@
-"""Generators and async generators: the span covers the iteration, and ends on exhaustion, close or error."""
+"""Generators: the span covers the iteration, and ends on exhaustion, close or error."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any
 
@@ -32,19 +31,3 @@ def test_generator(kinds: Any) -> None:
     spans = [e for e in tracebridge.stop().events if e.kind == "span"]
     assert len(spans) == 5 and all(e.name == "instr_sample.kinds.count" for e in spans)
     assert sum(e.error is not None for e in spans) == 1
-
-
-def test_async_generator(kinds: Any) -> None:
-    module, _ = kinds
-    assert inspect.isasyncgenfunction(module.acount)
-
-    async def main() -> list[int]:
-        out = [i async for i in module.acount(3)]
-        agen = module.acount(5)
-        out.append(await agen.__anext__())
-        await agen.aclose()
-        return out
-
-    assert asyncio.run(main()) == [0, 1, 2, 0]
-    spans = [e for e in tracebridge.stop().events if e.kind == "span"]
-    assert [e.name for e in spans] == ["instr_sample.kinds.acount"] * 2
