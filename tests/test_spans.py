@@ -348,3 +348,30 @@ def test_metadata_may_be_called_name() -> None:
     session = record(work)
     assert [e.metadata for e in session.events] == [{"name": "value"}, {"name": "v2"}]
     assert tracebridge.decode(tracebridge.encode("n", name="x")) == ("n", {"name": "x"})
+
+
+def test_traced_call_that_touches_its_own_span() -> None:
+    @tracebridge.traced(level=2)
+    def work(items: list[int]) -> int:
+        span = tracebridge.current_span()
+        assert span is not None
+        span.set(items=items)
+        span.append_metadata(lambda: {"lazy": len(items)})
+        return len(items)
+
+    @tracebridge.traced(level=2)
+    def stops_early() -> str:
+        span = tracebridge.current_span()
+        assert span is not None
+        span.stop()
+        return "done"
+
+    tracebridge.start(level=2)
+    items = [1, 2]
+    assert work(items) == 2
+    items.append(3)  # after the call: the span keeps what it saw
+    assert stops_early() == "done"
+    ev, early = tracebridge.stop().events
+    assert ev.metadata == {"items": [1, 2], "lazy": 2}
+    assert early.name.endswith("stops_early") and early.end_ns is not None
+    assert tracebridge.current_span() is None

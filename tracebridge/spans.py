@@ -521,21 +521,61 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
             if level > RT.level:
                 return fn(*args, **kwargs)
             pipe = RT.pipeline
-            s: Span | _OffSpan
-            if pipe is None:  # _new_span's path, inlined: a call less per call
-                s = _new(Span)
-                s.name = name
-                s.level = level
-                s.metadata = None
-                s.error = None
-                s.overlapping = False
-                s.adjusted_count = 1.0
-                s._lazy = None if lazy is None else []
-                s._trace_id = s._span_id = 0
+            if pipe is not None or lazy is not None:
+                with _new_span(name, level, None):
+                    return fn(*args, **kwargs)
+            # The hottest path (auto-instrumented and @traced calls, no sampling): Span's __enter__ and
+            # __exit__ inlined for a call that returns; anything unusual goes through __exit__.
+            s = _new(Span)
+            s.name = name
+            s.level = level
+            s.metadata = None
+            s.error = None
+            s.overlapping = False
+            s.adjusted_count = 1.0
+            s._lazy = None
+            s._trace_id = s._span_id = 0
+            s.parent = _current.get()
+            s._token = token = _current.set(s)
+            try:
+                st = _tls.state
+            except AttributeError:
+                st = thread_state()
+            s._st = st
+            stack = s._stack = st.stack
+            stack.append(s)
+            s.start_ns = now_ns()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                s.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            end = now_ns()
+            if s._st is None:  # stopped inside (current_span().stop())
+                return result
+            s._st = None
+            s.end_ns = end
+            if stack and stack[-1] is s:
+                stack.pop()
             else:
-                s = _sampled_span(pipe, _current.get(), name, level, None)
-            with s:
-                return fn(*args, **kwargs)
+                s._left_out_of_order(stack)
+            try:
+                _current.reset(token)
+            except ValueError:  # (a context switch the call made: as __exit__ handles it)
+                if _current.get() is s:
+                    _current.set(s.parent if isinstance(s.parent, Span) else None)
+            if s._lazy is not None:  # the call added lazy metadata to its span
+                s._resolve()
+            elif s.metadata is not None and needs_snapshot(s.metadata):  # or metadata to snapshot
+                s._snapshot()
+            if st.dead:
+                st = thread_state()
+            buf = st.buf
+            if len(buf) < RT.buffer_cap:
+                buf.append(s)
+            else:
+                st.drop("span")
+            return result
 
         return plain_wrapper  # type: ignore[return-value]
 
