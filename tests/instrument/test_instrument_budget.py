@@ -111,3 +111,19 @@ def test_capture_args(timing: Any) -> None:
 def test_setup_errors() -> None:
     with pytest.raises(ValueError, match="min_duration"):
         instrument("x", min_duration="soon")
+
+
+def test_a_new_instrument_call_undoes_demotions(timing: Any) -> None:
+    handle = instrument("timing_sample", min_duration="1ms")
+    try:
+        tracebridge.start(level=2)
+        for i in range(DEMOTE_AFTER + 1):
+            timing.quick(i)
+        assert "timing_sample.quick" in tracebridge._recorder.demotions
+        other = instrument("json")  # any instrument() call starts a new generation
+        other.uninstrument()
+        assert tracebridge._recorder.demotions == {}
+        timing.quick(1)
+        tracebridge.stop()
+    finally:
+        handle.uninstrument()

@@ -65,3 +65,15 @@ def test_bad_patterns(patterns: list[object], message: str) -> None:
         instrument(patterns)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="level"):
         instrument("x", level=0)
+
+
+def test_c_functions_are_skipped_and_counted() -> None:
+    import math
+
+    floor = math.floor
+    handle = instrument("math")
+    try:
+        assert handle.wrapped == 0 and handle.skipped["builtin"] > 10
+        assert math.floor is floor
+    finally:
+        handle.uninstrument()
