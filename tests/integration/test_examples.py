@@ -91,3 +91,21 @@ def test_exception_in_span(tmp_path: Path) -> None:
     assert spans[1].error is not None and spans[1].error.frames[-1].function == "raw_decode"
     (record,) = [e for e in trace.events if e.kind == "log"]
     assert spans[1].start_ns <= record.start_ns <= spans[1].end_ns
+
+
+def test_otel_to_perfetto(tmp_path: Path) -> None:
+    out = tmp_path / "otel.perfetto-trace"
+    lines = run_example("otel_to_perfetto.py", out)
+    cart = next(line for line in lines if "cart has 3 items" in line)
+    trace_id = cart.split("[")[1].split("]")[0]
+    assert any(line.startswith(f"ERROR [{trace_id}] tracebridge.trace: [TRACE] charge (") for line in lines)
+    assert any(f"[{trace_id}] tracebridge.trace: [TRACE] validate_cart" in line for line in lines)
+    trace = read_trace(out)
+    assert trace.problems == [] and trace.process_name == "checkout"
+    spans = {e.name: e for e in trace.events if e.kind == "span"}
+    assert {"POST /checkout", "validate_cart", "charge", "send_receipt"} <= set(spans)
+    assert spans["validate_cart"].trace_id == spans["POST /checkout"].trace_id  # one trace
+    assert spans["charge"].error is not None and spans["charge"].error.type == "TimeoutError"
+    request_id = spans["POST /checkout"].flows[0]
+    assert request_id in spans["send_receipt"].flows  # the link
+    assert [e.name for e in trace.events if e.kind == "log"] == ["cart has 3 items", "receipt queued"]
