@@ -299,7 +299,8 @@ def test_a_killed_process_still_shows_its_open_spans(tmp_path: Path) -> None:
             with tracer.start_as_current_span("done"):
                 pass
             with tracer.start_as_current_span("stuck"):
-                time.sleep(0.2)
+                time.sleep(0.05)
+                tracebridge.flush()  # a writer round after both spans ran longer than a round
                 print("ready", flush=True)
                 time.sleep(60)
         """
