@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,9 +254,10 @@ def test_long_spans_are_written_as_begun_while_they_run(provider: TracerProvider
         provider.add_span_processor(PerfettoSpanProcessor(trace_path))
         tracer = tracer_for(provider)
         with tracer.start_as_current_span("long", attributes={"phase": "one"}) as long:
+            time.sleep(0.02)  # longer than a writer round (0.01 s here)
             for _ in range(3):
                 with tracer.start_as_current_span("step"):
-                    tracebridge.flush()  # a writer round: "long" has run longer than one
+                    tracebridge.flush()  # a writer round: "long" is written as begun
             long.set_attribute("phase", "two")
             long.record_exception(ValueError("late failure"))
         tracebridge.stop()
@@ -267,6 +269,10 @@ def test_long_spans_are_written_as_begun_while_they_run(provider: TracerProvider
         (p.track_event.type, p.track_event.name_iid) for p in official.packet if p.HasField("track_event")
     ]
     assert kinds[0][0] == 1 and sum(t == 2 for t, _ in kinds) == 4
+    # Its END came on its own, with what was known only then (phase, otel.scope, the exception).
+    ends = [p.track_event for p in official.packet if p.track_event.type == 2]
+    (late,) = [e for e in ends if len(e.debug_annotations)]
+    assert len(late.debug_annotations) >= 3
     trace = read_trace(trace_path)
     assert trace.problems == []
     spans = {e.name: e for e in trace.events if e.kind == "span"}
