@@ -157,6 +157,8 @@ def _announce(session: Session) -> list[tuple[SpanRecord, Any]]:
     """Each writer round: the OpenTelemetry spans of ``session`` that have run for longer than a round,
     written now as begun on their thread's track, so that a process killed before they end still shows
     them. (They are on their thread's stack: everything above them began later and is still open.)"""
+    if session.format != "perfetto":
+        return []  # (a JSON document or memory has no use for it: they hold complete spans only)
     cutoff = time.time_ns() - int(session.config.flush_interval * 1e9)
     out = []
     for span_id, (span, st, _, began_in, level) in list(_open.items()):

@@ -321,3 +321,24 @@ def test_a_killed_process_still_shows_its_open_spans(tmp_path: Path) -> None:
     assert set(spans) == {"request", "done", "stuck"}
     assert spans["request"].end_ns is None and spans["stuck"].end_ns is None
     assert spans["done"].end_ns is not None
+
+
+@pytest.mark.parametrize("suffix", [".json", None])
+def test_long_spans_in_json_and_memory_are_written_once(
+    provider: TracerProvider, tmp_path: Path, suffix: str | None
+) -> None:
+    tracebridge.configure(flush_interval=0.01)
+    try:
+        if suffix is None:
+            session = tracebridge.start(level=2)
+            provider.add_span_processor(PerfettoSpanProcessor(session))
+        else:
+            provider.add_span_processor(PerfettoSpanProcessor(tmp_path / f"t{suffix}"))
+        with tracer_for(provider).start_as_current_span("long"):
+            time.sleep(0.02)
+            tracebridge.flush()
+        stopped = tracebridge.stop()
+    finally:
+        tracebridge.configure(flush_interval=0.1)
+    events = stopped.events if suffix is None else tracebridge.read(tmp_path / f"t{suffix}")
+    assert [(e.name, e.end_ns is not None) for e in events if e.kind == "span"] == [("long", True)]
