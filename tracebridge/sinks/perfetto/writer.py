@@ -428,6 +428,8 @@ class _Sequence:
         if error is not None:
             parts.append(self._annotation(ERROR_TYPE_KEY, error.type, interned))
             parts.append(self._annotation(ERROR_MESSAGE_KEY, error.message, interned))
+            if error.frames:
+                parts.append(message(E_CALLSTACK, *(_frame(f) for f in error.frames)))
         return frame(head + self._tail(b"".join(parts), interned))
 
     def _tail(self, te: bytes, interned: list[bytes]) -> bytes:
