@@ -246,7 +246,7 @@ class _Recorder:
                 _announced.discard(span_id)
         if entry is None:
             return  # began before anything here was recording, or another processor wrote it
-        began, st, ident, session, _ = entry
+        began, st, ident, session, level = entry
         stack = st.stack
         overlapping = False
         if ident == threading.get_ident() and stack and stack[-1] is began:
@@ -261,12 +261,12 @@ class _Recorder:
         if announced:  # its end goes where its beginning is: its thread's sequence and track
             if st.dead:
                 revive(st)
-            st.push(_Finished(span, self.trace_level, False, announced=True))
+            st.push(_Finished(span, level, False, announced=True))
             return
         if st.dead:  # its thread has ended since
             st = thread_state()
             st.deferred = True
-        st.push(_Finished(span, self.trace_level, overlapping))
+        st.push(_Finished(span, level, overlapping))
 
 
 def _fill(rec: SpanRecord, span: ReadableSpan, session: Session) -> list[Record]:
