@@ -815,6 +815,19 @@ class Bridge:
             except Exception as err:
                 _safety.internal_error("otel bridge: detach", err)
 
+    def ended_call(self, name: str, start_ns: int, end_ns: int, exc: BaseException | None) -> None:
+        """A call recorded after the fact (auto-instrumentation's ``min_duration`` path): its twin, with
+        the call's times, in the current OpenTelemetry context."""
+        session = RT.session
+        if session is None:
+            return
+        offset = session.clock_offset + session.wall_offset_ns  # span clock -> ns since the epoch
+        twin = self.tracer.start_span(name, start_time=start_ns + offset)
+        if exc is not None:
+            twin.record_exception(exc)
+            twin.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        twin.end(end_time=end_ns + offset)
+
     def instant(self, rec: Record) -> None:
         current = self._trace.get_current_span()
         attributes = otel_attributes(rec.metadata) if rec.metadata else None

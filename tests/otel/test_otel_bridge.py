@@ -151,3 +151,43 @@ def test_bridge_setup() -> None:
     with tracebridge.span("off", level=2):
         pass
     assert len(exporter.get_finished_spans()) == 1
+
+
+def test_instrumented_calls_become_otel_spans(
+    exported: tuple[TracerProvider, InMemorySpanExporter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import time
+
+    from tracebridge.instrument import instrument
+
+    provider, exporter = exported
+    (tmp_path / "bridged_calls.py").write_text(
+        "import time\ndef slow():\n    time.sleep(0.002)\ndef fast():\n    return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import bridged_calls
+
+    full = instrument("bridged_calls")
+    try:
+        with provider.get_tracer("app").start_as_current_span("outer"):
+            bridged_calls.fast()
+    finally:
+        full.uninstrument()
+    timed = instrument("bridged_calls", min_duration="1ms")
+    try:
+        with provider.get_tracer("app").start_as_current_span("outer2"):
+            t0 = time.time_ns()
+            bridged_calls.slow()
+            bridged_calls.fast()  # under min_duration: no span anywhere
+            t1 = time.time_ns()
+    finally:
+        timed.uninstrument()
+        del sys.modules["bridged_calls"]
+    spans = by_name(exporter.get_finished_spans())
+    assert spans["bridged_calls.fast"].parent.span_id == spans["outer"].context.span_id  # type: ignore[union-attr]
+    slow = spans["bridged_calls.slow"]
+    assert slow.parent is not None and slow.parent.span_id == spans["outer2"].context.span_id
+    assert t0 <= slow.start_time <= slow.end_time <= t1  # type: ignore[operator]
+    assert slow.end_time - slow.start_time >= 2_000_000  # type: ignore[operator]
+    assert sum(s.name == "bridged_calls.fast" for s in exporter.get_finished_spans()) == 1

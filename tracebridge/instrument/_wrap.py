@@ -168,6 +168,9 @@ def _record_call(
         rec.adjusted_count = 1.0
         rec._trace_id = rec._span_id = 0
         thread_state().push(rec)
+        bridge = RT.bridge
+        if bridge is not None:
+            bridge.ended_call(name, t0, t1, exc)
     except Exception as err:
         _safety.internal_error("instrumented call", err)
 
