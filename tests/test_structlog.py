@@ -93,3 +93,11 @@ def test_trace_lines_through_processor_formatter(caplog: pytest.LogCaptureFixtur
     (record,) = caplog.records
     text = formatter.format(record)
     assert text.startswith("[TRACE] op (") and text.endswith("{k=1} [MainThread:" + f"{record.thread}]")
+
+
+def test_sampling_processor_setup_errors() -> None:
+    with pytest.raises(ValueError, match=r"SamplingProcessor\(keep_level\)"):
+        SamplingProcessor(keep_level="loud")
+    with pytest.raises(ValueError, match=r"SamplingProcessor\(probability\)"):
+        SamplingProcessor(probability=2)
+    assert SamplingProcessor(keep_level="error").keep_level == logging.ERROR

@@ -333,6 +333,32 @@ class PerfettoHandler(logging.Handler):
 # ---------------------------------------------------------------------------------------------- filters
 
 
+class LogSampling:
+    """The decision :class:`SamplingFilter` and structlog's ``SamplingProcessor`` make for a log event
+    below their ``keep_level``: inside a trace, the trace's decision (tracebridge's sampling, or the
+    OpenTelemetry span's sampled flag); outside, a ``probability`` and/or at most ``per_second`` a
+    second."""
+
+    def __init__(self, probability: float, per_second: float | None, what: str) -> None:
+        if (
+            isinstance(probability, bool)
+            or not isinstance(probability, (int, float))
+            or not 0 <= probability <= 1
+        ):
+            raise ValueError(f"{what}(probability) must be between 0 and 1, got {probability!r}")
+        self.probability = float(probability)
+        self._limiter = None if per_second is None else RateLimiter(per_second)
+        self._random = random.Random()
+
+    def keep(self) -> bool:
+        ctx = trace_context()
+        if ctx is not None:
+            return ctx[3]
+        if self.probability < 1 and self._random.random() >= self.probability:
+            return False
+        return self._limiter is None or self._limiter.allow()
+
+
 class SamplingFilter(logging.Filter):
     """Keeps a record iff its trace is kept: the same decision as its spans (tracebridge's sampling, or
     the OpenTelemetry span's sampled flag). Records outside any trace are kept with ``probability``
@@ -350,24 +376,17 @@ class SamplingFilter(logging.Filter):
         name: str = "",
     ) -> None:
         super().__init__(name)
-        if (
-            isinstance(probability, bool)
-            or not isinstance(probability, (int, float))
-            or not 0 <= probability <= 1
-        ):
-            raise ValueError(f"SamplingFilter(probability) must be between 0 and 1, got {probability!r}")
-        self.probability = float(probability)
-        self._limiter = None if per_second is None else RateLimiter(per_second)
-        self.keep_level = _level_number(keep_level, "SamplingFilter(keep_level)")
+        self._sampling = LogSampling(probability, per_second, "SamplingFilter")
+        self.probability = self._sampling.probability
+        self.keep_level = level_number(keep_level, "SamplingFilter(keep_level)")
         self.kept = 0
         self.dropped = 0
-        self._random = random.Random()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= self.keep_level:
             return True
         try:
-            keep = self._decide()
+            keep = self._sampling.keep()
         except Exception as exc:
             _safety.internal_error("SamplingFilter", exc)
             keep = True
@@ -375,25 +394,19 @@ class SamplingFilter(logging.Filter):
             self.kept += 1
         else:
             self.dropped += 1
-            _count_session_drop("sampled_out")
+            count_log_drop("sampled_out")
         return keep
 
-    def _decide(self) -> bool:
-        ctx = trace_context()
-        if ctx is not None:
-            return ctx[3]
-        if self.probability < 1 and self._random.random() >= self.probability:
-            return False
-        return self._limiter is None or self._limiter.allow()
 
-
-def _count_session_drop(reason: str) -> None:
+def count_log_drop(reason: str) -> None:
+    """Count a log event dropped by a filter or processor in the active session's stats."""
     session = RT.session
     if session is not None:
         session.count_drop(reason, "log")
 
 
-def _level_number(level: int | str, what: str) -> int:
+def level_number(level: int | str, what: str) -> int:
+    """A logging level from its number or name (any case); ``ValueError`` naming ``what`` else."""
     if isinstance(level, str):
         value = logging.getLevelName(level.upper())
         if isinstance(value, int):
@@ -457,7 +470,7 @@ class RateLimitFilter(logging.Filter):
         last.record, last.keep = record, keep
         if not keep:
             self.dropped += 1
-            _count_session_drop("rate_limited")
+            count_log_drop("rate_limited")
             try:
                 key = self._key_fn(record)
                 with self._last_lock:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sys
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -27,8 +26,8 @@ from . import _safety
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import RT, Session, error_info, now_ns, record_into, thread_state
 from ._sanitize import needs_snapshot
-from .logging import log_priority, trace_context
-from .sampling.limiters import KeyedRateLimiter, RateLimiter
+from .logging import LogSampling, count_log_drop, level_number, log_priority, trace_context
+from .sampling.limiters import KeyedRateLimiter
 from .sinks.lines import format_metadata, trace_line
 from .spans import admit, current_span, snapshot_metadata
 
@@ -87,39 +86,19 @@ class SamplingProcessor:
     def __init__(
         self, probability: float = 1.0, per_second: float | None = None, keep_level: str | int = "warning"
     ) -> None:
-        if (
-            isinstance(probability, bool)
-            or not isinstance(probability, (int, float))
-            or not 0 <= probability <= 1
-        ):
-            raise ValueError(f"SamplingProcessor(probability) must be between 0 and 1, got {probability!r}")
-        self.probability = float(probability)
-        self._limiter = None if per_second is None else RateLimiter(per_second)
-        self.keep_level = keep_level if isinstance(keep_level, int) else _levelno(str(keep_level), {})
-        self._random = random.Random()
+        self._sampling = LogSampling(probability, per_second, "SamplingProcessor")
+        self.probability = self._sampling.probability
+        self.keep_level = level_number(keep_level, "SamplingProcessor(keep_level)")
         self.dropped = 0
 
     def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
         if _levelno(method_name, event_dict) >= self.keep_level:
             return event_dict
-        ctx = trace_context()
-        if ctx is not None:
-            keep = ctx[3]
-        elif self.probability < 1 and self._random.random() >= self.probability:
-            keep = False
-        else:
-            keep = self._limiter is None or self._limiter.allow()
-        if not keep:
+        if not self._sampling.keep():
             self.dropped += 1
-            _count_drop("sampled_out")
+            count_log_drop("sampled_out")
             raise structlog.DropEvent
         return event_dict
-
-
-def _count_drop(reason: str) -> None:
-    session = RT.session
-    if session is not None:
-        session.count_drop(reason, "log")
 
 
 class RateLimitProcessor:
@@ -156,7 +135,7 @@ class RateLimitProcessor:
     def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
         if not self._limiter.decide(event_dict):
             self.dropped += 1
-            _count_drop("rate_limited")
+            count_log_drop("rate_limited")
             raise structlog.DropEvent
         if self._ended:
             try:
