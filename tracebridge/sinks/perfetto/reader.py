@@ -532,12 +532,7 @@ class _Reader:
                 ev.end_ns = raw.ts
                 if raw.metadata:  # what a span written as begun while it ran knew only at its end
                     ev.metadata.update(raw.metadata)
-                    if ERROR_TYPE_KEY in ev.metadata:
-                        ev.error = ErrorInfo(
-                            str(ev.metadata.pop(ERROR_TYPE_KEY)),
-                            str(ev.metadata.pop(ERROR_MESSAGE_KEY, "")),
-                            raw.frames,
-                        )
+                    ev.error = _pop_error(ev.metadata, raw.frames) or ev.error
                 continue
             for fid in raw.flows:
                 flows_open.add(fid)
@@ -598,9 +593,7 @@ class _Reader:
         md = raw.metadata
         level = md.pop(LEVEL_KEY, 1)
         adjusted = md.pop(ADJUSTED_COUNT_KEY, 1.0)
-        error = None
-        if ERROR_TYPE_KEY in md:
-            error = ErrorInfo(str(md.pop(ERROR_TYPE_KEY)), str(md.pop(ERROR_MESSAGE_KEY, "")), raw.frames)
+        error = _pop_error(md, raw.frames)
         tid, tname = self.thread_of(raw)
         if raw.type == INSTANT and raw.name == STATS_EVENT and track is not None and track.process:
             self.out.stats = Stats.from_dict(md)
@@ -657,6 +650,13 @@ class _Reader:
         if len(raw.correlation) == 32 and all(c in _HEX for c in raw.correlation):
             ev.trace_id = int(raw.correlation, 16)  # else another writer's id: not a trace id
         return ev
+
+
+def _pop_error(md: dict[str, Any], frames: tuple[Frame, ...]) -> ErrorInfo | None:
+    """The failure a writer put in an event's annotations (taken out of them), with its back-trace."""
+    if ERROR_TYPE_KEY not in md:
+        return None
+    return ErrorInfo(str(md.pop(ERROR_TYPE_KEY)), str(md.pop(ERROR_MESSAGE_KEY, "")), frames)
 
 
 def read_perfetto(

@@ -30,6 +30,7 @@ from ..._model import (
     ERROR_TYPE_KEY,
     LEVEL_KEY,
     STATS_EVENT,
+    ErrorInfo,
     Event,
     Frame,
     Stats,
@@ -396,12 +397,8 @@ class _Sequence:
                 )
             body = ref + encode_value(value)
             parts.append(ANNOTATION_TAG + varint(len(body)) + body)
-        error = ev.error
-        if error is not None:
-            parts.append(self._annotation(ERROR_TYPE_KEY, error.type, interned))
-            parts.append(self._annotation(ERROR_MESSAGE_KEY, error.message, interned))
-            if error.frames:
-                parts.append(message(E_CALLSTACK, *(_frame(f) for f in error.frames)))
+        if ev.error is not None:
+            parts += self._error(ev.error, interned)
         if ev.flows:
             parts.extend(E_FLOWS.fixed64(fid) for fid in ev.flows)
         if ev.terminating_flows:
@@ -424,13 +421,19 @@ class _Sequence:
         parts = [TYPE_END]
         for key, value in ev.metadata.items():
             parts.append(self._annotation(key, value, interned))
-        error = ev.error
-        if error is not None:
-            parts.append(self._annotation(ERROR_TYPE_KEY, error.type, interned))
-            parts.append(self._annotation(ERROR_MESSAGE_KEY, error.message, interned))
-            if error.frames:
-                parts.append(message(E_CALLSTACK, *(_frame(f) for f in error.frames)))
+        if ev.error is not None:
+            parts += self._error(ev.error, interned)
         return frame(head + self._tail(b"".join(parts), interned))
+
+    def _error(self, error: ErrorInfo, interned: list[bytes]) -> list[bytes]:
+        """A failure: its type and message as annotations, its back-trace as the callstack."""
+        parts = [
+            self._annotation(ERROR_TYPE_KEY, error.type, interned),
+            self._annotation(ERROR_MESSAGE_KEY, error.message, interned),
+        ]
+        if error.frames:
+            parts.append(message(E_CALLSTACK, *(_frame(f) for f in error.frames)))
+        return parts
 
     def _tail(self, te: bytes, interned: list[bytes]) -> bytes:
         """The rest of a packet after its timestamp: the track event, sequence fields, interned data."""
