@@ -225,6 +225,36 @@ class SpanRecord:
     _trace_id: int
     _span_id: int
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        level: int,
+        start_ns: int,
+        end_ns: int | None,
+        *,
+        parent: SpanRecord | None = None,
+        error: ErrorInfo | None = None,
+        overlapping: bool = False,
+        trace_id: int = 0,
+        span_id: int = 0,
+    ) -> Any:
+        """A span record made whole by a source other than the span API (an OpenTelemetry span, an
+        instrumented call timed after the fact); ``end_ns`` ``None``: begun only."""
+        rec = object.__new__(cls)
+        rec.name = name
+        rec.level = level
+        rec.metadata = None
+        rec.start_ns = start_ns
+        rec.end_ns = end_ns  # type: ignore[assignment]
+        rec.error = error
+        rec.parent = parent
+        rec.overlapping = overlapping
+        rec.adjusted_count = 1.0
+        rec._trace_id = trace_id
+        rec._span_id = span_id
+        return rec
+
     # Ids (0 until made) are made the first time something asks (a log record, a sampler, the writer),
     # not when the span begins: most spans never need them on the application's thread. A lock makes
     # the first id the only one, whichever threads ask at once.

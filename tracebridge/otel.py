@@ -76,10 +76,7 @@ def frames_from_stacktrace(text: str) -> tuple[Frame, ...]:
 
 def _root(trace_id: int, span_id: int) -> SpanRecord:
     """A stand-in for a span that is not recorded here (a remote or unrecorded parent): its ids."""
-    rec = object.__new__(SpanRecord)
-    rec._trace_id = trace_id
-    rec._span_id = span_id
-    rec.parent = None
+    rec: SpanRecord = SpanRecord.of("", 0, 0, 0, trace_id=trace_id, span_id=span_id)
     return rec
 
 
@@ -114,19 +111,19 @@ class _Finished(Deferred):
         ctx = span.context
         if ctx is None or span.start_time is None:
             return []
-        rec = object.__new__(_LateEnd if self.announced else SpanRecord)
-        rec.name = span.name
-        rec.level = self.level
-        rec.start_ns = _local_ns(session, span.start_time)
+        start = _local_ns(session, span.start_time)
         end_time = span.end_time
-        rec.end_ns = max(rec.start_ns, _local_ns(session, end_time)) if end_time else rec.start_ns
-        rec.error = None
         parent = span.parent
-        rec.parent = _root(ctx.trace_id, parent.span_id) if parent is not None else None
-        rec.overlapping = self.overlapping
-        rec.adjusted_count = 1.0
-        rec._trace_id = ctx.trace_id
-        rec._span_id = ctx.span_id
+        rec: SpanRecord = (_LateEnd if self.announced else SpanRecord).of(
+            span.name,
+            self.level,
+            start,
+            max(start, _local_ns(session, end_time)) if end_time else start,
+            parent=_root(ctx.trace_id, parent.span_id) if parent is not None else None,
+            overlapping=self.overlapping,
+            trace_id=ctx.trace_id,
+            span_id=ctx.span_id,
+        )
         instants = _fill(rec, span, session)
         if self.track is not None:
             assert rec.metadata is not None
@@ -168,25 +165,22 @@ def _announce(session: Session) -> list[tuple[SpanRecord, Any]]:
             if span_id not in _open:
                 continue  # it ended meanwhile
             _announced.add(span_id)
-        rec = _begun_record(session, span, span_id, level)
-        rec.overlapping = False
-        out.append((rec, st.info))
+        out.append((_begun_record(session, span, span_id, level, overlapping=False), st.info))
     return out
 
 
-def _begun_record(session: Session, span: Any, span_id: int, level: int) -> SpanRecord:
-    rec = object.__new__(SpanRecord)
-    rec.name = span.name
-    rec.level = level
-    rec.metadata = None
-    rec.start_ns = _local_ns(session, span.start_time)
-    rec.end_ns = None  # type: ignore[assignment]
-    rec.error = None
-    rec.parent = None
-    rec.overlapping = True
-    rec.adjusted_count = 1.0
-    rec._trace_id = span.get_span_context().trace_id
-    rec._span_id = span_id
+def _begun_record(session: Session, span: Any, span_id: int, level: int, *, overlapping: bool) -> SpanRecord:
+    """A running OpenTelemetry span as a record begun only: on its thread's track (announced while it
+    runs, see :func:`_announce`) or on a track of its own (still open when the recording stops)."""
+    rec: SpanRecord = SpanRecord.of(
+        span.name,
+        level,
+        _local_ns(session, span.start_time),
+        None,
+        overlapping=overlapping,
+        trace_id=span.get_span_context().trace_id,
+        span_id=span_id,
+    )
     return rec
 
 
@@ -194,7 +188,7 @@ def _still_open(session: Session) -> list[tuple[SpanRecord, Any]]:
     """The OpenTelemetry spans of ``session`` still running (it is stopping), not yet written as begun:
     records begun only (on a track of their own: what they enclose is unknown)."""
     return [
-        (_begun_record(session, span, span_id, level), st.info)
+        (_begun_record(session, span, span_id, level, overlapping=True), st.info)
         for span_id, (span, st, _, began_in, level) in list(_open.items())
         if began_in is session and span_id not in _announced
     ]

@@ -154,20 +154,11 @@ def _record_call(
         parent = current_span()
         if parent is not None and not parent.sampled:
             return  # inside a trace that sampling dropped
-        rec = object.__new__(SpanRecord)
-        rec.name = name
-        rec.level = level
-        rec.metadata = None
-        rec.start_ns = t0
-        rec.end_ns = t1
-        rec.error = (
-            None if exc is None or not _is_failure(type(exc), exc) else error_info(exc, exc.__traceback__)
+        failed = exc is not None and _is_failure(type(exc), exc)
+        error = error_info(exc, exc.__traceback__) if failed and exc is not None else None
+        thread_state().push(
+            SpanRecord.of(name, level, t0, t1, parent=parent, error=error, overlapping=overlapping)
         )
-        rec.parent = parent
-        rec.overlapping = overlapping
-        rec.adjusted_count = 1.0
-        rec._trace_id = rec._span_id = 0
-        thread_state().push(rec)
         bridge = RT.bridge
         if bridge is not None:
             bridge.ended_call(name, t0, t1, exc)
