@@ -140,11 +140,14 @@ def test_exporter_after_shutdown_and_after_stop(trace_path: Path) -> None:
 
 def test_consistent_sampler_with_garbage_tracestate() -> None:
     from opentelemetry import trace as otel_trace
+    from opentelemetry.sdk.trace.sampling import Decision
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
     sampler = ConsistentRatioSampler(0.5)
+    low, high = 5, (1 << 56) - 1  # randomness far below / above the 50% threshold
     for ot in ("rv:zz", "th:", "rv:123", ";;;", "th:fffffffffffffffff;rv:"):
-        ctx = SpanContext(5, 6, True, TraceFlags(1), TraceState([("ot", ot)]))
-        parent = otel_trace.set_span_in_context(NonRecordingSpan(ctx))
-        result = sampler.should_sample(parent, 5, "op")
-        assert result.decision is not None
+        for trace_id, expected in ((low, Decision.DROP), (high, Decision.RECORD_AND_SAMPLE)):
+            ctx = SpanContext(trace_id, 6, True, TraceFlags(1), TraceState([("ot", ot)]))
+            parent = otel_trace.set_span_in_context(NonRecordingSpan(ctx))
+            # A bad rv is ignored: the trace id decides, as with no tracestate at all.
+            assert sampler.should_sample(parent, trace_id, "op").decision is expected
