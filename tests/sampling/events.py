@@ -44,7 +44,6 @@ class Ev:
         self.error = error
         self.parent = parent
         self.adjusted_count = 1.0
-        sampled = True  # noqa: F841 - kept for symmetry with spans
 
 
 class FakeClock:
