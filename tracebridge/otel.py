@@ -86,10 +86,30 @@ _open: dict[int, tuple[Any, ThreadState, int, Session, int]] = {}
 
 
 class _Finished(Deferred):
-    """An ended OpenTelemetry span, queued as it is: the writer thread converts it (:meth:`materialize`),
-    so that the application's thread only queues it."""
+    """An ended OpenTelemetry span, queued as the fields the trace needs: the writer thread converts it
+    (:meth:`materialize`), so that the application's thread only copies and queues it. Copying (rather
+    than keeping the SDK's span) lets the span and its locks, bounded containers and context go at once:
+    queued spans would otherwise keep a dozen objects each for the garbage collector to walk."""
 
-    __slots__ = ("announced", "level", "overlapping", "span", "track")
+    __slots__ = (
+        "announced",
+        "attributes",
+        "end_time",
+        "events",
+        "level",
+        "links",
+        "name",
+        "overlapping",
+        "parent_id",
+        "resource",
+        "scope",
+        "span_id",
+        "span_kind",
+        "start_time",
+        "status",
+        "trace_id",
+        "track",
+    )
     kind = "span"
 
     def __init__(
@@ -100,31 +120,45 @@ class _Finished(Deferred):
         track: str | None = None,
         announced: bool = False,
     ) -> None:
-        self.span = span
+        ctx = span.context
+        parent = span.parent
+        self.name = span.name
+        self.trace_id = ctx.trace_id if ctx is not None else 0
+        self.span_id = ctx.span_id if ctx is not None else 0
+        self.parent_id = parent.span_id if parent is not None else 0
+        self.start_time = span.start_time
+        self.end_time = span.end_time
+        self.attributes = _plain(span, "_attributes", "_dict", "attributes")
+        self.events = tuple(_plain(span, "_events", "_dq", "events") or ())
+        self.links = tuple(_plain(span, "_links", "_dq", "links") or ())
+        kind = span.kind
+        self.span_kind = None if kind is SpanKind.INTERNAL else kind.name  # (a name, for the writer)
+        status = span.status
+        self.status = (status.status_code, status.description)
+        scope = span.instrumentation_scope
+        self.scope = scope.name if scope is not None else None
+        self.resource = span.resource
         self.level = level
         self.overlapping = overlapping
         self.track = track
         self.announced = announced
 
     def materialize(self, session: Session) -> list[Any]:
-        span = self.span
-        ctx = span.context
-        if ctx is None or span.start_time is None:
+        if not self.span_id or self.start_time is None:
             return []
-        start = _local_ns(session, span.start_time)
-        end_time = span.end_time
-        parent = span.parent
+        start = _local_ns(session, self.start_time)
+        end_time = self.end_time
         rec: SpanRecord = (_LateEnd if self.announced else SpanRecord).of(
-            span.name,
+            self.name,
             self.level,
             start,
             max(start, _local_ns(session, end_time)) if end_time else start,
-            parent=_root(ctx.trace_id, parent.span_id) if parent is not None else None,
+            parent=_root(self.trace_id, self.parent_id) if self.parent_id else None,
             overlapping=self.overlapping,
-            trace_id=ctx.trace_id,
-            span_id=ctx.span_id,
+            trace_id=self.trace_id,
+            span_id=self.span_id,
         )
-        instants = _fill(rec, span, session)
+        instants = self._fill(rec, session)
         if self.track is not None:
             assert rec.metadata is not None
             rec.metadata["track"] = self.track
@@ -133,8 +167,61 @@ class _Finished(Deferred):
         pipe = session.pipeline
         if pipe is not None and not self.announced and not _admit_span(pipe, rec):
             return []  # (an announced span is in the file already: its end must follow)
-        _name_process(session, span)
+        _name_process(session, self.resource)
         return [rec, *instants]
+
+    def _fill(self, rec: SpanRecord, session: Session) -> list[Record]:
+        """Metadata, failure and flows of ``rec``; the span's events as instants."""
+        md: dict[str, Any] = dict(self.attributes or ())
+        if not _RESERVED.isdisjoint(md):
+            md = {f"attribute.{k}" if k in _RESERVED else k: v for k, v in md.items()}
+        if self.span_kind is not None:
+            md["otel.kind"] = self.span_kind
+        code, description = self.status
+        if code is not StatusCode.UNSET:
+            md["otel.status"] = code.name
+            if description:
+                md["otel.status_description"] = description
+        if self.scope:
+            md["otel.scope"] = self.scope
+        # Every span carries its own span id as a flow id (so the file keeps it); a span that links to
+        # it carries the same id, and Perfetto draws an arrow from the linked span to it.
+        flows = [rec._span_id]
+        for link in self.links:
+            if link.context is not None and link.context.span_id:
+                flows.append(link.context.span_id)
+        md["flows"] = flows
+        instants: list[Record] = []
+        for event in self.events:
+            attrs = dict(_plain(event, "_attributes", "_dict", "attributes") or ())
+            if event.name == "exception":
+                stacktrace = attrs.pop("exception.stacktrace", "")
+                rec.error = ErrorInfo(
+                    _safety.safe_str(attrs.get("exception.type", "Exception")),
+                    _safety.safe_str(attrs.get("exception.message", "")),
+                    frames_from_stacktrace(stacktrace) if isinstance(stacktrace, str) else (),
+                )
+            t = _local_ns(session, event.timestamp)
+            inst = Record("instant", event.name, t, t, rec.level, attrs or None)
+            inst.trace_id, inst.span_id = rec._trace_id, rec._span_id
+            instants.append(inst)
+        if rec.error is None and code is StatusCode.ERROR:
+            rec.error = ErrorInfo("ERROR", description or "")
+        # No snapshot: the SDK's attribute values are immutable (str, bool, int, float, tuples of them)
+        # and these dicts are ours; the writer sanitizes them.
+        rec.metadata = md
+        return instants
+
+
+def _plain(obj: Any, private: str, inner: str, public: str) -> Any:
+    """``obj.<public>`` (the attributes, events or links of a span or event) without the copy the SDK's
+    public property makes, when its container is one we know (a plain dict or deque inside)."""
+    container = getattr(obj, private, None)
+    if container is not None:
+        plain = getattr(container, inner, None)
+        if plain is not None:
+            return plain
+    return getattr(obj, public, None)
 
 
 class _LateEnd(SpanRecord):
@@ -263,66 +350,6 @@ class _Recorder:
         st.push(_Finished(span, level, overlapping))
 
 
-def _fill(rec: SpanRecord, span: ReadableSpan, session: Session) -> list[Record]:
-    """Metadata, failure and flows of ``rec`` from ``span``; its events as instants."""
-    md: dict[str, Any] = dict(_items(span, "_attributes", "attributes"))
-    if not _RESERVED.isdisjoint(md):
-        md = {f"attribute.{k}" if k in _RESERVED else k: v for k, v in md.items()}
-    if span.kind is not SpanKind.INTERNAL:
-        md["otel.kind"] = span.kind.name
-    status = span.status
-    if status.status_code is not StatusCode.UNSET:
-        md["otel.status"] = status.status_code.name
-        if status.description:
-            md["otel.status_description"] = status.description
-    scope = span.instrumentation_scope
-    if scope is not None and scope.name:
-        md["otel.scope"] = scope.name
-    # Every span carries its own span id as a flow id (so the file keeps it); a span that links to it
-    # carries the same id, and Perfetto draws an arrow from the linked span to it.
-    flows = [rec._span_id]
-    for link in _items(span, "_links", "links"):
-        if link.context is not None and link.context.span_id:
-            flows.append(link.context.span_id)
-    md["flows"] = flows
-    instants: list[Record] = []
-    for event in _items(span, "_events", "events"):
-        attrs = dict(_items(event, "_attributes", "attributes"))
-        if event.name == "exception":
-            stacktrace = attrs.pop("exception.stacktrace", "")
-            rec.error = ErrorInfo(
-                _safety.safe_str(attrs.get("exception.type", "Exception")),
-                _safety.safe_str(attrs.get("exception.message", "")),
-                frames_from_stacktrace(stacktrace) if isinstance(stacktrace, str) else (),
-            )
-        t = _local_ns(session, event.timestamp)
-        inst = Record("instant", event.name, t, t, rec.level, attrs or None)
-        inst.trace_id, inst.span_id = rec._trace_id, rec._span_id
-        instants.append(inst)
-    if rec.error is None and status.status_code is StatusCode.ERROR:
-        rec.error = ErrorInfo("ERROR", status.description or "")
-    # No snapshot: the SDK's attribute values are immutable (str, bool, int, float, tuples of them) and
-    # these dicts are ours; the writer sanitizes them.
-    rec.metadata = md
-    return instants
-
-
-def _items(obj: Any, private: str, public: str) -> Any:
-    """``obj.<public>`` (attributes, events or links of a span) without the copies the SDK's public
-    properties make, when its containers are the ones we know (their plain dict or deque inside)."""
-    inner = getattr(obj, private, None)
-    if inner is not None:
-        plain = getattr(inner, "_dict", None)  # BoundedAttributes
-        if plain is None:
-            plain = getattr(inner, "_dq", None)  # BoundedList
-        if plain is not None:
-            return plain.items() if isinstance(plain, dict) else plain
-    value = getattr(obj, public, None)
-    if value is None:
-        return ()
-    return value.items() if isinstance(value, Mapping) else value
-
-
 def _admit_span(pipe: Any, rec: SpanRecord) -> bool:
     """The head stages' decision on an OTel span (its own sampler has already kept it)."""
     if pipe.keep_critical and rec.level <= 1:
@@ -348,8 +375,7 @@ def _local_ns(session: Session, epoch_ns: int) -> int:
 _named: list[tuple[Any, Any]] = [(None, None)]  # the session and resource last looked at
 
 
-def _name_process(session: Session, span: ReadableSpan) -> None:
-    resource = span.resource
+def _name_process(session: Session, resource: Any) -> None:
     last = _named[0]
     if resource is None or (last[0] is session and last[1] is resource):
         return
