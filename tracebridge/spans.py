@@ -277,7 +277,26 @@ def span(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> Any:
     pipe = RT.pipeline
     if pipe is not None:
         parent = _current.get()
-        if parent is not None and not parent.sampled and level > pipe.short_cut_level:
+        if parent is None:
+            threshold = pipe.root_threshold
+            if threshold is not None and level > pipe.critical_level and RT.bridge is None:
+                # A root decided by one comparison with the trace's randomness (see Pipeline): dropped
+                # roots are made here, with only what a dropped span needs.
+                tid = _getrandbits(128) or 1
+                if (tid & RANDOMNESS_MASK) < threshold:
+                    d = _new(_DroppedSpan)
+                    d.name = name
+                    d.level = level
+                    d.metadata = metadata or None
+                    d.error = None
+                    d._lazy = None if type(name) is str else []
+                    d.parent = None
+                    d._trace_id = tid
+                    d._span_id = 0
+                    d._drop_counter = pipe.root_drops
+                    return d
+                return _sampled_span(pipe, None, name, level, metadata or None, tid)
+        elif not parent.sampled and level > pipe.short_cut_level:
             # Inside a trace that ParentBased dropped: no more work than a span whose level is off.
             next(pipe.short_cut_drops)
             off = _new(_OffSpan)
@@ -315,10 +334,16 @@ def _new_span(name: NameOrFactory, level: int, metadata: dict[str, Any] | None) 
 
 
 def _sampled_span(
-    pipe: Pipeline, parent: Any, name: NameOrFactory, level: int, metadata: dict[str, Any] | None
+    pipe: Pipeline,
+    parent: Any,
+    name: NameOrFactory,
+    level: int,
+    metadata: dict[str, Any] | None,
+    trace_id: int = 0,
 ) -> Span | _OffSpan:
     """A span through the pipeline's head stages: a Span, or a _DroppedSpan, or (inside a trace that
-    ParentBased dropped) an _OffSpan, which costs no more than a span whose level is off."""
+    ParentBased dropped) an _OffSpan, which costs no more than a span whose level is off. A root may
+    come with its trace id drawn already."""
     critical = level <= pipe.critical_level
     if parent is not None and not parent.sampled and not critical and pipe.follows_parent is not None:
         next(pipe.short_cut_drops)
@@ -339,7 +364,7 @@ def _sampled_span(
     s.parent = parent
     if bridge is None:
         # The trace id now: consistent samplers decide by it (no other thread can see this span yet).
-        s._trace_id = tid = parent.trace_id if parent is not None else new_trace_id()
+        s._trace_id = tid = parent.trace_id if parent is not None else trace_id or new_trace_id()
         s._span_id = 0
     else:  # its OpenTelemetry twin begins now, and gives it its ids
         bridge.begin(s)
@@ -394,6 +419,9 @@ class _DroppedSpan(Span):
         except ValueError:  # ended in another context than it began in
             if _current.get() is self:
                 _current.set(None)
+        if exc_type is None and self.error is None:
+            next(self._drop_counter)
+            return None
         pipe = RT.pipeline
         failed = exc_type is not None and _is_failure(exc_type, exc)
         if (failed or self.error is not None) and (pipe is None or pipe.keep_failures):
@@ -410,6 +438,7 @@ class _DroppedSpan(Span):
         if exc is not None:  # else it was marked failed by fail()
             self.error = error_info(exc, tb)
         self.overlapping = True
+        self.adjusted_count = 1.0
         if self._lazy is not None:
             self._resolve()
         elif self.metadata is not None and needs_snapshot(self.metadata):

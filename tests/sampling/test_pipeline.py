@@ -85,6 +85,36 @@ def test_critical_events_and_failures_are_kept_whatever_sampling_says() -> None:
     assert spans(strict) == []
 
 
+def test_a_dropped_root_that_fails_is_recorded_whole() -> None:
+    # Roots dropped by the one-comparison decision are made with only what a dropped span needs; one
+    # that fails (raised or marked) must come out as a whole span: resolved lazy name and metadata, its
+    # own trace id, weight 1.
+    ids: list[int] = []
+
+    def work() -> None:
+        with pytest.raises(ValueError), tracebridge.span(lambda: "lazy root", level=2, path="a.toml") as s:
+            s.append_metadata(lambda: {"rows": 3})
+            ids.append(s.trace_id)
+            raise ValueError("bad row")
+        with tracebridge.span("marked", level=2) as m:
+            m.fail(RuntimeError("gave up"))
+            ids.append(m.trace_id)
+        with tracebridge.span("quiet", level=2):
+            pass
+
+    session = record(work, sampling=ParentBased(TraceIdRatio(0.0)))
+    lazy, marked = spans(session)
+    assert (lazy.name, lazy.metadata, lazy.error.type if lazy.error else None) == (
+        "lazy root",
+        {"path": "a.toml", "rows": 3},
+        "ValueError",
+    )
+    assert marked.name == "marked" and marked.error is not None and marked.error.message == "gave up"
+    assert [lazy.trace_id, marked.trace_id] == ids and all(e.adjusted_count == 1.0 for e in (lazy, marked))
+    assert lazy.end_ns >= lazy.start_ns > 0
+    assert session.stats.dropped["sampled_out"]["span"] == 1  # "quiet"; the failures were kept
+
+
 def test_inside_a_dropped_trace_spans_are_cheap_objects() -> None:
     seen: list[object] = []
 

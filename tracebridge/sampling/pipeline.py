@@ -63,6 +63,8 @@ class Pipeline:
             self.root_threshold = max(t for t in thresholds if t is not None)
             self.root_decider = self.head_stages[thresholds.index(self.root_threshold)]
             self.root_weight = keep_probability(self.root_threshold) if self.root_threshold < 1 << 56 else 0.0
+            #: Where roots dropped by that comparison are counted (the deciding stage's drops).
+            self.root_drops = self.root_decider._dropped["span"]
         self._overridden = {kind: itertools.count() for kind in SAMPLED_KINDS}
         self.on_flood_end: Callable[[Any, int], None] | None = None
         for st in stages:
