@@ -625,6 +625,11 @@ class PipelineSampler(Sampler):
         self.pipeline = pipeline
         self.level = level
         self._consistent = not any(isinstance(st, _INCONSISTENT) for st in pipeline.head_stages)
+        # When the stages decide by trace randomness alone (TraceIdRatio and the like, see
+        # Pipeline.root_threshold), one comparison decides, and a kept span's ``th`` is always this one.
+        threshold = pipeline.root_threshold
+        self._th = threshold_to_th(threshold) if threshold is not None and threshold < 1 << 56 else None
+        self._kept_state = _with_ot(None, {"th": self._th}) if self._th is not None else None
 
     def should_sample(
         self,
@@ -639,6 +644,20 @@ class PipelineSampler(Sampler):
         if trace_state is None:
             trace_state = get_current_span(parent_context).get_span_context().trace_state
         try:
+            pipe = self.pipeline
+            threshold = pipe.root_threshold
+            if threshold is not None:
+                ot = parse_ot(trace_state) if trace_state else {}
+                if ((_randomness(trace_id, ot) if ot else trace_id) & RANDOMNESS_MASK) < threshold:
+                    next(pipe.root_drops)
+                    return SamplingResult(Decision.DROP, None, trace_state)
+                pipe.count_root_kept("span")
+                if not trace_state and self._kept_state is not None:
+                    return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, self._kept_state)
+                ot.pop("th", None)
+                if self._th is not None:
+                    ot["th"] = self._th
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, _with_ot(trace_state, ot))
             ot = parse_ot(trace_state)
             probe = _Probe(
                 name, _randomness(trace_id, ot), self.level, dict(attributes) if attributes else None

@@ -49,7 +49,10 @@ def kept_traces(sampler: Sampler, n: int = 4000, seed: int = 7) -> dict[int, str
 
 def test_consistent_ratio_matches_tracebridge_and_nests() -> None:
     ratio = TraceIdRatio(0.1)
-    kept = kept_traces(ConsistentRatioSampler(0.1))
+    sampler = ConsistentRatioSampler(0.1)
+    kept = kept_traces(sampler)
+    (entry,) = sampler.counts().values()
+    assert entry["kept"]["span"] == len(kept) and entry["dropped"]["span"] == 4000 - len(kept)
     all_ids = SeededIds(7)
     # The same decisions as tracebridge's own stage on the same trace ids.
     expected = set()
