@@ -26,6 +26,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+pytest_plugins = ("pytester",)  # tests/test_testing.py runs the fixture in a pytest of its own
+
 # Strict mode for the whole suite: an internal error fails the test that caused it.
 tracebridge.configure(strict=True)
 

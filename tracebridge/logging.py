@@ -26,7 +26,7 @@ from weakref import WeakSet
 
 from . import _safety
 from ._model import ErrorInfo, Frame, Record
-from ._recorder import RT, before_stop, error_info, now_ns, record_into, thread_state
+from ._recorder import RT, Session, before_stop, error_info, now_ns, record_into, thread_state
 from ._sanitize import needs_snapshot
 from .sampling._stage import _count_value
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
@@ -271,17 +271,28 @@ class PerfettoHandler(logging.Handler):
     pass the session's sampling; records made while tracebridge is recording another file, or after the
     recording stopped, are counted in ``dropped``.
 
+    ``filename`` may also be a :class:`~tracebridge.Session` (an in-memory one, say): the records go
+    into that recording while it is the active one.
+
     ``emit`` does no I/O: it queues the record for tracebridge's writer thread.
 
     .. versionadded:: 0.1
     """
 
     def __init__(
-        self, filename: str | os.PathLike[str], level: int | str = logging.NOTSET, *, trace_level: int = 2
+        self,
+        filename: str | os.PathLike[str] | Session,
+        level: int | str = logging.NOTSET,
+        *,
+        trace_level: int = 2,
     ) -> None:
         super().__init__(level)
-        self.filename = os.fspath(filename)
-        self.session = record_into(self.filename, trace_level)
+        if isinstance(filename, Session):
+            self.session = filename
+            self.filename = str(filename.path) if filename.path is not None else f"<{filename.format}>"
+        else:
+            self.filename = os.fspath(filename)
+            self.session = record_into(self.filename, trace_level)
         self.dropped = 0
         self._reported = False
 
