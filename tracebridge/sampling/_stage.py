@@ -29,8 +29,9 @@ RANDOMNESS_MASK = (1 << RANDOMNESS_BITS) - 1
 
 
 def _count_value(counter: itertools.count[int]) -> int:
-    # The next value an itertools.count would return, without advancing it.
-    return int(counter.__reduce__()[1][0])
+    # The next value an itertools.count would return, without advancing it: its repr is "count(N)"
+    # (its pickling support, the other way to read it, is deprecated since Python 3.12).
+    return int(repr(counter)[6:-1])
 
 
 class Stage:
