@@ -48,6 +48,30 @@ def test_outline_and_lookups() -> None:
     assert "stopped: 5 events" in repr(trace)
 
 
+def test_children_of_what_is_not_a_span() -> None:
+    with capture() as trace, tracebridge.span("outer"):
+        tracebridge.instant("first")
+        tracebridge.instant("second")
+    first, _ = trace.instants()
+    assert trace.children(first) == []
+    assert [e.name for e in trace.children(trace.spans("outer")[0])] == ["first", "second"]
+
+
+def test_the_code_under_test_may_stop_the_recording() -> None:
+    # The capture ends there; the test's own exception is the one it sees.
+    with pytest.raises(ValueError, match="real"), capture() as trace:
+        with tracebridge.span("before"):
+            pass
+        tracebridge.stop()
+        raise ValueError("real")
+    assert trace.outline() == "before\n"
+    # A recording the code under test started after that is its own: the capture leaves it running.
+    with capture():
+        tracebridge.stop()
+        tracebridge.start()
+    assert tracebridge.stop().stopped
+
+
 def test_events_can_be_read_while_recording() -> None:
     with capture() as trace, tracebridge.span("outer"):
         with tracebridge.span("done"):

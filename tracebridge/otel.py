@@ -36,7 +36,16 @@ from opentelemetry.util.types import Attributes
 
 from . import _safety
 from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord, new_trace_id
-from ._recorder import RT, Session, ThreadState, configure, record_into, revive, thread_state
+from ._recorder import (
+    RT,
+    Session,
+    ThreadState,
+    configure,
+    record_into,
+    revive,
+    source_failed,
+    thread_state,
+)
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter
@@ -419,8 +428,7 @@ class PerfettoSpanProcessor(SpanProcessor):
         try:
             self._recorder.end(span)
         except Exception as exc:
-            self._recorder.dropped += 1
-            _safety.internal_error("PerfettoSpanProcessor.on_end", exc)
+            source_failed("PerfettoSpanProcessor.on_end", "span", exc)
 
     def shutdown(self) -> None:
         self.force_flush()
@@ -475,7 +483,7 @@ class TraceLineSpanProcessor(SpanProcessor):
         try:
             self._recorder.end(span)
         except Exception as exc:
-            _safety.internal_error("TraceLineSpanProcessor.on_end", exc)
+            source_failed("TraceLineSpanProcessor.on_end", "span", exc)
 
     def shutdown(self) -> None:
         self.force_flush()
@@ -518,9 +526,12 @@ class PerfettoSpanExporter(SpanExporter):
             st = thread_state()
             st.deferred = True
             for span in spans:
-                ctx = span.context
-                if ctx is not None:
-                    st.push(_Finished(span, recorder.trace_level, False, f"trace {ctx.trace_id:032x}"))
+                try:  # a span the SDK would not have made costs itself only, not its batch
+                    ctx = span.context
+                    if ctx is not None:
+                        st.push(_Finished(span, recorder.trace_level, False, f"trace {ctx.trace_id:032x}"))
+                except Exception as exc:
+                    source_failed("PerfettoSpanExporter.export", "span", exc)
             return SpanExportResult.SUCCESS
         except Exception as exc:
             _safety.internal_error("PerfettoSpanExporter.export", exc)

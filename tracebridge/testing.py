@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._model import Event, Stats
-from ._recorder import Session, start, stop
+from ._recorder import RT, Session, start, stop
 from .logging import PerfettoHandler
 from .sinks.lines import format_metadata
 
@@ -74,13 +74,17 @@ class Captured:
         return [e for e in self.spans() if e.error is not None]
 
     def children(self, parent: Event) -> list[Event]:
-        """The events recorded directly inside the span ``parent``, in the order they began."""
-        return [e for e in self.events if parent.span_id and _parent_of(e) == parent.span_id]
+        """The events recorded directly inside the span ``parent``, in the order they began (none for
+        an event that is not a span)."""
+        if parent.kind != "span" or not parent.span_id:
+            return []
+        return [e for e in self.events if _parent_of(e) == parent.span_id]
 
     def outline(self, kinds: Iterable[str] = ("span",), *, metadata: bool = False) -> str:
         """The recorded events as an indented tree, one line each: its name, ``[ErrorType]`` when it
-        failed, and its metadata with ``metadata=True``. Events whose parent was not recorded are at the
-        top. ``kinds`` says which kinds of events to show (``"span"``, ``"instant"``, ``"log"``, ...)."""
+        failed, and its metadata with ``metadata=True``. Events whose parent was not recorded (and
+        activities, which cross threads) are at the top. ``kinds`` says which kinds of events to show
+        (``"span"``, ``"instant"``, ``"log"``, ``"activity"``, ``"counter"``)."""
         wanted = set(kinds)
         shown = [e for e in self.events if e.kind in wanted]
         spans = {e.span_id for e in shown if e.kind == "span" and e.span_id}
@@ -114,17 +118,20 @@ class Captured:
 
 def _parent_of(e: Event) -> int:
     """The span id of the span ``e`` happened in: a span carries its own id and its parent's; an
-    instant, counter sample or log record carries the id of the span that was current."""
+    instant, counter sample or log record carries the id of the span that was current; an activity,
+    its own id only."""
     return e.parent_id if e.kind in ("span", "activity") else e.span_id
 
 
 @contextmanager
 def capture(level: int = 3, *, sampling: Any = None, logs: bool = True) -> Iterator[Captured]:
     """Record events of ``level`` and below into memory while the block runs (``sampling`` as for
-    :func:`tracebridge.start`; by default nothing is sampled out). With ``logs`` (the default), log
-    records that reach the root logger are recorded too, through a handler added to it for the block
-    (the loggers' own levels still apply, as they do for pytest's ``caplog``). Starting while another
-    recording is active raises, as :func:`tracebridge.start` does.
+    :func:`tracebridge.start`; by default nothing is sampled out, though ``TRACEBRIDGE_FILTER``, when
+    set, applies as it does to every recording). With ``logs`` (the default), log records that reach
+    the root logger are recorded too, through a handler added to it for the block (the loggers' own
+    levels still apply, as they do for pytest's ``caplog``). Starting while another recording is
+    active raises, as :func:`tracebridge.start` does; if the code under test stops the recording
+    itself, the capture ends there.
 
     .. versionadded:: 0.1
     """
@@ -138,4 +145,5 @@ def capture(level: int = 3, *, sampling: Any = None, logs: bool = True) -> Itera
     finally:
         if handler is not None:
             root.removeHandler(handler)
-        stop()
+        if RT.session is session:
+            stop()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext
 
 import tracebridge
 from tracebridge.otel import (
@@ -136,6 +138,22 @@ def test_exporter_after_shutdown_and_after_stop(trace_path: Path) -> None:
         pass  # the exporter reports FAILURE to the SDK, which logs it; nothing raises
     provider.shutdown()
     assert [e.name for e in tracebridge.read(trace_path) if e.kind == "span"] == ["before"]
+
+
+def test_a_malformed_span_costs_itself_only(trace_path: Path, lenient: None) -> None:
+    # ReadableSpans built by hand (or by another SDK's processor) reach the exporter in batches: one
+    # that cannot be read must not take the rest of its batch with it, and its loss is counted.
+    exporter = PerfettoSpanExporter(trace_path)
+    now = time.time_ns()
+
+    def span(name: str, span_id: int, **extra: Any) -> ReadableSpan:
+        return ReadableSpan(name, SpanContext(7, span_id, False), start_time=now, end_time=now + 10, **extra)
+
+    batch = [span("a", 1), span("bad", 2, kind=None), span("c", 3)]
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    session = tracebridge.stop()
+    assert sorted(e.name for e in tracebridge.read(trace_path) if e.kind == "span") == ["a", "c"]
+    assert session.stats.dropped["internal_error"] == {"span": 1}
 
 
 def test_consistent_sampler_with_garbage_tracestate() -> None:
