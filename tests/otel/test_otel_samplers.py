@@ -20,7 +20,7 @@ from tracebridge.otel import (
     RateLimitingSampler,
     parse_ot,
 )
-from tracebridge.sampling import MinDuration, Names, Predicate, TraceIdRatio
+from tracebridge.sampling import MinDuration, Names, PerOperation, Predicate, TraceIdRatio
 
 
 class SeededIds(IdGenerator):
@@ -67,6 +67,15 @@ def test_consistent_ratio_matches_tracebridge_and_nests() -> None:
     # Decisions at a lower rate are a subset of those at a higher rate.
     assert set(kept_traces(ConsistentRatioSampler(0.01))) <= set(kept)
     assert set(kept_traces(ConsistentRatioSampler(1.0)).values()) == {"th:0"}
+
+
+def test_nested_consistent_stages_advertise_the_lower_probability() -> None:
+    # Both decide on the trace's randomness: what they keep together was kept with probability 0.25, so
+    # th says 0.25 (not the product, 0.125).
+    sampler = PipelineSampler([TraceIdRatio(0.5), PerOperation({"op": 0.25})])
+    kept = kept_traces(sampler)
+    assert set(kept.values()) == {"th:c"}
+    assert set(kept) == set(kept_traces(ConsistentRatioSampler(0.25)))
 
 
 def test_kept_spans_keep_their_attributes() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,9 @@ from tracebridge.sampling import (
     MinDuration,
     Names,
     ParentBased,
+    PerOperation,
     Pipeline,
+    Probability,
     TailSampler,
     TraceIdRatio,
 )
@@ -167,6 +171,43 @@ def test_tail_sampler_in_a_session_keeps_failed_traces() -> None:
     assert len(kept_traces) == 5
     assert len(spans(session)) == 15  # three spans in each failed trace
     assert session.stats.dropped["sampled_out"]["span"] == 45 * 2
+
+
+def kept_share_and_weights(sampling: object, n: int = 4000) -> tuple[float, set[float], set[float]]:
+    def work() -> None:
+        for _ in range(n):
+            with tracebridge.span("request", level=2), tracebridge.span("step", level=2):
+                pass
+
+    session = record(work, sampling=sampling)
+    roots = spans(session, "request")
+    return (
+        len(roots) / n,
+        {e.adjusted_count for e in roots},
+        {e.adjusted_count for e in spans(session, "step")},
+    )
+
+
+@pytest.mark.parametrize(
+    ("sampling", "share"),
+    [
+        # Consistent decisions nest: together they keep with the lowest probability, not the product.
+        (lambda: [ParentBased(TraceIdRatio(0.5)), PerOperation({"*": 0.25})], 0.25),
+        (lambda: [ParentBased(TraceIdRatio(0.25)), PerOperation({"*": 0.5})], 0.25),
+        # ... at the tail too: a TailSampler's consistent `otherwise` after a consistent head.
+        (lambda: [ParentBased(TraceIdRatio(0.5)), TailSampler(otherwise=TraceIdRatio(0.25), wait=0)], 0.25),
+        (lambda: [ParentBased(TraceIdRatio(0.25)), TailSampler(otherwise=TraceIdRatio(0.5), wait=0)], 0.25),
+        # An independent draw multiplies (and draws again for every span: traces are not whole).
+        (lambda: [ParentBased(TraceIdRatio(0.5)), Probability(0.5, rng=random.Random(3))], 0.25),
+    ],
+)
+def test_adjusted_counts_are_true_to_the_combined_probability(sampling: Any, share: float) -> None:
+    stages = sampling()
+    kept, root_weights, child_weights = kept_share_and_weights(stages)
+    assert share * 0.85 < kept < share * 1.15
+    assert len(root_weights) == 1 and root_weights.pop() == pytest.approx(1 / share)
+    if not any(isinstance(st, Probability) for st in stages):
+        assert len(child_weights) == 1 and child_weights.pop() == pytest.approx(1 / share)
 
 
 def test_keyed_rate_limiter_reports_suppressed_events() -> None:

@@ -49,6 +49,12 @@ class Stage:
     #: For stages whose decision on a root event depends on its trace randomness alone: the OTEP 235
     #: threshold it applies (the pipeline then decides roots without calling the stage).
     root_threshold: int | None = None
+    #: True for stages whose probabilities come from comparing the trace's randomness with a threshold
+    #: (OTEP 235): their decisions nest, so several of them keep an event with the lowest of their
+    #: probabilities, not with the product.
+    consistent: ClassVar[bool] = False
+    #: False for stages that only keep (1.0) or drop (0.0): filters and rate limiters.
+    weighted: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._kept = {kind: itertools.count() for kind in SAMPLED_KINDS}

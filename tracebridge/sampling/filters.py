@@ -27,6 +27,8 @@ class Level(Stage):
     .. versionadded:: 0.1
     """
 
+    weighted = False
+
     def __init__(self, n: int) -> None:
         super().__init__()
         self.n = _check_level(n, "Level(n)")
@@ -45,6 +47,7 @@ class Names(Stage):
     .. versionadded:: 0.1
     """
 
+    weighted = False
     needs_name = True
 
     def __init__(
@@ -76,6 +79,8 @@ class Categories(Stage):
 
     .. versionadded:: 0.1
     """
+
+    weighted = False
 
     def __init__(self, disabled: Iterable[str] = (), enabled: Iterable[str] | None = None) -> None:
         super().__init__()
@@ -113,6 +118,7 @@ class MinDuration(Stage):
     .. versionadded:: 0.1
     """
 
+    weighted = False
     tail = True
 
     def __init__(self, threshold: Any) -> None:
@@ -147,6 +153,8 @@ class Predicate(Stage):
 
     .. versionadded:: 0.1
     """
+
+    weighted = False
 
     def __init__(self, fn: Callable[[Any], Any], at: Literal["head", "tail"] = "head") -> None:
         super().__init__()
@@ -184,6 +192,7 @@ class Directives(Stage):
     .. versionadded:: 0.1
     """
 
+    weighted = False
     needs_name = True
 
     def __init__(self, spec: str) -> None:

@@ -38,6 +38,7 @@ class RateLimiter(Stage):
     .. versionadded:: 0.1
     """
 
+    weighted = False
     reason = "rate_limited"
 
     def __init__(
@@ -91,6 +92,7 @@ class KeyedRateLimiter(Stage):
     .. versionadded:: 0.1
     """
 
+    weighted = False
     reason = "rate_limited"
     needs_name = True
 

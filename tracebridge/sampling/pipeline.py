@@ -65,6 +65,10 @@ class Pipeline:
             self.root_weight = keep_probability(self.root_threshold) if self.root_threshold < 1 << 56 else 0.0
             #: Where roots dropped by that comparison are counted (the deciding stage's drops).
             self.root_drops = self.root_decider._dropped["span"]
+        #: Every weight the head stages give comes from a consistent threshold (or there is none): an
+        #: event's adjusted count is then 1/p of one consistent probability p, and a TailSampler whose
+        #: ``otherwise`` is consistent too nests with it.
+        self.nests = all(st.consistent or not st.weighted for st in self.head_stages)
         self._overridden = {kind: itertools.count() for kind in SAMPLED_KINDS}
         self.on_flood_end: Callable[[Any, int], None] | None = None
         for st in stages:
@@ -95,7 +99,8 @@ class Pipeline:
         the probability is 0.0). Counts what each stage kept; the caller counts the drop with
         :meth:`count_drop` once the event is really gone (a span that then fails is kept after all)."""
         kind = ev.kind
-        weight = 1.0
+        weight = 1.0  # the product of the independent stages' probabilities
+        lowest = 1.0  # the lowest of the consistent stages': their decisions nest
         for st in self.head_stages:
             try:
                 w = st.decide(ev)
@@ -105,8 +110,12 @@ class Pipeline:
             if not w:
                 return 0.0, st
             next(st._kept[kind])
-            weight *= w
-        return weight, None
+            if w != 1.0:
+                if st.consistent:
+                    lowest = min(lowest, w)
+                else:
+                    weight *= w
+        return weight * lowest, None
 
     @staticmethod
     def count_drop(stage: Stage, kind: str) -> None:
@@ -132,7 +141,7 @@ class Pipeline:
         thread; return what is kept."""
         for st in self.tail_stages[start:]:
             if isinstance(st, TailSampler):
-                items = st.process(items, self._keeps_anyway)
+                items = st.process(items, self._keeps_anyway, self.nests)
                 continue
             kept = []
             for item in items:
@@ -168,7 +177,7 @@ class Pipeline:
         for i, st in enumerate(self.tail_stages):
             if isinstance(st, TailSampler):
                 # What a TailSampler releases still passes the tail stages after it.
-                out.extend(self.tail(st.flush(self._keeps_anyway), start=i + 1))
+                out.extend(self.tail(st.flush(self._keeps_anyway, self.nests), start=i + 1))
         return out
 
     def after_fork(self) -> None:

@@ -35,6 +35,7 @@ def _check_rate(value: Any, what: str) -> float:
 class AlwaysOn(Stage):
     """Keeps every event."""
 
+    consistent = True
     reason = "sampled_out"
     root_threshold = 0
 
@@ -45,6 +46,7 @@ class AlwaysOn(Stage):
 class AlwaysOff(Stage):
     """Drops every event (critical events and failures are still kept by the pipeline, if it says so)."""
 
+    consistent = True
     reason = "sampled_out"
 
     def decide(self, ev: Any) -> float:
@@ -80,6 +82,7 @@ class TraceIdRatio(Stage):
     .. versionadded:: 0.1
     """
 
+    consistent = True
     reason = "sampled_out"
 
     def __init__(self, p: float) -> None:
@@ -108,6 +111,7 @@ class ParentBased(Stage):
     .. versionadded:: 0.1
     """
 
+    consistent = True
     reason = "sampled_out"
     follows_parent: ClassVar[bool] = True
 
@@ -140,6 +144,7 @@ class PerOperation(Stage):
     .. versionadded:: 0.1
     """
 
+    consistent = True
     reason = "sampled_out"
     needs_name = True
 
@@ -195,6 +200,7 @@ class Adaptive(Stage):
     .. versionadded:: 0.1
     """
 
+    consistent = True
     reason = "sampled_out"
     needs_name = True
 

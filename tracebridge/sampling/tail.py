@@ -76,6 +76,7 @@ class TailSampler(Stage):
         self._decided: OrderedDict[int, float] = OrderedDict()
         self._evicted = itertools.count()
         self._keep_anyway: Callable[[Any], bool] | None = None
+        self._head_nests = False
         #: Spans kept although their trace was not (critical or failed spans, as the pipeline wants).
         self.kept_anyway = 0
 
@@ -92,12 +93,17 @@ class TailSampler(Stage):
         raise TypeError("TailSampler decides whole traces: use it in a Pipeline")
 
     def process(
-        self, items: list[tuple[Any, Any]], keep_anyway: Callable[[Any], bool] | None = None
+        self,
+        items: list[tuple[Any, Any]],
+        keep_anyway: Callable[[Any], bool] | None = None,
+        head_nests: bool = False,
     ) -> list[tuple[Any, Any]]:
         """Take (thread, record) pairs; return those whose trace is decided and kept. Records for which
         ``keep_anyway`` is true (the pipeline keeps critical and failed spans) are kept even when their
-        trace is not; they still count toward the trace's decision."""
+        trace is not; they still count toward the trace's decision. ``head_nests``: the records' adjusted
+        counts come from consistent head stages only (see :attr:`Pipeline.nests`)."""
         self._keep_anyway = keep_anyway
+        self._head_nests = head_nests
         out: list[tuple[Any, Any]] = []
         now = self._clock()
         for item in items:
@@ -133,9 +139,12 @@ class TailSampler(Stage):
             self._settle(next(iter(self._held)), out)
         return out
 
-    def flush(self, keep_anyway: Callable[[Any], bool] | None = None) -> list[tuple[Any, Any]]:
+    def flush(
+        self, keep_anyway: Callable[[Any], bool] | None = None, head_nests: bool = False
+    ) -> list[tuple[Any, Any]]:
         """Decide every trace still held (their roots never ended)."""
         self._keep_anyway = keep_anyway
+        self._head_nests = head_nests
         out: list[tuple[Any, Any]] = []
         while self._held:
             self._settle(next(iter(self._held)), out)
@@ -161,8 +170,16 @@ class TailSampler(Stage):
 
     def _apply(self, weight: float, items: list[tuple[Any, Any]], out: list[tuple[Any, Any]]) -> None:
         if weight:
+            # A consistent ``otherwise`` after consistent head stages: the trace was kept with the lower
+            # of the two probabilities (the decisions nest), so its adjusted count is the larger one.
+            nested = self._head_nests and self.otherwise.consistent
             for item in items:
-                item[1].adjusted_count /= weight
+                rec = item[1]
+                if weight != 1.0:
+                    if nested:
+                        rec.adjusted_count = max(rec.adjusted_count, 1.0 / weight)
+                    else:
+                        rec.adjusted_count /= weight
                 next(self._kept["span"])
             out.extend(items)
         else:
