@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from . import sampling
 from ._codec import decode, encode
+from ._config import Config
 from ._model import ErrorInfo, Event, Frame, Stats
-from ._recorder import Config, Session, configure, flush, shutdown, start, stats, stop
+from ._recorder import Session, configure, flush, shutdown, start, stats, stop
 from .reading import read
 from .spans import (
     Span,

@@ -1,7 +1,6 @@
-"""Recording sessions: levels, per-thread buffers, the writer thread, and the process lifecycle.
+"""Recording sessions: levels, the writer thread, and the process lifecycle.
 
-Hot path: a source appends a record to its thread's deque (``collections.deque.append`` is atomic, so no
-lock is taken) after one length check that bounds memory. The writer thread wakes every
+Sources queue records on their thread's deque (see ``_runtime``). The writer thread wakes every
 ``flush_interval`` seconds, pops what each thread queued, turns records into :class:`~tracebridge.Event`
 objects (sanitized, secrets scrubbed) and hands them to the session's sink. When a thread's queue is full,
 new records are dropped and counted by the producing thread; the writer marks the gap in the trace.
@@ -13,33 +12,30 @@ the child a fresh writer and file of its own (see ``_after_fork_in_child``).
 from __future__ import annotations
 
 import atexit
-import functools
 import inspect
 import os
-import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _codec, _safety
-from ._model import (
-    CODE_LOCATIONS,
-    KINDS,
-    Deferred,
-    ErrorInfo,
-    Event,
-    Frame,
-    Record,
-    Stats,
-    ThreadInfo,
-    trace_clock_ns,
+from ._config import Config
+from ._model import CODE_LOCATIONS, KINDS, Deferred, Event, Record, Stats, ThreadInfo, trace_clock_ns
+from ._runtime import (
+    RT,
+    ThreadState,
+    _all_threads,
+    _forget_dead_threads,
+    measure_clock_offset,
+    now_ns,
+    thread_state,
+    threads_after_fork,
 )
-from ._sanitize import DEFAULT_SECRET_KEYS, Counts, Limits, clean_str, compile_secret_keys, sanitize_metadata
+from ._sanitize import Counts, clean_str, sanitize_metadata
 from .sampling.filters import Directives
 from .sampling.pipeline import Pipeline
 from .sinks.lines import TraceLines
@@ -51,241 +47,6 @@ OutputFormat = Literal["perfetto", "json", "memory", "none"]
 
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096
-
-#: The clock every record is stamped with. ``perf_counter_ns`` is the cheapest monotonic clock with
-#: nanosecond resolution on every platform (CLOCK_MONOTONIC on Linux); the writer adds ``clock_offset``
-#: to put timestamps on the trace clock (CLOCK_BOOTTIME on Linux).
-now_ns = time.perf_counter_ns
-
-
-def measure_clock_offset() -> int:
-    """``trace_clock_ns() - now_ns()``, from the closest pair of reads out of a few."""
-    best: tuple[int, int] | None = None
-    for _ in range(5):
-        a = now_ns()
-        t = trace_clock_ns()
-        b = now_ns()
-        if best is None or b - a < best[0]:
-            best = (b - a, t - (a + b) // 2)
-    assert best is not None
-    return best[1]
-
-
-# --------------------------------------------------------------------------------------------- options
-
-
-@dataclass
-class Config:
-    """Process-wide options, set with :func:`tracebridge.configure`."""
-
-    #: Raise internal errors instead of counting them (the test suite runs strict).
-    strict: bool = field(default_factory=_safety.strict)
-    #: Regular expression (case-insensitive) for metadata keys whose values are replaced by
-    #: ``[scrubbed]``; ``None`` turns scrubbing off.
-    scrub: str | None = DEFAULT_SECRET_KEYS
-    #: Longest string kept in metadata and names; longer ones are cut with a ``…[+N chars]`` marker.
-    max_string: int = 16384
-    #: Deepest nesting of dicts and lists kept in metadata.
-    max_depth: int = 8
-    #: Most items (dict entries and list elements, all levels together) kept per metadata mapping.
-    max_items: int = 1000
-    #: Records a thread may have queued for the writer; more are dropped and counted (``queue_full``).
-    thread_buffer: int = 65536
-    #: Seconds between the writer's rounds.
-    flush_interval: float = 0.1
-    #: In-memory sessions keep at most this many events; more are dropped and counted (``memory_cap``).
-    max_events: int = 1_000_000
-    #: Seconds ``stop()``, ``flush()`` and the exit hook wait for the writer.
-    timeout: float = 10.0
-    #: Perfetto traces: write batches as zlib ``compressed_packets`` (trace_processor and the Perfetto UI
-    #: inflate them); about three times smaller files for a little writer time.
-    compress: bool = True
-    #: Sampling for sessions that do not give their own (``start(sampling=...)``): a stage, a list of
-    #: stages or a :class:`~tracebridge.sampling.Pipeline`. ``TRACEBRIDGE_FILTER``, when set, adds
-    #: :class:`~tracebridge.sampling.Directives` in front.
-    sampling: Any = None
-    #: Trace lines: ``True``, or the options of :class:`~tracebridge.sinks.lines.TraceLines` as a dict
-    #: (``slow=``, ``level=``, ``max_level=``, ...): every span that ends is logged on the
-    #: ``tracebridge.trace`` logger. With no session active, one that keeps nothing but the lines starts.
-    log_lines: Any = None
-    #: The two-way OpenTelemetry bridge: ``True`` (the global TracerProvider) or a TracerProvider makes
-    #: every recorded tracebridge span an OpenTelemetry span too, and instants events of the current
-    #: OpenTelemetry span; OTel spans begun inside tracebridge spans are their children and the other
-    #: way round. With no session active, one that records nothing starts (level 2), so that spans are on.
-    otel: Any = None
-
-    def validate(self) -> None:
-        for name in ("max_string", "max_depth", "max_items", "thread_buffer", "max_events"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("flush_interval", "timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        compile_secret_keys(self.scrub)
-        Pipeline.of(self.sampling)
-        self.trace_lines()
-        if self.otel not in (None, False, True) and not callable(getattr(self.otel, "get_tracer", None)):
-            raise ValueError(f"otel must be True, False, None or a TracerProvider, got {self.otel!r}")
-
-    def trace_lines(self) -> TraceLines | None:
-        """The trace-line logger these options ask for (``None``: off). Raises ``ValueError`` on bad
-        options."""
-        options = self.log_lines
-        if options is None or options is False:
-            return None
-        if options is True:
-            return TraceLines()
-        if not isinstance(options, dict):
-            raise ValueError(f"log_lines must be True, False, None or a dict of options, got {options!r}")
-        try:
-            return TraceLines(**options)
-        except TypeError as exc:
-            raise ValueError(f"log_lines: {exc}") from None
-
-    @functools.cached_property
-    def limits(self) -> Limits:
-        return Limits(
-            max_string=self.max_string,
-            max_depth=self.max_depth,
-            max_items=self.max_items,
-            secret_keys=compile_secret_keys(self.scrub),
-        )
-
-
-# ----------------------------------------------------------------------------------- runtime and threads
-
-
-class _Runtime:
-    """What the hot path reads: one object, so that a check costs one global and one slot load."""
-
-    __slots__ = ("bridge", "buffer_cap", "config", "level", "pipeline", "session")
-
-    def __init__(self) -> None:
-        #: The OpenTelemetry bridge (``configure(otel=...)``): tracebridge spans become OTel spans.
-        self.bridge: Any = None
-        self.level = 0  # the active session's level; 0 when no session is active
-        self.session: Session | None = None
-        self.pipeline: Pipeline | None = None  # the active session's sampling, if it has any
-        self.config = Config()
-        self.buffer_cap = self.config.thread_buffer  # copied here: one load less on the hot path
-
-
-RT = _Runtime()
-
-
-class ThreadState:
-    """A thread's queue of records for the writer and its stack of open spans."""
-
-    __slots__ = (
-        "__weakref__",
-        "buf",
-        "dead",
-        "deferred",
-        "dropped",
-        "idle_rounds",
-        "info",
-        "stack",
-        "thread",
-    )
-
-    def __init__(self) -> None:
-        self.buf: deque[Any] = deque()
-        self.stack: list[Any] = []  # open spans (tracebridge's, and OpenTelemetry's while they run)
-        # Records dropped because this queue was full, by kind (see drop()); the writer reports them.
-        self.dropped: dict[str, int] = {}
-        t = threading.current_thread()
-        self.thread = weakref.ref(t)
-        self.info = ThreadInfo(os.getpid(), threading.get_native_id(), t.name)
-        self.dead = False
-        self.idle_rounds = 0
-        #: Set once a source queued a Deferred record here: the writer then materializes them.
-        self.deferred = False
-
-    def drop(self, kind: str) -> None:
-        # The slow path (a full queue): a lock, because a span that ends on another thread than the
-        # one it began on counts its drop here too.
-        with _drop_lock:
-            self.dropped[kind] = self.dropped.get(kind, 0) + 1
-
-    def push(self, rec: Any) -> None:
-        """Queue a record, or count it dropped when the queue is full."""
-        buf = self.buf
-        if len(buf) < RT.buffer_cap:
-            buf.append(rec)
-        else:
-            self.drop(rec.kind)
-
-
-_drop_lock = threading.Lock()
-
-
-class _Tls(threading.local):
-    state: ThreadState
-    watch: _DeathWatch
-
-
-_tls = _Tls()
-_threads_lock = threading.Lock()
-_threads: list[ThreadState] = []
-
-
-class _DeathWatch:
-    """Lives only in the thread-local storage: it is freed when its thread ends, marking the state."""
-
-    __slots__ = ("state",)
-
-    def __init__(self, state: ThreadState) -> None:
-        self.state = state
-
-    def __del__(self) -> None:
-        self.state.dead = True
-
-
-def thread_state() -> ThreadState:
-    try:
-        return _tls.state
-    except AttributeError:
-        return _attach_thread()
-
-
-def _attach_thread() -> ThreadState:
-    st = ThreadState()
-    _tls.state = st
-    _tls.watch = _DeathWatch(st)
-    with _threads_lock:
-        _threads.append(st)
-    return st
-
-
-def _all_threads() -> list[ThreadState]:
-    with _threads_lock:
-        return list(_threads)
-
-
-def revive(st: ThreadState) -> None:
-    """Make sure the writer drains ``st`` (its thread has ended, and something still queues records
-    that belong on its sequence)."""
-    with _threads_lock:
-        st.idle_rounds = 0
-        if st not in _threads:
-            _threads.append(st)
-
-
-def _forget_dead_threads() -> None:
-    """Drop the states of threads that ended, once their queues have stayed empty for two rounds (a span
-    that began on a thread may end on another just as the first one ends)."""
-    with _threads_lock:
-        keep = []
-        for st in _threads:
-            if st.dead and not st.buf:
-                st.idle_rounds += 1
-                if st.idle_rounds > 2:
-                    continue
-            keep.append(st)
-        _threads[:] = keep
-
 
 # --------------------------------------------------------------------------------------------- sessions
 
@@ -1204,25 +965,10 @@ def _child_path(path: Path, pid: int) -> Path:
 
 
 def _after_fork_in_child() -> None:
-    global _threads_lock, _session_lock
+    global _session_lock
     # Locks held by threads that do not exist in the child must not be inherited held.
-    _threads_lock = threading.Lock()
     _session_lock = threading.RLock()
-    me = threading.get_native_id()
-    inherited = 0
-    with _threads_lock:
-        survivors = []
-        for st in _threads:
-            if st.info.tid == me or (st.thread() is threading.current_thread()):
-                st.info = ThreadInfo(os.getpid(), threading.get_native_id(), st.info.name)
-                survivors.append(st)
-            else:
-                inherited += len(st.buf)
-        _threads[:] = survivors
-    for st in survivors:
-        inherited += len(st.buf)
-        st.buf.clear()
-        st.dropped.clear()
+    inherited = threads_after_fork()
     parent = RT.session
     if parent is None or parent.stopped:
         return
@@ -1253,11 +999,6 @@ if hasattr(os, "register_at_fork"):
 # ------------------------------------------------------------------------------------- shared helpers
 
 
-def record(rec: Any) -> None:
-    """Queue a record made by a source on the calling thread."""
-    thread_state().push(rec)
-
-
 def source_failed(where: str, kind: str, exc: Exception) -> None:
     """A source could not record an event because of an internal error: count the event dropped,
     report the error (raised in strict mode)."""
@@ -1265,47 +1006,3 @@ def source_failed(where: str, kind: str, exc: Exception) -> None:
     if session is not None:
         session.count_drop("internal_error", kind)
     _safety.internal_error(where, exc)
-
-
-def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:
-    """The frames leading to an exception, outermost first: the stack above the frame that caught it,
-    then the traceback's frames down to where it was raised. At most ``limit`` frames (innermost kept)."""
-    frames: list[Frame] = []
-    if tb is None:
-        return ()
-    outer: list[Any] = []
-    f = tb.tb_frame.f_back
-    while f is not None and len(outer) < limit:
-        outer.append(f)
-        f = f.f_back
-    for fr in reversed(outer):
-        frames.append(Frame(fr.f_code.co_name, fr.f_code.co_filename, fr.f_lineno or 0))
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        frames.append(Frame(code.co_name, code.co_filename, tb.tb_lineno or 0))
-        tb = tb.tb_next
-    return tuple(frames[-limit:])
-
-
-def error_info(exc: BaseException | None, tb: Any = None) -> ErrorInfo:
-    if exc is None:
-        return ErrorInfo("Exception", "")
-    if tb is None:
-        tb = exc.__traceback__
-    message = _safety.safe_str(exc)
-    return ErrorInfo(
-        type(exc).__qualname__,
-        clean_str(message, RT.config.max_string),
-        frames_from_traceback(tb),
-    )
-
-
-def stack_frames(skip: int = 0, limit: int = 128) -> tuple[Frame, ...]:
-    """The calling thread's stack, outermost first, without the ``skip`` innermost frames."""
-    f: Any = sys._getframe(1 + skip)
-    frames: list[Frame] = []
-    while f is not None and len(frames) < limit:
-        frames.append(Frame(f.f_code.co_name, f.f_code.co_filename, f.f_lineno or 0))
-        f = f.f_back
-    frames.reverse()
-    return tuple(frames)

@@ -25,8 +25,10 @@ from typing import Any
 from weakref import WeakSet
 
 from . import _safety
+from ._backtrace import error_info
 from ._model import ErrorInfo, Frame, Record
-from ._recorder import RT, Session, before_stop, error_info, now_ns, record_into, thread_state
+from ._recorder import Session, before_stop, record_into
+from ._runtime import RT, now_ns, thread_state
 from ._sanitize import needs_snapshot
 from .sampling._stage import _count_value
 from .sampling.limiters import KeyedRateLimiter, RateLimiter

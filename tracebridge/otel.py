@@ -36,16 +36,8 @@ from opentelemetry.util.types import Attributes
 
 from . import _safety
 from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord, new_trace_id
-from ._recorder import (
-    RT,
-    Session,
-    ThreadState,
-    configure,
-    record_into,
-    revive,
-    source_failed,
-    thread_state,
-)
+from ._recorder import Session, configure, record_into, source_failed
+from ._runtime import RT, ThreadState, revive, thread_state
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter

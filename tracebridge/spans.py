@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from . import _safety
+from ._backtrace import error_info, stack_frames
 from ._codec import decode, encode
 from ._model import Record, SpanRecord, new_trace_id
-from ._recorder import RT, ThreadState, _tls, error_info, now_ns, source_failed, stack_frames, thread_state
+from ._recorder import source_failed
+from ._runtime import RT, ThreadState, _tls, now_ns, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 from .sampling._stage import RANDOMNESS_MASK
 from .sampling.pipeline import Pipeline

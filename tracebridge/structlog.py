@@ -23,8 +23,10 @@ from typing import Any
 import structlog
 
 from . import _safety
+from ._backtrace import error_info
 from ._model import ErrorInfo, Frame, Record
-from ._recorder import RT, Session, error_info, now_ns, record_into, thread_state
+from ._recorder import Session, record_into
+from ._runtime import RT, now_ns, thread_state
 from ._sanitize import needs_snapshot
 from .logging import LogSampling, count_log_drop, level_number, log_priority, trace_context
 from .sampling.limiters import KeyedRateLimiter

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._model import Event, Stats
-from ._recorder import RT, Session, start, stop
+from ._recorder import Session, start, stop
+from ._runtime import RT
 from .logging import PerfettoHandler
 from .sinks.lines import format_metadata
 

@@ -13,7 +13,7 @@ import pytest
 
 import tracebridge
 from tracebridge._model import Event, ThreadInfo
-from tracebridge._recorder import RT
+from tracebridge._runtime import RT
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.writer import PerfettoWriter

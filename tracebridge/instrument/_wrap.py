@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _safety
+from .._backtrace import error_info
 from .._model import CODE_LOCATIONS, SpanRecord
-from .._recorder import RT, demotions, error_info, generation, now_ns, thread_state
+from .._recorder import demotions, generation
+from .._runtime import RT, now_ns, thread_state
 from ..spans import Span, _decorate, _is_failure, current_span, snapshot_metadata, span
 
 #: Set on every wrapper: a callable that has it is not wrapped again.

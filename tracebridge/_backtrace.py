@@ -1,0 +1,55 @@
+"""Back-traces: the frames of an exception or of the calling thread, outermost first."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import _safety
+from ._model import ErrorInfo, Frame
+from ._runtime import RT
+from ._sanitize import clean_str
+
+
+def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:
+    """The frames leading to an exception, outermost first: the stack above the frame that caught it,
+    then the traceback's frames down to where it was raised. At most ``limit`` frames (innermost kept)."""
+    frames: list[Frame] = []
+    if tb is None:
+        return ()
+    outer: list[Any] = []
+    f = tb.tb_frame.f_back
+    while f is not None and len(outer) < limit:
+        outer.append(f)
+        f = f.f_back
+    for fr in reversed(outer):
+        frames.append(Frame(fr.f_code.co_name, fr.f_code.co_filename, fr.f_lineno or 0))
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append(Frame(code.co_name, code.co_filename, tb.tb_lineno or 0))
+        tb = tb.tb_next
+    return tuple(frames[-limit:])
+
+
+def error_info(exc: BaseException | None, tb: Any = None) -> ErrorInfo:
+    if exc is None:
+        return ErrorInfo("Exception", "")
+    if tb is None:
+        tb = exc.__traceback__
+    message = _safety.safe_str(exc)
+    return ErrorInfo(
+        type(exc).__qualname__,
+        clean_str(message, RT.config.max_string),
+        frames_from_traceback(tb),
+    )
+
+
+def stack_frames(skip: int = 0, limit: int = 128) -> tuple[Frame, ...]:
+    """The calling thread's stack, outermost first, without the ``skip`` innermost frames."""
+    f: Any = sys._getframe(1 + skip)
+    frames: list[Frame] = []
+    while f is not None and len(frames) < limit:
+        frames.append(Frame(f.f_code.co_name, f.f_code.co_filename, f.f_lineno or 0))
+        f = f.f_back
+    frames.reverse()
+    return tuple(frames)

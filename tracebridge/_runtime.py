@@ -1,0 +1,193 @@
+"""What the hot path reads and writes: the runtime state (:data:`RT`), the clock, and each thread's
+queue of records and stack of open spans.
+
+A source appends a record to its thread's deque (``collections.deque.append`` is atomic, so no lock is
+taken) after one length check that bounds memory; the writer thread (see ``_recorder``) drains them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ._config import Config
+from ._model import ThreadInfo, trace_clock_ns
+
+if TYPE_CHECKING:
+    from ._recorder import Session
+    from .sampling.pipeline import Pipeline
+
+#: The clock every record is stamped with. ``perf_counter_ns`` is the cheapest monotonic clock with
+#: nanosecond resolution on every platform (CLOCK_MONOTONIC on Linux); the writer adds ``clock_offset``
+#: to put timestamps on the trace clock (CLOCK_BOOTTIME on Linux).
+now_ns = time.perf_counter_ns
+
+
+def measure_clock_offset() -> int:
+    """``trace_clock_ns() - now_ns()``, from the closest pair of reads out of a few."""
+    best: tuple[int, int] | None = None
+    for _ in range(5):
+        a = now_ns()
+        t = trace_clock_ns()
+        b = now_ns()
+        if best is None or b - a < best[0]:
+            best = (b - a, t - (a + b) // 2)
+    assert best is not None
+    return best[1]
+
+
+class _Runtime:
+    """What the hot path reads: one object, so that a check costs one global and one slot load."""
+
+    __slots__ = ("bridge", "buffer_cap", "config", "level", "pipeline", "session")
+
+    def __init__(self) -> None:
+        #: The OpenTelemetry bridge (``configure(otel=...)``): tracebridge spans become OTel spans.
+        self.bridge: Any = None
+        self.level = 0  # the active session's level; 0 when no session is active
+        self.session: Session | None = None
+        self.pipeline: Pipeline | None = None  # the active session's sampling, if it has any
+        self.config = Config()
+        self.buffer_cap = self.config.thread_buffer  # copied here: one load less on the hot path
+
+
+RT = _Runtime()
+
+
+class ThreadState:
+    """A thread's queue of records for the writer and its stack of open spans."""
+
+    __slots__ = (
+        "__weakref__",
+        "buf",
+        "dead",
+        "deferred",
+        "dropped",
+        "idle_rounds",
+        "info",
+        "stack",
+        "thread",
+    )
+
+    def __init__(self) -> None:
+        self.buf: deque[Any] = deque()
+        self.stack: list[Any] = []  # open spans (tracebridge's, and OpenTelemetry's while they run)
+        # Records dropped because this queue was full, by kind (see drop()); the writer reports them.
+        self.dropped: dict[str, int] = {}
+        t = threading.current_thread()
+        self.thread = weakref.ref(t)
+        self.info = ThreadInfo(os.getpid(), threading.get_native_id(), t.name)
+        self.dead = False
+        self.idle_rounds = 0
+        #: Set once a source queued a Deferred record here: the writer then materializes them.
+        self.deferred = False
+
+    def drop(self, kind: str) -> None:
+        # The slow path (a full queue): a lock, because a span that ends on another thread than the
+        # one it began on counts its drop here too.
+        with _drop_lock:
+            self.dropped[kind] = self.dropped.get(kind, 0) + 1
+
+    def push(self, rec: Any) -> None:
+        """Queue a record, or count it dropped when the queue is full."""
+        buf = self.buf
+        if len(buf) < RT.buffer_cap:
+            buf.append(rec)
+        else:
+            self.drop(rec.kind)
+
+
+_drop_lock = threading.Lock()
+
+
+class _Tls(threading.local):
+    state: ThreadState
+    watch: _DeathWatch
+
+
+_tls = _Tls()
+_threads_lock = threading.Lock()
+_threads: list[ThreadState] = []
+
+
+class _DeathWatch:
+    """Lives only in the thread-local storage: it is freed when its thread ends, marking the state."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: ThreadState) -> None:
+        self.state = state
+
+    def __del__(self) -> None:
+        self.state.dead = True
+
+
+def thread_state() -> ThreadState:
+    try:
+        return _tls.state
+    except AttributeError:
+        return _attach_thread()
+
+
+def _attach_thread() -> ThreadState:
+    st = ThreadState()
+    _tls.state = st
+    _tls.watch = _DeathWatch(st)
+    with _threads_lock:
+        _threads.append(st)
+    return st
+
+
+def _all_threads() -> list[ThreadState]:
+    with _threads_lock:
+        return list(_threads)
+
+
+def revive(st: ThreadState) -> None:
+    """Make sure the writer drains ``st`` (its thread has ended, and something still queues records
+    that belong on its sequence)."""
+    with _threads_lock:
+        st.idle_rounds = 0
+        if st not in _threads:
+            _threads.append(st)
+
+
+def _forget_dead_threads() -> None:
+    """Drop the states of threads that ended, once their queues have stayed empty for two rounds (a span
+    that began on a thread may end on another just as the first one ends)."""
+    with _threads_lock:
+        keep = []
+        for st in _threads:
+            if st.dead and not st.buf:
+                st.idle_rounds += 1
+                if st.idle_rounds > 2:
+                    continue
+            keep.append(st)
+        _threads[:] = keep
+
+
+def threads_after_fork() -> int:
+    """In a forked child: a fresh lock (another thread of the parent may have held it), only the calling
+    thread's state kept (emptied). Returns the records the child inherited and dropped."""
+    global _threads_lock
+    _threads_lock = threading.Lock()
+    me = threading.get_native_id()
+    inherited = 0
+    with _threads_lock:
+        survivors = []
+        for st in _threads:
+            if st.info.tid == me or (st.thread() is threading.current_thread()):
+                st.info = ThreadInfo(os.getpid(), threading.get_native_id(), st.info.name)
+                survivors.append(st)
+            else:
+                inherited += len(st.buf)
+        _threads[:] = survivors
+    for st in survivors:
+        inherited += len(st.buf)
+        st.buf.clear()
+        st.dropped.clear()
+    return inherited
