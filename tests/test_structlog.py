@@ -101,3 +101,10 @@ def test_sampling_processor_setup_errors() -> None:
     with pytest.raises(ValueError, match=r"SamplingProcessor\(probability\)"):
         SamplingProcessor(probability=2)
     assert SamplingProcessor(keep_level="error").keep_level == logging.ERROR
+
+
+def test_rendered_lines_are_scrubbed_as_the_trace_is() -> None:
+    line = TraceLineRenderer()(
+        None, "info", {"event": "hello", "user": "bob", "password": "pw", "cfg": {"token": "t"}}
+    )
+    assert line == "[INFO] hello {user=bob, password=[scrubbed], cfg={'token': '[scrubbed]'}}"

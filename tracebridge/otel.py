@@ -38,6 +38,7 @@ from . import _safety
 from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord, new_trace_id
 from ._recorder import Session, configure, record_into, source_failed
 from ._runtime import RT, ThreadState, revive, thread_state
+from ._sanitize import Counts, sanitize_metadata
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter
@@ -770,10 +771,12 @@ BRIDGE_SCOPE = "tracebridge"
 
 
 def otel_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Metadata as OpenTelemetry attributes: strings, booleans, numbers and homogeneous sequences of
-    them as they are, anything else as its (safe) text."""
+    """Metadata as OpenTelemetry attributes: sanitized and scrubbed as the trace has them (secrets never
+    reach an exporter), then strings, booleans, numbers and homogeneous sequences of them as they are,
+    anything else as its (safe) text."""
     out: dict[str, Any] = {}
-    for key, value in metadata.items():
+    # (The scrubs are counted once, when the writer sanitizes the same metadata for the trace.)
+    for key, value in sanitize_metadata(metadata, RT.config.limits, Counts()).items():
         key = key if type(key) is str else _safety.safe_str(key)
         if isinstance(value, (str, bool, int, float)):
             out[key] = value

@@ -27,7 +27,7 @@ from ._backtrace import error_info
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
 from ._runtime import RT, now_ns, thread_state
-from ._sanitize import needs_snapshot
+from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 from .logging import LogSampling, count_log_drop, level_number, log_priority, trace_context
 from .sampling.limiters import KeyedRateLimiter
 from .sinks.lines import format_metadata, trace_line
@@ -273,7 +273,10 @@ class TraceLineRenderer:
             )
         level = _safety.safe_str(event_dict.get("level") or method_name).upper()
         skip = {"event", "level", "exc_info", "_record", "_from_structlog", "timestamp"}
-        rest = {k: v for k, v in event_dict.items() if k not in skip}
+        # Scrubbed as the trace has it (the scrubs are counted once, where the event is recorded).
+        rest = sanitize_metadata(
+            {k: v for k, v in event_dict.items() if k not in skip}, RT.config.limits, Counts()
+        )
         parts = [f"[{level}]"]
         if "timestamp" in event_dict:
             parts.insert(0, _safety.safe_str(event_dict["timestamp"]))

@@ -192,3 +192,21 @@ def test_instrumented_calls_become_otel_spans(
     assert t0 - 1_000_000 <= slow.start_time <= slow.end_time <= t1 + 1_000_000  # type: ignore[operator]
     assert slow.end_time - slow.start_time >= 2_000_000  # type: ignore[operator]
     assert sum(s.name == "bridged_calls.fast" for s in exporter.get_finished_spans()) == 1
+
+
+def test_secrets_never_reach_an_exporter(exported: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    _, exporter = exported
+    tracebridge.start(level=2)
+    try:
+        with tracebridge.span("login", user="ann", password="hunter2", cfg={"api_key": "k", "n": 1}) as s:
+            s.set(session_token="t")
+            tracebridge.instant("retry", authorization="Bearer x")
+    finally:
+        tracebridge.stop()
+    (login,) = exporter.get_finished_spans()
+    attrs = dict(login.attributes or {})
+    assert attrs["user"] == "ann" and attrs["password"] == "[scrubbed]"
+    assert attrs["session_token"] == "[scrubbed]"
+    assert "'k'" not in attrs["cfg"] and "[scrubbed]" in attrs["cfg"]
+    (event,) = login.events
+    assert dict(event.attributes or {})["authorization"] == "[scrubbed]"
