@@ -88,8 +88,53 @@ def test_module_and_environment_patterns(tmp_path: Path) -> None:
     assert [e.name for e in tracebridge.read(out)].count("shop.cart.price") == 2
 
 
+def test_module_options_are_the_modules(tmp_path: Path) -> None:
+    project(tmp_path)
+    (tmp_path / "shop" / "echo.py").write_text("import sys\nprint(sys.argv)\n")
+    out = tmp_path / "t.perfetto-trace"
+    result = run(["-o", str(out), "-m", "shop.echo", "--port", "1", "-o", "x", "--"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(", '--port', '1', '-o', 'x', '--']\n")
+    assert out.exists()  # -o before -m is ours
+
+
+def test_failures_are_reported_as_python_reports_them(tmp_path: Path) -> None:
+    main = project(tmp_path)
+    result = run(["-o", str(tmp_path / "t.perfetto-trace"), str(main), "0", "--fail"], tmp_path)
+    assert result.returncode == 1
+    trace = result.stderr[result.stderr.index("Traceback") :]
+    assert 'main.py", line' in trace and "KeyError: 'boom'" in trace
+    assert "runpy" not in trace and "_run.py" not in trace and "cli.py" not in trace
+
+
 def test_bad_arguments(tmp_path: Path) -> None:
     assert run([], tmp_path).returncode == 2
     assert "no such file" in run(["missing.py"], tmp_path).stderr
-    bad = run(["--min-duration", "soon", str(project(tmp_path))], tmp_path)
+    main = project(tmp_path)
+    bad = run(["--min-duration", "soon", str(main)], tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --min-duration")
+    level = run(["--level", "0", str(main)], tmp_path)
+    assert (
+        level.returncode == 2
+        and level.stderr.startswith("error: --level")
+        and "Traceback" not in level.stderr
+    )
+    pattern = run(["-i", " shop", str(main)], tmp_path)
+    assert (
+        pattern.returncode == 2 and pattern.stderr.startswith("error:") and "Traceback" not in pattern.stderr
+    )
+    missing = run(["-o", str(tmp_path / "none.perfetto-trace"), "-m", "no_such_module"], tmp_path)
+    assert (missing.returncode, missing.stderr) == (1, "error: No module named no_such_module\n")
+    assert not (tmp_path / "none.perfetto-trace").exists()
+
+
+def test_trace_lines_are_printed_once_when_the_program_configures_logging(tmp_path: Path) -> None:
+    project(tmp_path)
+    (tmp_path / "app.py").write_text(
+        "import logging, sys\nlogging.basicConfig(stream=sys.stderr, level=logging.INFO)\n"
+        "from shop.cart import total\ntotal(['a'])\n"
+    )
+    result = run(["--log-lines", "-o", str(tmp_path / "t.perfetto-trace"), "app.py"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "shop.cart.total" in line]
+    assert len(lines) == 1 and lines[0].startswith("INFO:tracebridge.trace:[TRACE]")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import runpy
 import sys
+import traceback
 from pathlib import Path
 
 from . import _recorder
@@ -29,6 +31,37 @@ def local_modules(directory: Path) -> list[str]:
         elif entry.is_dir() and entry.name.isidentifier() and (entry / "__init__.py").exists():
             names.append(entry.name)
     return names
+
+
+#: ``tracebridge run``'s options that take a value (the rest are flags).
+_VALUED = frozenset({"-i", "--instrument", "-o", "--output", "--level", "--min-duration"})
+
+
+def split_module(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """``run``'s own arguments, the module after ``-m`` (or ``None``), and everything after the module,
+    which is the module's, as ``python -m module args...`` has it (options included)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            if i + 1 < len(argv):
+                return argv[:i], argv[i + 1], argv[i + 2 :]
+            return argv, None, []  # (argparse says -m needs a value)
+        if arg.startswith("-m") and not arg.startswith("--"):
+            return argv[:i], arg[2:], argv[i + 1 :]
+        if not arg.startswith("-") or arg == "--":
+            break  # the script: what follows is its own
+        i += 2 if arg in _VALUED else 1
+    return argv, None, []
+
+
+class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Trace lines on stderr while the program has not configured logging: once the root logger has a
+    handler of its own, the lines go there instead (they propagate), and this one stays quiet."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            super().emit(record)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,15 +105,30 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.level < 1:
+        print(f"error: --level must be 1 or more, got {args.level}", file=sys.stderr)
+        return 2
+    search = str(Path(script).resolve().parent) if script is not None else os.getcwd()
+    sys.path.insert(0, search)  # as python does for a script (or the current directory for -m)
+    if args.module is not None:
+        try:
+            found = importlib.util.find_spec(args.module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            print(f"error: No module named {args.module}", file=sys.stderr)
+            return 1
+    try:
+        handle = instrument(patterns, level=args.level, min_duration=args.min_duration) if patterns else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.log_lines:
         _recorder.configure(log_lines=True)
         trace_logger = logging.getLogger("tracebridge.trace")
-        if not trace_logger.handlers and not logging.getLogger().handlers:
-            trace_logger.addHandler(logging.StreamHandler(sys.stderr))
+        if not trace_logger.handlers:
+            trace_logger.addHandler(_FallbackHandler(sys.stderr))
             trace_logger.setLevel(logging.INFO)
-    search = str(Path(script).resolve().parent) if script is not None else os.getcwd()
-    sys.path.insert(0, search)  # as python does for a script (or the current directory for -m)
-    handle = instrument(patterns, level=args.level, min_duration=args.min_duration) if patterns else None
     _recorder.start(level=args.level, output=args.output)
     old_argv = sys.argv
     sys.argv = argv
@@ -90,6 +138,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             runpy.run_module(args.module, run_name="__main__", alter_sys=True)
         return 0
+    except Exception as exc:
+        # As python reports it: the traceback from the program's first frame (not runpy's or ours).
+        tb = exc.__traceback__
+        ours = (__file__, runpy.run_path.__code__.co_filename)
+        while tb is not None and tb.tb_frame.f_code.co_filename in ours:
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc, tb)
+        return 1
     finally:
         sys.argv = old_argv
         session = _recorder.stop()

@@ -202,7 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    module = None
+    if argv[:1] == ["run"]:  # what follows "-m module" is the module's, options included
+        from ._run import split_module
+
+        ours, module, rest = split_module(argv[1:])
+        argv = ["run", *ours, *(["-m", module] if module is not None else [])]
     args = parser.parse_args(argv)
+    if module is not None:
+        args.target = rest
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
