@@ -46,6 +46,21 @@ def test_modules_imported_later_are_instrumented(tmp_path: Path, monkeypatch: py
     assert not hasattr(later_pkg.top, "__wrapped__")
 
 
+def test_a_package_glob_takes_the_package_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_package(tmp_path, "glob_pkg")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    handle = instrument("glob_pkg", exclude=["glob_pkg.sub.*"])
+    try:
+        import glob_pkg.sub.deep
+
+        assert set(handle.modules) == {"glob_pkg"}  # not glob_pkg.sub, not glob_pkg.sub.deep
+        assert not hasattr(glob_pkg.sub.deep.deep, "__wrapped__")
+    finally:
+        handle.uninstrument()
+        for name in [m for m in sys.modules if m.startswith("glob_pkg")]:
+            del sys.modules[name]
+
+
 def test_tracebridge_itself_is_never_instrumented() -> None:
     handle = instrument(["tracebridge", "wrapt", "*"], exclude=["*"])
     handle.uninstrument()
@@ -65,6 +80,8 @@ def test_bad_patterns(patterns: list[object], message: str) -> None:
         instrument(patterns)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="level"):
         instrument("x", level=0)
+    with pytest.raises(ValueError, match="cannot be combined with min_duration"):
+        instrument("x", min_duration="1ms", capture_args=True)
 
 
 def test_c_functions_are_skipped_and_counted() -> None:

@@ -52,6 +52,8 @@ def _matcher(patterns: Iterable[str], what: str) -> re.Pattern[str] | None:
             raise ValueError(f"instrument({what}): expected module names or globs, got {p!r}")
         if any(c in p for c in "*?["):
             parts.append(fnmatch.translate(p))
+            if p.endswith(".*"):  # "pkg.*": the package too, not only what is under it
+                parts.append(re.escape(p[:-2]) + r"\Z")
         else:  # a module and everything under it
             parts.append(re.escape(p) + r"(?:\..*)?\Z")
     return re.compile("|".join(f"(?:{x})" for x in parts)) if parts else None
@@ -155,14 +157,17 @@ def instrument(
     capture_args: bool = False,
 ) -> Instrumentation:
     """Instrument the modules named by ``patterns`` (module names, each with everything under it, or
-    globs such as ``"myapp.*"``), except those of ``exclude``: every call of a function or method they
-    define is a span of ``level``. Private names (``_name``) only with ``include_private``.
+    globs such as ``"myapp.*_views"``; ``"pkg.*"`` is the package and everything under it), except those
+    of ``exclude`` (the same forms): every call of a function or method they define is a span of
+    ``level``. Private names (``_name``) only with ``include_private``.
 
     ``min_duration`` (``"100us"``, or seconds): calls shorter than it are not recorded, and cost two clock
     reads; a function called 1000 times, always under it, is demoted to a path that costs one flag test
     (``Stats.demoted`` and ``tracebridge summary`` list them) until the next session or ``instrument``
     call. (Generators and async generators are always recorded.) ``capture_args``: spans carry the
-    call's arguments (``args``) and return value (``return``), sanitized, scrubbed and bounded.
+    call's arguments (``args``) and return value (``return``), sanitized, scrubbed and bounded; the
+    arguments are copied as each call begins, so it records every call and does not go with
+    ``min_duration``.
 
     .. versionadded:: 0.1
     """
@@ -173,6 +178,11 @@ def instrument(
     if isinstance(level, bool) or not isinstance(level, int) or level < 1:
         raise ValueError(f"instrument(level) must be an integer >= 1, got {level!r}")
     min_ns = None if min_duration is None else parse_duration(min_duration, "instrument(min_duration)")
+    if min_ns is not None and capture_args:
+        raise ValueError(
+            "instrument(capture_args=True) copies the arguments as every call begins, so it records every "
+            "call: it cannot be combined with min_duration"
+        )
     inst = Instrumentation(
         include, excluded, Options(level, bool(include_private), min_ns, bool(capture_args))
     )
