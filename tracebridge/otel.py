@@ -121,6 +121,7 @@ class _Finished(Deferred):
         overlapping: bool,
         track: str | None = None,
         announced: bool = False,
+        bridged: set[int] | None = None,
     ) -> None:
         ctx = span.context
         parent = span.parent
@@ -131,7 +132,9 @@ class _Finished(Deferred):
         self.start_time = span.start_time
         self.end_time = span.end_time
         self.attributes = _plain(span, "_attributes", "_dict", "attributes")
-        self.events = tuple(_plain(span, "_events", "_dq", "events") or ())
+        events = _plain(span, "_events", "_dq", "events") or ()
+        # (Events the bridge added for tracebridge's own instants: recorded once, as those.)
+        self.events = tuple(e for e in events if id(e) not in bridged) if bridged else tuple(events)
         self.links = tuple(_plain(span, "_links", "_dq", "links") or ())
         kind = span.kind
         self.span_kind = None if kind is SpanKind.INTERNAL else kind.name  # (a name, for the writer)
@@ -233,6 +236,10 @@ class _LateEnd(SpanRecord):
     begun = True
 
 
+#: Events the bridge added to OpenTelemetry spans that a processor of ours records, by span id: the
+#: instants they stand for are recorded by tracebridge already (their ``id()``; the span holds them).
+_bridged_events: dict[int, set[int]] = {}
+
 #: Spans written as begun while they ran (see :func:`_announce`), by span id.
 _announced: set[int] = set()
 #: Makes "announce a span" and "end it" exclusive: a span is either announced then ended, or ended.
@@ -322,6 +329,7 @@ class _Recorder:
         if ctx is None:
             return
         span_id = ctx.span_id
+        bridged = _bridged_events.pop(span_id, None) if _bridged_events else None
         with _announce_lock:
             entry = _open.pop(span_id, None)
             announced = span_id in _announced
@@ -344,12 +352,12 @@ class _Recorder:
         if announced:  # its end goes where its beginning is: its thread's sequence and track
             if st.dead:
                 revive(st)
-            st.push(_Finished(span, level, False, announced=True))
+            st.push(_Finished(span, level, False, announced=True, bridged=bridged))
             return
         if st.dead:  # its thread has ended since
             st = thread_state()
             st.deferred = True
-        st.push(_Finished(span, level, overlapping))
+        st.push(_Finished(span, level, overlapping, bridged=bridged))
 
 
 def _admit_span(pipe: Any, rec: SpanRecord) -> bool:
@@ -878,5 +886,10 @@ class Bridge:
         attributes = otel_attributes(rec.metadata) if rec.metadata else None
         if current.is_recording():
             current.add_event(rec.name, attributes)
+            span_id = current.get_span_context().span_id
+            if span_id in _open:  # a processor of ours records that span: tracebridge has the instant
+                events = _plain(current, "_events", "_dq", "events")
+                if events:
+                    _bridged_events.setdefault(span_id, set()).add(id(events[-1]))
         else:
             self.tracer.start_span(rec.name, attributes=attributes).end()

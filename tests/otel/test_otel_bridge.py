@@ -111,6 +111,23 @@ def test_perfetto_processor_records_each_span_once(
     assert not outer.overlapping and not inner.overlapping
 
 
+def test_an_instant_inside_an_otel_span_is_written_once(
+    exported: tuple[TracerProvider, InMemorySpanExporter], trace_path: Path
+) -> None:
+    # The bridge makes the instant an event of the OTel span (for exporters); the processor, which
+    # writes OTel events as instants, leaves that one to tracebridge. The span's own events stay.
+    provider, exporter = exported
+    provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+    with provider.get_tracer("app").start_as_current_span("otel.request") as span:
+        tracebridge.instant("ping", level=2, n=1)
+        span.add_event("own event")
+    tracebridge.stop()
+    instants = sorted(e.name for e in tracebridge.read(trace_path) if e.kind == "instant")
+    assert instants == ["own event", "ping"]
+    (exported_span,) = [s for s in exporter.get_finished_spans() if s.name == "otel.request"]
+    assert [e.name for e in exported_span.events] == ["ping", "own event"]
+
+
 def test_sampled_out_spans_keep_their_twin_and_context(
     exported: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
