@@ -304,6 +304,40 @@ def test_trace_formatter_options(logger: logging.Logger) -> None:
     assert "test_trace_formatter_options" in rendered.splitlines()[-2]
 
 
+def test_chained_exceptions_keep_their_causes(logger: logging.Logger, trace_path: Path) -> None:
+    def load() -> None:
+        try:
+            {}["app.toml"]
+        except KeyError as exc:
+            raise RuntimeError("config unreadable") from exc
+
+    tracebridge.start(level=2, output=trace_path)
+    with pytest.raises(RuntimeError), tracebridge.span("load_config"):
+        load()
+    tracebridge.stop()
+    (span,) = tracebridge.read(trace_path)
+    assert span.error is not None and span.error.type == "RuntimeError" and span.error.explicit_cause
+    assert span.error.cause is not None and span.error.cause.type == "KeyError"
+    assert any(f.function == "load" for f in span.error.cause.frames)
+    from tracebridge.sinks.lines import trace_line
+
+    text = trace_line(span)
+    assert "failed: RuntimeError: config unreadable" in text.splitlines()[0]
+    assert "caused by KeyError: 'app.toml'" in text.splitlines()
+    try:
+        try:
+            load()
+        finally:
+            pass
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("a", logging.ERROR, "", 0, "oops", (), sys.exc_info())
+    lines = TraceFormatter("%(message)s").format(record).splitlines()
+    assert lines[-1] == "RuntimeError: config unreadable" and "(which caused:)" in lines
+    assert lines[lines.index("(which caused:)") - 1] == "KeyError: 'app.toml'"
+
+
 def test_record_from_log_survives_bad_input() -> None:
     class NoStr:
         def __str__(self) -> str:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import inspect
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -375,3 +376,16 @@ def test_traced_call_that_touches_its_own_span() -> None:
     assert ev.metadata == {"items": [1, 2], "lazy": 2}
     assert early.name.endswith("stops_early") and early.end_ns is not None
     assert tracebridge.current_span() is None
+
+
+def test_metadata_cannot_pose_as_the_files_own_fields(tmp_path: Path) -> None:
+    # "exception.type" is an OpenTelemetry attribute name users set; "tb.level" is ours. Neither may turn
+    # a span into a failure or change its level when the file is read back.
+    for path in (tmp_path / "t.perfetto-trace", tmp_path / "t.json"):
+        tracebridge.start(level=2, output=path)
+        with tracebridge.span("op", level=2) as s:
+            s.set(**{"exception.type": "X", "tb.level": 9, "ok": 1})
+        tracebridge.stop()
+        (ev,) = tracebridge.read(path)
+        assert (ev.error, ev.level) == (None, 2)
+        assert ev.metadata == {"attribute.exception.type": "X", "attribute.tb.level": 9, "ok": 1}

@@ -31,16 +31,26 @@ def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:
     return tuple(frames[-limit:])
 
 
-def error_info(exc: BaseException | None, tb: Any = None) -> ErrorInfo:
+#: Causes kept of a chained exception (``raise ... from``, or raised while handling another).
+MAX_CAUSES = 4
+
+
+def error_info(exc: BaseException | None, tb: Any = None, _depth: int = 0) -> ErrorInfo:
+    """What an exception says of a failure, with the exceptions that caused it."""
     if exc is None:
         return ErrorInfo("Exception", "")
     if tb is None:
         tb = exc.__traceback__
     message = _safety.safe_str(exc)
+    cause, explicit = exc.__cause__, True
+    if cause is None and not exc.__suppress_context__:
+        cause, explicit = exc.__context__, False
     return ErrorInfo(
         type(exc).__qualname__,
         clean_str(message, RT.config.max_string),
         frames_from_traceback(tb),
+        error_info(cause, None, _depth + 1) if cause is not None and _depth < MAX_CAUSES else None,
+        explicit,
     )
 
 

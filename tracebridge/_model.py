@@ -44,17 +44,59 @@ class Frame:
 
 @dataclass(frozen=True)
 class ErrorInfo:
-    """Why an event failed: the exception type, its message and the back-trace, outermost frame first."""
+    """Why an event failed: the exception type, its message and the back-trace, outermost frame first;
+    ``cause``: the exception that caused it (``raise ... from``, ``explicit_cause``) or during whose
+    handling it was raised."""
 
     type: str
     message: str
     frames: tuple[Frame, ...] = ()
+    cause: ErrorInfo | None = None
+    explicit_cause: bool = True
 
     def format(self) -> str:
-        """The back-trace as text, outermost frame first, then ``Type: message``."""
-        lines = [f"  {f}" for f in self.frames]
+        """The back-traces as text, the first cause first (as Python prints them), each outermost frame
+        first and then ``Type: message``."""
+        lines = []
+        if self.cause is not None:
+            lines.append(self.cause.format())
+            lines.append("(which caused:)" if self.explicit_cause else "(while handling it, another:)")
+        lines.extend(f"  {f}" for f in self.frames)
         lines.append(f"{self.type}: {self.message}" if self.message else self.type)
         return "\n".join(lines)
+
+    def causes(self) -> list[dict[str, Any]]:
+        """The cause chain, nearest first, as plain values (how trace files keep it)."""
+        out: list[dict[str, Any]] = []
+        error = self
+        while error.cause is not None:
+            c = error.cause
+            out.append(
+                {
+                    "type": c.type,
+                    "message": c.message,
+                    "explicit": error.explicit_cause,
+                    "frames": [[f.function, f.file, f.line] for f in c.frames],
+                }
+            )
+            error = c
+        return out
+
+    def with_causes(self, causes: Any) -> ErrorInfo:
+        """This failure with the cause chain :meth:`causes` gave (as read back from a file); values that
+        do not have that shape are left out."""
+        chain: ErrorInfo | None = None
+        explicit = True
+        try:
+            for c in reversed(list(causes)):
+                frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in c.get("frames", ()))
+                chain = ErrorInfo(str(c["type"]), str(c.get("message", "")), frames, chain, explicit)
+                explicit = bool(c.get("explicit", True))
+        except (TypeError, KeyError, ValueError, AttributeError, IndexError):
+            return self
+        if chain is None:
+            return self
+        return ErrorInfo(self.type, self.message, self.frames, chain, explicit)
 
 
 @dataclass(slots=True)
@@ -182,7 +224,10 @@ LEVEL_KEY: Final = "tb.level"
 ADJUSTED_COUNT_KEY: Final = "tb.adjusted_count"
 ERROR_TYPE_KEY: Final = "exception.type"
 ERROR_MESSAGE_KEY: Final = "exception.message"
-RESERVED_KEYS: Final = frozenset({LEVEL_KEY, ADJUSTED_COUNT_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY})
+ERROR_CAUSE_KEY: Final = "exception.cause"
+RESERVED_KEYS: Final = frozenset(
+    {LEVEL_KEY, ADJUSTED_COUNT_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY, ERROR_CAUSE_KEY}
+)
 #: The instant at the end of a Perfetto trace that holds the session's stats.
 STATS_EVENT: Final = "tracebridge.stats"
 

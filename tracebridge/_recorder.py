@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _codec, _safety
 from ._config import Config
-from ._model import CODE_LOCATIONS, KINDS, Deferred, Event, Record, Stats, ThreadInfo, trace_clock_ns
+from ._model import (
+    CODE_LOCATIONS,
+    KINDS,
+    RESERVED_KEYS,
+    Deferred,
+    Event,
+    Record,
+    Stats,
+    ThreadInfo,
+    trace_clock_ns,
+)
 from ._runtime import (
     RT,
     ThreadState,
@@ -504,6 +514,8 @@ class Session:
             name = clean_str(name, 1024, counts)
         if md:
             md = sanitize_metadata(md, self.limits, counts)
+            if not RESERVED_KEYS.isdisjoint(md):  # the file's own fields: the metadata's go beside them
+                md = {f"attribute.{k}" if k in RESERVED_KEYS else k: v for k, v in md.items()}
         off = self.clock_offset
         end = rec.end_ns
         kind = rec.kind

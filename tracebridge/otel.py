@@ -199,15 +199,16 @@ class _Finished(Deferred):
         instants: list[Record] = []
         for event in self.events:
             attrs = dict(_plain(event, "_attributes", "_dict", "attributes") or ())
-            if event.name == "exception":
+            error = None
+            if event.name == "exception":  # the span's failure, and the instant's
                 stacktrace = attrs.pop("exception.stacktrace", "")
-                rec.error = ErrorInfo(
-                    _safety.safe_str(attrs.get("exception.type", "Exception")),
-                    _safety.safe_str(attrs.get("exception.message", "")),
+                error = rec.error = ErrorInfo(
+                    _safety.safe_str(attrs.pop("exception.type", "Exception")),
+                    _safety.safe_str(attrs.pop("exception.message", "")),
                     frames_from_stacktrace(stacktrace) if isinstance(stacktrace, str) else (),
                 )
             t = _local_ns(session, event.timestamp)
-            inst = Record("instant", event.name, t, t, rec.level, attrs or None)
+            inst = Record("instant", event.name, t, t, rec.level, attrs or None, error=error)
             inst.trace_id, inst.span_id = rec._trace_id, rec._span_id
             instants.append(inst)
         if rec.error is None and code is StatusCode.ERROR:

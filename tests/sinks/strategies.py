@@ -38,7 +38,17 @@ frames = st.lists(
     min_size=1,
     max_size=4,
 ).map(tuple)
-errors = st.one_of(st.none(), st.builds(ErrorInfo, names, text(max_size=20), frames))
+_failures = st.builds(ErrorInfo, names, text(max_size=20), frames)
+# A failure with a chain of causes (raise ... from, or raised while handling another), as files keep it.
+_chained = st.builds(
+    ErrorInfo,
+    names,
+    text(max_size=20),
+    frames,
+    st.one_of(_failures, st.builds(ErrorInfo, names, text(max_size=20), frames, _failures, st.booleans())),
+    st.booleans(),
+)
+errors = st.one_of(st.none(), _failures, _chained)
 adjusted_counts = st.one_of(st.just(1.0), st.floats(min_value=1.0, max_value=1e12))
 flow_ids = st.lists(st.integers(min_value=1, max_value=(1 << 64) - 1), max_size=2, unique=True).map(tuple)
 

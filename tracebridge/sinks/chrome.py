@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._model import (
+    ERROR_CAUSE_KEY,
     ERROR_MESSAGE_KEY,
     ERROR_TYPE_KEY,
     ErrorInfo,
@@ -174,6 +175,8 @@ class ChromeJsonWriter:
         if ev.error is not None:
             args[ERROR_TYPE_KEY] = ev.error.type
             args[ERROR_MESSAGE_KEY] = ev.error.message
+            if ev.error.cause is not None:
+                args[ERROR_CAUSE_KEY] = ev.error.causes()
         return args
 
     def _own(self, ev: Event) -> dict[str, Any]:
@@ -384,6 +387,9 @@ def _json_event(
     if ERROR_TYPE_KEY in args:
         frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in own.get("frames", ()))
         error = ErrorInfo(str(args.pop(ERROR_TYPE_KEY)), str(args.pop(ERROR_MESSAGE_KEY, "")), frames)
+        causes = args.pop(ERROR_CAUSE_KEY, None)
+        if causes is not None:
+            error = error.with_causes(causes)
     name = str(e.get("name", ""))
     ts = _ns(e["ts"]) if "ts" in e else 0
     if ph == "X":

@@ -90,8 +90,17 @@ def trace_line(
     )
     if note:
         line = f"{line} {note}"
-    if ev.error is not None and ev.error.frames:
-        line = line + "\n" + "\n".join(f"  {f}" for f in ev.error.frames)
+    error = ev.error
+    if error is not None:
+        out = [line, *(f"  {f}" for f in error.frames)]
+        link = error
+        while link.cause is not None:  # the chain, nearest cause first
+            cause = link.cause
+            how = "caused by" if link.explicit_cause else "raised while handling"
+            out.append(f"{how} {_text(cause.type)}: {_text(cause.message)}")
+            out.extend(f"  {f}" for f in cause.frames)
+            link = cause
+        line = "\n".join(out)
     return line
 
 

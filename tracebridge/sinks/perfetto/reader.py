@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from ..._model import (
     ADJUSTED_COUNT_KEY,
+    ERROR_CAUSE_KEY,
     ERROR_MESSAGE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
@@ -656,7 +657,9 @@ def _pop_error(md: dict[str, Any], frames: tuple[Frame, ...]) -> ErrorInfo | Non
     """The failure a writer put in an event's annotations (taken out of them), with its back-trace."""
     if ERROR_TYPE_KEY not in md:
         return None
-    return ErrorInfo(str(md.pop(ERROR_TYPE_KEY)), str(md.pop(ERROR_MESSAGE_KEY, "")), frames)
+    error = ErrorInfo(str(md.pop(ERROR_TYPE_KEY)), str(md.pop(ERROR_MESSAGE_KEY, "")), frames)
+    causes = md.pop(ERROR_CAUSE_KEY, None)
+    return error if causes is None else error.with_causes(causes)
 
 
 def read_perfetto(

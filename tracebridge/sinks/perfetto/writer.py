@@ -26,6 +26,7 @@ from typing import Any
 
 from ..._model import (
     ADJUSTED_COUNT_KEY,
+    ERROR_CAUSE_KEY,
     ERROR_MESSAGE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
@@ -431,6 +432,8 @@ class _Sequence:
             self._annotation(ERROR_TYPE_KEY, error.type, interned),
             self._annotation(ERROR_MESSAGE_KEY, error.message, interned),
         ]
+        if error.cause is not None:
+            parts.append(self._annotation(ERROR_CAUSE_KEY, error.causes(), interned))
         if error.frames:
             parts.append(message(E_CALLSTACK, *(_frame(f) for f in error.frames)))
         return parts
