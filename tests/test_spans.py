@@ -389,3 +389,8 @@ def test_metadata_cannot_pose_as_the_files_own_fields(tmp_path: Path) -> None:
         (ev,) = tracebridge.read(path)
         assert (ev.error, ev.level) == (None, 2)
         assert ev.metadata == {"attribute.exception.type": "X", "attribute.tb.level": 9, "ok": 1}
+
+
+def test_a_level_that_is_not_a_number_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match=r"span level must be an integer .* got 'info'"):
+        tracebridge.span("x", level="info")  # type: ignore[arg-type]

@@ -270,12 +270,17 @@ def span(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> Any:
 
     .. versionadded:: 0.1
     """
-    if level > RT.level:
-        off = _new(_OffSpan)
-        off.name = name
-        off.level = level
-        off.metadata = metadata
-        return off
+    try:  # (costs nothing unless it raises)
+        if level > RT.level:
+            off = _new(_OffSpan)
+            off.name = name
+            off.level = level
+            off.metadata = metadata
+            return off
+    except TypeError:
+        raise TypeError(
+            f"span level must be an integer (1 critical, 2 info, 3+ verbose), got {level!r}"
+        ) from None
     pipe = RT.pipeline
     if pipe is not None:
         parent = _current.get()
