@@ -394,3 +394,10 @@ def test_context_fields_follow_the_current_span(logger: logging.Logger) -> None:
         tracebridge.stop()
     o, i = f"outer {outer.span_id:016x}", f"inner {inner.span_id:016x}"
     assert stream.getvalue().splitlines() == [o, i, i, o, " "]
+
+
+def test_setup_errors_name_what_the_user_wrote() -> None:
+    with pytest.raises(ValueError, match=r"^RateLimitFilter\(per_second\) must be a positive number"):
+        RateLimitFilter(per_second=0)
+    with pytest.raises(ValueError, match=r"^scrub must be a regular expression"):
+        tracebridge.configure(scrub=5)

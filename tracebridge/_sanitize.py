@@ -49,6 +49,10 @@ def compile_secret_keys(pattern: str | re.Pattern[str] | None) -> re.Pattern[str
         return None
     if isinstance(pattern, re.Pattern):
         return pattern
+    if not isinstance(pattern, str):
+        raise ValueError(
+            f"scrub must be a regular expression (text or compiled), None or '', got {pattern!r}"
+        )
     try:
         return re.compile(pattern, re.IGNORECASE)
     except re.error as exc:

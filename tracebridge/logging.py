@@ -30,7 +30,7 @@ from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, before_stop, record_into
 from ._runtime import RT, now_ns, thread_state
 from ._sanitize import needs_snapshot
-from .sampling._stage import _count_value
+from .sampling._stage import _count_value, errors_named
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
 from .spans import admit, current_span, snapshot_metadata
@@ -465,7 +465,8 @@ class RateLimitFilter(logging.Filter):
         else:
             raise ValueError(f"RateLimitFilter(key) must be 'msg', 'logger' or a callable, got {key!r}")
         self._key_fn = key_fn
-        self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
+        with errors_named("RateLimitFilter", "KeyedRateLimiter"):
+            self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
         self._limiter.on_flood_end = self._flood_end
         self._last: dict[Any, logging.LogRecord] = {}  # the last suppressed record of each flood
         self._last_lock = threading.Lock()

@@ -40,7 +40,7 @@ from ._recorder import Session, configure, record_into, source_failed
 from ._runtime import RT, ThreadState, revive, thread_state
 from ._sanitize import Counts, sanitize_metadata
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
-from .sampling._stage import RANDOMNESS_MASK, Stage, threshold_to_th
+from .sampling._stage import RANDOMNESS_MASK, Stage, errors_named, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter
 from .sampling.samplers import Probability
 
@@ -705,7 +705,8 @@ class ConsistentRatioSampler(PipelineSampler):
     """
 
     def __init__(self, p: float) -> None:
-        self.ratio = TraceIdRatio(p)
+        with errors_named("ConsistentRatioSampler", "TraceIdRatio"):
+            self.ratio = TraceIdRatio(p)
         super().__init__(self.ratio)
 
     def get_description(self) -> str:
@@ -720,7 +721,8 @@ class AdaptiveSampler(PipelineSampler):
     """
 
     def __init__(self, target_per_second: float, **options: Any) -> None:
-        self.adaptive = Adaptive(target_per_second, **options)
+        with errors_named("AdaptiveSampler", "Adaptive"):
+            self.adaptive = Adaptive(target_per_second, **options)
         super().__init__(self.adaptive)
 
     def get_description(self) -> str:
@@ -735,7 +737,8 @@ class RateLimitingSampler(PipelineSampler):
     """
 
     def __init__(self, per_second: float, burst: float | None = None) -> None:
-        self.limiter = RateLimiter(per_second, burst)
+        with errors_named("RateLimitingSampler", "RateLimiter"):
+            self.limiter = RateLimiter(per_second, burst)
         super().__init__(self.limiter)
 
     def get_description(self) -> str:

@@ -29,6 +29,7 @@ from ._recorder import Session, record_into
 from ._runtime import RT, now_ns, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 from .logging import LogSampling, count_log_drop, level_number, log_priority, trace_context
+from .sampling._stage import errors_named
 from .sampling.limiters import KeyedRateLimiter
 from .sinks.lines import format_metadata, trace_line
 from .spans import admit, current_span, snapshot_metadata
@@ -126,7 +127,8 @@ class RateLimitProcessor:
             key_fn = key
         else:
             raise ValueError(f"RateLimitProcessor(key) must be 'event', 'logger' or a callable, got {key!r}")
-        self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
+        with errors_named("RateLimitProcessor", "KeyedRateLimiter"):
+            self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
         self._limiter.on_flood_end = self._flood_end
         self._ended: dict[Any, int] = {}
         self.dropped = 0

@@ -158,3 +158,16 @@ def test_pipeline_sampler_setup_and_failures(lenient: None) -> None:
     assert sampler.should_sample(None, 1, "work").decision is Decision.RECORD_AND_SAMPLE  # kept, counted
     counts = sampler.counts()
     assert any(entry.get("errors") for entry in counts.values()), counts
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ConsistentRatioSampler(1.5), r"^ConsistentRatioSampler\(p\) must be a probability"),
+        (lambda: AdaptiveSampler(-1), r"^AdaptiveSampler\(target_per_second\) must be"),
+        (lambda: RateLimitingSampler(0), r"^RateLimitingSampler\(per_second\) must be"),
+    ],
+)
+def test_setup_errors_name_the_class_the_user_wrote(make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()  # type: ignore[operator]

@@ -12,12 +12,13 @@ The event a stage sees is the record the source made: it has ``kind``, ``name``,
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import itertools
 import math
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from .. import _safety
@@ -236,3 +237,16 @@ def event_categories(ev: Any) -> tuple[str, ...]:
         return tuple(str(v) for v in value)
     except TypeError:
         return (str(value),)
+
+
+@contextlib.contextmanager
+def errors_named(public: str, internal: str) -> Iterator[None]:
+    """Setup errors of a stage that a public class builds for the user, named after that class (the user
+    wrote ``RateLimitFilter(per_second=0)``, not ``KeyedRateLimiter(...)``)."""
+    try:
+        yield
+    except ValueError as exc:
+        text = str(exc)
+        raise ValueError(
+            public + text[len(internal) :] if text.startswith(internal) else f"{public}: {text}"
+        ) from None
