@@ -61,6 +61,10 @@ class Summary:
         return d
 
 
+#: Why logging filters and structlog processors drop records (see tracebridge.logging.count_log_drop).
+_LOG_FILTER_REASONS = ("sampled_out", "rate_limited")
+
+
 def _percentile(sorted_values: list[int], q: float) -> int:
     if not sorted_values:
         return 0
@@ -208,6 +212,11 @@ def render(s: Summary, top: int = 20) -> str:
         for reason, by_kind in sorted(st.dropped.items()):
             detail = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
             lines.append(f"  dropped ({reason}): {detail}")
+        if any("log" in st.dropped.get(r, {}) for r in _LOG_FILTER_REASONS):
+            lines.append(
+                "  (log records dropped by logging filters or structlog processors count too, for the"
+                " handlers or loggers those are on: a record a console's filter dropped may be in the trace)"
+            )
         if st.open_activities:
             lines.append(f"  {st.open_activities} activities were still open when the session stopped")
         if st.scrubbed:

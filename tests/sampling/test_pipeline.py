@@ -290,3 +290,14 @@ def test_sampling_under_threads_accounts_for_everything() -> None:
     session = record(work, sampling=ParentBased(TraceIdRatio(0.1)))
     st = session.stats
     assert st.recorded["span"] + sum(by.get("span", 0) for by in st.dropped.values()) == 8 * 2000 * 2
+
+
+def test_critical_spans_are_counted_kept_anyway_once_with_tail_stages() -> None:
+    def work() -> None:
+        for _ in range(100):
+            with tracebridge.span("critical", level=1):
+                pass
+
+    session = record(work, sampling=[MinDuration("1ms")])
+    assert len(spans(session, "critical")) == 100
+    assert session.stats.sampling["kept_anyway"]["kept"]["span"] == 100

@@ -144,9 +144,13 @@ class Pipeline:
                 items = st.process(items, self._keeps_anyway, self.nests)
                 continue
             kept = []
+            critical = 1 if self.keep_critical else 0
             for item in items:
                 rec = item[1]
                 kind = rec.kind
+                if rec.level <= critical:  # kept whatever the stages say (and counted so at the head)
+                    kept.append(item)
+                    continue
                 try:
                     w = st.decide(rec)
                 except Exception as exc:
