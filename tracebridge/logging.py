@@ -334,8 +334,9 @@ class PerfettoHandler(logging.Handler):
         lock held (at shutdown, and when dictConfig is applied again), and other threads wait on that
         lock. The trace is complete when the recording stops (at the latest, at exit)."""
         try:
-            if not self.session.stopped:
-                self.session.nudge()
+            session = getattr(self, "session", None)  # (None: its __init__ failed; logging still has it)
+            if session is not None and not session.stopped:
+                session.nudge()
         except Exception as exc:
             _safety.internal_error("PerfettoHandler.flush", exc, raise_in_strict=False)
 

@@ -10,7 +10,10 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
 import tracebridge
+from tracebridge import _safety
 from tracebridge.logging import PerfettoHandler
 from tracebridge.reading import read_trace
 
@@ -154,3 +157,16 @@ def test_hostile_records_arrive_marked(trace_path: Path) -> None:
     assert nostr.name.startswith("<unrepresentable NoStr")
     assert badargs.name == "%d widgets % ('not a number',)" and "format_error" in badargs.metadata
     assert mapping.name == "{'a': 1}"
+
+
+def test_a_handler_whose_setup_failed_is_left_quiet(tmp_path: Path) -> None:
+    before = _safety.error_counts().get("PerfettoHandler.flush", 0)
+    tracebridge.start(level=2, output=tmp_path / "a.perfetto-trace")
+    try:
+        with pytest.raises(ValueError, match="already recording") as failed:
+            PerfettoHandler(tmp_path / "b.perfetto-trace")  # logging has registered it already
+    finally:
+        tracebridge.stop()
+    assert failed.value.__traceback__ is not None  # (which keeps the half-made handler alive)
+    logging.shutdown()  # flushes every handler logging knows, the half-made one too
+    assert _safety.error_counts().get("PerfettoHandler.flush", 0) == before
