@@ -394,3 +394,47 @@ def test_metadata_cannot_pose_as_the_files_own_fields(tmp_path: Path) -> None:
 def test_a_level_that_is_not_a_number_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match=r"span level must be an integer .* got 'info'"):
         tracebridge.span("x", level="info")  # type: ignore[arg-type]
+
+
+def test_spans_of_interleaved_asyncio_tasks_stay_with_their_task(tmp_path: Path) -> None:
+    # Task w0 opens spans while w1 and w2 have spans open above its own on the thread's stack: on the
+    # thread's track they would be drawn inside w2's. They go on w0's track, nested as they ran.
+    async def worker(i: int, go: asyncio.Event, done: asyncio.Event) -> None:
+        with tracebridge.span("task", i=i):
+            await go.wait()
+            with tracebridge.span("inner", i=i), tracebridge.span("leaf", i=i):
+                pass
+            done.set()
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        go = [asyncio.Event() for _ in range(3)]
+        done = [asyncio.Event() for _ in range(3)]
+        tasks = [asyncio.create_task(worker(i, go[i], done[i]), name=f"w{i}") for i in range(3)]
+        await asyncio.sleep(0)
+        for i in range(3):
+            go[i].set()
+            await done[i].wait()
+        await asyncio.gather(*tasks)
+
+    path = tmp_path / "t.perfetto-trace"
+    tracebridge.start(level=2, output=path)
+    asyncio.run(main())
+    tracebridge.stop()
+    tracks = {(e.name, e.metadata["i"]): e.track for e in tracebridge.read(path)}
+    for i in (0, 1):  # their spans overlapped another task's: a track of their own, all three
+        assert {tracks[(n, i)] for n in ("task", "inner", "leaf")} == {f"w{i} (MainThread)"}
+    assert {tracks[(n, 2)] for n in ("task", "inner", "leaf")} == {None}  # w2 nested on the thread's
+    by_track: dict[object, list[tracebridge.Event]] = {}
+    for e in tracebridge.read(path):
+        by_track.setdefault(e.track, []).append(e)
+    for events in by_track.values():  # on every track, slices nest or are apart: none cross
+        for a in events:
+            for b in events:
+                assert a.end_ns is not None and b.end_ns is not None
+                assert (
+                    a.end_ns <= b.start_ns
+                    or b.end_ns <= a.start_ns
+                    or (a.start_ns <= b.start_ns and b.end_ns <= a.end_ns)
+                    or (b.start_ns <= a.start_ns and a.end_ns <= b.end_ns)
+                )

@@ -520,6 +520,10 @@ class Session:
         end = rec.end_ns
         kind = rec.kind
         if kind == "span":
+            if rec.overlapping and track is None:
+                task = getattr(rec, "_task", None)
+                if task is not None:  # an asyncio task's spans that overlap others': a track per task
+                    track = clean_str(f"{_safety.safe_str(task)} ({info.name})", 1024)
             where = CODE_LOCATIONS.get(name)
             if where is not None and "code.filepath" not in md:
                 md = {**md, "code.filepath": where[0], "code.lineno": where[1], "code.function": where[2]}

@@ -15,6 +15,7 @@ import functools
 import inspect
 import itertools
 import random
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -53,6 +54,18 @@ __all__ = [
 ]
 
 
+def _task_name() -> str | None:
+    """The name of the asyncio task running now, if any (asyncio is not imported for it)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        return None
+    return None if task is None else task.get_name()
+
+
 def active(level: int = 1) -> bool:
     """True when a session is recording events of ``level``: a cheap guard for expensive work.
 
@@ -74,16 +87,17 @@ class Span(SpanRecord):
     re-raised unchanged. A span object also decorates a function (see :func:`span`).
     """
 
-    __slots__ = ("_drop_counter", "_lazy", "_st", "_stack", "_token")
+    __slots__ = ("_drop_counter", "_lazy", "_st", "_stack", "_task", "_token")
 
     _lazy: list[Callable[[], Mapping[str, Any]]] | None
     _stack: list[SpanRecord]
     _st: ThreadState | None
     _token: contextvars.Token[Span | None]
     _drop_counter: itertools.count[int]  # spans sampling dropped: their stage's counter (_DroppedSpan)
+    _task: str | None  # set on spans that overlap others: the asyncio task they ran in, if any
 
     def __enter__(self) -> Span:
-        self.parent = _current.get()
+        self.parent = parent = _current.get()
         self._token = _current.set(self)
         try:
             st = _tls.state
@@ -94,7 +108,10 @@ class Span(SpanRecord):
         if md is not None and "track" in md:
             self._stack = [self]  # a named track: the writer lays it out, not the thread's stack
         else:
-            stack = self._stack = st.stack
+            stack = st.stack
+            if stack and stack[-1] is not parent:
+                stack = self._place(st, parent)
+            self._stack = stack
             stack.append(self)
         self.start_ns = now_ns()
         return self
@@ -134,10 +151,29 @@ class Span(SpanRecord):
 
     def _left_out_of_order(self, stack: list[SpanRecord]) -> None:
         # Another span of this thread began after this one and is still open: the two overlap without
-        # nesting (asyncio tasks do this). This one goes on a track of its own.
+        # nesting (asyncio tasks do this). This one goes on a track of its own (its task's, if any).
         self.overlapping = True
+        self._task = _task_name()
         with contextlib.suppress(ValueError):  # ended on a thread other than the one it began on
             stack.remove(self)
+
+    def _place(self, st: ThreadState, parent: Any) -> list[Any]:
+        """The stack this span goes on, when the top of its thread's stack is not its parent. Its parent
+        may have begun deeper on this thread, under spans of other asyncio tasks that began since: on
+        the thread's track it would be drawn inside those, so it goes on a track of its own (its
+        task's), and so do its children (they find its stack through it). Otherwise (no parent, a
+        parent on another thread, or an OpenTelemetry span on top that it began inside of) it goes on
+        the thread's stack."""
+        stack = st.stack
+        if isinstance(parent, Span) and parent.sampled and parent.overlapping and parent._st is st:
+            own = parent._stack  # a parent of this thread that is off its stack already: with it
+        elif parent is not None and isinstance(stack[-1], Span) and parent in stack:
+            own = []
+        else:
+            return stack
+        self.overlapping = True
+        self._task = _task_name()
+        return own
 
     def _resolve_name(self) -> None:
         name = self.name
@@ -571,14 +607,17 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
             s.adjusted_count = 1.0
             s._lazy = None
             s._trace_id = s._span_id = 0
-            s.parent = _current.get()
+            s.parent = parent = _current.get()
             s._token = token = _current.set(s)
             try:
                 st = _tls.state
             except AttributeError:
                 st = thread_state()
             s._st = st
-            stack = s._stack = st.stack
+            stack = st.stack
+            if stack and stack[-1] is not parent:
+                stack = s._place(st, parent)
+            s._stack = stack
             stack.append(s)
             s.start_ns = now_ns()
             try:
