@@ -36,6 +36,20 @@ def test_summary_text(trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "1x bad: KeyError: 'missing'" in out
 
 
+def test_bad_top_and_what_convert_wrote(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for top in ("0", "-3", "many"):
+        with pytest.raises(SystemExit) as exited:
+            main(["summary", str(trace), "--top", top])
+        assert exited.value.code == 2
+        assert "--top: expected a whole number of 1 or more" in capsys.readouterr().err
+    assert main(["convert", str(trace), "-o", str(tmp_path / "out.txt")]) == 0
+    assert "(Perfetto, 11 events)" in capsys.readouterr().out
+    assert main(["convert", str(trace), "-o", str(tmp_path / "out.json")]) == 0
+    assert "(Chrome JSON, 11 events)" in capsys.readouterr().out
+
+
 def test_summary_json(trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", str(trace), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

@@ -74,10 +74,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return n
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     trace = _load(args.trace)
     write_events(trace, args.output)
-    print(f"wrote {args.output} ({len(trace.events)} events)")
+    kind = "Chrome JSON" if str(args.output).endswith(".json") else "Perfetto"
+    print(f"wrote {args.output} ({kind}, {len(trace.events)} events)")
     _notes(trace, args.trace)
     return 0
 
@@ -169,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="top time consumers, threads, failures and drops of a trace")
     p.add_argument("trace")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--top", type=int, default=20, help="operations to list (default 20)")
+    p.add_argument("--top", type=_positive, default=20, help="operations to list (default 20)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("convert", help="convert a trace (Perfetto to Chrome JSON, or JSON to Perfetto)")
