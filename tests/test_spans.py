@@ -438,3 +438,23 @@ def test_spans_of_interleaved_asyncio_tasks_stay_with_their_task(tmp_path: Path)
                     or (a.start_ns <= b.start_ns and b.end_ns <= a.end_ns)
                     or (b.start_ns <= a.start_ns and a.end_ns <= b.end_ns)
                 )
+
+
+def test_traced_above_classmethod_and_staticmethod() -> None:
+    class Shop:
+        @tracebridge.traced(level=2)
+        @classmethod
+        def open(cls) -> str:
+            return cls.__name__
+
+        @tracebridge.span("close", level=2)
+        @staticmethod
+        def close(n: int) -> int:
+            return n + 1
+
+    session = record(lambda: (Shop.open(), Shop().close(1)))
+    assert [e.name for e in spans(session)] == [
+        "test_traced_above_classmethod_and_staticmethod.<locals>.Shop.open",
+        "close",
+    ]
+    assert Shop.open() == "Shop" and Shop.close(1) == 2

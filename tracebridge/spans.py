@@ -531,6 +531,8 @@ def _end_twin(s: Any, exc: Any) -> None:
 
 
 def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
+    if isinstance(fn, (classmethod, staticmethod)):  # above @classmethod / @staticmethod: inside them
+        return type(fn)(_decorate(fn.__func__, name, level, metadata))
     md = metadata or None
 
     def new_span() -> Span | _OffSpan:
@@ -678,9 +680,10 @@ def traced(fn: Any = None, *, name: NameOrFactory | None = None, level: int = 1,
     """
 
     def apply(f: F) -> F:
-        if not callable(f):
+        inner = f.__func__ if isinstance(f, (classmethod, staticmethod)) else f
+        if not callable(inner):
             raise TypeError(f"traced() decorates functions, got {f!r}")
-        return _decorate(f, name if name is not None else f.__qualname__, level, metadata)
+        return _decorate(f, name if name is not None else inner.__qualname__, level, metadata)
 
     if fn is None:
         return apply
