@@ -138,3 +138,32 @@ def test_trace_lines_are_printed_once_when_the_program_configures_logging(tmp_pa
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "shop.cart.total" in line]
     assert len(lines) == 1 and lines[0].startswith("INFO:tracebridge.trace:[TRACE]")
+
+
+def test_module_of_a_package_that_imports_its_own_functions(tmp_path: Path) -> None:
+    # The package imports a function at import time: it must be instrumented before that happens.
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "__init__.py").write_text("from .helpers import price\n")
+    (tmp_path / "store" / "helpers.py").write_text("def price():\n    return 5\n")
+    (tmp_path / "store" / "main.py").write_text("from store import price\nprint(price())\n")
+    out = tmp_path / "t.perfetto-trace"
+    result = run(["-o", str(out), "-m", "store.main"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [e.name for e in tracebridge.read(out)] == ["store.helpers.price"]
+
+
+def test_the_programs_excepthook_sees_its_exception(tmp_path: Path) -> None:
+    (tmp_path / "hooked.py").write_text(
+        "import sys\n"
+        "sys.excepthook = lambda t, e, tb: print('hook saw', t.__name__, tb.tb_frame.f_code.co_filename)\n"
+        "raise KeyError('x')\n"
+    )
+    result = run(["-o", str(tmp_path / "t.perfetto-trace"), "hooked.py"], tmp_path)
+    assert result.returncode == 1
+    assert "hook saw KeyError" in result.stdout and "hooked.py" in result.stdout
+
+
+def test_abbreviated_options_are_not_taken(tmp_path: Path) -> None:
+    project(tmp_path)
+    result = run(["--out", str(tmp_path / "t.perfetto-trace"), "-m", "shop"], tmp_path)
+    assert result.returncode == 2 and "unrecognized arguments: --out" in result.stderr

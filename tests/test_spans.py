@@ -458,3 +458,60 @@ def test_traced_above_classmethod_and_staticmethod() -> None:
         "close",
     ]
     assert Shop.open() == "Shop" and Shop.close(1) == 2
+
+
+def test_a_child_of_a_dropped_span_recorded_after_all() -> None:
+    # A span sampling dropped that then fails is recorded (off its thread's stack); a span begun later
+    # in a context where it is still current must begin as usual.
+    import contextvars
+
+    from tracebridge.sampling import Names
+
+    def work() -> None:
+        with tracebridge.span("root", level=2):
+            ctx = None
+            with pytest.raises(ValueError), tracebridge.span("d", level=2):
+                ctx = contextvars.copy_context()
+                raise ValueError("x")
+            assert ctx is not None
+
+            def child() -> None:
+                with tracebridge.span("child", level=2):
+                    pass
+
+            ctx.run(child)
+
+    session = record(work, sampling=[Names(exclude=["d"])])
+    assert sorted(e.name for e in spans(session)) == ["child", "d", "root"]
+
+
+def test_task_tracks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracebridge import _recorder
+
+    monkeypatch.setattr(_recorder, "MAX_TASK_TRACKS", 2)
+
+    async def worker(i: int, go: asyncio.Event, done: asyncio.Event) -> None:
+        with tracebridge.span("task", i=i):
+            await go.wait()
+            with tracebridge.span("inner", i=i):
+                pass
+            done.set()
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        go = [asyncio.Event() for _ in range(5)]
+        done = [asyncio.Event() for _ in range(5)]
+        tasks = [asyncio.create_task(worker(i, go[i], done[i]), name=f"w{i}") for i in range(5)]
+        await asyncio.sleep(0)
+        for i in range(5):
+            go[i].set()
+            await done[i].wait()
+        await asyncio.gather(*tasks)
+
+    path = tmp_path / "t.perfetto-trace"
+    tracebridge.start(level=2, output=path)
+    asyncio.run(main())
+    tracebridge.stop()
+    names = {e.track for e in tracebridge.read(path)}
+    assert {"w0 (MainThread)", "w1 (MainThread)"} <= names
+    assert not any(n and n.startswith(("w2", "w3")) for n in names)  # past the cap: the overlap lanes

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from . import _safety
-from ._model import ErrorInfo, Frame
+from ._model import MAX_CAUSES, ErrorInfo, Frame
 from ._runtime import RT
 from ._sanitize import clean_str
 
@@ -31,10 +31,6 @@ def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:
     return tuple(frames[-limit:])
 
 
-#: Causes kept of a chained exception (``raise ... from``, or raised while handling another).
-MAX_CAUSES = 4
-
-
 def error_info(exc: BaseException | None, tb: Any = None, _depth: int = 0) -> ErrorInfo:
     """What an exception says of a failure, with the exceptions that caused it."""
     if exc is None:
@@ -43,7 +39,7 @@ def error_info(exc: BaseException | None, tb: Any = None, _depth: int = 0) -> Er
         tb = exc.__traceback__
     message = _safety.safe_str(exc)
     cause, explicit = exc.__cause__, True
-    if cause is None and not exc.__suppress_context__:
+    if cause is None and not exc.__suppress_context__ and exc.__context__ is not None:
         cause, explicit = exc.__context__, False
     return ErrorInfo(
         type(exc).__qualname__,

@@ -42,6 +42,10 @@ class Frame:
         return f"{self.function} ({self.file}:{self.line})"
 
 
+#: Causes kept of a chained exception (``raise ... from``, or raised while handling another).
+MAX_CAUSES: Final = 4
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     """Why an event failed: the exception type, its message and the back-trace, outermost frame first;
@@ -88,7 +92,7 @@ class ErrorInfo:
         chain: ErrorInfo | None = None
         explicit = True
         try:
-            for c in reversed(list(causes)):
+            for c in reversed(list(causes)[:MAX_CAUSES]):
                 frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in c.get("frames", ()))
                 chain = ErrorInfo(str(c["type"]), str(c.get("message", "")), frames, chain, explicit)
                 explicit = bool(c.get("explicit", True))

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 OutputFormat = Literal["perfetto", "json", "memory", "none"]
 
+#: Tracks of their own for asyncio tasks, at most, per recording (see ``Session._task_track``).
+MAX_TASK_TRACKS = 256
+
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096
 
@@ -110,6 +113,7 @@ class Session:
         # In-memory events carry every span's ids; trace files do not hold them, so the writer does not
         # make ids for spans that never needed one.
         self._make_ids = fmt == "memory"
+        self._task_tracks: set[str] = set()
         self.open_activities: dict[int, Record] = {}
         self.open_span_sources: list[Callable[[Session], list[tuple[Any, ThreadInfo]]]] = []
         #: Called at the start of every writer round: (record, thread) pairs to write as begun now.
@@ -485,6 +489,18 @@ class Session:
 
     # -- record -> event ---------------------------------------------------------------------------
 
+    def _task_track(self, task: Any, info: ThreadInfo) -> str | None:
+        """The track of an asyncio task's spans that overlap other tasks' (``None``: the thread's
+        overlap lanes, once :data:`MAX_TASK_TRACKS` tasks have a track: a server runs tasks without end,
+        and a trace is no use with a track for each)."""
+        name = clean_str(f"{_safety.safe_str(task)} ({info.name})", 1024)
+        tracks = self._task_tracks
+        if name not in tracks:
+            if len(tracks) >= MAX_TASK_TRACKS:
+                return None
+            tracks.add(name)
+        return name
+
     def _to_event(self, rec: Any, info: ThreadInfo) -> Event:
         counts = self._writer_counts
         name = rec.name
@@ -523,7 +539,7 @@ class Session:
             if rec.overlapping and track is None:
                 task = getattr(rec, "_task", None)
                 if task is not None:  # an asyncio task's spans that overlap others': a track per task
-                    track = clean_str(f"{_safety.safe_str(task)} ({info.name})", 1024)
+                    track = self._task_track(task, info)
             where = CODE_LOCATIONS.get(name)
             if where is not None and "code.filepath" not in md:
                 md = {**md, "code.filepath": where[0], "code.lineno": where[1], "code.function": where[2]}

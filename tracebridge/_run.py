@@ -8,7 +8,6 @@ import logging
 import os
 import runpy
 import sys
-import traceback
 from pathlib import Path
 
 from . import _recorder
@@ -111,12 +110,15 @@ def run(args: argparse.Namespace) -> int:
     search = str(Path(script).resolve().parent) if script is not None else os.getcwd()
     sys.path.insert(0, search)  # as python does for a script (or the current directory for -m)
     if args.module is not None:
+        # Only the top-level package: finding a submodule would import its package (and what that
+        # imports) before it is instrumented. runpy reports the rest as python does.
+        top = args.module.partition(".")[0]
         try:
-            found = importlib.util.find_spec(args.module) is not None
+            found = bool(top) and importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):
             found = False
         if not found:
-            print(f"error: No module named {args.module}", file=sys.stderr)
+            print(f"error: No module named {top or args.module}", file=sys.stderr)
             return 1
     try:
         handle = instrument(patterns, level=args.level, min_duration=args.min_duration) if patterns else None
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         ours = (__file__, runpy.run_path.__code__.co_filename)
         while tb is not None and tb.tb_frame.f_code.co_filename in ours:
             tb = tb.tb_next
-        traceback.print_exception(type(exc), exc, tb)
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)  # (the program's own hook, if it set one)
         return 1
     finally:
         sys.argv = old_argv

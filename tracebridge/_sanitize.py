@@ -188,7 +188,7 @@ class _Sanitizer:
             else:
                 key = safe_repr(k, 200)
             key = clean_str(key, 1024, self.counts)
-            if secret is not None and _is_secret(key, self.limits):
+            if secret is not None and is_secret_key(key, self.limits):
                 if not (type(item) is str and item == SCRUBBED):
                     self.counts.scrubbed += 1
                 out[key] = SCRUBBED
@@ -197,7 +197,8 @@ class _Sanitizer:
         return out
 
 
-def _is_secret(key: str, limits: Limits) -> bool:
+def is_secret_key(key: str, limits: Limits) -> bool:
+    """Whether ``key`` looks like it names a secret (``limits.secret_keys``): its value is scrubbed."""
     cache = limits.secret_cache
     hit = cache.get(key)
     if hit is None:
@@ -214,7 +215,7 @@ def _already_clean(md: dict[Any, Any], limits: Limits) -> bool:
     change (ASCII strings within the cap, ints that fit 64 bits)."""
     max_string = limits.max_string
     for k, v in md.items():
-        if type(k) is not str or _is_secret(k, limits):
+        if type(k) is not str or is_secret_key(k, limits):
             return False
         t = type(v)
         if t is str:

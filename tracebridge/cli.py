@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
+        allow_abbrev=False,  # (what follows -m is the module's: run's options are matched exactly)
         help="run a script (or -m module) as python would, instrumented, and write its trace",
         usage="tracebridge run [-i PATTERN ...] [-o TRACE] [--level N] [--min-duration D] [--log-lines]"
         " (script.py | -m module) [args ...]",

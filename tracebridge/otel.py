@@ -38,7 +38,7 @@ from . import _safety
 from ._model import Deferred, ErrorInfo, Frame, Record, SpanRecord, new_trace_id
 from ._recorder import Session, configure, record_into, source_failed
 from ._runtime import RT, ThreadState, revive, thread_state
-from ._sanitize import Counts, sanitize_metadata
+from ._sanitize import SCRUBBED, Counts, is_secret_key, sanitize_metadata
 from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, errors_named, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter
@@ -121,7 +121,7 @@ class _Finished(Deferred):
         overlapping: bool,
         track: str | None = None,
         announced: bool = False,
-        bridged: set[int] | None = None,
+        bridged: list[Any] | None = None,
     ) -> None:
         ctx = span.context
         parent = span.parent
@@ -134,7 +134,11 @@ class _Finished(Deferred):
         self.attributes = _plain(span, "_attributes", "_dict", "attributes")
         events = _plain(span, "_events", "_dq", "events") or ()
         # (Events the bridge added for tracebridge's own instants: recorded once, as those.)
-        self.events = tuple(e for e in events if id(e) not in bridged) if bridged else tuple(events)
+        if bridged:
+            mine = {id(e) for e in bridged}  # (the objects are alive: the ids are theirs)
+            self.events = tuple(e for e in events if id(e) not in mine)
+        else:
+            self.events = tuple(events)
         self.links = tuple(_plain(span, "_links", "_dq", "links") or ())
         kind = span.kind
         self.span_kind = None if kind is SpanKind.INTERNAL else kind.name  # (a name, for the writer)
@@ -238,8 +242,9 @@ class _LateEnd(SpanRecord):
 
 
 #: Events the bridge added to OpenTelemetry spans that a processor of ours records, by span id: the
-#: instants they stand for are recorded by tracebridge already (their ``id()``; the span holds them).
-_bridged_events: dict[int, set[int]] = {}
+#: instants they stand for are recorded by tracebridge already.
+_bridged_events: dict[int, list[Any]] = {}
+_MAX_BRIDGED_EVENTS = 1024
 
 #: Spans written as begun while they ran (see :func:`_announce`), by span id.
 _announced: set[int] = set()
@@ -783,20 +788,29 @@ BRIDGE_SCOPE = "tracebridge"
 
 
 def otel_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Metadata as OpenTelemetry attributes: sanitized and scrubbed as the trace has them (secrets never
-    reach an exporter), then strings, booleans, numbers and homogeneous sequences of them as they are,
-    anything else as its (safe) text."""
+    """Metadata as OpenTelemetry attributes, scrubbed as the trace has them (a secret-looking key's value
+    never reaches an exporter): strings, booleans, numbers and homogeneous sequences of them as they are
+    (the SDK applies its own limits), anything else as the text of its sanitized value, each attribute
+    with a budget of its own."""
     out: dict[str, Any] = {}
-    # (The scrubs are counted once, when the writer sanitizes the same metadata for the trace.)
-    for key, value in sanitize_metadata(metadata, RT.config.limits, Counts()).items():
+    limits = RT.config.limits
+    for key, value in metadata.items():
         key = key if type(key) is str else _safety.safe_str(key)
-        if isinstance(value, (str, bool, int, float)):
+        if is_secret_key(key, limits):
+            out[key] = SCRUBBED
+        elif isinstance(value, (str, bool, int, float)):
             out[key] = value
-        elif isinstance(value, (list, tuple)) and value and len({type(v) for v in value}) == 1:
-            first = value[0]
-            out[key] = tuple(value) if isinstance(first, (str, bool, int, float)) else _safety.safe_str(value)
+        elif (
+            isinstance(value, (list, tuple))
+            and value
+            and len({type(v) for v in value}) == 1
+            and isinstance(value[0], (str, bool, int, float))
+        ):
+            out[key] = tuple(value)
         elif value is not None:
-            out[key] = _safety.safe_str(value)
+            # (The scrubs are counted once, when the writer sanitizes the same metadata for the trace.)
+            clean = sanitize_metadata({key: value}, limits, Counts())
+            out[key] = _safety.safe_str(next(iter(clean.values()), ""))
     return out
 
 
@@ -894,6 +908,9 @@ class Bridge:
             if span_id in _open:  # a processor of ours records that span: tracebridge has the instant
                 events = _plain(current, "_events", "_dq", "events")
                 if events:
-                    _bridged_events.setdefault(span_id, set()).add(id(events[-1]))
+                    mine = _bridged_events.setdefault(span_id, [])
+                    mine.append(events[-1])
+                    if len(mine) > _MAX_BRIDGED_EVENTS:  # (the SDK keeps no more than that many)
+                        del mine[0]
         else:
             self.tracer.start_span(rec.name, attributes=attributes).end()

@@ -165,7 +165,12 @@ class Span(SpanRecord):
         parent on another thread, or an OpenTelemetry span on top that it began inside of) it goes on
         the thread's stack."""
         stack = st.stack
-        if isinstance(parent, Span) and parent.sampled and parent.overlapping and parent._st is st:
+        if (
+            isinstance(parent, Span)
+            and parent.sampled
+            and parent.overlapping
+            and getattr(parent, "_st", None) is st  # (a dropped span recorded after all has none)
+        ):
             own = parent._stack  # a parent of this thread that is off its stack already: with it
         elif parent is not None and isinstance(stack[-1], Span) and parent in stack:
             own = []

@@ -94,3 +94,20 @@ def test_c_functions_are_skipped_and_counted() -> None:
         assert math.floor is floor
     finally:
         handle.uninstrument()
+
+
+def test_a_glob_package_pattern_takes_the_packages_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_package(tmp_path, "globbed_a")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    handle = instrument("globbed_*.*")
+    try:
+        import globbed_a.sub.deep
+
+        assert {"globbed_a", "globbed_a.sub.deep"} <= set(handle.modules)
+        assert hasattr(globbed_a.sub.deep.deep, "__wrapped__")
+    finally:
+        handle.uninstrument()
+        for name in [m for m in sys.modules if m.startswith("globbed_")]:
+            del sys.modules[name]

@@ -227,3 +227,25 @@ def test_secrets_never_reach_an_exporter(exported: tuple[TracerProvider, InMemor
     assert "'k'" not in attrs["cfg"] and "[scrubbed]" in attrs["cfg"]
     (event,) = login.events
     assert dict(event.attributes or {})["authorization"] == "[scrubbed]"
+
+
+def test_attributes_keep_their_types_and_budgets() -> None:
+    from tracebridge.otel import otel_attributes
+
+    attrs = otel_attributes({"ids": list(range(1500)), "sql": "select 1", "cfg": {"api_key": "k"}, "n": None})
+    assert attrs["ids"] == tuple(range(1500)) and attrs["sql"] == "select 1"
+    assert "k'" not in attrs["cfg"] and "n" not in attrs
+
+
+def test_many_bridged_instants_and_the_spans_own_event(
+    exported: tuple[TracerProvider, InMemorySpanExporter], trace_path: Path
+) -> None:
+    provider, _ = exported
+    provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+    with provider.get_tracer("app").start_as_current_span("otel.batch") as span:
+        for i in range(2000):  # more than the SDK keeps: the events it lets go are freed
+            tracebridge.instant("tick", level=2, i=i)
+        span.add_event("own event")
+    tracebridge.stop()
+    names = [e.name for e in tracebridge.read(trace_path) if e.kind == "instant"]
+    assert names.count("tick") == 2000 and names.count("own event") == 1

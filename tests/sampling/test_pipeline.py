@@ -301,3 +301,29 @@ def test_critical_spans_are_counted_kept_anyway_once_with_tail_stages() -> None:
     session = record(work, sampling=[MinDuration("1ms")])
     assert len(spans(session, "critical")) == 100
     assert session.stats.sampling["kept_anyway"]["kept"]["span"] == 100
+
+
+def test_consistent_stages_outside_traces_and_after_an_independent_root() -> None:
+    def instants() -> None:
+        for _ in range(4000):
+            tracebridge.instant("tick", level=2)  # no trace: each stage draws its own randomness
+
+    session = record(instants, sampling=[TraceIdRatio(0.5), PerOperation({}, default=0.5)])
+    assert 0.2 < len(session.events) / 4000 < 0.3
+    assert {e.adjusted_count for e in session.events} == {4.0}
+    # ParentBased over an independent draw is not consistent: with a consistent stage, it multiplies.
+    stages = [ParentBased(Probability(0.5, rng=random.Random(5))), TraceIdRatio(0.5)]
+    kept, root_weights, _ = kept_share_and_weights(stages)
+    assert 0.2 < kept < 0.3 and root_weights == {4.0}
+
+
+def test_tail_sampler_leaves_critical_spans_unweighted() -> None:
+    def work() -> None:
+        for _ in range(400):
+            with tracebridge.span("request", level=2), tracebridge.span("audit", level=1):
+                pass
+
+    session = record(work, sampling=[TailSampler(otherwise=TraceIdRatio(0.5), wait=0)])
+    assert len(spans(session, "audit")) == 400  # critical: kept whatever the trace's fate
+    assert {e.adjusted_count for e in spans(session, "audit")} == {1.0}
+    assert {e.adjusted_count for e in spans(session, "request")} == {2.0}

@@ -53,7 +53,7 @@ def _matcher(patterns: Iterable[str], what: str) -> re.Pattern[str] | None:
         if any(c in p for c in "*?["):
             parts.append(fnmatch.translate(p))
             if p.endswith(".*"):  # "pkg.*": the package too, not only what is under it
-                parts.append(re.escape(p[:-2]) + r"\Z")
+                parts.append(fnmatch.translate(p[:-2]))
         else:  # a module and everything under it
             parts.append(re.escape(p) + r"(?:\..*)?\Z")
     return re.compile("|".join(f"(?:{x})" for x in parts)) if parts else None

@@ -53,7 +53,7 @@ class Stage:
     #: True for stages whose probabilities come from comparing the trace's randomness with a threshold
     #: (OTEP 235): their decisions nest, so several of them keep an event with the lowest of their
     #: probabilities, not with the product.
-    consistent: ClassVar[bool] = False
+    consistent: bool = False
     #: False for stages that only keep (1.0) or drop (0.0): filters and rate limiters.
     weighted: ClassVar[bool] = True
 

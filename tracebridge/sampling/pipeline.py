@@ -111,7 +111,8 @@ class Pipeline:
                 return 0.0, st
             next(st._kept[kind])
             if w != 1.0:
-                if st.consistent:
+                # (Outside any trace each consistent stage draws randomness of its own: independent.)
+                if st.consistent and (kind == "span" or ev.trace_id):
                     lowest = min(lowest, w)
                 else:
                     weight *= w

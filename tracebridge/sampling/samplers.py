@@ -123,6 +123,7 @@ class ParentBased(Stage):
             raise ValueError(f"ParentBased(root): {root!r} decides when spans end, not when they begin")
         self.root = root if root is not None else AlwaysOn()
         self.needs_name = self.root.needs_name  # type: ignore[misc]
+        self.consistent = self.root.consistent  # (children take their parent's probability)
         self.root_threshold = self.root.root_threshold
 
     def decide(self, ev: Any) -> float:

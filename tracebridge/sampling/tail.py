@@ -173,9 +173,11 @@ class TailSampler(Stage):
             # A consistent ``otherwise`` after consistent head stages: the trace was kept with the lower
             # of the two probabilities (the decisions nest), so its adjusted count is the larger one.
             nested = self._head_nests and self.otherwise.consistent
+            keep_anyway = self._keep_anyway
             for item in items:
                 rec = item[1]
-                if weight != 1.0:
+                # (A record kept whatever the trace's fate, critical or failed, stands for itself.)
+                if weight != 1.0 and (keep_anyway is None or not keep_anyway(rec)):
                     if nested:
                         rec.adjusted_count = max(rec.adjusted_count, 1.0 / weight)
                     else:
