@@ -399,28 +399,7 @@ def test_a_level_that_is_not_a_number_is_a_clear_error() -> None:
 def test_spans_of_interleaved_asyncio_tasks_stay_with_their_task(tmp_path: Path) -> None:
     # Task w0 opens spans while w1 and w2 have spans open above its own on the thread's stack: on the
     # thread's track they would be drawn inside w2's. They go on w0's track, nested as they ran.
-    async def worker(i: int, go: asyncio.Event, done: asyncio.Event) -> None:
-        with tracebridge.span("task", i=i):
-            await go.wait()
-            with tracebridge.span("inner", i=i), tracebridge.span("leaf", i=i):
-                pass
-            done.set()
-            await asyncio.sleep(0)
-
-    async def main() -> None:
-        go = [asyncio.Event() for _ in range(3)]
-        done = [asyncio.Event() for _ in range(3)]
-        tasks = [asyncio.create_task(worker(i, go[i], done[i]), name=f"w{i}") for i in range(3)]
-        await asyncio.sleep(0)
-        for i in range(3):
-            go[i].set()
-            await done[i].wait()
-        await asyncio.gather(*tasks)
-
-    path = tmp_path / "t.perfetto-trace"
-    tracebridge.start(level=2, output=path)
-    asyncio.run(main())
-    tracebridge.stop()
+    path = record_interleaved_tasks(tmp_path, 3)
     tracks = {(e.name, e.metadata["i"]): e.track for e in tracebridge.read(path)}
     for i in (0, 1):  # their spans overlapped another task's: a track of their own, all three
         assert {tracks[(n, i)] for n in ("task", "inner", "leaf")} == {f"w{i} (MainThread)"}
@@ -490,20 +469,30 @@ def test_task_tracks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(_recorder, "MAX_TASK_TRACKS", 2)
 
+    path = record_interleaved_tasks(tmp_path, 5)
+    names = {e.track for e in tracebridge.read(path)}
+    assert {"w0 (MainThread)", "w1 (MainThread)"} <= names
+    assert not any(n and n.startswith(("w2", "w3")) for n in names)  # past the cap: the overlap lanes
+
+
+def record_interleaved_tasks(tmp_path: Path, n: int) -> Path:
+    """Tasks w0..w<n-1> each open a span, then, one after the other (w0 first, while the others' spans
+    are open above its own on the thread's stack), an inner span and a leaf in it. Returns the trace."""
+
     async def worker(i: int, go: asyncio.Event, done: asyncio.Event) -> None:
         with tracebridge.span("task", i=i):
             await go.wait()
-            with tracebridge.span("inner", i=i):
+            with tracebridge.span("inner", i=i), tracebridge.span("leaf", i=i):
                 pass
             done.set()
             await asyncio.sleep(0)
 
     async def main() -> None:
-        go = [asyncio.Event() for _ in range(5)]
-        done = [asyncio.Event() for _ in range(5)]
-        tasks = [asyncio.create_task(worker(i, go[i], done[i]), name=f"w{i}") for i in range(5)]
+        go = [asyncio.Event() for _ in range(n)]
+        done = [asyncio.Event() for _ in range(n)]
+        tasks = [asyncio.create_task(worker(i, go[i], done[i]), name=f"w{i}") for i in range(n)]
         await asyncio.sleep(0)
-        for i in range(5):
+        for i in range(n):
             go[i].set()
             await done[i].wait()
         await asyncio.gather(*tasks)
@@ -512,6 +501,4 @@ def test_task_tracks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     tracebridge.start(level=2, output=path)
     asyncio.run(main())
     tracebridge.stop()
-    names = {e.track for e in tracebridge.read(path)}
-    assert {"w0 (MainThread)", "w1 (MainThread)"} <= names
-    assert not any(n and n.startswith(("w2", "w3")) for n in names)  # past the cap: the overlap lanes
+    return path
