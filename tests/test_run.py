@@ -167,3 +167,16 @@ def test_abbreviated_options_are_not_taken(tmp_path: Path) -> None:
     project(tmp_path)
     result = run(["--out", str(tmp_path / "t.perfetto-trace"), "-m", "shop"], tmp_path)
     assert result.returncode == 2 and "unrecognized arguments: --out" in result.stderr
+
+
+def test_trace_lines_show_when_the_programs_logging_would_not(tmp_path: Path) -> None:
+    project(tmp_path)
+    (tmp_path / "quiet.py").write_text(
+        "import logging, sys\nlogging.basicConfig(stream=sys.stderr, level=logging.WARNING)\n"
+        "logging.getLogger().handlers[0].setLevel(logging.WARNING)\n"
+        "from shop.cart import total\ntotal(['a'])\n"
+    )
+    result = run(["--log-lines", "-o", str(tmp_path / "t.perfetto-trace"), "quiet.py"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "shop.cart.total" in line]
+    assert len(lines) == 1 and lines[0].startswith("[TRACE] shop.cart.total")

@@ -55,11 +55,11 @@ def split_module(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
 
 
 class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Trace lines on stderr while the program has not configured logging: once the root logger has a
-    handler of its own, the lines go there instead (they propagate), and this one stays quiet."""
+    """Trace lines on stderr unless the program's logging shows them: once a handler of the root logger
+    takes records of their level, the lines go there (they propagate) and this one stays quiet."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not logging.getLogger().handlers:
+        if not any(record.levelno >= h.level for h in logging.getLogger().handlers):
             super().emit(record)
 
 
