@@ -405,3 +405,5 @@ def test_setup_errors_name_what_the_user_wrote() -> None:
         RateLimitFilter(per_second=0)
     with pytest.raises(ValueError, match=r"^scrub must be a regular expression"):
         tracebridge.configure(scrub=5)
+    with pytest.raises(ValueError, match=r"^RateLimitFilter\(key\) must be 'msg', 'logger' or a callable"):
+        RateLimitFilter(1.0, key="template")

@@ -438,6 +438,27 @@ def _logger_key(record: logging.LogRecord) -> Any:
     return record.name
 
 
+def keyed_limiter(
+    owner: str,
+    per_second: float,
+    burst: float | None,
+    key: Any,
+    named: dict[str, Callable[[Any], Any]],
+    max_keys: int,
+) -> tuple[Callable[[Any], Any], KeyedRateLimiter]:
+    """The key function and the limiter behind a rate-limiting filter or processor: ``key`` is one of
+    ``named`` or a callable; setup errors name ``owner``, the class the user wrote."""
+    if callable(key):
+        key_fn = key
+    elif isinstance(key, str) and key in named:
+        key_fn = named[key]
+    else:
+        choices = ", ".join(repr(k) for k in named)
+        raise ValueError(f"{owner}(key) must be {choices} or a callable, got {key!r}")
+    with errors_named(owner, "KeyedRateLimiter"):
+        return key_fn, KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
+
+
 class RateLimitFilter(logging.Filter):
     """Lets through at most ``per_second`` records a second per key (``burst`` at once): ``key="msg"``
     (the message template, default), ``"logger"``, or a callable of the record. When a key's flood ends
@@ -457,17 +478,9 @@ class RateLimitFilter(logging.Filter):
         name: str = "",
     ) -> None:
         super().__init__(name)
-        if key == "msg":
-            key_fn: Callable[[Any], Any] = _template_key
-        elif key == "logger":
-            key_fn = _logger_key
-        elif callable(key):
-            key_fn = key
-        else:
-            raise ValueError(f"RateLimitFilter(key) must be 'msg', 'logger' or a callable, got {key!r}")
-        self._key_fn = key_fn
-        with errors_named("RateLimitFilter", "KeyedRateLimiter"):
-            self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
+        self._key_fn, self._limiter = keyed_limiter(
+            "RateLimitFilter", per_second, burst, key, {"msg": _template_key, "logger": _logger_key}, max_keys
+        )
         self._limiter.on_flood_end = self._flood_end
         self._last: dict[Any, logging.LogRecord] = {}  # the last suppressed record of each flood
         self._last_lock = threading.Lock()

@@ -28,9 +28,7 @@ from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
 from ._runtime import RT, now_ns, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
-from .logging import LogSampling, count_log_drop, level_number, log_priority, trace_context
-from .sampling._stage import errors_named
-from .sampling.limiters import KeyedRateLimiter
+from .logging import LogSampling, count_log_drop, keyed_limiter, level_number, log_priority, trace_context
 from .sinks.lines import format_metadata, trace_line
 from .spans import admit, current_span, snapshot_metadata
 
@@ -119,16 +117,14 @@ class RateLimitProcessor:
         key: str | Callable[[EventDict], Any] = "event",
         max_keys: int = 1000,
     ) -> None:
-        if key == "event":
-            key_fn: Callable[[Any], Any] = _event_key
-        elif key == "logger":
-            key_fn = _logger_key
-        elif callable(key):
-            key_fn = key
-        else:
-            raise ValueError(f"RateLimitProcessor(key) must be 'event', 'logger' or a callable, got {key!r}")
-        with errors_named("RateLimitProcessor", "KeyedRateLimiter"):
-            self._limiter = KeyedRateLimiter(per_second, key=key_fn, burst=burst, max_keys=max_keys)
+        _, self._limiter = keyed_limiter(
+            "RateLimitProcessor",
+            per_second,
+            burst,
+            key,
+            {"event": _event_key, "logger": _logger_key},
+            max_keys,
+        )
         self._limiter.on_flood_end = self._flood_end
         self._ended: dict[Any, int] = {}
         self.dropped = 0
