@@ -10,7 +10,7 @@ import pytest
 
 import tracebridge
 
-from helpers import record
+from helpers import official_view, record
 
 
 def spans(session: tracebridge.Session) -> list[tracebridge.Event]:
@@ -387,6 +387,10 @@ def test_metadata_cannot_pose_as_the_files_own_fields(tmp_path: Path) -> None:
             s.set(**{"exception.type": "X", "tb.level": 9, "ok": 1})
         tracebridge.stop()
         (ev,) = tracebridge.read(path)
+        if path.suffix != ".json":  # as Perfetto's own schema reads it: the keys beside the file's own
+            (begin,) = [e for e in official_view(path)["events"] if e["type"] == 1]
+            assert {"attribute.exception.type", "attribute.tb.level"} <= set(begin["annotations"])
+            assert "exception.type" not in begin["annotations"]
         assert (ev.error, ev.level) == (None, 2)
         assert ev.metadata == {"attribute.exception.type": "X", "attribute.tb.level": 9, "ok": 1}
 
@@ -400,6 +404,11 @@ def test_spans_of_interleaved_asyncio_tasks_stay_with_their_task(tmp_path: Path)
     # Task w0 opens spans while w1 and w2 have spans open above its own on the thread's stack: on the
     # thread's track they would be drawn inside w2's. They go on w0's track, nested as they ran.
     path = record_interleaved_tasks(tmp_path, 3)
+    # As Perfetto's own schema reads the file: w0's three slices begin on one track named for it.
+    view = official_view(path)
+    w0 = [u for u, d in view["tracks"].items() if d.name == "w0 (MainThread)"]
+    begins = [e for e in view["events"] if e["track"] in w0 and e["type"] == 1]
+    assert len(w0) == 1 and [e["name"] for e in begins] == ["task", "inner", "leaf"]
     tracks = {(e.name, e.metadata["i"]): e.track for e in tracebridge.read(path)}
     for i in (0, 1):  # their spans overlapped another task's: a track of their own, all three
         assert {tracks[(n, i)] for n in ("task", "inner", "leaf")} == {f"w{i} (MainThread)"}
