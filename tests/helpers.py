@@ -3,7 +3,9 @@ schema written by Perfetto's authors, not by us, judges the bytes we write."""
 
 from __future__ import annotations
 
+import contextlib
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +139,119 @@ def assert_same_events(got: list[Event], expected: list[Event]) -> None:
     for x, y in zip(a, b, strict=True):
         for name, p, q in zip(FIELDS, x, y, strict=True):
             assert p == q, f"{name}: read {p!r:.300} but wrote {q!r:.300} (event {y[1]!r:.80})"
+
+
+class Imported:
+    """What trace_processor's proto importer keeps of a trace (see :func:`perfetto_import`)."""
+
+    def __init__(self) -> None:
+        #: (name, track uuid, ts, duration or None) of every slice, instants with duration 0.
+        self.slices: list[tuple[str, int, int, int | None]] = []
+        #: The importer's stats that are not zero: packets skipped, interned data ignored, ...
+        self.stats: dict[str, int] = {}
+        #: Packets that carried previous_packet_dropped (trace_processor counts them per sequence).
+        self.loss_packets = 0
+
+    def count(self, stat: str) -> None:
+        self.stats[stat] = self.stats.get(stat, 0) + 1
+
+    def names(self) -> list[str]:
+        return [s[0] for s in self.slices]
+
+
+def perfetto_import(path: Path | bytes) -> Imported:
+    """Apply trace_processor's rules for sequences (ProtoTraceReader::ParsePacket) to a trace decoded
+    with the official schema, independently of tracebridge's reader.
+
+    A sequence's incremental state starts invalid; a packet with SEQ_INCREMENTAL_STATE_CLEARED makes it
+    valid (interned data and defaults start afresh); otherwise a packet with previous_packet_dropped
+    makes it invalid. Interned data on an invalid sequence is ignored, and a packet with
+    SEQ_NEEDS_INCREMENTAL_STATE on an invalid sequence is skipped whole. Slices are then matched per
+    track in timestamp order (file order breaks ties); an END with no open slice is misplaced."""
+    trace = decode(path)
+    out = Imported()
+    valid: dict[int, bool] = {}
+    names: dict[int, dict[int, str]] = {}
+    default_track: dict[int, int] = {}
+    default_clock: dict[int, int] = {}
+    clocks: dict[int, list[int]] = {}  # seq -> [current value of clock 64, its offset to BOOTTIME]
+    events: list[tuple[int, int, int, int, str]] = []  # (ts, order, type, track, name)
+    for p in trace.packet:
+        seq = p.trusted_packet_sequence_id
+        if p.sequence_flags & 1 or p.incremental_state_cleared:
+            valid[seq] = True
+            names[seq] = {}
+            default_track.pop(seq, None)
+            default_clock.pop(seq, None)
+        elif p.previous_packet_dropped:
+            valid[seq] = False
+        if p.previous_packet_dropped:
+            out.loss_packets += 1
+        if p.HasField("trace_packet_defaults"):
+            d = p.trace_packet_defaults
+            default_clock[seq] = d.timestamp_clock_id
+            default_track[seq] = d.track_event_defaults.track_uuid
+        if p.HasField("interned_data"):
+            if not valid.get(seq, False):
+                out.count("interned_data_skipped_incremental_state_invalid")
+            else:
+                for e in p.interned_data.event_names:
+                    names[seq][e.iid] = e.name
+        if p.HasField("clock_snapshot"):
+            values = {c.clock_id: c.timestamp for c in p.clock_snapshot.clocks}
+            if 64 in values:
+                clocks[seq] = [values[64], values[6] - values[64]]
+            continue
+        if p.sequence_flags & 2 and not valid.get(seq, False):
+            out.count("packet_skipped_seq_needs_incremental_state_invalid")
+            continue
+        if not p.HasField("track_event"):
+            continue
+        te = p.track_event
+        clock = p.timestamp_clock_id if p.HasField("timestamp_clock_id") else default_clock.get(seq, 6)
+        if clock == 64:
+            state = clocks[seq]
+            state[0] += p.timestamp
+            ts = state[0] + state[1]
+        else:
+            assert clock == 6, clock
+            ts = p.timestamp
+        track = te.track_uuid if te.HasField("track_uuid") else default_track.get(seq, 0)
+        if te.HasField("name_iid"):
+            name = names.get(seq, {}).get(te.name_iid)
+            if name is None:
+                out.count("interned_name_missing")
+                name = ""
+        else:
+            name = te.name
+        events.append((ts, len(events), te.type, track, name))
+    events.sort()
+    open_slices: dict[int, list[int]] = {}
+    for ts, _, kind, track, name in events:
+        if kind == 2:  # SLICE_END
+            stack = open_slices.get(track)
+            if not stack:
+                out.count("misplaced_end_event")
+                continue
+            i = stack.pop()
+            n, t, begin, _ = out.slices[i]
+            out.slices[i] = (n, t, begin, ts - begin)
+        elif kind == 1:  # SLICE_BEGIN
+            open_slices.setdefault(track, []).append(len(out.slices))
+            out.slices.append((name, track, ts, None))
+        elif kind == 3:  # INSTANT
+            out.slices.append((name, track, ts, 0))
+    return out
+
+
+@contextlib.contextmanager
+def configured(**options: Any) -> Iterator[None]:
+    """``tracebridge.configure(**options)`` for the block, the earlier values afterwards."""
+    from tracebridge._runtime import RT
+
+    before = {k: getattr(RT.config, k) for k in options}
+    tracebridge.configure(**options)
+    try:
+        yield
+    finally:
+        tracebridge.configure(**before)

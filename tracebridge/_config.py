@@ -29,6 +29,11 @@ class Config:
     max_items: int = 1000
     #: Records a thread may have queued for the writer; more are dropped and counted (``queue_full``).
     thread_buffer: int = 65536
+    #: What a thread whose queue is full does with a record: ``"drop"`` it (never waits; counted as
+    #: ``queue_full``, and the trace marks the gap) or ``"block"`` until the writer has made room (nothing
+    #: is lost; a writer that is dead, or makes no room within ``timeout``, turns waiting into dropping,
+    #: counted as ``writer_stalled``, until it catches up).
+    on_full: str = "drop"
     #: Seconds between the writer's rounds.
     flush_interval: float = 0.1
     #: In-memory sessions keep at most this many events; more are dropped and counted (``memory_cap``).
@@ -61,6 +66,8 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.on_full not in ("drop", "block"):
+            raise ValueError(f"on_full must be 'drop' or 'block', got {self.on_full!r}")
         compile_secret_keys(self.scrub)
         Pipeline.of(self.sampling)
         self.trace_lines()

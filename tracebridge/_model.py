@@ -234,6 +234,68 @@ RESERVED_KEYS: Final = frozenset(
 )
 #: The instant at the end of a Perfetto trace that holds the session's stats.
 STATS_EVENT: Final = "tracebridge.stats"
+#: The category of the instants that mark where a thread's events went missing (see :class:`Loss`).
+LOSS_CATEGORY: Final = "tracebridge.loss"
+
+
+@dataclass
+class Loss:
+    """Events of one thread that never reached the trace file, just before the batch it comes with:
+    how many, by reason (``queue_full``, ``writer_stalled``, ``sink_error``, ...), and when (trace
+    clock: the first and the last of them, as far as known).
+
+    A sink marks the place with an instant on the thread's track (:meth:`marker`) and makes sure that
+    what follows on the thread's sequence does not depend on anything written before the gap.
+    """
+
+    dropped: dict[str, int]
+    first_ns: int
+    last_ns: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.dropped.values())
+
+    def merge(self, other: Loss | None) -> Loss:
+        if other is None:
+            return self
+        dropped = dict(self.dropped)
+        for reason, n in other.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        return Loss(dropped, min(self.first_ns, other.first_ns), max(self.last_ns, other.last_ns))
+
+    def marker(self, thread: ThreadInfo) -> Event:
+        """The instant that shows the gap in a trace: ``tracebridge: 1,234 events dropped
+        (queue_full)``, at the first lost event's time."""
+        reasons = ", ".join(
+            f"{r} {n:,}" if len(self.dropped) > 1 else r for r, n in sorted(self.dropped.items())
+        )
+        return Event(
+            "instant",
+            f"tracebridge: {self.total:,} events dropped ({reasons})",
+            self.first_ns,
+            self.first_ns,
+            1,
+            {"dropped": dict(self.dropped), "until_ns": self.last_ns},
+            thread.tid,
+            thread.name,
+            categories=(LOSS_CATEGORY,),
+        )
+
+    @classmethod
+    def from_marker(cls, ev: Event) -> Loss | None:
+        """The loss an instant read back from a file marks, if it is such a marker."""
+        if ev.kind != "instant" or LOSS_CATEGORY not in ev.categories:
+            return None
+        dropped = ev.metadata.get("dropped")
+        until = ev.metadata.get("until_ns", ev.start_ns)
+        if not isinstance(dropped, dict) or not isinstance(until, int):
+            return None
+        try:
+            counts = {str(r): int(n) for r, n in dropped.items()}
+        except (TypeError, ValueError):
+            return None
+        return cls(counts, ev.start_ns, until)
 
 
 class SpanRecord:
@@ -453,3 +515,6 @@ class TraceFile:
     truncated_bytes: int = 0
     #: The file could not be read past a point (not a trace, a malformed record).
     fatal: bool = False
+    #: The instants that mark where a thread's events went missing, in time order (not in ``events``;
+    #: :meth:`Loss.from_marker` reads one).
+    losses: list[Event] = field(default_factory=list)

@@ -16,7 +16,6 @@ import inspect
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from ._model import (
     RESERVED_KEYS,
     Deferred,
     Event,
+    Loss,
     Record,
     Stats,
     ThreadInfo,
@@ -126,7 +126,8 @@ class Session:
         self._sink: Sink | None = None
         self._sink_backoff = 0.0
         self._sink_retry_at = 0.0
-        self._unmarked_gaps: dict[int, int] = {}
+        #: Per thread id: losses no file has marked yet (the sink failed, or was backing off).
+        self._unmarked_gaps: dict[int, Loss] = {}
         self._writer: threading.Thread | None = None
         self._cond = threading.Condition()
         self._stats_lock = threading.Lock()
@@ -136,10 +137,11 @@ class Session:
         self._deadline: float | None = None
         self._rounds_requested = 0
         self._rounds_done = 0
-        # Per thread: the drop counts already reported in this session's stats.
-        self._seen_dropped: weakref.WeakKeyDictionary[ThreadState, dict[str, int]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # on_full="block": threads wait on _room for the writer to empty their queues (_waiting of
+        # them); _stalled once the writer did not make room within the timeout, until its next round.
+        self._room = threading.Condition(threading.Lock())
+        self._waiting = 0
+        self._stalled = False
 
     def __repr__(self) -> str:
         where = self.path if self.path is not None else "memory"
@@ -206,7 +208,11 @@ class Session:
                     self._wake = False
                     stopping = self._stopping
                     requested = self._rounds_requested
-                self._round(final=stopping)
+                try:
+                    self._round(final=stopping)
+                except Exception as exc:  # (each step guards itself: this is the last line of defence)
+                    _safety.defer_error("writer", exc)
+                self._stalled = False  # the writer makes progress: blocked threads may wait for it again
                 with self._cond:
                     self._rounds_done = max(self._rounds_done, requested)
                     self._cond.notify_all()
@@ -241,6 +247,61 @@ class Session:
             self._wake = True
             self._cond.notify_all()
 
+    def wait_for_room(self, st: ThreadState) -> str | None:
+        """``on_full="block"``: wait until the writer has made room in ``st``'s full queue. Returns
+        ``None`` when the caller may queue its record (there is room, or the session is stopping and
+        its last round will take it), else why to drop it: ``writer_stalled`` when the writer is dead
+        or made no room within the session's ``timeout`` (then, until the writer finishes a round,
+        full queues drop at once instead of waiting again), ``queue_full`` on the writer's own thread
+        (it never waits for itself)."""
+        writer = self._writer
+        if writer is None or threading.current_thread() is writer:
+            return "queue_full"
+        if self._stalled:
+            return "writer_stalled"
+        deadline = time.monotonic() + self.config.timeout
+        cap = RT.buffer_cap
+        room = self._room
+        with room:
+            self._waiting += 1
+            try:
+                while len(st.buf) >= cap:
+                    if self._stopping:
+                        return None
+                    if self._stalled:
+                        return "writer_stalled"
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not writer.is_alive():
+                        self._stall(left <= 0)
+                        return "writer_stalled"
+                    self.nudge()
+                    room.wait(min(left, 0.05))
+            finally:
+                self._waiting -= 1
+                if self._stopping:
+                    room.notify_all()  # _finish waits for the waiters to leave
+        return None
+
+    def _stall(self, timed_out: bool) -> None:
+        self._stalled = True
+        why = f"made no room within {self.config.timeout}s" if timed_out else "is not running"
+        _safety.internal_error(
+            "on_full=block",
+            TimeoutError(f"the writer {why}: full queues drop events (writer_stalled) until it catches up"),
+            raise_in_strict=False,
+        )
+
+    def _room_made(self) -> None:
+        """The writer emptied part of a queue: wake the threads waiting for room."""
+        with self._room:
+            self._room.notify_all()
+
+    def _release_waiters(self) -> None:
+        """Stopping: threads waiting for room queue their records (the last round writes them)."""
+        with self._room:
+            self._room.notify_all()
+            self._room.wait_for(lambda: self._waiting == 0, timeout=1.0)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything recorded so far; True if the writer finished within ``timeout``."""
         if self.stopped:
@@ -252,16 +313,23 @@ class Session:
     def _finish(self, timeout: float) -> None:
         with self._stats_lock:
             self._stopping = True  # no new activities from now on
+        self._release_waiters()
         # The writer stops writing at the deadline and then needs a moment to count and close.
         self._deadline = time.monotonic() + timeout
         done = self._request_round(timeout + max(1.0, timeout / 2), stop=True)
-        if not done and self._writer is not None and self._writer.is_alive():
-            _safety.internal_error(
-                "session.stop",
-                TimeoutError(f"writer did not finish within {timeout}s"),
-                raise_in_strict=False,
-            )
-            return
+        if not done and self._writer is not None:
+            if self._writer.is_alive():
+                _safety.internal_error(
+                    "session.stop",
+                    TimeoutError(f"writer did not finish within {timeout}s"),
+                    raise_in_strict=False,
+                )
+                return
+            # The writer died: what is still queued is counted, and the file is closed from here.
+            for st in _all_threads():
+                self._count_drops(st)
+                while st.buf:
+                    self.count_drop("writer_stalled", st.buf.popleft().kind)
         self._close_sink()
 
     # -- the writer's round ------------------------------------------------------------------------
@@ -315,45 +383,51 @@ class Session:
             for rec, info in begun:
                 by_thread.setdefault(info, []).append(rec)
             for info, records in by_thread.items():
-                self._write(info, self._events(records, info), 0)
+                self._write(info, self._events(records, info), None)
         for st in _all_threads():
             try:
                 self._drain(st)
             except Exception as exc:
                 _safety.defer_error("writer", exc)
 
+    def _count_drops(self, st: ThreadState) -> Loss | None:
+        """Count the records ``st`` could not queue since the last call; the loss they make."""
+        dropped, first, last = st.take_drops()
+        if not dropped:
+            return None
+        by_reason: dict[str, int] = {}
+        for (reason, kind), n in dropped.items():
+            self.count_drop(reason, kind, n)
+            by_reason[reason] = by_reason.get(reason, 0) + n
+        return Loss(by_reason, first + self.clock_offset, last + self.clock_offset)
+
     def _drain(self, st: ThreadState) -> None:
         """Write what ``st`` has queued, a chunk at a time (memory stays bounded however much is
         queued). Past the stop deadline, what is left is counted as dropped (``stop_timeout``)."""
-        seen = self._seen_dropped.setdefault(st, {})
-        new_drops = 0
-        for kind, count in list(st.dropped.items()):
-            before = seen.get(kind, 0)
-            if count > before:
-                self.count_drop("queue_full", kind, count - before)
-                new_drops += count - before
-                seen[kind] = count
+        loss = self._count_drops(st)
         buf = st.buf
         pop = buf.popleft
         left = len(buf)
         info = self._thread_info(st)
-        while left > 0 or new_drops:
+        while left > 0 or loss is not None:
             n = min(left, WRITE_CHUNK)
             left -= n
             records = [pop() for _ in range(n)]
+            if self._waiting:
+                self._room_made()
             if st.deferred:
                 records = self._materialize(records)
             if self._deadline is not None and time.monotonic() > self._deadline:
                 for rec in records:
                     self.count_drop("stop_timeout", rec.kind)
-                new_drops = 0
+                loss = None
                 continue
             pipe = self.pipeline
             if pipe is not None and pipe.tail_stages:
-                self._write_items(pipe.tail([(info, rec) for rec in records]), info, new_drops)
+                self._write_items(pipe.tail([(info, rec) for rec in records]), info, loss)
             else:
-                self._write(info, self._events(records, info), new_drops)
-            new_drops = 0
+                self._write(info, self._events(records, info), loss)
+            loss = None
 
     def _materialize(self, records: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -369,7 +443,7 @@ class Session:
         return out
 
     def _write_items(
-        self, items: list[tuple[ThreadInfo, Any]], info: ThreadInfo | None = None, new_drops: int = 0
+        self, items: list[tuple[ThreadInfo, Any]], info: ThreadInfo | None = None, loss: Loss | None = None
     ) -> None:
         """Write (thread, record) pairs, a batch per thread (a tail sampler may release other threads'
         records held from earlier rounds)."""
@@ -379,7 +453,7 @@ class Session:
         for thread, rec in items:
             by_thread.setdefault(thread, []).append(rec)
         for thread, records in by_thread.items():
-            self._write(thread, self._events(records, thread), new_drops if thread is info else 0)
+            self._write(thread, self._events(records, thread), loss if thread is info else None)
 
     def _events(self, records: list[Any], info: ThreadInfo) -> list[Event]:
         events: list[Event] = []
@@ -406,39 +480,48 @@ class Session:
             st.info = replace(st.info, name=t.name)
         return st.info
 
-    def _write(self, info: ThreadInfo, events: list[Event], dropped_before: int) -> None:
+    def _write(self, info: ThreadInfo, events: list[Event], loss: Loss | None) -> None:
         """Hand a batch to the sink. A sink either takes a batch or raises having written none of it;
         after a failure the session backs off (1 s, doubling up to 30 s) and counts what it could not
-        write as ``sink_error``."""
-        if not events and not dropped_before:
+        write as ``sink_error``. Trace lines see every event, whatever the file could take."""
+        if not events and loss is None:
             return
         if self._rename is not None:  # named while these events were made: before them
             self._apply_rename()
         sink = self._sink
         written = 0
         reason = "sink_error"
-        # Drops the sink has not been told about yet (batches lost to errors or skipped while backing
+        # Losses the sink has not been told about yet (batches lost to errors or skipped while backing
         # off), so that the next batch it takes is marked as following a gap.
-        gap = dropped_before + self._unmarked_gaps.pop(info.tid, 0)
+        earlier = self._unmarked_gaps.pop(info.tid, None)
+        gap = earlier if loss is None else loss.merge(earlier)
         if sink is not None and time.monotonic() >= self._sink_retry_at:
             try:
                 written = sink.write(info, events, gap)
                 self._sink_backoff = 0.0
                 reason = sink.drop_reason
-                gap = 0
+                gap = None
             except Exception as exc:
                 self._sink_backoff = min(30.0, max(1.0, self._sink_backoff * 2))
                 self._sink_retry_at = time.monotonic() + self._sink_backoff
                 _safety.defer_error("sink.write", exc)
-        if gap or written < len(events):
-            self._unmarked_gaps[info.tid] = gap + len(events) - written
-        for ev in events[written:]:
-            self.stats.recorded[ev.kind] -= 1
-            self.count_drop(reason, ev.kind)
+        if written < len(events):
+            lost = events[written:]
+            here = Loss(
+                {reason: len(lost)},
+                min(ev.start_ns for ev in lost),
+                max(ev.start_ns if ev.end_ns is None else ev.end_ns for ev in lost),
+            )
+            gap = here.merge(gap)
+            for ev in lost:
+                self.stats.recorded[ev.kind] -= 1
+                self.count_drop(reason, ev.kind)
+        if gap is not None:
+            self._unmarked_gaps[info.tid] = gap
         lines = self.lines
-        if lines is not None and written:
+        if lines is not None and events:
             try:
-                lines.observe(events[:written] if written < len(events) else events, self.wall_offset_ns)
+                lines.observe(events, self.wall_offset_ns)
             except Exception as exc:
                 _safety.defer_error("trace_lines", exc)
 
@@ -680,6 +763,7 @@ def configure(**options: Any) -> Config:
         cfg.validate()
         RT.config = cfg
         RT.buffer_cap = cfg.thread_buffer
+        RT.block = cfg.on_full == "block"
         _safety.set_strict(cfg.strict)
         if "otel" in options:
             _otel_changed(cfg.otel)
@@ -869,7 +953,7 @@ def _discard_stale_records(session: Session) -> None:
             except IndexError:
                 break
             session.stats.count_drop("outside_session", rec.kind)
-        session._seen_dropped[st] = dict(st.dropped)
+        st.take_drops()  # (counted by the session they happened in, or outside any session)
 
 
 #: Called (without arguments) when a session is about to stop, while it still records: the logging

@@ -43,7 +43,7 @@ def measure_clock_offset() -> int:
 class _Runtime:
     """What the hot path reads: one object, so that a check costs one global and one slot load."""
 
-    __slots__ = ("bridge", "buffer_cap", "config", "level", "pipeline", "session")
+    __slots__ = ("block", "bridge", "buffer_cap", "config", "level", "pipeline", "session")
 
     def __init__(self) -> None:
         #: The OpenTelemetry bridge (``configure(otel=...)``): tracebridge spans become OTel spans.
@@ -53,6 +53,7 @@ class _Runtime:
         self.pipeline: Pipeline | None = None  # the active session's sampling, if it has any
         self.config = Config()
         self.buffer_cap = self.config.thread_buffer  # copied here: one load less on the hot path
+        self.block = False  # configure(on_full="block"): a full queue waits for the writer
 
 
 RT = _Runtime()
@@ -66,6 +67,8 @@ class ThreadState:
         "buf",
         "dead",
         "deferred",
+        "drop_first",
+        "drop_last",
         "dropped",
         "idle_rounds",
         "info",
@@ -76,8 +79,11 @@ class ThreadState:
     def __init__(self) -> None:
         self.buf: deque[Any] = deque()
         self.stack: list[Any] = []  # open spans (tracebridge's, and OpenTelemetry's while they run)
-        # Records dropped because this queue was full, by kind (see drop()); the writer reports them.
-        self.dropped: dict[str, int] = {}
+        # Records that never made it into the queue, by (reason, kind), and when the first and the last
+        # of them were dropped (now_ns; 0: none since the writer last took them, see take_drops()).
+        self.dropped: dict[tuple[str, str], int] = {}
+        self.drop_first = 0
+        self.drop_last = 0
         t = threading.current_thread()
         self.thread = weakref.ref(t)
         self.info = ThreadInfo(os.getpid(), threading.get_native_id(), t.name)
@@ -86,19 +92,53 @@ class ThreadState:
         #: Set once a source queued a Deferred record here: the writer then materializes them.
         self.deferred = False
 
-    def drop(self, kind: str) -> None:
-        # The slow path (a full queue): a lock, because a span that ends on another thread than the
-        # one it began on counts its drop here too.
+    def drop(self, kind: str, reason: str = "queue_full") -> None:
+        # The slow path: a lock, because a span that ends on another thread than the one it began on
+        # counts its drop here too.
+        t = now_ns()
+        key = (reason, kind)
         with _drop_lock:
-            self.dropped[kind] = self.dropped.get(kind, 0) + 1
+            self.dropped[key] = self.dropped.get(key, 0) + 1
+            if not self.drop_first:
+                self.drop_first = t
+            self.drop_last = t
+
+    def take_drops(self) -> tuple[dict[tuple[str, str], int], int, int]:
+        """The drops since the last call: counts by (reason, kind), first and last time (now_ns)."""
+        with _drop_lock:
+            dropped, first, last = self.dropped, self.drop_first, self.drop_last
+            if dropped:
+                self.dropped = {}
+                self.drop_first = self.drop_last = 0
+        return dropped, first, last
 
     def push(self, rec: Any) -> None:
-        """Queue a record, or count it dropped when the queue is full."""
+        """Queue a record; when the queue is full, what the session's policy says (:meth:`full`)."""
         buf = self.buf
         if len(buf) < RT.buffer_cap:
             buf.append(rec)
         else:
+            self.full(rec)
+
+    def full(self, rec: Any) -> None:
+        """The queue is full. ``on_full="drop"``: count ``rec`` dropped (``queue_full``). ``"block"``:
+        wait for the writer to make room, then queue it; a writer that is dead or does not make room
+        within the session's ``timeout`` makes it a drop (``writer_stalled``)."""
+        session = RT.session
+        if RT.block and session is not None:
+            reason = session.wait_for_room(self)
+            if reason is None:
+                self.buf.append(rec)
+                return
+            self.drop(rec.kind, reason)
+        else:
             self.drop(rec.kind)
+
+    def push_required(self, rec: Any) -> None:
+        """Queue a record whatever the queue holds: the end of a span whose beginning is in the trace
+        already (dropping it would leave the slice open, swallowing the thread's later slices). Such
+        records are bounded by the spans running at once."""
+        self.buf.append(rec)
 
 
 _drop_lock = threading.Lock()
@@ -173,8 +213,9 @@ def _forget_dead_threads() -> None:
 def threads_after_fork() -> int:
     """In a forked child: a fresh lock (another thread of the parent may have held it), only the calling
     thread's state kept (emptied). Returns the records the child inherited and dropped."""
-    global _threads_lock
+    global _threads_lock, _drop_lock
     _threads_lock = threading.Lock()
+    _drop_lock = threading.Lock()
     me = threading.get_native_id()
     inherited = 0
     with _threads_lock:
@@ -189,5 +230,5 @@ def threads_after_fork() -> int:
     for st in survivors:
         inherited += len(st.buf)
         st.buf.clear()
-        st.dropped.clear()
+        st.take_drops()
     return inherited

@@ -358,7 +358,7 @@ class _Recorder:
         if announced:  # its end goes where its beginning is: its thread's sequence and track
             if st.dead:
                 revive(st)
-            st.push(_Finished(span, level, False, announced=True, bridged=bridged))
+            st.push_required(_Finished(span, level, False, announced=True, bridged=bridged))
             return
         if st.dead:  # its thread has ended since
             st = thread_state()

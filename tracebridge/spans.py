@@ -146,7 +146,7 @@ class Span(SpanRecord):
         if len(buf) < RT.buffer_cap:
             buf.append(self)
         else:
-            st.drop("span")
+            st.full(self)
         return None
 
     def _left_out_of_order(self, stack: list[SpanRecord]) -> None:
@@ -656,7 +656,7 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
             if len(buf) < RT.buffer_cap:
                 buf.append(s)
             else:
-                st.drop("span")
+                st.full(s)
             return result
 
         return plain_wrapper  # type: ignore[return-value]

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 import tracebridge
-from tracebridge._model import Event, ThreadInfo
+from tracebridge._model import Event, Loss, ThreadInfo
 from tracebridge._runtime import RT
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
-from helpers import comparable, decode
+from helpers import comparable, decode, perfetto_import
 
 ME = ThreadInfo(os.getpid(), 9, "t")
 
@@ -187,13 +187,15 @@ def test_drop_mark_survives_a_failed_write(trace_path: Path) -> None:
 
     w._out.file = Failing()  # type: ignore[assignment]
     with pytest.raises(OSError):
-        w.write(ME, [Event("instant", "lost", 2_000, 2_000, 1, {}, ME.tid, ME.name)], dropped_before=5)
+        w.write(ME, [Event("instant", "lost", 2_000, 2_000, 1, {}, ME.tid, ME.name)], Loss({"x": 5}, 1, 1))
     w._out.file = real
     w.write(ME, [Event("instant", "kept", 3_000, 3_000, 1, {}, ME.tid, ME.name)])
     w.close()
-    packets = [p for p in decode(trace_path).packet if p.HasField("track_event") and p.track_event.type == 3]
-    assert [p.previous_packet_dropped for p in packets] == [1]
+    # The failed write is a gap too: the next write clears the sequence and says a packet was lost.
+    lost = [p for p in decode(trace_path).packet if p.previous_packet_dropped]
+    assert len(lost) == 1 and lost[0].sequence_flags & 1
     assert [e.name for e in read_trace(trace_path).events] == ["kept"]
+    assert perfetto_import(trace_path).stats == {}
 
 
 def test_big_counter_values_and_activity_tracks(trace_path: Path) -> None:

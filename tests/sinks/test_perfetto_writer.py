@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 import tracebridge
-from tracebridge._model import ErrorInfo, Event, Frame, ThreadInfo
+from tracebridge._model import ErrorInfo, Event, Frame, Loss, ThreadInfo
+from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
-from helpers import decode, official_view
+from helpers import decode, official_view, perfetto_import
 
 ME = ThreadInfo(os.getpid(), 4242, "worker")
 
@@ -180,13 +181,26 @@ def test_counters_categories_flows_and_logs(trace_path: Path) -> None:
     assert back["user 42 logged in"].kind == "log" and back["user 42 logged in"].source == src
 
 
-def test_previous_packet_dropped_marks_the_gap(trace_path: Path) -> None:
+def test_a_loss_clears_the_sequence_and_is_marked(trace_path: Path) -> None:
     w = PerfettoWriter(trace_path, start_ts=1_000)
-    w.write(ME, [Event("instant", "a", 2_000, 2_000, 1, {}, ME.tid, ME.name)])
-    w.write(ME, [Event("instant", "b", 3_000, 3_000, 1, {}, ME.tid, ME.name)], dropped_before=5)
+    w.write(ME, [Event("span", "a", 2_000, 2_500, 1, {}, ME.tid, ME.name)])
+    loss = Loss({"queue_full": 1234}, 2_600, 2_900)
+    w.write(ME, [Event("span", "a", 3_000, 3_500, 1, {}, ME.tid, ME.name)], loss)
     w.close()
-    packets = [e["packet"] for e in official_view(trace_path)["events"]]
-    assert [p.previous_packet_dropped for p in packets] == [0, 1]
+    packets = [p for p in decode(trace_path).packet if p.trusted_packet_sequence_id > 1]
+    # The loss is reported on a packet that clears the incremental state (so it invalidates nothing),
+    # and the interned name of "a" is written again after it.
+    lost = [p for p in packets if p.previous_packet_dropped]
+    assert len(lost) == 1 and lost[0].sequence_flags & 1 and lost[0].HasField("trace_packet_defaults")
+    after = packets[packets.index(lost[0]) :]
+    assert any(n.name == "a" for p in after for n in p.interned_data.event_names)
+    imported = perfetto_import(trace_path)
+    assert imported.stats == {} and imported.loss_packets == 1
+    assert sorted(imported.names()) == ["a", "a", "tracebridge: 1,234 events dropped (queue_full)"]
+    back = read_trace(trace_path)
+    assert [(e.name, e.start_ns) for e in back.events] == [("a", 2_000), ("a", 3_000)]
+    assert [Loss.from_marker(m) for m in back.losses] == [loss]
+    assert back.losses[0].thread_id == ME.tid and back.problems == []
 
 
 def test_named_and_overlapping_tracks_never_cross(trace_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from .._model import Event, Stats, ThreadInfo
+from .._model import Event, Loss, Stats, ThreadInfo
 
 if TYPE_CHECKING:
     from .._recorder import Session
@@ -19,9 +19,11 @@ class Sink(Protocol):
     #: The reason events are counted under when ``write`` does not take all of them.
     drop_reason: str
 
-    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+    def write(self, thread: ThreadInfo, events: list[Event], loss: Loss | None = None) -> int:
         """Take a batch of one thread's events; return how many were taken (the rest are dropped).
-        ``dropped_before`` says how many of the thread's events were dropped just before this batch."""
+        ``loss``: the thread's events that were lost just before this batch (the batch may be empty
+        then). A file sink marks the place, and nothing it writes after the gap may depend on state
+        written before it: a loss must never hide what follows."""
         ...
 
     def flush(self) -> None: ...

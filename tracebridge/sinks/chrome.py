@@ -27,6 +27,7 @@ from .._model import (
     ErrorInfo,
     Event,
     Frame,
+    Loss,
     Problem,
     Stats,
     ThreadInfo,
@@ -143,11 +144,13 @@ class ChromeJsonWriter:
         self._name_thread(tid, {"name": name, LANE_KIND_KEY: kind, LANE_THREAD_KEY: thread.tid})
         return tid
 
-    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+    def write(self, thread: ThreadInfo, events: list[Event], loss: Loss | None = None) -> int:
         flows_before = len(self._flows)
         first_before = self._first
         try:
             self._name_thread(thread.tid, {"name": thread.name})
+            if loss is not None:  # an instant marks where the thread's events went missing
+                self._event(thread, loss.marker(thread))
             for ev in events:
                 self._event(thread, ev)
             self._commit()
@@ -353,9 +356,13 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
             continue
         if ev is None:
             continue
+        if Loss.from_marker(ev) is not None:
+            out.losses.append(ev)
+            continue
         out.events.append(ev)
     out.events.extend(activities.values())
     out.events.sort(key=lambda ev: ev.start_ns)
+    out.losses.sort(key=lambda ev: ev.start_ns)
     return out
 
 

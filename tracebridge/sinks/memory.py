@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._model import Event, Stats, ThreadInfo
+from .._model import Event, Loss, Stats, ThreadInfo
 
 
 class MemorySink:
@@ -16,7 +16,7 @@ class MemorySink:
         self.events = events
         self.max_events = max_events
 
-    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+    def write(self, thread: ThreadInfo, events: list[Event], loss: Loss | None = None) -> int:
         room = self.max_events - len(self.events)
         taken = events if len(events) <= room else events[: max(room, 0)]
         self.events.extend(taken)
@@ -36,7 +36,7 @@ class NullSink:
 
     drop_reason = "sink_error"
 
-    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+    def write(self, thread: ThreadInfo, events: list[Event], loss: Loss | None = None) -> int:
         return len(events)
 
     def flush(self) -> None:

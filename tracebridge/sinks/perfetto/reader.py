@@ -29,6 +29,7 @@ from ..._model import (
     ErrorInfo,
     Event,
     Frame,
+    Loss,
     Problem,
     Stats,
     TraceFile,
@@ -573,6 +574,9 @@ class _Reader:
             if maybe is None:
                 continue
             ev = maybe
+            if t == INSTANT and Loss.from_marker(ev) is not None:
+                self.out.losses.append(ev)
+                continue
             if t == SLICE_BEGIN:
                 stack = open_slices.setdefault(raw.track, [])
                 if len(stack) >= MAX_DEPTH:

@@ -34,6 +34,7 @@ from ..._model import (
     ErrorInfo,
     Event,
     Frame,
+    Loss,
     Stats,
     ThreadInfo,
     trace_clock_ns,
@@ -274,8 +275,13 @@ class _Sequence:
         )
         first = P_FIRST_ON_SEQUENCE.boolean(True) if self.first else b""
         self.first = False
+        # A loss is reported on the packet that clears the state: trace_processor then counts it without
+        # invalidating the sequence (a loss marker on a packet that does not clear would hide every
+        # later packet of the sequence that needs interned data).
+        lost = P_PREVIOUS_DROPPED.boolean(True) if self.pending_drop else b""
+        self.pending_drop = False
         head = frame(
-            P_TRACK_DESCRIPTOR.bytes_(desc) + self.seq_bytes + P_FLAGS.uint(CLEARED) + defaults + first
+            P_TRACK_DESCRIPTOR.bytes_(desc) + self.seq_bytes + P_FLAGS.uint(CLEARED) + defaults + first + lost
         )
         snapshot = message(
             P_CLOCK_SNAPSHOT,
@@ -344,8 +350,8 @@ class _Sequence:
             uuid = tracks.pop(id(ev), 0)
             if ev.begun:
                 return self._late_end(head, ev)
-            if uuid or self.pending_drop:
-                return frame(head + self._tail(TYPE_END + E_TRACK.uint(uuid) if uuid else TYPE_END, []))
+            if uuid:
+                return frame(head + self._tail(TYPE_END + E_TRACK.uint(uuid), []))
             packet = head + self.end_tail
             return b"\x0a" + varint(len(packet)) + packet
         interned: list[bytes] = []
@@ -409,7 +415,7 @@ class _Sequence:
         elif ev.trace_id and phase == SLICE_BEGIN:  # the UI relates the slices of one trace by it
             parts.append(E_CORRELATION_STR.string(f"{ev.trace_id:032x}"))
         te = b"".join(parts)
-        if interned or self.pending_drop:
+        if interned:
             packet = head + self._tail(te, interned)
         else:
             packet = head + TRACK_EVENT_TAG + varint(len(te)) + te + self.seq_bytes_needs
@@ -443,9 +449,6 @@ class _Sequence:
         out = TRACK_EVENT_TAG + varint(len(te)) + te + self.seq_bytes_needs
         if interned:
             out += P_INTERNED.bytes_(b"".join(interned))
-        if self.pending_drop:
-            out += P_PREVIOUS_DROPPED.uint(1)
-            self.pending_drop = False
         return out
 
     def _track_for(self, ev: Event) -> int:
@@ -648,17 +651,22 @@ class PerfettoWriter:
 
     # -- sink interface ----------------------------------------------------------------------------
 
-    def write(self, thread: ThreadInfo, events: list[Event], dropped_before: int = 0) -> int:
+    def write(self, thread: ThreadInfo, events: list[Event], loss: Loss | None = None) -> int:
         seq = self._sequences.get(thread.tid)
         if seq is None or seq.thread.pid != thread.pid:
             seq = _Sequence(self, self._next_seq, thread)
             self._next_seq += 1
             self._sequences[thread.tid] = seq
-        if dropped_before:
+        batch = events
+        if loss is not None:
+            # After a gap the sequence starts its incremental state afresh (with previous_packet_dropped
+            # on the packet that clears it), and an instant on the thread's track marks the place.
+            seq.started = False
             seq.pending_drop = True
-        if events:
+            batch = [loss.marker(thread), *events]
+        if batch:
             # Track descriptors the batch needs are queued while it is encoded, so they precede it.
-            self._pending.extend(seq.encode(events))
+            self._pending.extend(seq.encode(batch))
             try:
                 self._commit()
             except BaseException:
