@@ -208,7 +208,8 @@ def perfetto_import(path: Path | bytes) -> Imported:
         if not p.HasField("track_event"):
             continue
         te = p.track_event
-        clock = p.timestamp_clock_id if p.HasField("timestamp_clock_id") else default_clock.get(seq, 6)
+        clock = p.timestamp_clock_id if p.HasField("timestamp_clock_id") else default_clock.get(seq, 0)
+        clock = clock or 6  # none given: the trace's clock, BOOTTIME
         if clock == 64:
             state = clocks[seq]
             state[0] += p.timestamp

@@ -491,10 +491,19 @@ class Problem:
     code: str
     message: str
     offset: int = -1
+    #: How many times the file has it (the message and offset are the first one's).
+    count: int = 1
+    #: Events that the problem keeps out of Perfetto (a skipped packet's slice, instant or counter).
+    events: int = 0
 
     def __str__(self) -> str:
-        where = f" (at byte {self.offset})" if self.offset >= 0 else ""
-        return f"{self.code}: {self.message}{where}"
+        where = f" (first at byte {self.offset})" if self.count > 1 else f" (at byte {self.offset})"
+        text = f"{self.code}: {self.message}{where if self.offset >= 0 else ''}"
+        if self.count > 1:
+            text += f"; {self.count:,} times"
+        if self.events:
+            text += f"; hides {self.events:,} events"
+        return text
 
 
 @dataclass
@@ -518,3 +527,8 @@ class TraceFile:
     #: The instants that mark where a thread's events went missing, in time order (not in ``events``;
     #: :meth:`Loss.from_marker` reads one).
     losses: list[Event] = field(default_factory=list)
+    #: Perfetto traces: the events the file holds (slices, instants, counter samples, log messages;
+    #: not tracebridge's own stats and loss markers), and how many of them Perfetto's importer would show
+    #: (the rest are in skipped packets).
+    file_events: int = 0
+    shown_events: int = 0

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from ._model import TraceFile
+from ._model import Loss, TraceFile
 from .reading import TraceReadError, read_trace
 
 EXIT_PROBLEMS = 1
@@ -131,10 +131,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _notes(trace, path)
         if trace.problems:
             status = max(status, EXIT_PROBLEMS)
+            if trace.format == "perfetto":
+                print(f"{path}: Perfetto would show {trace.shown_events:,} of {trace.file_events:,} events")
         elif not args.quiet:
-            what = f"{trace.packets} packets" if trace.format == "perfetto" else "Chrome JSON"
-            print(f"{path}: ok ({what}, {len(trace.events)} events)")
+            what = f"{trace.packets:,} packets" if trace.format == "perfetto" else "Chrome JSON"
+            print(f"{path}: ok ({what}, {len(trace.events):,} events{_losses(trace)})")
     return status
+
+
+def _losses(trace: TraceFile) -> str:
+    """What the trace's loss markers say, for a line that ends with it."""
+    if not trace.losses:
+        return ""
+    total = sum(loss.total for loss in map(Loss.from_marker, trace.losses) if loss is not None)
+    gaps = len(trace.losses)
+    return f"; {total:,} more were dropped before they reached the file, marked at {gaps:,} places"
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

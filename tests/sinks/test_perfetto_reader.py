@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tracebridge
-from tracebridge._model import Event, ThreadInfo
+from tracebridge._model import Event, Loss, ThreadInfo
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto.reader import iter_frames, read_perfetto_bytes
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
-from helpers import assert_same_events, comparable, decode
+from helpers import assert_same_events, comparable, decode, perfetto_import
 from strategies import thread_events
 
 PID = os.getpid()
@@ -169,3 +169,123 @@ def test_not_a_trace_and_malformed_packets() -> None:
     malformed = b"\x0a\x03\xff\xff\xff"  # a complete record whose bytes are not a TracePacket
     trace = read_perfetto_bytes(malformed)
     assert trace.fatal and trace.problems[0].code == "trace_parser_errors"
+
+
+def _sequence_with_a_loss(clear_after_loss: bool, intern_after_loss: bool = True) -> bytes:
+    """A thread's sequence: a slice, then a packet after a loss, then another slice (named by iid)."""
+    desc = _packet(
+        trusted_packet_sequence_id=2,
+        sequence_flags=1,
+        track_descriptor__uuid=5,
+        track_descriptor__thread__pid=1,
+        track_descriptor__thread__tid=2,
+        trace_packet_defaults__track_event_defaults__track_uuid=5,
+        interned_data__event_names=[_name(1, "work")],
+    )
+
+    def event(ts: int, kind: int, **extra: object) -> bytes:
+        fields: dict[str, object] = {"trusted_packet_sequence_id": 2, "sequence_flags": 2, "timestamp": ts}
+        fields["track_event__type"] = kind
+        if kind == 1:
+            fields["track_event__name_iid"] = 1
+        fields.update(extra)
+        return _packet(**fields)
+
+    after: dict[str, object] = {"previous_packet_dropped": 1}
+    if clear_after_loss:
+        after.update(sequence_flags=1, trace_packet_defaults__track_event_defaults__track_uuid=5)
+    if intern_after_loss:
+        after["interned_data__event_names"] = [_name(1, "work")]
+    restart = _packet(
+        trusted_packet_sequence_id=2,
+        timestamp=20,
+        track_event__type=3,
+        track_event__name="restart",
+        **after,  # type: ignore[arg-type]
+    )
+    return (
+        desc
+        + event(10, 1)
+        + event(11, 2)
+        + restart
+        + event(30, 1)
+        + event(31, 2)
+        + event(40, 1)
+        + event(41, 2)
+    )
+
+
+def _name(iid: int, name: str) -> object:
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as official
+
+    return official.EventName(iid=iid, name=name)
+
+
+def test_validate_applies_the_importers_loss_rule() -> None:
+    # The loss is reported on a packet that does not clear the state: every later packet that needs
+    # interned data is skipped (two slices: their BEGINs and ENDs).
+    poisoned = read_perfetto_bytes(_sequence_with_a_loss(clear_after_loss=False))
+    problems = {p.code: p for p in poisoned.problems}
+    skipped = problems["packet_skipped_seq_needs_incremental_state_invalid"]
+    assert skipped.count == 4 and skipped.events == 2
+    assert "lost packets" in skipped.message
+    assert "interned_data_skipped_incremental_state_invalid" in problems
+    assert (poisoned.shown_events, poisoned.file_events) == (2, 4)
+    assert [e.name for e in poisoned.events] == ["work", "restart"]
+    # (The independent reading of the same rules, on the official schema, agrees.)
+    assert perfetto_import(_sequence_with_a_loss(clear_after_loss=False)).stats == {
+        "packet_skipped_seq_needs_incremental_state_invalid": 4,
+        "interned_data_skipped_incremental_state_invalid": 1,
+    }
+    assert perfetto_import(_sequence_with_a_loss(clear_after_loss=True)).stats == {}
+
+    # The same loss on a packet that clears the state and interns again: everything is shown.
+    healthy = read_perfetto_bytes(_sequence_with_a_loss(clear_after_loss=True))
+    assert healthy.problems == []
+    assert (healthy.shown_events, healthy.file_events) == (4, 4)
+    assert [e.name for e in healthy.events] == ["work", "restart", "work", "work"]
+
+    # Cleared, but the name is not interned again: the iid is unknown in the new generation.
+    unnamed = read_perfetto_bytes(_sequence_with_a_loss(clear_after_loss=True, intern_after_loss=False))
+    assert [p.code for p in unnamed.problems] == ["track_event_parser_errors"]
+    assert unnamed.problems[0].count == 2
+
+
+def test_validate_cli_says_what_perfetto_would_show(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tracebridge.cli import main
+
+    bad = tmp_path / "bad.perfetto-trace"
+    bad.write_bytes(_sequence_with_a_loss(clear_after_loss=False))
+    good = tmp_path / "good.perfetto-trace"
+    good.write_bytes(_sequence_with_a_loss(clear_after_loss=True))
+    assert main(["validate", str(good)]) == 0
+    assert main(["validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{good}: ok (8 packets, 4 events)" in out
+    assert "packet_skipped_seq_needs_incremental_state_invalid" in out and "4 times; hides 2 events" in out
+    assert f"{bad}: Perfetto would show 2 of 4 events" in out
+
+
+@given(batches(), st.lists(st.booleans(), min_size=6, max_size=6))
+def test_losses_between_any_batches_hide_nothing(tmp_path_factory, data, lost) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("loss") / "t.perfetto-trace"
+    w = PerfettoWriter(path)
+    written: list[Event] = []
+    marked = []
+    for (thread, events), loss_before in zip(data, lost):  # noqa: B905 (fewer batches than flags)
+        loss = None
+        if loss_before:
+            at = events[0].start_ns if events else 5_000
+            loss = Loss({"queue_full": len(written) + 1}, at, at + 10)
+            marked.append(loss)
+        w.write(thread, events, loss)
+        written.extend(events)
+    w.close()
+    imported = perfetto_import(path)
+    assert imported.stats == {}
+    assert imported.loss_packets == len(marked)
+    trace = read_trace(path)
+    assert trace.problems == []
+    assert_same_events(trace.events, written)
+    assert sorted(map(repr, map(Loss.from_marker, trace.losses))) == sorted(map(repr, marked))
+    assert trace.shown_events == trace.file_events == len(written)

@@ -161,9 +161,19 @@ class _Reader:
         self.raw: list[_Raw] = []
         self.global_offsets: dict[int, int] = {}  # builtin clock id -> offset to BOOTTIME
         self.snapshots: dict[tuple[int, frozenset[int]], int] = {}  # clock set -> last BOOTTIME
+        self.by_code: dict[str, Problem] = {}
+        self.lost_seqs: set[int] = set()  # sequences invalid since a loss (until they clear)
 
-    def problem(self, code: str, message: str, offset: int = -1) -> None:
-        self.out.problems.append(Problem(code, message, offset))
+    def problem(self, code: str, message: str, offset: int = -1, events: int = 0) -> None:
+        """Record a problem; problems of one code are counted on the first one (with the events they
+        keep out of Perfetto), so that a file with a million of them reads in bounded memory."""
+        found = self.by_code.get(code)
+        if found is None:
+            found = self.by_code[code] = Problem(code, message, offset, events=events)
+            self.out.problems.append(found)
+        else:
+            found.count += 1
+            found.events += events
 
     def run(self) -> TraceFile:
         data = self.data
@@ -210,14 +220,19 @@ class _Reader:
         has_seq = p.HasField("trusted_packet_sequence_id") and p.trusted_packet_sequence_id != 0
         seq_id = p.trusted_packet_sequence_id if has_seq else 0
         seq = self.seqs.setdefault(seq_id, _Seq()) if has_seq else None
+        # In the order trace_processor applies them (ProtoTraceReader::ParsePacket): a packet that
+        # clears the incremental state makes it valid, else one that follows a loss makes it invalid;
+        # then defaults, interned data (ignored while invalid), a clock snapshot (nothing else of its
+        # packet is read), and packets that need the state are skipped while it is invalid.
         flags = p.sequence_flags
         if seq is not None and flags & 1:
             self.seqs[seq_id] = seq = _Seq(clocks=seq.clocks)
             seq.cleared = True
+            self.lost_seqs.discard(seq_id)
+        elif seq is not None and p.previous_packet_dropped:
+            seq.cleared = False
+            self.lost_seqs.add(seq_id)
         which = p.WhichOneof("data")
-        if which == "clock_snapshot":
-            self.clock_snapshot(p.clock_snapshot, seq, seq_id, offset)
-            return
         if p.HasField("trace_packet_defaults"):
             if seq is None:
                 self.problem(
@@ -231,22 +246,35 @@ class _Reader:
                     if d.HasField("track_event_defaults") and d.track_event_defaults.HasField("track_uuid")
                     else None
                 )
-        if flags & 2 and (seq is None or not seq.cleared):
-            self.problem(
-                "packet_skipped_seq_needs_incremental_state_invalid",
-                "packet needs incremental state before its sequence cleared it",
-                offset,
-            )
-            return
         if p.HasField("interned_data"):
             if seq is None or not seq.cleared:
                 self.problem(
                     "interned_data_skipped_incremental_state_invalid",
-                    "interned data before the sequence cleared its incremental state",
+                    "interned data on a sequence whose incremental state is not valid (not cleared yet, "
+                    "or lost since)",
                     offset,
                 )
             else:
                 self.interned(p.interned_data, seq)
+        if which == "clock_snapshot":
+            self.clock_snapshot(p.clock_snapshot, seq, seq_id, offset)
+            return
+        hidden = int(which == "track_event" and p.track_event.type != SLICE_END)
+        self.out.file_events += hidden  # (the replay takes tracebridge's own instants back out)
+        if flags & 2 and (seq is None or not seq.cleared):
+            lost = seq is not None and seq_id in self.lost_seqs
+            self.problem(
+                "packet_skipped_seq_needs_incremental_state_invalid",
+                "packets that need incremental state on a sequence that "
+                + (
+                    "lost packets (previous_packet_dropped) and did not clear its state after"
+                    if lost
+                    else "has not cleared its state"
+                ),
+                offset,
+                hidden,
+            )
+            return
         if which == "track_descriptor":
             self.descriptor(p.track_descriptor, offset)
         elif which == "track_event":
@@ -571,10 +599,12 @@ class _Reader:
                 )
                 continue
             maybe = self.event(raw)
-            if maybe is None:
+            if maybe is None:  # the stats
+                self.out.file_events -= 1
                 continue
             ev = maybe
             if t == INSTANT and Loss.from_marker(ev) is not None:
+                self.out.file_events -= 1
                 self.out.losses.append(ev)
                 continue
             if t == SLICE_BEGIN:
@@ -592,6 +622,7 @@ class _Reader:
             self.out.notes.append(f"{unfinished} slices did not end (written as begun only)")
         events.sort(key=lambda pair: (pair[1].start_ns, pair[0]))
         self.out.events = [ev for _, ev in events]
+        self.out.shown_events = len(events)
 
     def event(self, raw: _Raw) -> Event | None:
         track = self.tracks.get(raw.track)
