@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tracebridge._model import ErrorInfo, Event, Stats
+from tracebridge._model import ErrorInfo, Event, Loss, Stats, ThreadInfo
 from tracebridge.analysis import render, summarize
 
 
@@ -41,3 +41,34 @@ def test_unfinished_and_empty() -> None:
     assert s.unfinished == 1 and s.operations == []
     assert "did not end" in render(s)
     assert render(summarize([])).startswith("0 events")
+
+
+def test_where_events_went_missing() -> None:
+    t1, t2 = ThreadInfo(1, 1, "t1"), ThreadInfo(1, 2, "t2")
+    markers = [
+        Loss({"queue_full": 1000}, 2_000_000, 2_500_000).marker(t1),
+        Loss({"queue_full": 500, "sink_error": 7}, 9_000_000, 9_000_000).marker(t1),
+        Loss({"writer_stalled": 3}, 4_000_000, 4_000_000).marker(t2),
+    ]
+    stats = Stats(recorded={"span": 1}, dropped={"queue_full": {"span": 1500}, "sink_error": {"span": 7}})
+    s = summarize([span("a", 1_000_000, 1_000_100)], stats, markers)
+    assert [(g.thread_name, g.gaps, g.dropped, g.first_ns, g.last_ns) for g in s.gaps] == [
+        ("t1", 2, {"queue_full": 1500, "sink_error": 7}, 1_000_000, 8_000_000),
+        ("t2", 1, {"writer_stalled": 3}, 3_000_000, 3_000_000),
+    ]
+    text = render(s)
+    assert "Where events went missing" in text
+    section = text.split("Where events went missing")[1].splitlines()
+    line = next(x for x in section if x.strip().startswith("t1"))
+    assert line.split() == [
+        "t1",
+        "1",
+        "2",
+        "1,507",
+        "queue_full",
+        "1,500,",
+        "sink_error",
+        "7",
+        "+1000us",
+        "+8000us",
+    ]

@@ -407,3 +407,30 @@ def test_setup_errors_name_what_the_user_wrote() -> None:
         tracebridge.configure(scrub=5)
     with pytest.raises(ValueError, match=r"^RateLimitFilter\(key\) must be 'msg', 'logger' or a callable"):
         RateLimitFilter(1.0, key="template")
+
+
+def test_perfetto_handler_emits_without_its_lock(logger: logging.Logger, trace_path: Path) -> None:
+    # With on_full="block" a record may wait for the writer; the writer's trace lines may reach this
+    # handler: so the handler must not hold (or need) its lock around emit.
+    import threading
+
+    handler = PerfettoHandler(trace_path)
+    logger.addHandler(handler)
+    handler.addFilter(lambda r: "secret" not in r.getMessage())
+    handler.acquire()  # another party holds the lock
+    try:
+        done = threading.Event()
+
+        def log() -> None:
+            logger.info("kept %d", 1)
+            logger.info("a secret")  # filtered out, as Handler.handle does
+            done.set()
+
+        t = threading.Thread(target=log)
+        t.start()
+        t.join(30)
+        assert done.is_set()
+    finally:
+        handler.release()
+    tracebridge.stop()
+    assert [e.name for e in tracebridge.read(trace_path) if e.kind == "log"] == ["kept 1"]

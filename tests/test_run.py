@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import tracebridge
+from tracebridge.reading import read_trace
 
 
 def project(root: Path) -> Path:
@@ -180,3 +181,35 @@ def test_trace_lines_show_when_the_programs_logging_would_not(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "shop.cart.total" in line]
     assert len(lines) == 1 and lines[0].startswith("[TRACE] shop.cart.total")
+
+
+def test_run_loses_nothing_by_default_and_drops_when_asked(tmp_path: Path) -> None:
+    (tmp_path / "work.py").write_text("def step(i):\n    return i + 1\n")
+    main = tmp_path / "loop.py"
+    main.write_text(
+        textwrap.dedent(
+            """
+            import tracebridge
+            from work import step
+            tracebridge.configure(thread_buffer=16)  # a tight loop outruns the writer at once
+            for i in range(20_000):
+                step(i)
+            """
+        )
+    )
+    out = tmp_path / "t.perfetto-trace"
+    result = run(["-o", str(out), str(main)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    trace = read_trace(out)
+    assert trace.stats is not None and trace.stats.dropped == {}
+    assert [e.name for e in trace.events].count("work.step") == 20_000
+    assert "dropped" not in result.stderr
+
+    result = run(["--on-full", "drop", "-o", str(out), str(main)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    trace = read_trace(out)
+    assert trace.stats is not None
+    lost = trace.stats.dropped["queue_full"]["span"]
+    assert [e.name for e in trace.events].count("work.step") == 20_000 - lost
+    assert f"; {lost} dropped (queue_full)" in result.stderr
+    assert trace.losses and trace.problems == []

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import _recorder
+from ._runtime import RT
 from ._units import parse_duration
 from .instrument import instrument
 
@@ -33,7 +34,7 @@ def local_modules(directory: Path) -> list[str]:
 
 
 #: ``tracebridge run``'s options that take a value (the rest are flags).
-_VALUED = frozenset({"-i", "--instrument", "-o", "--output", "--level", "--min-duration"})
+_VALUED = frozenset({"-i", "--instrument", "-o", "--output", "--level", "--min-duration", "--on-full"})
 
 
 def split_module(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
@@ -79,6 +80,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--min-duration", metavar="DURATION", help="leave out calls shorter than this (e.g. 100us)"
     )
     p.add_argument("--log-lines", action="store_true", help="log a trace line for every call (on stderr)")
+    p.add_argument(
+        "--on-full",
+        choices=("block", "drop"),
+        default="block",
+        help="when the program outruns the trace writer: wait for it, losing nothing (block, the default),"
+        " or drop events and mark the gaps (drop: the program runs at full speed)",
+    )
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as python -m does")
     p.add_argument("target", nargs=argparse.REMAINDER, help="script.py and its arguments")
 
@@ -131,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         if not trace_logger.handlers:
             trace_logger.addHandler(_FallbackHandler(sys.stderr))
             trace_logger.setLevel(logging.INFO)
+    on_full = RT.config.on_full
+    _recorder.configure(on_full=args.on_full)
     _recorder.start(level=args.level, output=args.output)
     old_argv = sys.argv
     sys.argv = argv
@@ -151,10 +161,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sys.argv = old_argv
         session = _recorder.stop()
+        _recorder.configure(on_full=on_full)
         if handle is not None:
             handle.uninstrument()
+        dropped = session.stats.total_dropped
+        why = ", ".join(sorted(session.stats.dropped))
         print(
             f"tracebridge: {session.stats.total_recorded} events in {session.path}"
-            f" (modules instrumented: {len(handle.modules) if handle else 0})",
+            f" (modules instrumented: {len(handle.modules) if handle else 0})"
+            + (f"; {dropped} dropped ({why})" if dropped else ""),
             file=sys.stderr,
         )

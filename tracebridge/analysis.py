@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._model import Event, Stats
+from ._model import Event, Loss, Stats
 from .sinks.lines import format_duration
 
 
@@ -46,6 +46,19 @@ class Failure:
 
 
 @dataclass
+class Gaps:
+    """Where one thread's events went missing: the trace's loss markers on that thread."""
+
+    thread_id: int
+    thread_name: str
+    gaps: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    #: When the first and the last gap began, from the start of the trace.
+    first_ns: int = 0
+    last_ns: int = 0
+
+
+@dataclass
 class Summary:
     operations: list[Operation] = field(default_factory=list)
     threads: list[ThreadTotal] = field(default_factory=list)
@@ -54,6 +67,7 @@ class Summary:
     unfinished: int = 0
     duration_ns: int = 0
     stats: Stats | None = None
+    gaps: list[Gaps] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -89,15 +103,18 @@ def _self_times(spans: list[Event]) -> dict[int, int]:
     return out
 
 
-def summarize(events: list[Event], stats: Stats | None = None) -> Summary:
+def summarize(events: list[Event], stats: Stats | None = None, losses: list[Event] | None = None) -> Summary:
+    """``losses``: the trace's loss markers (:attr:`TraceFile.losses`)."""
     s = Summary(stats=stats)
     for ev in events:
         s.events[ev.kind] = s.events.get(ev.kind, 0) + 1
     timed = [e for e in events if e.kind in ("span", "activity")]
+    first = 0
     if events:
         first = min(e.start_ns for e in events)
         last = max((e.end_ns if e.end_ns is not None else e.start_ns) for e in events)
         s.duration_ns = last - first
+    s.gaps = _gaps(losses or [], first)
     by_thread_track: dict[int, list[Event]] = {}
     for e in timed:
         if e.end_ns is None:
@@ -154,6 +171,24 @@ def summarize(events: list[Event], stats: Stats | None = None) -> Summary:
             f.count += 1
     s.failures = sorted(failures.values(), key=lambda f: -f.count)
     return s
+
+
+def _gaps(markers: list[Event], origin: int) -> list[Gaps]:
+    by_thread: dict[int, Gaps] = {}
+    for marker in markers:
+        loss = Loss.from_marker(marker)
+        if loss is None:
+            continue
+        g = by_thread.get(marker.thread_id)
+        at = loss.first_ns - origin
+        if g is None:
+            g = by_thread[marker.thread_id] = Gaps(marker.thread_id, marker.thread_name, first_ns=at)
+        g.gaps += 1
+        g.first_ns = min(g.first_ns, at)
+        g.last_ns = max(g.last_ns, at)
+        for reason, n in loss.dropped.items():
+            g.dropped[reason] = g.dropped.get(reason, 0) + n
+    return sorted(by_thread.values(), key=lambda g: -sum(g.dropped.values()))
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
@@ -217,6 +252,17 @@ def render(s: Summary, top: int = 20) -> str:
                 "  (log records dropped by logging filters or structlog processors count too, for the"
                 " handlers or loggers those are on: a record a console's filter dropped may be in the trace)"
             )
+        if s.gaps:
+            lines += ["", "Where events went missing (each place is marked in the trace, on its thread):"]
+            rows = [["thread", "tid", "places", "dropped", "why", "first", "last"]]
+            for g in s.gaps:
+                why = ", ".join(
+                    f"{r} {n:,}" if len(g.dropped) > 1 else r for r, n in sorted(g.dropped.items())
+                )
+                total = f"{sum(g.dropped.values()):,}"
+                when = [f"+{d(g.first_ns)}", f"+{d(g.last_ns)}"]
+                rows.append([g.thread_name, str(g.thread_id), str(g.gaps), total, why, *when])
+            lines += ["  " + r for r in _table(rows, right={1, 2, 3, 5, 6})]
         if st.open_activities:
             lines.append(f"  {st.open_activities} activities were still open when the session stopped")
         if st.scrubbed:

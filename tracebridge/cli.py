@@ -64,7 +64,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from .analysis import render, summarize
 
     trace = _load(args.trace)
-    summary = summarize(trace.events, trace.stats)
+    summary = summarize(trace.events, trace.stats, trace.losses)
     if args.json:
         json.dump(summary.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # (what follows -m is the module's: run's options are matched exactly)
         help="run a script (or -m module) as python would, instrumented, and write its trace",
         usage="tracebridge run [-i PATTERN ...] [-o TRACE] [--level N] [--min-duration D] [--log-lines]"
-        " (script.py | -m module) [args ...]",
+        " [--on-full block|drop] (script.py | -m module) [args ...]",
     )
     from ._run import add_arguments
 

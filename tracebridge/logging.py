@@ -298,6 +298,18 @@ class PerfettoHandler(logging.Handler):
         self.dropped = 0
         self._reported = False
 
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit as :meth:`logging.Handler.handle` does, without taking the handler's lock:
+        ``emit`` only queues the record (thread-safe), and with ``on_full="block"`` it may wait for the
+        writer thread, which must never find the lock taken by a thread that waits for it (the writer
+        logs trace lines, which may reach this handler)."""
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # (Python 3.12+: a filter may return a changed record)
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
     def emit(self, record: logging.LogRecord) -> None:
         if _safety.inside.get() or _emitting.get():
             return  # tracebridge's own records, or a record logged while this handler emits one
