@@ -134,6 +134,7 @@ class Span(SpanRecord):
             if _current.get() is self:
                 parent = self.parent
                 _current.set(parent if isinstance(parent, Span) else None)
+        self._token = None  # type: ignore[assignment]  # (a queued span keeps no context token alive)
         if exc_type is not None and _is_failure(exc_type, exc):
             self.error = error_info(exc, tb)
         if self._lazy is not None:
@@ -646,6 +647,7 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
             except ValueError:  # (a context switch the call made: as __exit__ handles it)
                 if _current.get() is s:
                     _current.set(s.parent if isinstance(s.parent, Span) else None)
+            s._token = None  # type: ignore[assignment]
             if s._lazy is not None:  # the call added lazy metadata to its span
                 s._resolve()
             elif s.metadata is not None and needs_snapshot(s.metadata):  # or metadata to snapshot

@@ -269,3 +269,79 @@ def test_stop_releases_threads_blocked_on_a_full_queue(trace_path: Path) -> None
     assert recording[0] > 8  # it filled its queue and waited
     assert st.recorded["span"] + st.total_dropped == 4 * 2 + recording[0]
     assert st.total_dropped == 0
+
+
+def test_trace_lines_are_not_affected_by_a_file_that_fails(trace_path: Path) -> None:
+    import logging
+
+    from tracebridge import _safety
+    from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+    class Full(PerfettoWriter):
+        def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
+            raise OSError(28, "No space left on device")
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    trace_logger = logging.getLogger("tracebridge.trace")
+    trace_logger.addHandler(handler)
+    level = trace_logger.level
+    trace_logger.setLevel(logging.INFO)
+    try:
+        with configured(strict=False, log_lines=True):
+            tracebridge.start(level=2, output=trace_path, sink=lambda s: Full(trace_path))
+            paced_loop(5, 100)
+            session = tracebridge.stop()
+    finally:
+        trace_logger.removeHandler(handler)
+        trace_logger.setLevel(level)
+        _safety._pending.clear()
+    assert session.stats.dropped == {"sink_error": {"span": 10}}
+    assert sum(line.startswith("[TRACE] outer") for line in lines) == 5
+    assert sum(line.startswith("[TRACE] inner") for line in lines) == 5
+
+
+def test_losses_around_a_fork_hide_nothing_in_either_trace(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "forked.perfetto-trace"
+    code = f"""
+        import os, tracebridge
+        tracebridge.configure(thread_buffer=16, flush_interval=3600.0)
+        tracebridge.start(level=2, output={str(path)!r})
+
+        def loop(n):
+            for i in range(n):
+                with tracebridge.span("outer", i=i), tracebridge.span("inner0", level=2):
+                    pass
+                if i % 40 == 39:
+                    tracebridge.flush()
+
+        loop(100)
+        for i in range(30):  # queued, not yet written, when the process forks
+            with tracebridge.span("outer"):
+                pass
+        pid = os.fork()
+        loop(100)
+        tracebridge.stop()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(pid)
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=JOIN
+    )
+    assert out.returncode == 0, out.stderr
+    child = tmp_path / f"forked.{out.stdout.strip()}.perfetto-trace"
+    for trace_file in (path, child):
+        trace = read_trace(trace_file)
+        assert trace.problems == [] and trace.stats is not None
+        imported = perfetto_import(trace_file)
+        assert imported.stats == {}
+        spans = sum(n in SPAN_NAMES for n in imported.names())
+        assert spans == trace.stats.recorded["span"] > 0
+        assert trace.stats.dropped["queue_full"]["span"] > 0

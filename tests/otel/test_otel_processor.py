@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 import tracebridge
+from tracebridge._runtime import RT
 from tracebridge.otel import (
     PerfettoSpanExporter,
     PerfettoSpanProcessor,
@@ -25,7 +26,7 @@ from tracebridge.otel import (
 )
 from tracebridge.reading import read_trace
 
-from helpers import decode
+from helpers import decode, perfetto_import
 
 
 @pytest.fixture
@@ -342,3 +343,38 @@ def test_long_spans_in_json_and_memory_are_written_once(
         tracebridge.configure(flush_interval=0.1)
     events = stopped.events if suffix is None else tracebridge.read(tmp_path / f"t{suffix}")
     assert [(e.name, e.end_ns is not None) for e in events if e.kind == "span"] == [("long", True)]
+
+
+def test_the_end_of_a_span_written_as_begun_is_never_dropped(
+    provider: TracerProvider, trace_path: Path
+) -> None:
+    # Its BEGIN is in the file: dropping its END (a full queue) would leave the slice open over every
+    # later slice of the thread.
+    tracebridge.configure(flush_interval=0.01, thread_buffer=4)
+    try:
+        provider.add_span_processor(PerfettoSpanProcessor(trace_path))
+        tracer = tracer_for(provider)
+        with tracer.start_as_current_span("long"):
+            time.sleep(0.02)  # longer than a writer round
+            tracebridge.flush()  # "long" is written as begun
+            gate = threading.Event()
+            session = RT.session
+            assert session is not None
+            real_round = session._round
+            session._round = lambda final=False: gate.wait(30) and real_round(final)  # type: ignore[method-assign]
+            for _ in range(10):  # the queue (4) fills while the writer waits
+                with tracer.start_as_current_span("step"):
+                    pass
+        gate.set()
+        session._round = real_round  # type: ignore[method-assign]
+        tracebridge.stop()
+    finally:
+        tracebridge.configure(flush_interval=0.1, thread_buffer=65536)
+    stats = read_trace(trace_path).stats
+    assert stats is not None and stats.dropped["queue_full"]["span"] == 6
+    imported = perfetto_import(trace_path)
+    assert imported.stats == {}
+    (long,) = [s for s in imported.slices if s[0] == "long"]
+    assert long[3] is not None  # it ended
+    steps = [s for s in imported.slices if s[0] == "step"]
+    assert len(steps) == 4 and all(long[2] <= s[2] and s[2] + (s[3] or 0) <= long[2] + long[3] for s in steps)
