@@ -127,12 +127,13 @@ class Session:
         self._sink_backoff = 0.0
         self._sink_retry_at = 0.0
         #: Per thread id: losses no file has marked yet (the sink failed, or was backing off).
-        self._unmarked_gaps: dict[int, Loss] = {}
+        self._unmarked_gaps: dict[int, tuple[ThreadInfo, Loss]] = {}
         self._writer: threading.Thread | None = None
         self._cond = threading.Condition()
         self._stats_lock = threading.Lock()
         self._wake = False
-        self._stopping = False
+        self._stopping = False  # stop() has begun: no new activities, threads waiting for room go on
+        self._stop_requested = False  # the writer's signal: one last round, then end
         # Set by stop(): past it the writer drops what is still queued instead of writing it.
         self._deadline: float | None = None
         self._rounds_requested = 0
@@ -203,10 +204,10 @@ class Session:
         try:
             while True:
                 with self._cond:
-                    if not self._wake and not self._stopping:
+                    if not self._wake and not self._stop_requested:
                         self._cond.wait(self.config.flush_interval)
                     self._wake = False
-                    stopping = self._stopping
+                    stopping = self._stop_requested
                     requested = self._rounds_requested
                 try:
                     self._round(final=stopping)
@@ -232,7 +233,7 @@ class Session:
             wanted = self._rounds_requested
             self._wake = True
             if stop:
-                self._stopping = True
+                self._stop_requested = True
             self._cond.notify_all()
             while self._rounds_done < wanted:
                 left = deadline - time.monotonic()
@@ -247,42 +248,52 @@ class Session:
             self._wake = True
             self._cond.notify_all()
 
-    def wait_for_room(self, st: ThreadState) -> str | None:
-        """``on_full="block"``: wait until the writer has made room in ``st``'s full queue. Returns
-        ``None`` when the caller may queue its record (there is room, or the session is stopping and
-        its last round will take it), else why to drop it: ``writer_stalled`` when the writer is dead
-        or made no room within the session's ``timeout`` (then, until the writer finishes a round,
-        full queues drop at once instead of waiting again), ``queue_full`` on the writer's own thread
-        (it never waits for itself)."""
+    def queue_when_room(self, st: ThreadState, rec: Any) -> str | None:
+        """``on_full="block"``: wait until the writer has made room in ``st``'s full queue, then queue
+        ``rec`` (over the cap once the session is stopping: its last round takes it). Returns ``None``
+        when ``rec`` is queued, else why to drop it: ``writer_stalled`` when the writer is dead or made
+        no room within the session's ``timeout`` (then, until the writer finishes a round, full queues
+        drop at once instead of waiting again); ``queue_full`` on the writer's own thread (it never
+        waits for itself) and for a record made while its thread waits (a signal handler, a log record
+        of a handler that wraps ours)."""
         writer = self._writer
-        if writer is None or threading.current_thread() is writer:
+        if writer is None or st.waiting or threading.current_thread() is writer:
             return "queue_full"
         if self._stalled:
             return "writer_stalled"
         deadline = time.monotonic() + self.config.timeout
         cap = RT.buffer_cap
         room = self._room
-        with room:
-            self._waiting += 1
-            try:
-                while len(st.buf) >= cap:
-                    if self._stopping:
+        buf = st.buf
+        st.waiting = True
+        try:
+            while True:
+                if self._stalled:
+                    return "writer_stalled"
+                left = deadline - time.monotonic()
+                if left <= 0 or not writer.is_alive():
+                    break
+                self.nudge()
+                # Nothing here calls out (no logging, no user code) while the lock is held.
+                with room:
+                    if len(buf) < cap or self._stopping:
+                        buf.append(rec)  # (before leaving: stop() waits for the waiters to leave)
                         return None
-                    if self._stalled:
-                        return "writer_stalled"
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not writer.is_alive():
-                        self._stall(left <= 0)
-                        return "writer_stalled"
-                    self.nudge()
-                    room.wait(min(left, 0.05))
-            finally:
-                self._waiting -= 1
-                if self._stopping:
-                    room.notify_all()  # _finish waits for the waiters to leave
-        return None
+                    self._waiting += 1
+                    try:
+                        room.wait(min(left, 0.05))
+                    finally:
+                        self._waiting -= 1
+                        if self._stopping:
+                            room.notify_all()  # _release_waiters waits for them to leave
+        finally:
+            st.waiting = False
+        self._stall(left <= 0)  # (outside the lock: it logs)
+        return "writer_stalled"
 
     def _stall(self, timed_out: bool) -> None:
+        if self._stalled:
+            return
         self._stalled = True
         why = f"made no room within {self.config.timeout}s" if timed_out else "is not running"
         _safety.internal_error(
@@ -301,6 +312,7 @@ class Session:
         with self._room:
             self._room.notify_all()
             self._room.wait_for(lambda: self._waiting == 0, timeout=1.0)
+        # (The writer's last round is requested after this: every record a waiter queued is in it.)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write everything recorded so far; True if the writer finished within ``timeout``."""
@@ -310,9 +322,13 @@ class Session:
         _safety.raise_pending()
         return done
 
-    def _finish(self, timeout: float) -> None:
+    def _mark_stopping(self) -> None:
+        """No new activities from now on; threads waiting for room queue their records at once."""
         with self._stats_lock:
-            self._stopping = True  # no new activities from now on
+            self._stopping = True
+
+    def _finish(self, timeout: float) -> None:
+        self._mark_stopping()
         self._release_waiters()
         # The writer stops writing at the deadline and then needs a moment to count and close.
         self._deadline = time.monotonic() + timeout
@@ -335,6 +351,8 @@ class Session:
     # -- the writer's round ------------------------------------------------------------------------
 
     def _round(self, final: bool = False) -> None:
+        if final:
+            self._sink_retry_at = 0.0  # the last round tries the file once more, whatever the back-off
         self._drain_all()
         pipe = self.pipeline
         if pipe is not None and pipe.tail_stages:
@@ -350,6 +368,10 @@ class Session:
             except Exception as exc:
                 _safety.defer_error("writer.sampling", exc)
             self._drain_all()
+        if final:  # gaps no batch has marked yet (the file failed, then nothing more came): mark them
+            for info, _ in list(self._unmarked_gaps.values()):
+                self._sink_retry_at = 0.0  # (a last chance each, as the stats get when it closes)
+                self._write(info, [], None)
         _forget_dead_threads()
         if self._sink is not None:
             try:
@@ -484,7 +506,7 @@ class Session:
         """Hand a batch to the sink. A sink either takes a batch or raises having written none of it;
         after a failure the session backs off (1 s, doubling up to 30 s) and counts what it could not
         write as ``sink_error``. Trace lines see every event, whatever the file could take."""
-        if not events and loss is None:
+        if not events and loss is None and info.tid not in self._unmarked_gaps:
             return
         if self._rename is not None:  # named while these events were made: before them
             self._apply_rename()
@@ -493,7 +515,7 @@ class Session:
         reason = "sink_error"
         # Losses the sink has not been told about yet (batches lost to errors or skipped while backing
         # off), so that the next batch it takes is marked as following a gap.
-        earlier = self._unmarked_gaps.pop(info.tid, None)
+        _, earlier = self._unmarked_gaps.pop(info.tid, (info, None))
         gap = earlier if loss is None else loss.merge(earlier)
         if sink is not None and time.monotonic() >= self._sink_retry_at:
             try:
@@ -517,7 +539,7 @@ class Session:
                 self.stats.recorded[ev.kind] -= 1
                 self.count_drop(reason, ev.kind)
         if gap is not None:
-            self._unmarked_gaps[info.tid] = gap
+            self._unmarked_gaps[info.tid] = (info, gap)
         lines = self.lines
         if lines is not None and events:
             try:
@@ -983,6 +1005,7 @@ def _stop(timeout: float | None, resume: bool) -> Session:
         session = RT.session
         if session is None:
             raise RuntimeError("no tracebridge session is active; call tracebridge.start() first")
+        session._mark_stopping()  # (before it stops being RT.session: a thread that waits for room goes on)
         RT.level = 0
         RT.session = None
         RT.pipeline = None

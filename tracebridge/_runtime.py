@@ -74,6 +74,7 @@ class ThreadState:
         "info",
         "stack",
         "thread",
+        "waiting",
     )
 
     def __init__(self) -> None:
@@ -91,6 +92,9 @@ class ThreadState:
         self.idle_rounds = 0
         #: Set once a source queued a Deferred record here: the writer then materializes them.
         self.deferred = False
+        #: The thread waits for room in this queue (on_full="block"): a record made meanwhile on it (a
+        #: signal handler) is dropped, not waited for.
+        self.waiting = False
 
     def drop(self, kind: str, reason: str = "queue_full") -> None:
         # The slow path: a lock, because a span that ends on another thread than the one it began on
@@ -126,11 +130,13 @@ class ThreadState:
         within the session's ``timeout`` makes it a drop (``writer_stalled``)."""
         session = RT.session
         if RT.block and session is not None:
-            reason = session.wait_for_room(self)
-            if reason is None:
-                self.buf.append(rec)
-                return
-            self.drop(rec.kind, reason)
+            try:
+                reason = session.queue_when_room(self, rec)
+            except BaseException:  # (KeyboardInterrupt while waiting: the record is counted, then it goes on)
+                self.drop(rec.kind)
+                raise
+            if reason is not None:
+                self.drop(rec.kind, reason)
         else:
             self.drop(rec.kind)
 
@@ -141,7 +147,8 @@ class ThreadState:
         self.buf.append(rec)
 
 
-_drop_lock = threading.Lock()
+# Re-entrant: a signal handler may end a span (and count its drop) while its thread counts one.
+_drop_lock = threading.RLock()
 
 
 class _Tls(threading.local):
@@ -215,7 +222,7 @@ def threads_after_fork() -> int:
     thread's state kept (emptied). Returns the records the child inherited and dropped."""
     global _threads_lock, _drop_lock
     _threads_lock = threading.Lock()
-    _drop_lock = threading.Lock()
+    _drop_lock = threading.RLock()
     me = threading.get_native_id()
     inherited = 0
     with _threads_lock:

@@ -109,12 +109,14 @@ def summarize(events: list[Event], stats: Stats | None = None, losses: list[Even
     for ev in events:
         s.events[ev.kind] = s.events.get(ev.kind, 0) + 1
     timed = [e for e in events if e.kind in ("span", "activity")]
-    first = 0
+    markers = losses or []
     if events:
         first = min(e.start_ns for e in events)
         last = max((e.end_ns if e.end_ns is not None else e.start_ns) for e in events)
         s.duration_ns = last - first
-    s.gaps = _gaps(losses or [], first)
+    if markers:  # times from the start of the trace: its first event, or a gap before it
+        origin = min(m.start_ns for m in markers)
+        s.gaps = _gaps(markers, min(origin, first) if events else origin)
     by_thread_track: dict[int, list[Event]] = {}
     for e in timed:
         if e.end_ns is None:
@@ -182,7 +184,9 @@ def _gaps(markers: list[Event], origin: int) -> list[Gaps]:
         g = by_thread.get(marker.thread_id)
         at = loss.first_ns - origin
         if g is None:
-            g = by_thread[marker.thread_id] = Gaps(marker.thread_id, marker.thread_name, first_ns=at)
+            g = by_thread[marker.thread_id] = Gaps(
+                marker.thread_id, marker.thread_name, first_ns=at, last_ns=at
+            )
         g.gaps += 1
         g.first_ns = min(g.first_ns, at)
         g.last_ns = max(g.last_ns, at)

@@ -345,3 +345,237 @@ def test_losses_around_a_fork_hide_nothing_in_either_trace(tmp_path: Path) -> No
         spans = sum(n in SPAN_NAMES for n in imported.names())
         assert spans == trace.stats.recorded["span"] > 0
         assert trace.stats.dropped["queue_full"]["span"] > 0
+
+
+def test_queued_memory_is_bounded_by_the_queue(trace_path: Path) -> None:
+    # A program measuring its own allocations with tracemalloc while it is traced: tracebridge's queue
+    # holds at most thread_buffer records, however long the loop runs (the writer never runs here).
+    import tracemalloc
+
+    with configured(thread_buffer=1000, flush_interval=3600.0):
+        tracebridge.start(level=2, output=trace_path)
+        tight_loop(600)  # the queue is full
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            tight_loop(20_000)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        session = tracebridge.stop()
+    assert grown < 20_000  # bytes: drop counters, not 40,000 queued spans
+    assert session.stats.recorded["span"] == 1000
+    assert session.stats.dropped["queue_full"]["span"] == 1200 + 40_000 - 1000
+
+
+# --------------------------------------------------- found by review: locks, signals, the last round
+
+
+def run_script(code: str) -> str:
+    """Run ``code`` in a child process (a hang there fails the test instead of hanging the suite)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=JOIN
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_a_stall_is_reported_without_holding_a_lock_a_waiting_thread_needs(tmp_path: Path) -> None:
+    # B waits for room while holding a MemoryHandler's lock (it flushes into our handler); A times out
+    # and reports the stall on the logging system, which takes that lock: A must not hold anything B
+    # needs to stop waiting.
+    path = tmp_path / "t.perfetto-trace"
+    out = run_script(f"""
+        import logging, logging.handlers, threading, time, tracebridge
+        from tracebridge.logging import PerfettoHandler
+        from tracebridge.sinks.perfetto.writer import PerfettoWriter
+        release = threading.Event()
+
+        class Stuck:
+            def __init__(self, inner):
+                self.inner, self.drop_reason = inner, inner.drop_reason
+            def write(self, thread, events, loss=None):
+                release.wait(60)
+                return self.inner.write(thread, events, loss)
+            def flush(self):
+                pass
+            def close(self, *args):
+                self.inner.close(*args)
+
+        path = {str(path)!r}
+        tracebridge.configure(on_full="block", thread_buffer=4, timeout=1.0, flush_interval=0.01)
+        tracebridge.start(level=2, output=path, sink=lambda s: Stuck(PerfettoWriter(path)))
+        memory = logging.handlers.MemoryHandler(capacity=1, target=PerfettoHandler(path))
+        logging.getLogger().addHandler(memory)
+        logging.getLogger().setLevel(logging.INFO)
+
+        def spans():
+            for i in range(50):
+                with tracebridge.span("a"):
+                    pass
+
+        def logs():
+            time.sleep(0.3)
+            for i in range(50):
+                logging.getLogger("app").warning("b %d", i)
+
+        threads = [threading.Thread(target=spans), threading.Thread(target=logs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        print(sum(t.is_alive() for t in threads))
+        release.set()
+        s = tracebridge.stop()
+        print(s.stats.total_recorded + s.stats.total_dropped)
+    """)
+    assert out.split() == ["0", "100"]
+
+
+def test_a_span_ended_in_a_signal_handler_while_its_thread_waits_for_room(tmp_path: Path) -> None:
+    out = run_script(f"""
+        import signal, tracebridge
+        def on_signal(signum, frame):
+            with tracebridge.span("in-handler"):
+                pass
+        signal.signal(signal.SIGUSR1, on_signal)
+        tracebridge.configure(on_full="block", thread_buffer=4, timeout=0.5, flush_interval=3600.0)
+        s = tracebridge.start(level=2, output={str(tmp_path / "t.perfetto-trace")!r})
+        fired = []
+        def nudge():  # the thread waits for room (and the writer never comes): a signal arrives
+            if not fired:
+                fired.append(1)
+                signal.raise_signal(signal.SIGUSR1)
+        s.nudge = nudge
+        for i in range(20):
+            with tracebridge.span("main"):
+                pass
+        s = tracebridge.stop()
+        print(s.stats.recorded["span"], s.stats.dropped)
+    """)
+    assert out.strip() == "4 {'queue_full': {'span': 1}, 'writer_stalled': {'span': 16}}"
+
+
+def test_stop_in_block_mode_writes_what_ends_while_it_stops(trace_path: Path) -> None:
+    from tracebridge import _recorder
+
+    release = _recorder.Session._release_waiters
+    go, ended = threading.Event(), threading.Event()
+
+    def release_then_let_a_span_end(self: _recorder.Session) -> None:
+        release(self)
+        time.sleep(0.05)  # (time for a writer that took "stopping" for its signal to end: it must not)
+        go.set()  # stop() is under way: the span ends now, before the writer's last round
+        ended.wait(JOIN)
+
+    def late() -> None:
+        with tracebridge.span("ends-during-stop"):
+            started.set()
+            go.wait(JOIN)
+        ended.set()
+
+    started = threading.Event()
+    with configured(on_full="block", thread_buffer=8, flush_interval=0.01):
+        session = tracebridge.start(level=2, output=trace_path)
+        session._release_waiters = release_then_let_a_span_end.__get__(session)  # type: ignore[method-assign]
+        for _ in range(5):
+            with tracebridge.span("before"):
+                pass
+        t = threading.Thread(target=late)
+        t.start()
+        assert started.wait(JOIN)
+        session = tracebridge.stop()
+        t.join(JOIN)
+    assert session.stats.dropped == {}
+    assert session.stats.recorded["span"] == 6
+    assert sorted(e.name for e in read_trace(trace_path).events) == ["before"] * 5 + ["ends-during-stop"]
+
+
+def test_the_last_round_retries_the_file_and_marks_every_gap(trace_path: Path) -> None:
+    from tracebridge import _safety
+    from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+    fail = [False]
+
+    class Flaky(PerfettoWriter):
+        def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
+            if fail[0]:
+                fail[0] = False
+                raise OSError(28, "No space left on device")
+            return super().write(thread, events, loss)
+
+    with configured(flush_interval=3600.0, strict=False):
+        tracebridge.start(level=2, output=trace_path, sink=lambda s: Flaky(trace_path))
+        paced_loop(5, 100)
+        tracebridge.flush()
+        fail[0] = True
+        paced_loop(5, 100)
+        tracebridge.flush()  # fails: the session backs off for a second
+        with tracebridge.span("last"):
+            pass
+        session = tracebridge.stop()  # within the back-off: the last round tries anyway
+    _safety._pending.clear()
+    assert session.stats.dropped == {"sink_error": {"span": 10}}
+    trace = read_trace(trace_path)
+    assert [Loss.from_marker(m).dropped for m in trace.losses] == [{"sink_error": 10}]  # type: ignore[union-attr]
+    assert [e.name for e in trace.events].count("last") == 1
+    assert perfetto_import(trace_path).stats == {}
+
+
+def test_a_gap_the_file_never_marked_is_marked_when_it_closes(trace_path: Path) -> None:
+    from tracebridge import _safety
+    from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+    fail = [False]
+
+    class Flaky(PerfettoWriter):
+        def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
+            if fail[0]:
+                fail[0] = False
+                raise OSError(28, "No space left on device")
+            return super().write(thread, events, loss)
+
+    with configured(flush_interval=3600.0, strict=False):
+        tracebridge.start(level=2, output=trace_path, sink=lambda s: Flaky(trace_path))
+        fail[0] = True
+        paced_loop(5, 100)
+        session = tracebridge.stop()  # the last round's write fails; nothing more comes
+    _safety._pending.clear()
+    trace = read_trace(trace_path)
+    assert session.stats.dropped == {"sink_error": {"span": 10}}
+    assert [Loss.from_marker(m).dropped for m in trace.losses] == [{"sink_error": 10}]  # type: ignore[union-attr]
+
+
+def test_block_with_trace_lines_into_a_perfetto_handler_never_stalls(trace_path: Path) -> None:
+    # The writer logs trace lines; they reach the root logger's PerfettoHandler, whose emit a waiting
+    # application thread is inside of: had it taken the handler's lock, the writer would wait for it
+    # until the timeout (a stall, and drops).
+    import logging
+
+    from tracebridge.logging import PerfettoHandler
+
+    root = logging.getLogger()
+    level = root.level
+    with configured(on_full="block", thread_buffer=8, timeout=30.0, log_lines=True):
+        handler = PerfettoHandler(trace_path)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            log = logging.getLogger("app")
+
+            def work() -> None:
+                for i in range(300):
+                    with tracebridge.span("outer", level=2):
+                        log.info("step %d", i)
+
+            run_threads(work, 2)
+            session = tracebridge.stop()
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
+    assert session.stats.dropped == {}
+    assert session.stats.recorded["span"] == 600 and session.stats.recorded["log"] == 600

@@ -49,6 +49,8 @@ from .writer import (
 )
 
 MAX_DEPTH = 512
+#: Kinds of problem (code and message) listed apart; more are counted on the first of their code.
+MAX_PROBLEMS = 100
 _TracePacket: Any = pb.TracePacket  # type: ignore[attr-defined]
 
 
@@ -161,15 +163,20 @@ class _Reader:
         self.raw: list[_Raw] = []
         self.global_offsets: dict[int, int] = {}  # builtin clock id -> offset to BOOTTIME
         self.snapshots: dict[tuple[int, frozenset[int]], int] = {}  # clock set -> last BOOTTIME
-        self.by_code: dict[str, Problem] = {}
+        self.by_kind: dict[tuple[str, str], Problem] = {}
+        self.first_of_code: dict[str, Problem] = {}
         self.lost_seqs: set[int] = set()  # sequences invalid since a loss (until they clear)
 
     def problem(self, code: str, message: str, offset: int = -1, events: int = 0) -> None:
-        """Record a problem; problems of one code are counted on the first one (with the events they
-        keep out of Perfetto), so that a file with a million of them reads in bounded memory."""
-        found = self.by_code.get(code)
+        """Record a problem. The same problem again is counted on the first one (with the events they
+        keep out of Perfetto); past MAX_PROBLEMS kinds, on the first of its code: a file with a
+        million problems reads in bounded memory."""
+        found = self.by_kind.get((code, message))
+        if found is None and len(self.by_kind) >= MAX_PROBLEMS:
+            found = self.first_of_code.get(code)
         if found is None:
-            found = self.by_code[code] = Problem(code, message, offset, events=events)
+            found = self.by_kind[code, message] = Problem(code, message, offset, events=events)
+            self.first_of_code.setdefault(code, found)
             self.out.problems.append(found)
         else:
             found.count += 1

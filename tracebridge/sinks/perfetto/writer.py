@@ -665,12 +665,15 @@ class PerfettoWriter:
             seq.pending_drop = True
             batch = [loss.marker(thread), *events]
         if batch:
-            # Track descriptors the batch needs are queued while it is encoded, so they precede it.
-            self._pending.extend(seq.encode(batch))
             try:
+                # Track descriptors the batch needs are queued while it is encoded, so they precede it.
+                self._pending.extend(seq.encode(batch))
                 self._commit()
             except BaseException:
-                seq.pending_drop = True  # the next packet that reaches the file follows a gap
+                # The batch is not in the file (and the sequence's tables may name what never reached
+                # it): the next packet of the sequence follows a gap and starts the state afresh.
+                seq.started = False
+                seq.pending_drop = True
                 raise
         return len(events)
 
