@@ -154,9 +154,11 @@ class Stats:
     """What a session recorded and dropped.
 
     ``recorded`` counts events by kind. ``dropped`` counts events by reason, then kind: ``queue_full``
-    (producers outran the writer), ``sink_error`` (the file could not be written), ``memory_cap`` (an
-    in-memory session reached ``max_events``), ``outside_session`` (a span began in one session and
-    ended after it stopped). ``open_activities`` counts activities (and OpenTelemetry spans) still open
+    (producers outran the writer, ``on_full="drop"``), ``writer_stalled`` (``on_full="block"``, but the
+    writer was dead or made no room within the timeout), ``sink_error`` (the file could not be written),
+    ``stop_timeout`` (still queued when ``stop()``'s deadline passed), ``memory_cap`` (an in-memory
+    session reached ``max_events``), ``outside_session`` (a span began in one session and ended after it
+    stopped), and the sampling stages' reasons (``sampled_out``, ``rate_limited``, ...). ``open_activities`` counts activities (and OpenTelemetry spans) still open
     when the session stopped: they are written as begun but not ended.
     """
 
