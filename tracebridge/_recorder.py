@@ -276,11 +276,13 @@ class Session:
                 self.nudge()
                 # Nothing here calls out (no logging, no user code) while the lock is held.
                 with room:
-                    if len(buf) < cap or self._stopping:
-                        buf.append(rec)  # (before leaving: stop() waits for the waiters to leave)
-                        return None
+                    # Counted before the queue is looked at: a writer that empties it from now on
+                    # sees a waiter to wake.
                     self._waiting += 1
                     try:
+                        if len(buf) < cap or self._stopping:
+                            buf.append(rec)  # (before leaving: stop() waits for the waiters to leave)
+                            return None
                         room.wait(min(left, 0.05))
                     finally:
                         self._waiting -= 1
