@@ -158,8 +158,9 @@ class Stats:
     writer was dead or made no room within the timeout), ``sink_error`` (the file could not be written),
     ``stop_timeout`` (still queued when ``stop()``'s deadline passed), ``memory_cap`` (an in-memory
     session reached ``max_events``), ``outside_session`` (a span began in one session and ended after it
-    stopped), and the sampling stages' reasons (``sampled_out``, ``rate_limited``, ...). ``open_activities`` counts activities (and OpenTelemetry spans) still open
-    when the session stopped: they are written as begun but not ended.
+    stopped), and the sampling stages' reasons (``sampled_out``, ``rate_limited``, ...).
+    ``open_activities`` counts activities (and OpenTelemetry spans) still open when the session stopped:
+    they are written as begun but not ended.
     """
 
     recorded: dict[str, int] = field(default_factory=dict)
