@@ -71,10 +71,10 @@ RSS_CHILD = textwrap.dedent(
 
 QUEUED_CHILD = textwrap.dedent(
     """
-    import tracemalloc, tracebridge
+    import sys, tracemalloc, tracebridge
     from tracebridge._runtime import thread_state
     tracebridge.configure(flush_interval=3600.0)  # the writer does not run: spans stay queued
-    tracebridge.start(level=2, output=None)
+    tracebridge.start(level=2, output=sys.argv[1])
     with tracebridge.span("warm"):
         pass
     tracemalloc.start()
@@ -134,8 +134,8 @@ def main() -> None:
         unbounded = best_of(runs, "drop", N, 4 * N + 10, path)
         otel = otel_pair_ns()
         rss = {mode: child(RSS_CHILD, mode, RSS_SPANS, path) for mode in ("drop", "block")}
-        queued = float(subprocess.run([sys.executable, "-c", QUEUED_CHILD], capture_output=True, text=True,
-                                      check=True).stdout)  # fmt: skip
+        queued = float(subprocess.run([sys.executable, "-c", QUEUED_CHILD, path], capture_output=True,
+                                      text=True, check=True).stdout)  # fmt: skip
     assert block["dropped"] == 0 and unbounded["dropped"] == 0, (block, unbounded)
     print(f"tracebridge under load (tight loop of {N} x 2 spans; Python {sys.version.split()[0]})")
     print("(l) on_full='drop' (the default): spans dropped because the writer fell behind:")
@@ -151,7 +151,7 @@ def main() -> None:
     for mode, r in rss.items():
         counts = f"{r['recorded']} recorded, {r['dropped']} dropped"
         print(f"  on_full={mode!r:8} {r['growth_mb']:6.1f} MB  ({counts})")
-    print(f"  a queued span holds {queued:.0f} bytes (the span object and its two timestamps)")
+    print(f"  a queued plain span holds {queued:.0f} bytes (a CompactSpan tuple and its two timestamps)")
 
 
 if __name__ == "__main__":

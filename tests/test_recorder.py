@@ -161,3 +161,88 @@ def test_trace_file_respects_umask(trace_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(trace_path.stat().st_mode) == 0o600
+
+
+def _workload() -> None:
+    @tracebridge.traced(level=2)
+    def plain() -> int:
+        return 1
+
+    @tracebridge.traced
+    def failing() -> None:
+        raise KeyError("k")
+
+    for i in range(3):
+        with tracebridge.span("outer", level=2):
+            plain()
+            with tracebridge.span("with metadata", i=i):
+                pass
+            with tracebridge.span("validate#rules=12#"):  # TraceMe's encoded form
+                pass
+            with tracebridge.span("naïve ünïcode"), tracebridge.span("x" * 2000):
+                pass
+            with tracebridge.span("asked for ids") as s:
+                assert s.trace_id
+            with tracebridge.span("failed later") as s:
+                s.fail(ValueError("v"))
+            with pytest.raises(KeyError):
+                failing()
+
+
+def _fields(path: Path) -> list[tuple[object, ...]]:
+    return sorted(
+        (e.kind, e.name, e.level, repr(sorted(e.metadata.items())), e.error and e.error.type, e.trace_id != 0)
+        for e in tracebridge.read(path)
+    )
+
+
+@pytest.mark.parametrize("suffix", ["perfetto-trace", "json"])
+def test_compact_records_write_what_span_objects_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    from tracebridge import _recorder
+    from tracebridge._runtime import RT
+
+    compact = tmp_path / f"compact.{suffix}"
+    tracebridge.start(level=2, output=compact)
+    assert RT.compact
+    _workload()
+    tracebridge.stop()
+    monkeypatch.setattr(_recorder, "_update_compact", lambda: setattr(RT, "compact", False))
+    full = tmp_path / f"objects.{suffix}"
+    tracebridge.start(level=2, output=full)
+    assert not RT.compact
+    _workload()
+    tracebridge.stop()
+    assert _fields(compact) == _fields(full)
+    assert len(_fields(full)) == 3 * 9
+
+
+def test_which_spans_are_queued_compact(trace_path: Path) -> None:
+    from tracebridge._runtime import RT, thread_state
+
+    tracebridge.configure(flush_interval=3600.0)
+    try:
+        tracebridge.start(level=2, output=trace_path)
+        with tracebridge.span("plain"):
+            pass
+        with tracebridge.span("with metadata", k=1):
+            pass
+        queued = list(thread_state().buf)
+        assert queued[0][:2] == ("plain", 1) and type(queued[0]) is tuple
+        assert isinstance(queued[1], tracebridge.Span)
+        tracebridge.configure(log_lines=True)  # trace lines need ids: spans are objects again
+        assert not RT.compact
+        with tracebridge.span("plain"):
+            pass
+        assert isinstance(thread_state().buf[-1], tracebridge.Span)
+        tracebridge.configure(log_lines=None)
+        assert RT.compact
+    finally:
+        tracebridge.stop()
+        tracebridge.configure(flush_interval=0.1)
+    assert not RT.compact
+    from tracebridge.testing import capture
+
+    with capture():  # in memory: ids for every span
+        assert not RT.compact

@@ -31,17 +31,20 @@ from ._model import (
     Event,
     Loss,
     Record,
+    SpanRecord,
     Stats,
     ThreadInfo,
     trace_clock_ns,
 )
 from ._runtime import (
     RT,
+    CompactSpan,
     ThreadState,
     _all_threads,
     _forget_dead_threads,
     measure_clock_offset,
     now_ns,
+    record_kind,
     thread_state,
     threads_after_fork,
 )
@@ -347,7 +350,7 @@ class Session:
             for st in _all_threads():
                 self._count_drops(st)
                 while st.buf:
-                    self.count_drop("writer_stalled", st.buf.popleft().kind)
+                    self.count_drop("writer_stalled", record_kind(st.buf.popleft()))
         self._close_sink()
 
     # -- the writer's round ------------------------------------------------------------------------
@@ -443,11 +446,13 @@ class Session:
                 records = self._materialize(records)
             if self._deadline is not None and time.monotonic() > self._deadline:
                 for rec in records:
-                    self.count_drop("stop_timeout", rec.kind)
+                    self.count_drop("stop_timeout", record_kind(rec))
                 loss = None
                 continue
             pipe = self.pipeline
             if pipe is not None and pipe.tail_stages:
+                # (Tail stages read records: spans queued compact before sampling began are expanded.)
+                records = [SpanRecord.of(*r) if type(r) is tuple else r for r in records]
                 self._write_items(pipe.tail([(info, rec) for rec in records]), info, loss)
             else:
                 self._write(info, self._events(records, info), loss)
@@ -484,14 +489,19 @@ class Session:
         recorded = self.stats.recorded
         start = self.start_ns
         for rec in records:
-            if rec.start_ns < start and rec.kind == "span":
+            compact = type(rec) is tuple
+            if compact:
+                if rec[2] < start:
+                    self.count_drop("outside_session", "span")
+                    continue
+            elif rec.start_ns < start and rec.kind == "span":
                 self.count_drop("outside_session", "span")
                 continue
             try:
-                ev = self._to_event(rec, info)
+                ev = self._compact_event(rec, info) if compact else self._to_event(rec, info)
             except Exception as exc:
                 _safety.defer_error("writer.convert", exc)
-                self.count_drop("internal_error", rec.kind)
+                self.count_drop("internal_error", record_kind(rec))
                 continue
             if ev.end_ns is not None:  # (a span written as begun is counted when it ends)
                 recorded[ev.kind] = recorded.get(ev.kind, 0) + 1
@@ -607,6 +617,21 @@ class Session:
                 return None
             tracks.add(name)
         return name
+
+    def _compact_event(self, rec: CompactSpan, info: ThreadInfo) -> Event:
+        """The event of a span queued as a CompactSpan: what ``_to_event`` makes of a span that carries
+        nothing but its name, level and times (names that need work take that path)."""
+        name, level, start, end = rec
+        if len(name) > 1024 or not name.isascii() or "\x00" in name or name.endswith("#"):
+            return self._to_event(SpanRecord.of(name, level, start, end), info)
+        where = CODE_LOCATIONS.get(name)
+        md = (
+            {}
+            if where is None
+            else {"code.filepath": where[0], "code.lineno": where[1], "code.function": where[2]}
+        )
+        off = self.clock_offset
+        return Event("span", name, start + off, end + off, level, md, info.tid, info.name)
 
     def _to_event(self, rec: Any, info: ThreadInfo) -> Event:
         counts = self._writer_counts
@@ -874,7 +899,21 @@ def _begin(
     RT.session = session
     RT.pipeline = pipeline
     RT.level = level
+    _update_compact()
     return session
+
+
+def _update_compact() -> None:
+    """Whether plain spans may be queued as CompactSpan tuples now (see ``_runtime``): the session writes
+    a file, and no trace lines, sampling or OpenTelemetry bridge need their ids or parents."""
+    s = RT.session
+    RT.compact = (
+        s is not None
+        and s.format in ("perfetto", "json")
+        and s.lines is None
+        and RT.pipeline is None
+        and RT.bridge is None
+    )
 
 
 def _adopt(session: Session, level: int, pipeline: Pipeline | None) -> Session:
@@ -889,6 +928,7 @@ def _adopt(session: Session, level: int, pipeline: Pipeline | None) -> Session:
         pipeline.on_flood_end = session._flood_end
         RT.pipeline = pipeline
     RT.level = level
+    _update_compact()
     return session
 
 
@@ -929,6 +969,7 @@ def _lines_changed(lines: TraceLines | None) -> None:
             _stop(None, resume=False)
         else:
             session.lines = lines
+            _update_compact()
         return
     if lines is not None:
         _begin(lines.max_level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
@@ -939,6 +980,7 @@ def _otel_changed(value: Any) -> None:
     so a session with no sampling gets an empty pipeline while it is on."""
     if not value:
         RT.bridge = None
+        _update_compact()
         session = RT.session
         if session is not None and session.implicit and session.format == "none" and session.lines is None:
             _stop(None, resume=False)
@@ -950,6 +992,7 @@ def _otel_changed(value: Any) -> None:
         _begin(2, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
     elif RT.pipeline is None:
         RT.pipeline = Pipeline([])
+    _update_compact()
 
 
 def _session_pipeline(sampling: Any) -> Pipeline | None:
@@ -976,7 +1019,7 @@ def _discard_stale_records(session: Session) -> None:
                 rec = st.buf.popleft()
             except IndexError:
                 break
-            session.stats.count_drop("outside_session", rec.kind)
+            session.stats.count_drop("outside_session", record_kind(rec))
         st.take_drops()  # (counted by the session they happened in, or outside any session)
 
 
@@ -1011,6 +1054,7 @@ def _stop(timeout: float | None, resume: bool) -> Session:
         RT.level = 0
         RT.session = None
         RT.pipeline = None
+        RT.compact = False
         session._finish(session.config.timeout if timeout is None else timeout)
         session.stopped = True
         _last_session[0] = session
@@ -1116,6 +1160,7 @@ def _after_fork_in_child() -> None:
     RT.level = 0
     RT.session = None
     RT.pipeline = None
+    RT.compact = False
     path = None if parent.path is None else _child_path(parent.path, os.getpid())
     pipeline = parent.pipeline
     if pipeline is not None:
@@ -1130,6 +1175,7 @@ def _after_fork_in_child() -> None:
         return
     RT.session = child
     RT.pipeline = pipeline
+    _update_compact()
     RT.level = child.level
 
 

@@ -137,17 +137,21 @@ class Span(SpanRecord):
         self._token = None  # type: ignore[assignment]  # (a queued span keeps no context token alive)
         if exc_type is not None and _is_failure(exc_type, exc):
             self.error = error_info(exc, tb)
+        rec: Any = self
         if self._lazy is not None:
             self._resolve()
-        elif self.metadata is not None and needs_snapshot(self.metadata):
-            self._snapshot()
+        elif self.metadata is not None:
+            if needs_snapshot(self.metadata):
+                self._snapshot()
+        elif RT.compact and self.error is None and not self.overlapping and not self._trace_id:
+            rec = (self.name, self.level, self.start_ns, end)  # (see _runtime.CompactSpan)
         if st.dead:  # began on a thread that has ended since (a generator finished elsewhere)
             st = thread_state()
         buf = st.buf
         if len(buf) < RT.buffer_cap:
-            buf.append(self)
+            buf.append(rec)
         else:
-            st.full(self)
+            st.full(rec)
         return None
 
     def _left_out_of_order(self, stack: list[SpanRecord]) -> None:
@@ -648,17 +652,21 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
                 if _current.get() is s:
                     _current.set(s.parent if isinstance(s.parent, Span) else None)
             s._token = None  # type: ignore[assignment]
+            rec: Any = s
             if s._lazy is not None:  # the call added lazy metadata to its span
                 s._resolve()
-            elif s.metadata is not None and needs_snapshot(s.metadata):  # or metadata to snapshot
-                s._snapshot()
+            elif s.metadata is not None:  # or metadata to snapshot
+                if needs_snapshot(s.metadata):
+                    s._snapshot()
+            elif RT.compact and s.error is None and not s.overlapping and not s._trace_id:
+                rec = (name, level, s.start_ns, end)  # (see _runtime.CompactSpan)
             if st.dead:
                 st = thread_state()
             buf = st.buf
             if len(buf) < RT.buffer_cap:
-                buf.append(s)
+                buf.append(rec)
             else:
-                st.full(s)
+                st.full(rec)
             return result
 
         return plain_wrapper  # type: ignore[return-value]

@@ -158,9 +158,12 @@ def _record_call(
             return  # inside a trace that sampling dropped
         failed = exc is not None and _is_failure(type(exc), exc)
         error = error_info(exc, exc.__traceback__) if failed and exc is not None else None
-        thread_state().push(
-            SpanRecord.of(name, level, t0, t1, parent=parent, error=error, overlapping=overlapping)
-        )
+        if RT.compact and error is None and not overlapping:
+            thread_state().push((name, level, t0, t1))  # (see _runtime.CompactSpan)
+        else:
+            thread_state().push(
+                SpanRecord.of(name, level, t0, t1, parent=parent, error=error, overlapping=overlapping)
+            )
         bridge = RT.bridge
         if bridge is not None:
             bridge.ended_call(name, t0, t1, exc)
