@@ -19,6 +19,7 @@ import tracebridge
 from tracebridge._model import Loss, ThreadInfo
 from tracebridge._runtime import RT
 from tracebridge.reading import read_trace
+from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
 from helpers import configured, perfetto_import
 
@@ -41,6 +42,31 @@ def run_threads(target: Callable[[], None], n: int) -> None:
     for t in threads:
         t.join(JOIN)
     assert not any(t.is_alive() for t in threads), "a thread hung"
+
+
+class FailingFile(PerfettoWriter):
+    """A Perfetto file whose next ``fail`` writes fail as a full disk does (``-1``: every write)."""
+
+    def __init__(self, path: Path, session: tracebridge.Session) -> None:
+        super().__init__(path, start_ts=session.start_ns + session.clock_offset)
+        self.fail = 0
+
+    def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
+        if self.fail:
+            self.fail -= 1 if self.fail > 0 else 0
+            raise OSError(28, "No space left on device")
+        return super().write(thread, events, loss)
+
+
+def failing_file(path: Path) -> tuple[list[FailingFile], Callable[[tracebridge.Session], FailingFile]]:
+    """A sink factory for ``start(sink=...)``, and the list that will hold the file it makes."""
+    made: list[FailingFile] = []
+
+    def factory(session: tracebridge.Session) -> FailingFile:
+        made.append(FailingFile(path, session))
+        return made[0]
+
+    return made, factory
 
 
 @pytest.mark.parametrize("threads", [1, 8])
@@ -88,34 +114,19 @@ def test_chrome_json_after_losses(tmp_path: Path) -> None:
     assert phases <= {"X", "i", "M"}
 
 
-def test_sink_errors_are_marked_when_the_file_takes_writes_again(trace_path: Path) -> None:
-    from tracebridge.sinks.perfetto.writer import PerfettoWriter
-
-    failing = threading.Event()
-
-    class Flaky(PerfettoWriter):
-        def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
-            if failing.is_set():
-                raise OSError(28, "No space left on device")
-            return super().write(thread, events, loss)
-
-    def sink(session: tracebridge.Session) -> PerfettoWriter:
-        return Flaky(trace_path, start_ts=session.start_ns + session.clock_offset)
-
-    with configured(flush_interval=3600.0, strict=False):
-        session = tracebridge.start(level=2, output=trace_path, sink=sink)
+def test_sink_errors_are_marked_when_the_file_takes_writes_again(trace_path: Path, lenient: None) -> None:
+    made, factory = failing_file(trace_path)
+    with configured(flush_interval=3600.0):
+        session = tracebridge.start(level=2, output=trace_path, sink=factory)
         paced_loop(10, 100)
         tracebridge.flush()
-        failing.set()
+        made[0].fail = -1
         paced_loop(10, 100)
         tracebridge.flush()
-        failing.clear()
+        made[0].fail = 0
         session._sink_retry_at = 0.0  # (no back-off wait in a test)
         paced_loop(10, 100)
         session = tracebridge.stop()
-    from tracebridge import _safety
-
-    _safety._pending.clear()
     assert session.stats.dropped == {"sink_error": {"span": 20}}
     imported = perfetto_import(trace_path)
     assert imported.stats == {}
@@ -271,15 +282,8 @@ def test_stop_releases_threads_blocked_on_a_full_queue(trace_path: Path) -> None
     assert st.total_dropped == 0
 
 
-def test_trace_lines_are_not_affected_by_a_file_that_fails(trace_path: Path) -> None:
+def test_trace_lines_are_not_affected_by_a_file_that_fails(trace_path: Path, lenient: None) -> None:
     import logging
-
-    from tracebridge import _safety
-    from tracebridge.sinks.perfetto.writer import PerfettoWriter
-
-    class Full(PerfettoWriter):
-        def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
-            raise OSError(28, "No space left on device")
 
     lines: list[str] = []
     handler = logging.Handler()
@@ -288,15 +292,16 @@ def test_trace_lines_are_not_affected_by_a_file_that_fails(trace_path: Path) -> 
     trace_logger.addHandler(handler)
     level = trace_logger.level
     trace_logger.setLevel(logging.INFO)
+    made, factory = failing_file(trace_path)
     try:
-        with configured(strict=False, log_lines=True):
-            tracebridge.start(level=2, output=trace_path, sink=lambda s: Full(trace_path))
+        with configured(log_lines=True):
+            tracebridge.start(level=2, output=trace_path, sink=factory)
+            made[0].fail = -1
             paced_loop(5, 100)
             session = tracebridge.stop()
     finally:
         trace_logger.removeHandler(handler)
         trace_logger.setLevel(level)
-        _safety._pending.clear()
     assert session.stats.dropped == {"sink_error": {"span": 10}}
     assert sum(line.startswith("[TRACE] outer") for line in lines) == 5
     assert sum(line.startswith("[TRACE] inner") for line in lines) == 5
@@ -495,30 +500,18 @@ def test_stop_in_block_mode_writes_what_ends_while_it_stops(trace_path: Path) ->
     assert sorted(e.name for e in read_trace(trace_path).events) == ["before"] * 5 + ["ends-during-stop"]
 
 
-def test_the_last_round_retries_the_file_and_marks_every_gap(trace_path: Path) -> None:
-    from tracebridge import _safety
-    from tracebridge.sinks.perfetto.writer import PerfettoWriter
-
-    fail = [False]
-
-    class Flaky(PerfettoWriter):
-        def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
-            if fail[0]:
-                fail[0] = False
-                raise OSError(28, "No space left on device")
-            return super().write(thread, events, loss)
-
-    with configured(flush_interval=3600.0, strict=False):
-        tracebridge.start(level=2, output=trace_path, sink=lambda s: Flaky(trace_path))
+def test_the_last_round_retries_the_file_and_marks_every_gap(trace_path: Path, lenient: None) -> None:
+    made, factory = failing_file(trace_path)
+    with configured(flush_interval=3600.0):
+        tracebridge.start(level=2, output=trace_path, sink=factory)
         paced_loop(5, 100)
         tracebridge.flush()
-        fail[0] = True
+        made[0].fail = 1
         paced_loop(5, 100)
         tracebridge.flush()  # fails: the session backs off for a second
         with tracebridge.span("last"):
             pass
         session = tracebridge.stop()  # within the back-off: the last round tries anyway
-    _safety._pending.clear()
     assert session.stats.dropped == {"sink_error": {"span": 10}}
     trace = read_trace(trace_path)
     assert [Loss.from_marker(m).dropped for m in trace.losses] == [{"sink_error": 10}]  # type: ignore[union-attr]
@@ -526,25 +519,13 @@ def test_the_last_round_retries_the_file_and_marks_every_gap(trace_path: Path) -
     assert perfetto_import(trace_path).stats == {}
 
 
-def test_a_gap_the_file_never_marked_is_marked_when_it_closes(trace_path: Path) -> None:
-    from tracebridge import _safety
-    from tracebridge.sinks.perfetto.writer import PerfettoWriter
-
-    fail = [False]
-
-    class Flaky(PerfettoWriter):
-        def write(self, thread: ThreadInfo, events: list[Any], loss: Loss | None = None) -> int:
-            if fail[0]:
-                fail[0] = False
-                raise OSError(28, "No space left on device")
-            return super().write(thread, events, loss)
-
-    with configured(flush_interval=3600.0, strict=False):
-        tracebridge.start(level=2, output=trace_path, sink=lambda s: Flaky(trace_path))
-        fail[0] = True
+def test_a_gap_the_file_never_marked_is_marked_when_it_closes(trace_path: Path, lenient: None) -> None:
+    made, factory = failing_file(trace_path)
+    with configured(flush_interval=3600.0):
+        tracebridge.start(level=2, output=trace_path, sink=factory)
+        made[0].fail = 1
         paced_loop(5, 100)
         session = tracebridge.stop()  # the last round's write fails; nothing more comes
-    _safety._pending.clear()
     trace = read_trace(trace_path)
     assert session.stats.dropped == {"sink_error": {"span": 10}}
     assert [Loss.from_marker(m).dropped for m in trace.losses] == [{"sink_error": 10}]  # type: ignore[union-attr]
