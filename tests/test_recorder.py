@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,32 +192,124 @@ def _workload() -> None:
 
 
 def _fields(path: Path) -> list[tuple[object, ...]]:
+    """What a file says of each event, but its times and ids (they differ from run to run)."""
     return sorted(
-        (e.kind, e.name, e.level, repr(sorted(e.metadata.items())), e.error and e.error.type, e.trace_id != 0)
+        (
+            e.kind, e.name, e.level, repr(sorted(e.metadata.items())), e.error and e.error.type,
+            e.trace_id != 0, e.thread_name, e.track, e.overlapping, e.categories,
+        )
         for e in tracebridge.read(path)
-    )
+    )  # fmt: skip
+
+
+def _both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Any, suffix: str = "perfetto-trace"
+) -> Any:
+    """``run(path)`` with spans queued compact where they may be, then with span objects only; both
+    files and what ``run`` returned each time."""
+    from tracebridge import _recorder
+    from tracebridge._runtime import RT
+
+    compact, objects = tmp_path / f"compact.{suffix}", tmp_path / f"objects.{suffix}"
+    first = run(compact)
+    with monkeypatch.context() as m:
+        m.setattr(_recorder, "_update_compact", lambda: setattr(RT, "compact", False))
+        second = run(objects)
+    return compact, objects, first, second
 
 
 @pytest.mark.parametrize("suffix", ["perfetto-trace", "json"])
 def test_compact_records_write_what_span_objects_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
-    from tracebridge import _recorder
     from tracebridge._runtime import RT
 
-    compact = tmp_path / f"compact.{suffix}"
-    tracebridge.start(level=2, output=compact)
-    assert RT.compact
-    _workload()
-    tracebridge.stop()
-    monkeypatch.setattr(_recorder, "_update_compact", lambda: setattr(RT, "compact", False))
-    full = tmp_path / f"objects.{suffix}"
-    tracebridge.start(level=2, output=full)
-    assert not RT.compact
-    _workload()
-    tracebridge.stop()
-    assert _fields(compact) == _fields(full)
-    assert len(_fields(full)) == 3 * 9
+    def run(path: Path) -> bool:
+        tracebridge.start(level=2, output=path)
+        compact = RT.compact
+        _workload()
+        threads = [threading.Thread(target=_workload, name=f"w{i}") for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        tracebridge.stop()
+        return compact
+
+    compact, objects, was_compact, was_not = _both_ways(tmp_path, monkeypatch, run, suffix)
+    assert was_compact and not was_not
+    assert _fields(compact) == _fields(objects)
+    assert len(_fields(objects)) == 3 * 3 * 9
+
+
+def test_trace_lines_turned_on_mid_session_see_the_same_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spans that ended before configure(log_lines=True) are written as they were recorded (no lines);
+    # what ends after it has its lines, with ids.
+    import logging
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(f"{record.getMessage()} {getattr(record, 'trace_id', '-')}")  # type: ignore[method-assign]
+    trace_logger = logging.getLogger("tracebridge.trace")
+    trace_logger.addHandler(handler)
+    level = trace_logger.level
+    trace_logger.setLevel(logging.INFO)
+
+    def run(path: Path) -> list[str]:
+        lines.clear()
+        tracebridge.configure(flush_interval=3600.0)
+        try:
+            tracebridge.start(level=2, output=path)
+            with tracebridge.span("before", level=2), tracebridge.span("before inner", level=2):
+                pass
+            tracebridge.configure(log_lines=True)
+            with tracebridge.span("after", level=2), tracebridge.span("after inner", level=2):
+                pass
+            tracebridge.stop()
+        finally:
+            tracebridge.configure(log_lines=None, flush_interval=0.1)
+        return [re.sub(r"\(\S+\)", "(t)", re.sub(r"[0-9a-f]{32}", "ID", line)) for line in lines]
+
+    try:
+        compact, objects, first, second = _both_ways(tmp_path, monkeypatch, run)
+    finally:
+        trace_logger.removeHandler(handler)
+        trace_logger.setLevel(level)
+    assert first == second == ["[TRACE] after inner (t) ID", "[TRACE] after (t) ID"]
+    assert _fields(compact) == _fields(objects)
+
+
+def test_sampling_adopted_mid_session_sees_the_same_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PerfettoHandler began the recording; start(sampling=...) adopts it. Spans that ended before are
+    # written unsampled; after it, a tail sampler keeps whole traces.
+    from tracebridge.logging import PerfettoHandler
+    from tracebridge.sampling import TailSampler, TraceIdRatio
+
+    def run(path: Path) -> None:
+        handler = PerfettoHandler(path)
+        try:
+            for _ in range(10):
+                with tracebridge.span("outer", level=2), tracebridge.span("inner", level=2):
+                    pass
+            tracebridge.start(level=2, output=path, sampling=[TailSampler(otherwise=TraceIdRatio(0.5))])
+            for _ in range(40):
+                with tracebridge.span("later", level=2), tracebridge.span("later inner", level=2):
+                    pass
+            tracebridge.stop()
+        finally:
+            handler.close()
+
+    compact, objects, _, _ = _both_ways(tmp_path, monkeypatch, run)
+    for path in (compact, objects):
+        events = tracebridge.read(path)
+        assert [e.name for e in events].count("outer") == 10 == [e.name for e in events].count("inner")
+        kept = {e.trace_id for e in events if e.name == "later"}
+        inner = [e.trace_id for e in events if e.name == "later inner"]
+        assert 0 < len(kept) < 40 and sorted(kept) == sorted(inner)  # whole traces, kept or dropped
 
 
 def test_which_spans_are_queued_compact(trace_path: Path) -> None:

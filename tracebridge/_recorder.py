@@ -228,7 +228,7 @@ class Session:
     def _request_round(self, timeout: float, stop: bool = False) -> bool:
         """Ask the writer for one more round and wait for it; False on timeout."""
         writer = self._writer
-        if writer is None or not writer.is_alive():
+        if writer is None or not writer.is_alive() or threading.current_thread() is writer:
             return False
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -257,10 +257,11 @@ class Session:
         when ``rec`` is queued, else why to drop it: ``writer_stalled`` when the writer is dead or made
         no room within the session's ``timeout`` (then, until the writer finishes a round, full queues
         drop at once instead of waiting again); ``queue_full`` on the writer's own thread (it never
-        waits for itself) and for a record made while its thread waits (a signal handler, a log record
-        of a handler that wraps ours)."""
+        waits for itself) and for a record made while the calling thread waits (a signal handler, a
+        finalizer, a log record of a handler that wraps ours)."""
         writer = self._writer
-        if writer is None or st.waiting or threading.current_thread() is writer:
+        me = thread_state()
+        if writer is None or me.waiting or threading.current_thread() is writer:
             return "queue_full"
         if self._stalled:
             return "writer_stalled"
@@ -268,31 +269,32 @@ class Session:
         cap = RT.buffer_cap
         room = self._room
         buf = st.buf
-        st.waiting = True
+        me.waiting = True
         try:
-            while True:
-                if self._stalled:
-                    return "writer_stalled"
-                left = deadline - time.monotonic()
-                if left <= 0 or not writer.is_alive():
-                    break
-                self.nudge()
-                # Nothing here calls out (no logging, no user code) while the lock is held.
-                with room:
-                    # Counted before the queue is looked at: a writer that empties it from now on
-                    # sees a waiter to wake.
-                    self._waiting += 1
-                    try:
+            # Nothing in here calls out (no logging, no user code) while the lock is held; the waiter
+            # is counted from before it first looks at the queue until it has queued its record, so a
+            # writer that empties the queue wakes it, and stop() lets no record of it slip past the
+            # last round.
+            with room:
+                self._waiting += 1
+                try:
+                    while True:
                         if len(buf) < cap or self._stopping:
-                            buf.append(rec)  # (before leaving: stop() waits for the waiters to leave)
+                            buf.append(rec)
                             return None
+                        if self._stalled:
+                            return "writer_stalled"
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not writer.is_alive():
+                            break
+                        self.nudge()  # (lock order: _room, then _cond; the writer never holds both)
                         room.wait(min(left, 0.05))
-                    finally:
-                        self._waiting -= 1
-                        if self._stopping:
-                            room.notify_all()  # _release_waiters waits for them to leave
+                finally:
+                    self._waiting -= 1
+                    if self._stopping:
+                        room.notify_all()  # _release_waiters waits for the waiters to leave
         finally:
-            st.waiting = False
+            me.waiting = False
         self._stall(left <= 0)  # (outside the lock: it logs)
         return "writer_stalled"
 
@@ -903,6 +905,14 @@ def _begin(
     return session
 
 
+def _settle(session: Session) -> None:
+    """Trace lines, sampling or the OpenTelemetry bridge are about to start on ``session``: what is
+    queued (records that ended before) is written first, as it was recorded. They apply to what ends
+    from now on, and never see a CompactSpan tuple, which has no ids or parent to give them."""
+    RT.compact = False
+    session._request_round(session.config.timeout)
+
+
 def _update_compact() -> None:
     """Whether plain spans may be queued as CompactSpan tuples now (see ``_runtime``): the session writes
     a file, and no trace lines, sampling or OpenTelemetry bridge need their ids or parents."""
@@ -922,6 +932,7 @@ def _adopt(session: Session, level: int, pipeline: Pipeline | None) -> Session:
     session.implicit = False
     session.level = level
     if pipeline is not None:
+        _settle(session)
         session._account_sampling()  # what the earlier sampling did stays counted
         session.pipeline = pipeline
         session._sampling_at_start = pipeline.counts()
@@ -968,6 +979,8 @@ def _lines_changed(lines: TraceLines | None) -> None:
         if lines is None and session.implicit and session.format == "none" and RT.bridge is None:
             _stop(None, resume=False)
         else:
+            if lines is not None:
+                _settle(session)
             session.lines = lines
             _update_compact()
         return
@@ -987,6 +1000,8 @@ def _otel_changed(value: Any) -> None:
         return
     from .otel import Bridge  # here, not at the top: the recorder does not depend on its sources
 
+    if RT.session is not None:
+        _settle(RT.session)
     RT.bridge = Bridge(None if value is True else value)
     if RT.session is None:
         _begin(2, None, "none", _session_pipeline(RT.config.sampling), implicit=True)

@@ -7,7 +7,8 @@ taken) after one length check that bounds memory; the writer thread (see ``_reco
 A record is an object with a ``kind`` (a span, an instant, ...), or, for the commonest record of all, a
 span that carries nothing but its name, level and times in a session that needs no ids, the tuple
 :data:`CompactSpan` ``(name, level, start_ns, end_ns)``: the span object itself is freed when it ends,
-and a queued span costs a third less memory.
+and a queued span costs 40% less memory. (A span's trace id therefore reaches a file when something asked
+for it while the span ran; asked for later, by a task that outlives it, it is not written.)
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ class ThreadState:
         if RT.block and session is not None:
             try:
                 reason = session.queue_when_room(self, rec)
-            except BaseException:  # (KeyboardInterrupt while waiting: the record is counted, then it goes on)
-                self.drop(record_kind(rec))
+            except BaseException:  # KeyboardInterrupt while waiting: the record is counted, then it goes on
+                if not any(r is rec for r in self.buf):  # (unless it was queued just before)
+                    self.drop(record_kind(rec))
                 raise
             if reason is not None:
                 self.drop(record_kind(rec), reason)

@@ -560,3 +560,60 @@ def test_block_with_trace_lines_into_a_perfetto_handler_never_stalls(trace_path:
             root.setLevel(level)
     assert session.stats.dropped == {}
     assert session.stats.recorded["span"] == 600 and session.stats.recorded["log"] == 600
+
+
+def test_threads_blocked_when_stop_begins_lose_nothing(
+    trace_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight threads wait for room (the writer is stuck) when stop() begins. A waiter woken by stop() is
+    # delayed before it queues its record (here: nudging the writer takes 20 ms once stopping): the
+    # writer's last round must still take that record.
+    from tracebridge import _recorder
+
+    nudge = _recorder.Session.nudge
+
+    def slow_nudge(self: _recorder.Session) -> None:
+        if self._stopping:
+            time.sleep(0.02)
+        nudge(self)
+
+    monkeypatch.setattr(_recorder.Session, "nudge", slow_nudge)
+    holder, factory = gated(trace_path)
+    with configured(thread_buffer=4, on_full="block", timeout=30.0, flush_interval=0.01):
+        tracebridge.start(level=2, output=trace_path, sink=factory)
+        session = RT.session
+        assert session is not None
+        tight_loop(1)
+        assert holder[0].entered.wait(JOIN)  # the writer is stuck from now on
+        counts = [0] * 8
+
+        def produce(k: int) -> None:
+            for _ in range(20):
+                with tracebridge.span("s", level=2) as s:
+                    pass
+                counts[k] += isinstance(s, tracebridge.Span)
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + JOIN
+        while session._waiting < 8 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert session._waiting == 8
+        release = session._release_waiters
+
+        def release_then_unstick() -> None:
+            release()
+            holder[0].open.set()  # the writer goes on to its last round at once
+
+        session._release_waiters = release_then_unstick  # type: ignore[method-assign]
+        stopper = threading.Thread(target=tracebridge.stop)
+        stopper.start()
+        for t in threads:
+            t.join(JOIN)
+        stopper.join(JOIN)
+        assert not stopper.is_alive() and not any(t.is_alive() for t in threads)
+    st = session.stats
+    assert sum(counts) == 8 * 5  # four queued and one waiting each, when recording stopped
+    assert st.recorded["span"] + st.total_dropped == 2 + sum(counts)
+    assert st.total_dropped == 0
