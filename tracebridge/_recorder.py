@@ -80,7 +80,8 @@ class Session:
         level: events of this level and below are recorded.
         path: the trace file, or ``None`` for an in-memory session.
         format: ``"perfetto"``, ``"json"`` or ``"memory"``.
-        stats: counts recorded (by kind) and dropped (by reason and kind); final once stopped.
+        stats: counts recorded (by kind) and dropped (by reason and kind); final once stopped, unless
+            ``timed_out`` says that ``stop()`` gave up waiting for the writer.
         events: in-memory sessions: every event, in start order, once stopped.
 
     .. versionadded:: 0.1
@@ -113,6 +114,8 @@ class Session:
         self.clock_offset = measure_clock_offset()
         self.start_ns = now_ns()
         self.stopped = False
+        #: stop() gave up waiting for the writer: the stats are what was counted by then, not final.
+        self.timed_out = False
         # In-memory events carry every span's ids; trace files do not hold them, so the writer does not
         # make ids for spans that never needed one.
         self._make_ids = fmt == "memory"
@@ -137,6 +140,7 @@ class Session:
         self._wake = False
         self._stopping = False  # stop() has begun: no new activities, threads waiting for room go on
         self._stop_requested = False  # the writer's signal: one last round, then end
+        self._last_round_done = False
         # Set by stop(): past it the writer drops what is still queued instead of writing it.
         self._deadline: float | None = None
         self._rounds_requested = 0
@@ -220,6 +224,10 @@ class Session:
                 with self._cond:
                     self._rounds_done = max(self._rounds_done, requested)
                     self._cond.notify_all()
+                    self._last_round_done = stopping
+                    late = stopping and self.timed_out
+                if late:  # stop() gave up waiting: the file is closed (with the stats) here
+                    self._close_sink()
                 if stopping:
                     return
         finally:
@@ -341,18 +349,24 @@ class Session:
         self._deadline = time.monotonic() + timeout
         done = self._request_round(timeout + max(1.0, timeout / 2), stop=True)
         if not done and self._writer is not None:
-            if self._writer.is_alive():
+            with self._cond:  # (the writer may have finished just now: then the file is closed here)
+                finished = self._last_round_done
+                self.timed_out = not finished and self._writer.is_alive()
+            if self.timed_out:
                 _safety.internal_error(
                     "session.stop",
-                    TimeoutError(f"writer did not finish within {timeout}s"),
+                    TimeoutError(
+                        f"the writer did not finish within {timeout}s (a stuck sink, or a very busy "
+                        "machine): the session's stats are not final; the writer closes the trace when "
+                        "it finishes"
+                    ),
                     raise_in_strict=False,
                 )
                 return
-            # The writer died: what is still queued is counted, and the file is closed from here.
-            for st in _all_threads():
-                self._count_drops(st)
-                while st.buf:
-                    self.count_drop("writer_stalled", record_kind(st.buf.popleft()))
+            if not finished:  # the writer died: what is still queued is counted, the file closed here
+                for st in _all_threads():
+                    self._count_drops(st)
+                    self._discard(st.buf, len(st.buf), "writer_stalled")
         self._close_sink()
 
     # -- the writer's round ------------------------------------------------------------------------
@@ -439,6 +453,9 @@ class Session:
         left = len(buf)
         info = self._thread_info(st)
         while left > 0 or loss is not None:
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                self._discard(buf, left, "stop_timeout")  # (in bulk: a late writer must end soon)
+                return
             n = min(left, WRITE_CHUNK)
             left -= n
             records = [pop() for _ in range(n)]
@@ -446,11 +463,6 @@ class Session:
                 self._room_made()
             if st.deferred:
                 records = self._materialize(records)
-            if self._deadline is not None and time.monotonic() > self._deadline:
-                for rec in records:
-                    self.count_drop("stop_timeout", record_kind(rec))
-                loss = None
-                continue
             pipe = self.pipeline
             if pipe is not None and pipe.tail_stages:
                 # (Tail stages read records: spans queued compact before sampling began are expanded.)
@@ -459,6 +471,20 @@ class Session:
             else:
                 self._write(info, self._events(records, info), loss)
             loss = None
+
+    def _discard(self, buf: Any, n: int, reason: str) -> None:
+        """Take ``n`` records off ``buf`` unwritten, counted as dropped for ``reason`` (one lock)."""
+        kinds: dict[str, int] = {}
+        pop = buf.popleft
+        for _ in range(n):
+            try:
+                kind = record_kind(pop())
+            except IndexError:
+                break
+            kinds[kind] = kinds.get(kind, 0) + 1
+        with self._stats_lock:
+            for kind, count in kinds.items():
+                self.stats.count_drop(reason, kind, count)
 
     def _materialize(self, records: list[Any]) -> list[Any]:
         out: list[Any] = []
@@ -1028,13 +1054,7 @@ def _session_pipeline(sampling: Any) -> Pipeline | None:
 def _discard_stale_records(session: Session) -> None:
     """Records left in thread queues by an earlier session (spans that ended after it stopped)."""
     for st in _all_threads():
-        n = len(st.buf)
-        for _ in range(n):
-            try:
-                rec = st.buf.popleft()
-            except IndexError:
-                break
-            session.stats.count_drop("outside_session", record_kind(rec))
+        session._discard(st.buf, len(st.buf), "outside_session")
         st.take_drops()  # (counted by the session they happened in, or outside any session)
 
 

@@ -13,8 +13,25 @@ from typing import Any
 import pytest
 
 import tracebridge
+from tracebridge._runtime import now_ns
 from tracebridge.analysis import render, summarize
-from tracebridge.instrument import DEMOTE_AFTER, instrument
+from tracebridge.instrument import DEMOTE_AFTER, _wrap, instrument
+
+
+class FakeClock:
+    """The instrumented wrappers' clock in these tests: one microsecond a read, and ``pause(seconds)``
+    for the sample's slow paths. A busy machine cannot make a quick call look slow. It starts well after
+    any session these tests begin (a record from before its session's start is not written)."""
+
+    def __init__(self) -> None:
+        self.t = now_ns() + 10**12
+
+    def __call__(self) -> int:
+        self.t += 1_000
+        return self.t
+
+    def pause(self, seconds: float) -> None:
+        self.t += int(seconds * 1e9)
 
 
 @pytest.fixture
@@ -24,19 +41,22 @@ def timing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             """
             import asyncio, time
 
+            pause = time.sleep  # (the tests pass a fake clock's)
+
             def quick(x):
                 return x + 1
 
             def sometimes_slow(slow):
                 if slow:
-                    time.sleep(0.003)
+                    pause(0.003)
                 return slow
 
             def broken():
                 raise LookupError("quick but failed")
 
             async def slow_io():
-                await asyncio.sleep(0.003)
+                pause(0.003)
+                await asyncio.sleep(0)
                 return "io"
 
             def login(user, password, *, retries=1):
@@ -47,6 +67,9 @@ def timing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.syspath_prepend(str(tmp_path))
     import timing_sample
 
+    clock = FakeClock()
+    monkeypatch.setattr(_wrap, "now_ns", clock)
+    timing_sample.pause = clock.pause
     yield timing_sample
     del sys.modules["timing_sample"]
 

@@ -6,15 +6,17 @@ import os
 import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tracebridge
 from tracebridge._model import ErrorInfo, Event, Frame, Loss, ThreadInfo
 from tracebridge.reading import read_trace
+from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
-from helpers import decode, official_view, perfetto_import
+from helpers import comparable, decode, official_view, perfetto_import
 
 ME = ThreadInfo(os.getpid(), 4242, "worker")
 
@@ -306,3 +308,92 @@ def decode_raw(path: Path) -> object:
     from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as official
 
     return official.Trace.FromString(path.read_bytes())
+
+
+def test_sequence_restart_never_moves_the_clock_back(
+    trace_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(perfetto_writer, "MAX_INTERNED", 20)
+    w = PerfettoWriter(trace_path)
+    written = []
+    for batch in range(5):
+        events = [
+            Event(
+                "span",
+                f"name-{batch}-{i}",
+                10_000 + batch * 1000 + i * 10,
+                10_005 + batch * 1000 + i * 10,
+                1,
+                {},
+                ME.tid,
+                ME.name,
+            )
+            for i in range(30)
+        ]
+        w.write(ME, events)
+        written += events
+    outer = Event("span", "outer", 5_000, 20_000, 1, {}, ME.tid, ME.name)
+    w.write(ME, [outer])  # begins before every restart of the sequence's clock
+    w.close()
+    trace = read_trace(trace_path)
+    assert trace.problems == []
+    assert sorted(map(comparable, trace.events), key=repr) == sorted(
+        map(comparable, [*written, outer]), key=repr
+    )
+    snapshots = [p.clock_snapshot for p in decode(trace_path).packet if p.HasField("clock_snapshot")]
+    per_sequence = [next(c.timestamp for c in s.clocks if c.clock_id == 6) for s in snapshots[1:]]
+    assert per_sequence == sorted(per_sequence) and len(per_sequence) > 2
+
+
+def test_equal_timestamps_nest_in_any_arrival_order(tmp_path: Path) -> None:
+    parent = Event("span", "parent", 100, 110, 1, {}, ME.tid, ME.name)
+    first = Event("span", "first_child", 100, 104, 1, {}, ME.tid, ME.name)
+    last = Event("span", "last_child", 106, 110, 1, {}, ME.tid, ME.name)
+    for order in ([parent, first, last], [first, last, parent], [last, parent, first]):
+        path = tmp_path / "t.perfetto-trace"
+        w = PerfettoWriter(path, start_ts=0)
+        w.write(ME, list(order))
+        w.close()
+        trace = read_trace(path)
+        assert trace.problems == []
+        assert {(e.name, e.start_ns, e.end_ns) for e in trace.events} == {
+            ("parent", 100, 110),
+            ("first_child", 100, 104),
+            ("last_child", 106, 110),
+        }
+
+
+def test_drop_mark_survives_a_failed_write(trace_path: Path) -> None:
+    w = PerfettoWriter(trace_path, compress=False)
+    real = w._out.file
+
+    class Failing:
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    w._out.file = Failing()  # type: ignore[assignment]
+    with pytest.raises(OSError):
+        w.write(ME, [Event("instant", "lost", 2_000, 2_000, 1, {}, ME.tid, ME.name)], Loss({"x": 5}, 1, 1))
+    w._out.file = real
+    w.write(ME, [Event("instant", "kept", 3_000, 3_000, 1, {}, ME.tid, ME.name)])
+    w.close()
+    # The failed write is a gap too: the next write clears the sequence and says a packet was lost.
+    lost = [p for p in decode(trace_path).packet if p.previous_packet_dropped]
+    assert len(lost) == 1 and lost[0].sequence_flags & 1
+    assert [e.name for e in read_trace(trace_path).events] == ["kept"]
+    assert perfetto_import(trace_path).stats == {}
+
+
+def test_big_counter_values_and_activity_tracks(trace_path: Path) -> None:
+    tracebridge.start(output=trace_path)
+    tracebridge.counter("big", (1 << 63) + 5)
+    aid = tracebridge.activity_start("upload", track="Network")
+    tracebridge.activity_end(aid)
+    session = tracebridge.stop()
+    events = {e.name: e for e in tracebridge.read(trace_path)}
+    assert events["big"].value == float((1 << 63) + 5)
+    assert events["upload"].track == "Network" and events["upload"].kind == "activity"
+    assert session.stats.recorded == {"span": 0, "instant": 0, "counter": 1, "activity": 1, "log": 0}
