@@ -4,7 +4,7 @@
     writing the same packets (same fields, interning and delta timestamps): target >= 2x faster;
 (d) bytes per event of our Perfetto trace vs our Chrome JSON of the same events: target >= 4x smaller.
 
-Workload (shared/PERFETTO.md "Sizes to beat"): 100k spans on 4 threads with 50 names, nested three deep.
+Workload: 100k spans on 4 threads with 50 names, nested three deep.
 Run: python benchmarks/bench_writer.py [--quick]
 """
 

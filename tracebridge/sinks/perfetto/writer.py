@@ -1,6 +1,6 @@
 """Streaming Perfetto protobuf writer.
 
-Layout of a file (see shared/PERFETTO.md for the format):
+Layout of a file (Perfetto's ``TracePacket`` format; the field numbers are in ``protos/``):
 
 * sequence 1, the writer's own: the process track descriptor and a clock snapshot (BOOTTIME, MONOTONIC,
   REALTIME) first; at the end, an instant ``tracebridge.stats`` with what the session recorded and dropped.
