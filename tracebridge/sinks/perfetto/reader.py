@@ -1,10 +1,12 @@
 """Reading Perfetto protobuf traces: back to events, and the checks ``tracebridge validate`` reports.
 
 The reader follows trace_processor's rules (its proto importer, ``ProtoTraceReader``): packets are
-framed records; incremental state (interning, defaults) is per sequence and starts at ``SEQ_INCREMENTAL_STATE_CLEARED``; clock 64 is a
-sequence-scoped incremental clock started by a clock snapshot; track events are sorted by timestamp (file
-order breaks ties) before slices are matched on their tracks. Whatever trace_processor would count as an
-import problem is recorded as a :class:`Problem` under the name of trace_processor's stat.
+framed records; incremental state (interning, defaults) is per sequence and starts at
+``SEQ_INCREMENTAL_STATE_CLEARED``; a loss (``previous_packet_dropped``) invalidates it until the next
+clear; clock 64 is a sequence-scoped incremental clock started by a clock snapshot; track events are
+sorted by timestamp (file order breaks ties) before slices are matched on their tracks. Whatever
+trace_processor would count as an import problem is recorded as a :class:`Problem` under the name of
+trace_processor's stat.
 """
 
 from __future__ import annotations
