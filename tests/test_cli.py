@@ -135,7 +135,7 @@ def test_format_detection_is_not_fooled_by_a_leading_newline(tmp_path: Path) -> 
     from tracebridge.reading import detect_format
 
     # A Perfetto file is 0x0a (a newline) and a length; a length of 123 is "{" in ASCII.
-    from tracebridge.sinks.perfetto.writer import P_TRACK_DESCRIPTOR, TD_NAME, frame
+    from tracebridge.sinks.perfetto.schema import P_TRACK_DESCRIPTOR, TD_NAME, frame
 
     packet = P_TRACK_DESCRIPTOR.bytes_(TD_NAME.string("x" * 118))
     data = frame(packet)

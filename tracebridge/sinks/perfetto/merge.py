@@ -17,7 +17,7 @@ from typing import Any
 
 from . import tracebridge_perfetto_pb2 as pb
 from .reader import iter_frames
-from .writer import BOOTTIME, frame
+from .schema import BOOTTIME, frame
 
 __all__ = ["MergeError", "merge_traces"]
 

@@ -37,8 +37,7 @@ from ..._model import (
     TraceFile,
 )
 from . import tracebridge_perfetto_pb2 as pb
-from .wire import read_varint
-from .writer import (
+from .schema import (
     ACTIVITY_TRACK_DESCRIPTION,
     BOOTTIME,
     COUNTER,
@@ -49,6 +48,7 @@ from .writer import (
     SLICE_END,
     UNIT_NAMES,
 )
+from .wire import read_varint
 
 MAX_DEPTH = 512
 #: Kinds of problem (code and message) listed apart; more are counted on the first of their code.
