@@ -97,10 +97,10 @@ def run_demo(output: str, json_output: str | None = None) -> int:
     print()
     print(render(summarize(events, session.stats), top=10))
     if json_output:
-        from .cli import write_events
         from .reading import read_trace
+        from .sinks import write_trace
 
-        write_events(read_trace(output), json_output)
+        write_trace(read_trace(output), json_output)
         print(f"\nAlso wrote Chrome JSON: {json_output}")
     print(
         f"\nOpen {os.path.abspath(output)} in https://ui.perfetto.dev (Open trace file), or run\n"

@@ -486,6 +486,10 @@ class Record:
         self.thread: ThreadInfo | None = None
 
 
+class TraceReadError(Exception):
+    """A file is missing, is not a trace, or cannot be read as one."""
+
+
 @dataclass
 class Problem:
     """Something wrong in a trace file. For Perfetto traces ``code`` is the name of the trace_processor

@@ -52,6 +52,7 @@ from ._sanitize import Counts, clean_str, sanitize_metadata
 from .sampling.filters import Directives
 from .sampling.pipeline import Pipeline
 from .sinks.lines import TraceLines
+from .sinks.memory import MemorySink, NullSink
 
 if TYPE_CHECKING:
     from .sinks import Sink
@@ -189,12 +190,26 @@ class Session:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def _open(self) -> None:
-        from .sinks import open_sink
-
-        self._sink = self._sink_factory(self) if self._sink_factory else open_sink(self)
+        self._sink = self._sink_factory(self) if self._sink_factory else self._default_sink()
         if self.pipeline is not None:
             self.pipeline.on_flood_end = self._flood_end
         self._start_writer()
+
+    def _default_sink(self) -> Sink:
+        """The sink for the session's output (raises OSError at once when the path cannot be written)."""
+        if self.format == "memory":
+            return MemorySink(self.events, self.config.max_events)
+        if self.format == "none":
+            return NullSink()
+        assert self.path is not None
+        if self.format == "json":
+            from .sinks.chrome import ChromeJsonWriter
+
+            return ChromeJsonWriter(self.path)
+        from .sinks.perfetto.writer import PerfettoWriter
+
+        start_ts = self.start_ns + self.clock_offset
+        return PerfettoWriter(self.path, start_ts=start_ts, compress=self.config.compress)
 
     def _flood_end(self, key: Any, count: int) -> None:
         """A rate limiter's flood ended: one instant says how many similar events it suppressed."""

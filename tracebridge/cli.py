@@ -17,6 +17,7 @@ from typing import TextIO
 
 from ._model import Loss, TraceFile
 from .reading import TraceReadError, read_trace
+from .sinks import write_trace
 
 EXIT_PROBLEMS = 1
 EXIT_ERROR = 2
@@ -86,35 +87,11 @@ def _positive(text: str) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     trace = _load(args.trace)
-    write_events(trace, args.output)
+    write_trace(trace, args.output)
     kind = "Chrome JSON" if str(args.output).endswith(".json") else "Perfetto"
     print(f"wrote {args.output} ({kind}, {len(trace.events)} events)")
     _notes(trace, args.trace)
     return 0
-
-
-def write_events(trace: TraceFile, output: str) -> None:
-    """Write the events of ``trace`` to ``output`` (Chrome JSON for ``.json``, else Perfetto)."""
-    from ._model import ThreadInfo
-    from .sinks.chrome import ChromeJsonWriter
-    from .sinks.perfetto.writer import PerfettoWriter
-
-    pid = trace.pid or os.getpid()
-    writer: ChromeJsonWriter | PerfettoWriter
-    if output.lower().endswith(".json"):
-        writer = ChromeJsonWriter(output, pid=pid, process_name=trace.process_name or None)
-    else:
-        writer = PerfettoWriter(output, pid=pid, process_name=trace.process_name or None)
-    by_thread: dict[tuple[int, str], list] = {}  # type: ignore[type-arg]
-    unfinished = []
-    for ev in trace.events:
-        if ev.kind == "activity" and ev.end_ns is None:
-            unfinished.append(ev)
-            continue
-        by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)
-    for (tid, name), events in by_thread.items():
-        writer.write(ThreadInfo(pid, tid, name), events)
-    writer.close(trace.stats, unfinished)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

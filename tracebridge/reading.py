@@ -6,11 +6,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ._model import Event, TraceFile
+from ._model import Event, TraceFile, TraceReadError
 
-
-class TraceReadError(Exception):
-    """A file is missing, is not a trace, or cannot be read as one."""
+__all__ = ["TraceReadError", "detect_format", "read", "read_trace"]
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -27,34 +25,16 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         raise TraceReadError(f"{p}: cannot read: {exc.strerror or exc}") from None
     if not head:
         raise TraceReadError(f"{p}: empty file, not a trace")
+    from .sinks.perfetto.reader import starts_with_packet  # (here: import tracebridge stays light)
+
     # 0x0a starts a Perfetto trace, but it is also a newline before a JSON document: look further.
-    if head[:1] == b"\x0a" and _starts_with_packet(head):
+    if head[:1] == b"\x0a" and starts_with_packet(head):
         return "perfetto"
     if head.lstrip()[:1] in (b"{", b"["):
         return "json"
     if head[:1] == b"\x0a":
         return "perfetto"  # a packet longer than the first 64 KiB, or a damaged one: the reader says which
     raise TraceReadError(f"{p}: not a trace (neither Perfetto protobuf nor Chrome JSON)")
-
-
-def _starts_with_packet(head: bytes) -> bool:
-    """True when ``head`` begins with a complete ``Trace.packet`` record that decodes."""
-    from google.protobuf.message import DecodeError
-
-    from .sinks.perfetto.reader import _TracePacket
-    from .sinks.perfetto.wire import read_varint
-
-    try:
-        length, pos = read_varint(head, 1)
-    except (IndexError, ValueError):
-        return False
-    if pos + length > len(head):
-        return False
-    try:
-        _TracePacket.FromString(head[pos : pos + length])
-    except DecodeError:
-        return False
-    return True
 
 
 def read(path: str | os.PathLike[str]) -> list[Event]:

@@ -6,13 +6,11 @@ time, and never sees the application's threads. Sinks import only the event mode
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from .._model import Event, Loss, Stats, ThreadInfo
-
-if TYPE_CHECKING:
-    from .._recorder import Session
+from .._model import Event, Loss, Stats, ThreadInfo, TraceFile
 
 
 class Sink(Protocol):
@@ -31,20 +29,25 @@ class Sink(Protocol):
     def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None: ...
 
 
-def open_sink(session: Session) -> Sink:
-    """The sink for a session's output (raises OSError at once when the path cannot be written)."""
-    from ..sinks.memory import MemorySink, NullSink
-
-    if session.format == "memory":
-        return MemorySink(session.events, session.config.max_events)
-    if session.format == "none":
-        return NullSink()
-    assert session.path is not None
-    start_ts = session.start_ns + session.clock_offset
-    if session.format == "json":
-        from .chrome import ChromeJsonWriter
-
-        return ChromeJsonWriter(session.path)
+def write_trace(trace: TraceFile, output: str) -> None:
+    """Write the events of ``trace`` (as read from a file) to ``output``: Chrome JSON for ``.json``,
+    else Perfetto. Activities that had not ended are written as begun."""
+    from .chrome import ChromeJsonWriter
     from .perfetto.writer import PerfettoWriter
 
-    return PerfettoWriter(session.path, start_ts=start_ts, compress=session.config.compress)
+    pid = trace.pid or os.getpid()
+    writer: ChromeJsonWriter | PerfettoWriter
+    if output.lower().endswith(".json"):
+        writer = ChromeJsonWriter(output, pid=pid, process_name=trace.process_name or None)
+    else:
+        writer = PerfettoWriter(output, pid=pid, process_name=trace.process_name or None)
+    by_thread: dict[tuple[int, str], list[Event]] = {}
+    unfinished = []
+    for ev in trace.events:
+        if ev.kind == "activity" and ev.end_ns is None:
+            unfinished.append(ev)
+            continue
+        by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)
+    for (tid, name), events in by_thread.items():
+        writer.write(ThreadInfo(pid, tid, name), events)
+    writer.close(trace.stats, unfinished)

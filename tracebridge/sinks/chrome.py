@@ -32,6 +32,7 @@ from .._model import (
     Stats,
     ThreadInfo,
     TraceFile,
+    TraceReadError,
 )
 from ._files import AppendOnlyFile, Lanes
 
@@ -304,8 +305,6 @@ def _ns(v: Any) -> int:
 
 
 def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
-    from ..reading import TraceReadError
-
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8", errors="replace"), parse_float=Decimal)

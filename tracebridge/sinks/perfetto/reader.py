@@ -35,6 +35,7 @@ from ..._model import (
     Problem,
     Stats,
     TraceFile,
+    TraceReadError,
 )
 from . import tracebridge_perfetto_pb2 as pb
 from .schema import (
@@ -706,12 +707,25 @@ def _pop_error(md: dict[str, Any], frames: tuple[Frame, ...]) -> ErrorInfo | Non
     return error if causes is None else error.with_causes(causes)
 
 
+def starts_with_packet(head: bytes) -> bool:
+    """True when ``head`` begins with a complete ``Trace.packet`` record that decodes."""
+    try:
+        length, pos = read_varint(head, 1)
+    except (IndexError, ValueError):
+        return False
+    if pos + length > len(head):
+        return False
+    try:
+        _TracePacket.FromString(head[pos : pos + length])
+    except DecodeError:
+        return False
+    return True
+
+
 def read_perfetto(
     path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
 ) -> TraceFile:
     """Read a Perfetto trace file: its events, stats and import problems."""
-    from ...reading import TraceReadError
-
     p = Path(path)
     try:
         data = p.read_bytes()
