@@ -30,7 +30,7 @@ from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, before_stop, record_into
 from ._runtime import RT, now_ns, thread_state
 from ._sanitize import needs_snapshot
-from .sampling._stage import _count_value, errors_named
+from .sampling._stage import errors_named
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
 from .spans import admit, current_span, snapshot_metadata
@@ -553,7 +553,7 @@ class RateLimitFilter(logging.Filter):
 
     @property
     def suppressed(self) -> int:
-        return sum(_count_value(c) for c in self._limiter._dropped.values())
+        return sum(c.value for c in self._limiter.dropped_by_kind.values())
 
 
 _rate_limit_filters: WeakSet[RateLimitFilter] = WeakSet()

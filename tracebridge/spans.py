@@ -13,10 +13,9 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import itertools
 import random
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
 from . import _safety
@@ -93,7 +92,7 @@ class Span(SpanRecord):
     _stack: list[SpanRecord]
     _st: ThreadState | None
     _token: contextvars.Token[Span | None]
-    _drop_counter: itertools.count[int]  # spans sampling dropped: their stage's counter (_DroppedSpan)
+    _drop_counter: Iterator[int]  # spans sampling dropped: their stage's counter (_DroppedSpan)
     _task: str | None  # set on spans that overlap others: the asyncio task they ran in, if any
 
     def __enter__(self) -> Span:
@@ -432,7 +431,7 @@ def _sampled_span(
             if pipe.root_weight != 1.0:
                 s.adjusted_count = 1.0 / pipe.root_weight
             return s
-        s._drop_counter = pipe.root_decider._dropped["span"]
+        s._drop_counter = pipe.root_decider.dropped_by_kind["span"].counter
         s.__class__ = _DroppedSpan if bridge is None else _BridgedDropped
         return s
     if pipe.needs_name and type(name) is not str:
@@ -442,7 +441,7 @@ def _sampled_span(
         if weight != 1.0:
             s.adjusted_count = 1.0 / weight
         return s
-    s._drop_counter = dropped_by._dropped["span"]
+    s._drop_counter = dropped_by.dropped_by_kind["span"].counter
     s.__class__ = _DroppedSpan if bridge is None else _BridgedDropped
     return s
 

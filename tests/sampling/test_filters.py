@@ -44,9 +44,7 @@ def test_predicate_and_its_failures(lenient: None) -> None:
     broken = Predicate(lambda ev: 1 / 0)
     assert broken.decide(Ev()) == 1.0  # a failing predicate keeps the event
     assert broken.decide(Ev()) == 1.0
-    from tracebridge.sampling._stage import _count_value
-
-    assert _count_value(broken._errors) == 2
+    assert broken.error_count.value == 2
 
 
 def test_predicate_raises_in_strict_mode() -> None:

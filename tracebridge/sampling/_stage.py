@@ -18,7 +18,7 @@ import itertools
 import math
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from .. import _safety
@@ -29,10 +29,25 @@ RANDOMNESS_BITS = 56
 RANDOMNESS_MASK = (1 << RANDOMNESS_BITS) - 1
 
 
-def _count_value(counter: itertools.count[int]) -> int:
-    # The next value an itertools.count would return, without advancing it: its repr is "count(N)"
-    # (its pickling support, the other way to read it, is deprecated since Python 3.12).
-    return int(repr(counter)[6:-1])
+class Tally:
+    """A count that many threads bump at once, without a lock: ``add()`` counts one more; ``value``
+    reads it. It is an ``itertools.count``, whose ``next()`` is a single operation under the GIL and the
+    cheapest increment Python has: hot paths keep ``counter`` and call ``next(counter)`` themselves."""
+
+    __slots__ = ("add", "counter")
+
+    def __init__(self) -> None:
+        self.counter = itertools.count()
+        self.add: Callable[[], int] = self.counter.__next__
+
+    @property
+    def value(self) -> int:
+        # An itertools.count shows the next value it would give in its repr, "count(N)" (its pickling
+        # support, the other way to read it, is deprecated since Python 3.12).
+        return int(repr(self.counter)[6:-1])
+
+    def __repr__(self) -> str:
+        return f"Tally({self.value})"
 
 
 class Stage:
@@ -58,9 +73,10 @@ class Stage:
     weighted: ClassVar[bool] = True
 
     def __init__(self) -> None:
-        self._kept = {kind: itertools.count() for kind in SAMPLED_KINDS}
-        self._dropped = {kind: itertools.count() for kind in SAMPLED_KINDS}
-        self._errors = itertools.count()
+        #: What the stage kept and dropped so far, by kind; its guarded calls that failed.
+        self.kept_by_kind = {kind: Tally() for kind in SAMPLED_KINDS}
+        self.dropped_by_kind = {kind: Tally() for kind in SAMPLED_KINDS}
+        self.error_count = Tally()
 
     def decide(self, ev: Any) -> float:  # pragma: no cover - every stage overrides it
         raise NotImplementedError
@@ -68,12 +84,12 @@ class Stage:
     def counts(self) -> dict[str, dict[str, int]]:
         """Events this stage kept and dropped so far, by kind."""
         return {
-            "kept": {k: _count_value(c) for k, c in self._kept.items() if _count_value(c)},
-            "dropped": {k: _count_value(c) for k, c in self._dropped.items() if _count_value(c)},
+            "kept": {k: c.value for k, c in self.kept_by_kind.items() if c.value},
+            "dropped": {k: c.value for k, c in self.dropped_by_kind.items() if c.value},
         }
 
     def _failed(self, what: str, exc: Exception) -> None:
-        next(self._errors)
+        self.error_count.add()
         _safety.internal_error(f"sampling.{type(self).__name__}.{what}", exc)
 
     def __repr__(self) -> str:

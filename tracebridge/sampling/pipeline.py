@@ -8,13 +8,12 @@ event's adjusted count is the inverse (a span kept at 1% stands for 100 spans). 
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._safety import safe_str
-from ._stage import SAMPLED_KINDS, Stage, _count_value, keep_probability
+from ._stage import SAMPLED_KINDS, Stage, Tally, keep_probability
 from .limiters import KeyedRateLimiter
 from .tail import TailSampler
 
@@ -53,8 +52,8 @@ class Pipeline:
         #: ParentBased stage); it counts its drops as the ParentBased stage's.
         self.short_cut_level = self.critical_level if self.follows_parent is not None else 1 << 30
         self.short_cut_drops = (
-            self.follows_parent._dropped["span"] if self.follows_parent is not None else itertools.count()
-        )
+            self.follows_parent.dropped_by_kind["span"] if self.follows_parent is not None else Tally()
+        ).counter
         # When every head stage decides roots by trace randomness alone, a root is decided by one
         # comparison with the highest of their thresholds (consistent thresholds nest).
         thresholds = [st.root_threshold for st in self.head_stages]
@@ -64,12 +63,12 @@ class Pipeline:
             self.root_decider = self.head_stages[thresholds.index(self.root_threshold)]
             self.root_weight = keep_probability(self.root_threshold) if self.root_threshold < 1 << 56 else 0.0
             #: Where roots dropped by that comparison are counted (the deciding stage's drops).
-            self.root_drops = self.root_decider._dropped["span"]
+            self.root_drops = self.root_decider.dropped_by_kind["span"].counter
         #: Every weight the head stages give comes from a consistent threshold (or there is none): an
         #: event's adjusted count is then 1/p of one consistent probability p, and a TailSampler whose
         #: ``otherwise`` is consistent too nests with it.
         self.nests = all(st.consistent or not st.weighted for st in self.head_stages)
-        self._overridden = {kind: itertools.count() for kind in SAMPLED_KINDS}
+        self._overridden = {kind: Tally() for kind in SAMPLED_KINDS}
         self.on_flood_end: Callable[[Any, int], None] | None = None
         for st in stages:
             if isinstance(st, KeyedRateLimiter):
@@ -109,7 +108,7 @@ class Pipeline:
                 w = 1.0
             if not w:
                 return 0.0, st
-            next(st._kept[kind])
+            st.kept_by_kind[kind].add()
             if w != 1.0:
                 # (Outside any trace each consistent stage draws randomness of its own: independent.)
                 if st.consistent and (kind == "span" or ev.trace_id):
@@ -120,22 +119,22 @@ class Pipeline:
 
     @staticmethod
     def count_drop(stage: Stage, kind: str) -> None:
-        next(stage._dropped[kind])
+        stage.dropped_by_kind[kind].add()
 
     def count_root_kept(self, kind: str) -> None:
         """Count a root kept by the one-comparison decision (see ``root_threshold``) for every stage."""
         for st in self.head_stages:
-            next(st._kept[kind])
+            st.kept_by_kind[kind].add()
 
     def dropped_by_parent(self, kind: str) -> None:
         """Count an event dropped because its trace was (the ParentBased short cut)."""
         st = self.follows_parent
         if st is not None:
-            next(st._dropped[kind])
+            st.dropped_by_kind[kind].add()
 
     def overridden(self, kind: str) -> None:
         """Count an event kept against the stages' decision (critical, or failed)."""
-        next(self._overridden[kind])
+        self._overridden[kind].add()
 
     def tail(self, items: list[tuple[Any, Any]], start: int = 0) -> list[tuple[Any, Any]]:
         """Run the tail stages (from the ``start``-th on) over (thread, record) pairs on the writer
@@ -158,15 +157,15 @@ class Pipeline:
                     st._failed("decide", exc)
                     w = 1.0
                 if w:
-                    next(st._kept[kind])
+                    st.kept_by_kind[kind].add()
                     if w != 1.0:
                         rec.adjusted_count /= w
                     kept.append(item)
                 elif self._keeps_anyway(rec):
-                    next(self._overridden[kind])
+                    self._overridden[kind].add()
                     kept.append(item)
                 else:
-                    next(st._dropped[kind])
+                    st.dropped_by_kind[kind].add()
             items = kept
         return items
 
@@ -199,7 +198,7 @@ class Pipeline:
         out: dict[str, Any] = {}
         for i, st in enumerate(self.stages):
             entry: dict[str, Any] = {"reason": st.reason, **st.counts()}
-            errors = _count_value(st._errors)
+            errors = st.error_count.value
             if errors:
                 entry["errors"] = errors
             if isinstance(st, TailSampler):
@@ -208,7 +207,7 @@ class Pipeline:
                 if st.kept_anyway:
                     entry["kept_anyway"] = st.kept_anyway
             out[f"{i}:{safe_str(st)}"] = entry
-        overridden = {k: _count_value(c) for k, c in self._overridden.items() if _count_value(c)}
+        overridden = {k: c.value for k, c in self._overridden.items() if c.value}
         if overridden:
             out["kept_anyway"] = {"kept": overridden}
         return out

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from .._units import parse_duration
-from ._stage import Stage, _count_value
+from ._stage import Stage, Tally
 from .samplers import TraceIdRatio
 
 
@@ -74,7 +73,7 @@ class TailSampler(Stage):
         self._held: OrderedDict[int, _HeldTrace] = OrderedDict()
         self._held_spans = 0
         self._decided: OrderedDict[int, float] = OrderedDict()
-        self._evicted = itertools.count()
+        self._evicted = Tally()
         self._keep_anyway: Callable[[Any], bool] | None = None
         self._head_nests = False
         #: Spans kept although their trace was not (critical or failed spans, as the pipeline wants).
@@ -87,7 +86,7 @@ class TailSampler(Stage):
 
     @property
     def evicted(self) -> int:
-        return _count_value(self._evicted)
+        return self._evicted.value
 
     def decide(self, ev: Any) -> float:  # pragma: no cover - the pipeline calls process()
         raise TypeError("TailSampler decides whole traces: use it in a Pipeline")
@@ -135,7 +134,7 @@ class TailSampler(Stage):
         for trace_id in due:
             self._settle(trace_id, out)
         while len(self._held) > self.max_traces or self._held_spans > self.max_spans:
-            next(self._evicted)
+            self._evicted.add()
             self._settle(next(iter(self._held)), out)
         return out
 
@@ -182,7 +181,7 @@ class TailSampler(Stage):
                         rec.adjusted_count = max(rec.adjusted_count, 1.0 / weight)
                     else:
                         rec.adjusted_count /= weight
-                next(self._kept["span"])
+                self.kept_by_kind["span"].add()
             out.extend(items)
         else:
             keep_anyway = self._keep_anyway
@@ -191,7 +190,7 @@ class TailSampler(Stage):
                     out.append(item)
                     self.kept_anyway += 1
                 else:
-                    next(self._dropped["span"])
+                    self.dropped_by_kind["span"].add()
 
     def __repr__(self) -> str:
         slow = f"{self.slower_than}ns" if self.slower_than is not None else None
