@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import _codec, _safety
+from . import _codec, _hooks, _safety
 from ._config import Config
 from ._model import (
     CODE_LOCATIONS,
@@ -616,10 +616,14 @@ class Session:
                 _safety.defer_error("open spans", exc)
         with self._stats_lock:
             self.stats.open_activities = len(still_open) + len(open_spans)
-            self.stats.demoted = dict(demotions)
             self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
         self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
+        for hook in _hooks.session_closing:
+            try:
+                hook(self.stats)
+            except Exception as exc:
+                _safety.defer_error("session closing hook", exc)
         self._account_sampling()
         try:
             opened = [self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in still_open]
@@ -912,18 +916,6 @@ def start(
         return _begin(level, output, fmt, pipeline, sink)
 
 
-#: Auto-instrumentation's overhead budget: functions demoted in the current generation (name -> the
-#: calls it saw, all under its min_duration). A new session or instrument() starts a new generation.
-demotions: dict[str, int] = {}
-generation = [0]
-
-
-def new_generation() -> None:
-    """Undo every demotion (a new session, or a new instrument() call)."""
-    generation[0] += 1
-    demotions.clear()
-
-
 def _begin(
     level: int,
     output: str | os.PathLike[str] | None,
@@ -934,7 +926,8 @@ def _begin(
 ) -> Session:
     if pipeline is None and RT.bridge is not None:
         pipeline = Pipeline([])  # the OpenTelemetry bridge works on the pipeline path
-    new_generation()
+    for hook in _hooks.session_started:
+        hook()
     session = Session(level, output, fmt, RT.config, sink, pipeline)
     session.implicit = implicit
     _discard_stale_records(session)
@@ -1073,11 +1066,6 @@ def _discard_stale_records(session: Session) -> None:
         st.take_drops()  # (counted by the session they happened in, or outside any session)
 
 
-#: Called (without arguments) when a session is about to stop, while it still records: the logging
-#: bridge logs the summaries of floods its rate limits are suppressing.
-before_stop: list[Callable[[], None]] = []
-
-
 def stop(timeout: float | None = None) -> Session:
     """Stop the active session, write everything it recorded, and return it (finished).
 
@@ -1091,7 +1079,7 @@ def stop(timeout: float | None = None) -> Session:
 
 def _stop(timeout: float | None, resume: bool) -> Session:
     if RT.session is not None:
-        for hook in before_stop:  # outside the lock: hooks log, and handlers take their own locks
+        for hook in _hooks.before_stop:  # outside the lock: hooks log, and handlers take their own locks
             try:
                 hook()
             except Exception as exc:

@@ -26,8 +26,9 @@ from weakref import WeakSet
 
 from . import _safety
 from ._backtrace import error_info
+from ._hooks import before_stop
 from ._model import ErrorInfo, Frame, Record
-from ._recorder import Session, before_stop, record_into
+from ._recorder import Session, record_into
 from ._runtime import RT, now_ns, thread_state
 from ._sanitize import needs_snapshot
 from .sampling._stage import errors_named

@@ -15,7 +15,7 @@ import pytest
 import tracebridge
 from tracebridge._runtime import now_ns
 from tracebridge.analysis import render, summarize
-from tracebridge.instrument import DEMOTE_AFTER, _wrap, instrument
+from tracebridge.instrument import DEMOTE_AFTER, _budget, _wrap, instrument
 
 
 class FakeClock:
@@ -142,10 +142,10 @@ def test_a_new_instrument_call_undoes_demotions(timing: Any) -> None:
         tracebridge.start(level=2)
         for i in range(DEMOTE_AFTER + 1):
             timing.quick(i)
-        assert "timing_sample.quick" in tracebridge._recorder.demotions
+        assert "timing_sample.quick" in _budget.demotions
         other = instrument("json")  # any instrument() call starts a new generation
         other.uninstrument()
-        assert tracebridge._recorder.demotions == {}
+        assert _budget.demotions == {}
         timing.quick(1)
         tracebridge.stop()
     finally:

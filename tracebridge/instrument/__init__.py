@@ -30,8 +30,8 @@ from typing import Any
 import wrapt
 
 from .. import _safety
-from .._recorder import new_generation
 from .._units import parse_duration
+from ._budget import new_generation
 from ._wrap import DEMOTE_AFTER, Options, Result, instrument_module, undo
 
 __all__ = ["DEMOTE_AFTER", "Instrumentation", "instrument"]

@@ -13,9 +13,9 @@ from typing import Any
 from .. import _safety
 from .._backtrace import error_info
 from .._model import CODE_LOCATIONS, SpanRecord
-from .._recorder import demotions, generation
 from .._runtime import RT, now_ns, thread_state
 from ..spans import Span, _decorate, _is_failure, current_span, snapshot_metadata, span
+from ._budget import demotions, generation
 
 #: Set on every wrapper: a callable that has it is not wrapped again.
 MARK = "__tracebridge_instrumented__"

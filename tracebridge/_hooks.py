@@ -1,0 +1,47 @@
+"""Where integrations plug into the recorder and the span API without the recorder knowing them.
+
+* :class:`SpanHook`: an integration every recorded span goes through (the OpenTelemetry bridge: each
+  span gets an OpenTelemetry twin). ``tracebridge.configure(otel=...)`` installs one.
+* ``before_stop``, ``session_started``, ``session_closing``: callables the recorder calls at those
+  moments of every session (the logging bridge reports floods before a session stops; auto-
+  instrumentation starts a new budget generation with each session and adds its demotions to the
+  session's stats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._model import Record, SpanRecord, Stats
+
+
+class SpanHook(Protocol):
+    """An integration that every span of the span API goes through while it is installed.
+
+    The span API makes its spans of ``span_class`` (recorded) and ``dropped_class`` (dropped by head
+    sampling, recorded only if they fail): subclasses of :class:`tracebridge.Span` whose ``__enter__``
+    and ``__exit__`` call the integration. ``begin`` is called as a span is made, before anything else
+    sees it, and gives it its ids (``span.trace_id``, ``span.span_id``).
+    """
+
+    span_class: type[Any]
+    dropped_class: type[Any]
+
+    def begin(self, span: SpanRecord) -> None: ...
+
+    def instant(self, rec: Record) -> None:
+        """An instant recorded now, on the current thread."""
+        ...
+
+    def ended_call(self, name: str, start_ns: int, end_ns: int, exc: BaseException | None) -> None:
+        """A call recorded after the fact (auto-instrumentation's ``min_duration`` path)."""
+        ...
+
+
+#: Called (no arguments) when a session is about to stop, while it still records.
+before_stop: list[Callable[[], None]] = []
+#: Called (no arguments) when a session starts.
+session_started: list[Callable[[], None]] = []
+#: Called with a session's stats as it closes its output (before they are written).
+session_closing: list[Callable[[Stats], None]] = []
