@@ -13,7 +13,7 @@ Quick start::
 
 from __future__ import annotations
 
-from . import sampling
+from . import _hooks, sampling
 from ._codec import decode, encode
 from ._config import Config
 from ._model import ErrorInfo, Event, Frame, Stats
@@ -34,6 +34,16 @@ from .spans import (
 )
 
 __version__ = "0.1.0.dev0"
+
+
+def _opentelemetry_bridge(value: object) -> _hooks.SpanHook:
+    """What ``configure(otel=True | provider)`` installs (imported only then: OpenTelemetry is heavy)."""
+    from .otel import Bridge
+
+    return Bridge(None if value is True else value)
+
+
+_hooks.span_hook_factory = _opentelemetry_bridge
 
 __all__ = [
     "Config",

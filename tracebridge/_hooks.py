@@ -39,6 +39,10 @@ class SpanHook(Protocol):
         ...
 
 
+#: Makes the SpanHook that ``configure(otel=value)`` asks for (the package installs OpenTelemetry's
+#: bridge here: the recorder does not know its integrations).
+span_hook_factory: Callable[[Any], SpanHook] | None = None
+
 #: Called (no arguments) when a session is about to stop, while it still records.
 before_stop: list[Callable[[], None]] = []
 #: Called (no arguments) when a session starts.

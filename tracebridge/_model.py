@@ -405,6 +405,12 @@ class SpanRecord:
     def span_id(self, value: int) -> None:
         self._span_id = value
 
+    @property
+    def ids_made(self) -> tuple[int, int]:
+        """The trace and span ids as far as something asked for them (0 for one never made); reading
+        this makes none (a trace file keeps only the ids the application asked for)."""
+        return self._trace_id, self._span_id
+
 
 _id_lock = threading.Lock()
 

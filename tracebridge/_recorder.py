@@ -727,8 +727,8 @@ class Session:
                 trace_id, span_id = rec.trace_id, rec.span_id
                 parent_id = parent.span_id if parent is not None else 0
             else:  # the ids the application asked for, if any (trace files do not hold them)
-                trace_id, span_id = rec._trace_id, rec._span_id
-                parent_id = parent._span_id if parent is not None else 0
+                trace_id, span_id = rec.ids_made
+                parent_id = parent.ids_made[1] if parent is not None else 0
             return Event(
                 "span",
                 name,
@@ -1032,11 +1032,13 @@ def _otel_changed(value: Any) -> None:
         if session is not None and session.implicit and session.format == "none" and session.lines is None:
             _stop(None, resume=False)
         return
-    from .otel import Bridge  # here, not at the top: the recorder does not depend on its sources
-
+    factory = _hooks.span_hook_factory
+    if factory is None:
+        raise ValueError("otel: no OpenTelemetry integration is installed (import tracebridge first)")
+    hook = factory(value)
     if RT.session is not None:
         _settle(RT.session)
-    RT.bridge = Bridge(None if value is True else value)
+    RT.bridge = hook
     if RT.session is None:
         _begin(2, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
     elif RT.pipeline is None:

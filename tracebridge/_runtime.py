@@ -24,6 +24,7 @@ from ._config import Config
 from ._model import ThreadInfo, trace_clock_ns
 
 if TYPE_CHECKING:
+    from ._hooks import SpanHook
     from ._recorder import Session
     from .sampling.pipeline import Pipeline
 
@@ -52,8 +53,8 @@ class _Runtime:
     __slots__ = ("block", "bridge", "buffer_cap", "compact", "config", "level", "pipeline", "session")
 
     def __init__(self) -> None:
-        #: The OpenTelemetry bridge (``configure(otel=...)``): tracebridge spans become OTel spans.
-        self.bridge: Any = None
+        #: The span hook (``configure(otel=...)``: the OpenTelemetry bridge) every span goes through.
+        self.bridge: SpanHook | None = None
         self.level = 0  # the active session's level; 0 when no session is active
         self.session: Session | None = None
         self.pipeline: Pipeline | None = None  # the active session's sampling, if it has any

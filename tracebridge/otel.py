@@ -43,6 +43,7 @@ from .sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
 from .sampling._stage import RANDOMNESS_MASK, Stage, errors_named, threshold_to_th
 from .sampling.limiters import KeyedRateLimiter
 from .sampling.samplers import Probability
+from .spans import DroppedSpan, Span
 
 __all__ = [
     "AdaptiveSampler",
@@ -195,7 +196,7 @@ class _Finished(Deferred):
             md["otel.scope"] = self.scope
         # Every span carries its own span id as a flow id (so the file keeps it); a span that links to
         # it carries the same id, and Perfetto draws an arrow from the linked span to it.
-        flows = [rec._span_id]
+        flows = [rec.span_id]
         for link in self.links:
             if link.context is not None and link.context.span_id:
                 flows.append(link.context.span_id)
@@ -213,7 +214,7 @@ class _Finished(Deferred):
                 )
             t = _local_ns(session, event.timestamp)
             inst = Record("instant", event.name, t, t, rec.level, attrs or None, error=error)
-            inst.trace_id, inst.span_id = rec._trace_id, rec._span_id
+            inst.trace_id, inst.span_id = rec.trace_id, rec.span_id
             instants.append(inst)
         if rec.error is None and code is StatusCode.ERROR:
             rec.error = ErrorInfo("ERROR", description or "")
@@ -814,6 +815,47 @@ def otel_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _BridgedSpan(Span):
+    """A recorded span with an OpenTelemetry twin (``configure(otel=...)``): the twin began with it, is
+    the current OpenTelemetry span inside it, and ends with it, with its metadata and failure."""
+
+    __slots__ = ("_otel", "_otel_bridge", "_otel_token")
+
+    _otel: Any  # the OpenTelemetry span (None once ended)
+    _otel_bridge: Any  # the bridge that began it (it ends it, even if the bridge is turned off)
+    _otel_token: Any  # the OpenTelemetry context token while it is current
+
+    def __enter__(self) -> Span:
+        Span.__enter__(self)
+        self._otel_bridge.attach(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        Span.__exit__(self, exc_type, exc, tb)
+        _end_twin(self, exc)
+
+
+class _BridgedDropped(DroppedSpan, _BridgedSpan):
+    """A span sampling dropped, with its OpenTelemetry twin (whose own sampler decides about it)."""
+
+    __slots__ = ()
+    recorded_class = _BridgedSpan
+
+    def __enter__(self) -> Span:
+        DroppedSpan.__enter__(self)
+        self._otel_bridge.attach(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        DroppedSpan.__exit__(self, exc_type, exc, tb)
+        _end_twin(self, exc)
+
+
+def _end_twin(s: Any, exc: Any) -> None:
+    if s._otel is not None:
+        s._otel_bridge.end(s, exc)
+
+
 class Bridge:
     """tracebridge spans as OpenTelemetry spans (``tracebridge.configure(otel=True)``, or
     ``otel=provider``): each recorded span begins an OpenTelemetry twin in the current OpenTelemetry
@@ -824,6 +866,10 @@ class Bridge:
 
     .. versionadded:: 0.1
     """
+
+    #: The span API's spans while the bridge is on (see :class:`tracebridge._hooks.SpanHook`).
+    span_class = _BridgedSpan
+    dropped_class = _BridgedDropped
 
     def __init__(self, provider: Any = None) -> None:
         from opentelemetry import context as otel_context
@@ -843,20 +889,20 @@ class Bridge:
         try:
             name = s.name
             if type(name) is not str:
-                s._resolve_name()
+                s.resolve_name()
                 name = s.name
             attributes = otel_attributes(s.metadata) if s.metadata else None
             twin = self.tracer.start_span(name, attributes=attributes)
             ctx = twin.get_span_context()
             s._otel = twin
             if ctx.is_valid:
-                s._trace_id, s._span_id = ctx.trace_id, ctx.span_id
+                s.trace_id, s.span_id = ctx.trace_id, ctx.span_id
                 return
         except Exception as exc:
             _safety.internal_error("otel bridge: begin", exc)
         parent = s.parent
-        s._trace_id = parent.trace_id if parent is not None else new_trace_id()
-        s._span_id = 0
+        s.trace_id = parent.trace_id if parent is not None else new_trace_id()
+        s.span_id = 0
 
     def attach(self, s: Any) -> None:
         twin = s._otel

@@ -92,7 +92,7 @@ class Span(SpanRecord):
     _stack: list[SpanRecord]
     _st: ThreadState | None
     _token: contextvars.Token[Span | None]
-    _drop_counter: Iterator[int]  # spans sampling dropped: their stage's counter (_DroppedSpan)
+    _drop_counter: Iterator[int]  # spans sampling dropped: their stage's counter (DroppedSpan)
     _task: str | None  # set on spans that overlap others: the asyncio task they ran in, if any
 
     def __enter__(self) -> Span:
@@ -184,7 +184,9 @@ class Span(SpanRecord):
         self._task = _task_name()
         return own
 
-    def _resolve_name(self) -> None:
+    def resolve_name(self) -> None:
+        """Call the span's lazy name (a callable given to :func:`span`), if it has one: its name is a
+        string from then on. A failing callable names the span after its error."""
         name = self.name
         if type(name) is not str:
             try:
@@ -195,7 +197,7 @@ class Span(SpanRecord):
 
     def _resolve(self) -> None:
         """Call the lazy name and metadata callables: the span is kept, so their cost is due now."""
-        self._resolve_name()
+        self.resolve_name()
         for fn in self._lazy or ():
             try:
                 extra = fn()
@@ -336,7 +338,7 @@ def span(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> Any:
                 # roots are made here, with only what a dropped span needs.
                 tid = _getrandbits(128) or 1
                 if (tid & RANDOMNESS_MASK) < threshold:
-                    d = _new(_DroppedSpan)
+                    d = _new(DroppedSpan)
                     d.name = name
                     d.level = level
                     d.metadata = metadata or None
@@ -393,7 +395,7 @@ def _sampled_span(
     metadata: dict[str, Any] | None,
     trace_id: int = 0,
 ) -> Span | _OffSpan:
-    """A span through the pipeline's head stages: a Span, or a _DroppedSpan, or (inside a trace that
+    """A span through the pipeline's head stages: a Span, or a DroppedSpan, or (inside a trace that
     ParentBased dropped) an _OffSpan, which costs no more than a span whose level is off. A root may
     come with its trace id drawn already."""
     critical = level <= pipe.critical_level
@@ -405,7 +407,7 @@ def _sampled_span(
         off.metadata = metadata or {}
         return off
     bridge = RT.bridge
-    s = _new(Span if bridge is None else _BridgedSpan)
+    s: Span = _new(Span if bridge is None else bridge.span_class)
     s.name = name
     s.level = level
     s.metadata = metadata
@@ -418,9 +420,9 @@ def _sampled_span(
         # The trace id now: consistent samplers decide by it (no other thread can see this span yet).
         s._trace_id = tid = parent.trace_id if parent is not None else trace_id or new_trace_id()
         s._span_id = 0
-    else:  # its OpenTelemetry twin begins now, and gives it its ids
+    else:  # the hook's span begins now (an OpenTelemetry twin), and gives it its ids
         bridge.begin(s)
-        tid = s._trace_id
+        tid = s.trace_id
     if critical:
         pipe.overridden("span")
         return s
@@ -432,21 +434,21 @@ def _sampled_span(
                 s.adjusted_count = 1.0 / pipe.root_weight
             return s
         s._drop_counter = pipe.root_decider.dropped_by_kind["span"].counter
-        s.__class__ = _DroppedSpan if bridge is None else _BridgedDropped
+        s.__class__ = DroppedSpan if bridge is None else bridge.dropped_class
         return s
     if pipe.needs_name and type(name) is not str:
-        s._resolve_name()
+        s.resolve_name()
     weight, dropped_by = pipe.head(s)
     if dropped_by is None:
         if weight != 1.0:
             s.adjusted_count = 1.0 / weight
         return s
     s._drop_counter = dropped_by.dropped_by_kind["span"].counter
-    s.__class__ = _DroppedSpan if bridge is None else _BridgedDropped
+    s.__class__ = DroppedSpan if bridge is None else bridge.dropped_class
     return s
 
 
-class _DroppedSpan(Span):
+class DroppedSpan(Span):
     """A span the head stages dropped. It is still the current span (its children see that its trace is
     dropped, and logs see its ids), but it is not recorded unless it fails: a failure is kept whatever
     sampling said (``Pipeline(keep_failures=True)``, the default). It stays off its thread's stack, so a
@@ -454,7 +456,7 @@ class _DroppedSpan(Span):
 
     __slots__ = ()
     sampled = False
-    _recorded_class: type[Span] = Span  # what it becomes when it fails after all
+    recorded_class: type[Span] = Span  # what it becomes when it fails after all
 
     def __enter__(self) -> Span:
         self._token = _current.set(self)
@@ -485,7 +487,7 @@ class _DroppedSpan(Span):
         return None
 
     def _record_failure(self, end: int, exc: Any, tb: Any) -> None:
-        self.__class__ = self._recorded_class  # type: ignore[assignment]
+        self.__class__ = self.recorded_class  # type: ignore[assignment]
         self.end_ns = end
         if exc is not None:  # else it was marked failed by fail()
             self.error = error_info(exc, tb)
@@ -496,47 +498,6 @@ class _DroppedSpan(Span):
         elif self.metadata is not None and needs_snapshot(self.metadata):
             self._snapshot()
         thread_state().push(self)
-
-
-class _BridgedSpan(Span):
-    """A recorded span with an OpenTelemetry twin (``configure(otel=...)``): the twin began with it, is
-    the current OpenTelemetry span inside it, and ends with it, with its metadata and failure."""
-
-    __slots__ = ("_otel", "_otel_bridge", "_otel_token")
-
-    _otel: Any  # the OpenTelemetry span (None once ended)
-    _otel_bridge: Any  # the bridge that began it (it ends it, even if the bridge is turned off)
-    _otel_token: Any  # the OpenTelemetry context token while it is current
-
-    def __enter__(self) -> Span:
-        Span.__enter__(self)
-        self._otel_bridge.attach(self)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        Span.__exit__(self, exc_type, exc, tb)
-        _end_twin(self, exc)
-
-
-class _BridgedDropped(_DroppedSpan, _BridgedSpan):
-    """A span sampling dropped, with its OpenTelemetry twin (whose own sampler decides about it)."""
-
-    __slots__ = ()
-    _recorded_class = _BridgedSpan
-
-    def __enter__(self) -> Span:
-        _DroppedSpan.__enter__(self)
-        self._otel_bridge.attach(self)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        _DroppedSpan.__exit__(self, exc_type, exc, tb)
-        _end_twin(self, exc)
-
-
-def _end_twin(s: Any, exc: Any) -> None:
-    if s._otel is not None:
-        s._otel_bridge.end(s, exc)
 
 
 def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
