@@ -24,8 +24,7 @@ from typing import Any
 from _timing import per_op_ns, row
 
 import tracebridge
-from tracebridge import _recorder
-from tracebridge.instrument import DEMOTE_AFTER, instrument
+from tracebridge.instrument import DEMOTE_AFTER, _budget, instrument
 
 QUICK = "--quick" in sys.argv
 N = 20_000 if QUICK else 100_000
@@ -58,7 +57,7 @@ def _under_min_duration(target: Any) -> float:
         gc.disable()
         try:
             for _ in range(max(1, N // chunk)):
-                _recorder.new_generation()
+                _budget.new_generation()
                 t0 = time.perf_counter_ns()
                 target.calls(chunk)
                 total += time.perf_counter_ns() - t0
@@ -91,7 +90,7 @@ def main() -> None:
         short = _under_min_duration(target)
         for _ in range(2):
             target.calls(DEMOTE_AFTER + 1)  # work() is demoted now
-        assert "bench_target.work" in _recorder.demotions
+        assert "bench_target.work" in _budget.demotions
         demoted = per_op_ns(target.calls, N, REPEAT)
         tracebridge.stop()
         handle.uninstrument()

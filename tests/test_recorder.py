@@ -213,7 +213,7 @@ def _both_ways(
     compact, objects = tmp_path / f"compact.{suffix}", tmp_path / f"objects.{suffix}"
     first = run(compact)
     with monkeypatch.context() as m:
-        m.setattr(_recorder, "_update_compact", lambda: setattr(RT, "compact", False))
+        m.setattr(_recorder.lifecycle, "update_compact", lambda: setattr(RT, "compact", False))
         second = run(objects)
     return compact, objects, first, second
 

@@ -476,7 +476,7 @@ def test_a_child_of_a_dropped_span_recorded_after_all() -> None:
 def test_task_tracks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tracebridge import _recorder
 
-    monkeypatch.setattr(_recorder, "MAX_TASK_TRACKS", 2)
+    monkeypatch.setattr(_recorder.convert, "MAX_TASK_TRACKS", 2)
 
     path = record_interleaved_tasks(tmp_path, 5)
     names = {e.track for e in tracebridge.read(path)}

@@ -175,7 +175,7 @@ class _Tls(threading.local):
     watch: _DeathWatch
 
 
-_tls = _Tls()
+thread_local = _Tls()
 _threads_lock = threading.Lock()
 _threads: list[ThreadState] = []
 
@@ -194,21 +194,21 @@ class _DeathWatch:
 
 def thread_state() -> ThreadState:
     try:
-        return _tls.state
+        return thread_local.state
     except AttributeError:
         return _attach_thread()
 
 
 def _attach_thread() -> ThreadState:
     st = ThreadState()
-    _tls.state = st
-    _tls.watch = _DeathWatch(st)
+    thread_local.state = st
+    thread_local.watch = _DeathWatch(st)
     with _threads_lock:
         _threads.append(st)
     return st
 
 
-def _all_threads() -> list[ThreadState]:
+def all_threads() -> list[ThreadState]:
     with _threads_lock:
         return list(_threads)
 
@@ -222,7 +222,7 @@ def revive(st: ThreadState) -> None:
             _threads.append(st)
 
 
-def _forget_dead_threads() -> None:
+def forget_dead_threads() -> None:
     """Drop the states of threads that ended, once their queues have stayed empty for two rounds (a span
     that began on a thread may end on another just as the first one ends)."""
     with _threads_lock:

@@ -23,7 +23,7 @@ from ._backtrace import error_info, stack_frames
 from ._codec import decode, encode
 from ._model import Record, SpanRecord, new_trace_id
 from ._recorder import source_failed
-from ._runtime import RT, ThreadState, _tls, now_ns, thread_state
+from ._runtime import RT, ThreadState, now_ns, thread_local, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 from .sampling._stage import RANDOMNESS_MASK
 from .sampling.pipeline import Pipeline
@@ -99,7 +99,7 @@ class Span(SpanRecord):
         self.parent = parent = _current.get()
         self._token = _current.set(self)
         try:
-            st = _tls.state
+            st = thread_local.state
         except AttributeError:
             st = thread_state()
         self._st = st
@@ -582,7 +582,7 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
             s.parent = parent = _current.get()
             s._token = token = _current.set(s)
             try:
-                st = _tls.state
+                st = thread_local.state
             except AttributeError:
                 st = thread_state()
             s._st = st

@@ -1,18 +1,8 @@
-"""Recording sessions: levels, the writer thread, and the process lifecycle.
-
-Sources queue records on their thread's deque (see ``_runtime``). The writer thread wakes every
-``flush_interval`` seconds, pops what each thread queued, turns records into :class:`~tracebridge.Event`
-objects (sanitized, secrets scrubbed) and hands them to the session's sink. When a thread's queue is full,
-new records are dropped and counted by the producing thread; the writer marks the gap in the trace.
-
-Lifecycle: ``atexit`` stops an active session under one deadline; ``fork`` flushes in the parent and gives
-the child a fresh writer and file of its own (see ``_after_fork_in_child``).
-"""
+"""A recording session: its state and stats, the writer thread that drains the threads' queues into
+the sink (rounds, back-off after sink errors, gaps marked), and back-pressure (``on_full``)."""
 
 from __future__ import annotations
 
-import atexit
-import inspect
 import os
 import threading
 import time
@@ -21,12 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import _codec, _hooks, _safety
-from ._config import Config
-from ._model import (
-    CODE_LOCATIONS,
+from .. import _hooks, _safety
+from .._config import Config
+from .._model import (
     KINDS,
-    RESERVED_KEYS,
     Deferred,
     Event,
     Loss,
@@ -36,45 +24,38 @@ from ._model import (
     ThreadInfo,
     trace_clock_ns,
 )
-from ._runtime import (
+from .._runtime import (
     RT,
-    CompactSpan,
     ThreadState,
-    _all_threads,
-    _forget_dead_threads,
+    all_threads,
+    forget_dead_threads,
     measure_clock_offset,
     now_ns,
     record_kind,
     thread_state,
-    threads_after_fork,
 )
-from ._sanitize import Counts, clean_str, sanitize_metadata
-from .sampling.filters import Directives
-from .sampling.pipeline import Pipeline
-from .sinks.lines import TraceLines
-from .sinks.memory import MemorySink, NullSink
+from .._sanitize import Counts
+from ..sampling.pipeline import Pipeline
+from ..sinks.memory import MemorySink, NullSink
 
 if TYPE_CHECKING:
-    from .sinks import Sink
+    from ..sinks import Sink
+
+from .convert import EventConversion
 
 OutputFormat = Literal["perfetto", "json", "memory", "none"]
-
-#: Tracks of their own for asyncio tasks, at most, per recording (see ``Session._task_track``).
-MAX_TASK_TRACKS = 256
 
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096
 
-# --------------------------------------------------------------------------------------------- sessions
 
-
-def _default_output_format(output: str | os.PathLike[str] | None) -> OutputFormat:
+def default_output_format(output: str | os.PathLike[str] | None) -> OutputFormat:
     if output is None:
         return "memory"
     return "json" if str(output).lower().endswith(".json") else "perfetto"
 
 
-class Session:
+class Session(EventConversion):
     """A recording session: what :func:`tracebridge.start` returns and :func:`tracebridge.stop` finishes.
 
     Attributes:
@@ -203,10 +184,10 @@ class Session:
             return NullSink()
         assert self.path is not None
         if self.format == "json":
-            from .sinks.chrome import ChromeJsonWriter
+            from ..sinks.chrome import ChromeJsonWriter
 
             return ChromeJsonWriter(self.path)
-        from .sinks.perfetto.writer import PerfettoWriter
+        from ..sinks.perfetto.writer import PerfettoWriter
 
         start_ts = self.start_ns + self.clock_offset
         return PerfettoWriter(self.path, start_ts=start_ts, compress=self.config.compress)
@@ -379,7 +360,7 @@ class Session:
                 )
                 return
             if not finished:  # the writer died: what is still queued is counted, the file closed here
-                for st in _all_threads():
+                for st in all_threads():
                     self._count_drops(st)
                     self._discard(st.buf, len(st.buf), "writer_stalled")
         self._close_sink()
@@ -408,7 +389,7 @@ class Session:
             for info, _ in list(self._unmarked_gaps.values()):
                 self._sink_retry_at = 0.0  # (a last chance each, as the stats get when it closes)
                 self._write(info, [], None)
-        _forget_dead_threads()
+        forget_dead_threads()
         if self._sink is not None:
             try:
                 self._sink.flush()
@@ -442,7 +423,7 @@ class Session:
                 by_thread.setdefault(info, []).append(rec)
             for info, records in by_thread.items():
                 self._write(info, self._events(records, info), None)
-        for st in _all_threads():
+        for st in all_threads():
             try:
                 self._drain(st)
             except Exception as exc:
@@ -651,133 +632,6 @@ class Session:
                 if reason and n:
                     self.count_drop(reason, kind, n)
 
-    # -- record -> event ---------------------------------------------------------------------------
-
-    def _task_track(self, task: Any, info: ThreadInfo) -> str | None:
-        """The track of an asyncio task's spans that overlap other tasks' (``None``: the thread's
-        overlap lanes, once :data:`MAX_TASK_TRACKS` tasks have a track: a server runs tasks without end,
-        and a trace is no use with a track for each)."""
-        name = clean_str(f"{_safety.safe_str(task)} ({info.name})", 1024)
-        tracks = self._task_tracks
-        if name not in tracks:
-            if len(tracks) >= MAX_TASK_TRACKS:
-                return None
-            tracks.add(name)
-        return name
-
-    def _compact_event(self, rec: CompactSpan, info: ThreadInfo) -> Event:
-        """The event of a span queued as a CompactSpan: what ``_to_event`` makes of a span that carries
-        nothing but its name, level and times (names that need work take that path)."""
-        name, level, start, end = rec
-        if len(name) > 1024 or not name.isascii() or "\x00" in name or name.endswith("#"):
-            return self._to_event(SpanRecord.of(name, level, start, end), info)
-        where = CODE_LOCATIONS.get(name)
-        md = (
-            {}
-            if where is None
-            else {"code.filepath": where[0], "code.lineno": where[1], "code.function": where[2]}
-        )
-        off = self.clock_offset
-        return Event("span", name, start + off, end + off, level, md, info.tid, info.name)
-
-    def _to_event(self, rec: Any, info: ThreadInfo) -> Event:
-        counts = self._writer_counts
-        name = rec.name
-        if type(name) is not str:
-            name = _safety.safe_str(name)
-        md: dict[str, Any] = rec.metadata or {}
-        categories: tuple[str, ...] = ()
-        track = None
-        flows: tuple[int, ...] = ()
-        terminating: tuple[int, ...] = ()
-        if md:
-            md = dict(md)
-            if "category" in md:
-                categories = _as_strings(md.pop("category"))
-            if "track" in md:
-                t = md.pop("track")
-                track = None if t is None else clean_str(_safety.safe_str(t), 1024)
-            if "flows" in md:
-                flows = _as_ids(md.pop("flows"))
-            if "terminating_flows" in md:
-                terminating = _as_ids(md.pop("terminating_flows"))
-        if name.endswith("#") and _codec.maybe_encoded(name):
-            name, encoded = _codec.decode(name)
-            if encoded:
-                md = {**encoded, **md}
-        if len(name) > 1024 or not name.isascii() or "\x00" in name:
-            name = clean_str(name, 1024, counts)
-        if md:
-            md = sanitize_metadata(md, self.limits, counts)
-            if not RESERVED_KEYS.isdisjoint(md):  # the file's own fields: the metadata's go beside them
-                md = {f"attribute.{k}" if k in RESERVED_KEYS else k: v for k, v in md.items()}
-        off = self.clock_offset
-        end = rec.end_ns
-        kind = rec.kind
-        if kind == "span":
-            if rec.overlapping and track is None:
-                task = getattr(rec, "_task", None)
-                if task is not None:  # an asyncio task's spans that overlap others': a track per task
-                    track = self._task_track(task, info)
-            where = CODE_LOCATIONS.get(name)
-            if where is not None and "code.filepath" not in md:
-                md = {**md, "code.filepath": where[0], "code.lineno": where[1], "code.function": where[2]}
-            parent = rec.parent
-            if self._make_ids or self.lines is not None:  # trace lines carry ids too
-                trace_id, span_id = rec.trace_id, rec.span_id
-                parent_id = parent.span_id if parent is not None else 0
-            else:  # the ids the application asked for, if any (trace files do not hold them)
-                trace_id, span_id = rec.ids_made
-                parent_id = parent.ids_made[1] if parent is not None else 0
-            return Event(
-                "span",
-                name,
-                rec.start_ns + off,
-                None if end is None else end + off,
-                rec.level,
-                md,
-                info.tid,
-                info.name,
-                rec.error,
-                categories,
-                track,
-                flows,
-                terminating,
-                None,
-                None,
-                None,
-                trace_id,
-                span_id,
-                parent_id,
-                rec.overlapping,
-                rec.adjusted_count,
-                rec.begun,
-            )
-        unit = md.pop("unit", None) if kind == "counter" and md else None
-        return Event(
-            kind,
-            name,
-            rec.start_ns + off,
-            None if end is None else end + off,
-            rec.level,
-            md,
-            info.tid,
-            info.name,
-            rec.error,
-            categories,
-            track,
-            flows,
-            terminating,
-            rec.value,
-            unit,
-            rec.source,
-            rec.trace_id,
-            rec.span_id,
-            0,
-            False,
-            rec.adjusted_count,
-        )
-
 
 def _counts_since(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     """Stage counts minus the counts at an earlier moment (a stage may serve several sessions)."""
@@ -799,431 +653,6 @@ def _counts_since(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
         if any(isinstance(v, (dict, int)) for v in diff.values()):
             out[label] = diff
     return out
-
-
-def _as_strings(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (clean_str(value, 256),) if value else ()
-    try:
-        return tuple(clean_str(_safety.safe_str(v), 256) for v in value if v is not None and v != "")
-    except TypeError:
-        return (clean_str(_safety.safe_str(value), 256),)
-
-
-def _as_ids(value: Any) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, int):
-        value = (value,)
-    out = []
-    try:
-        for v in value:
-            if isinstance(v, int) and 0 < v < (1 << 64):
-                out.append(int(v))
-    except TypeError:
-        pass
-    return tuple(out)
-
-
-# ---------------------------------------------------------------------------------- public entry points
-
-_session_lock = threading.RLock()
-
-
-#: Options of trace lines that ``configure`` also takes by name, beside ``log_lines=True``.
-_LINE_OPTIONS = frozenset(inspect.signature(TraceLines.__init__).parameters) - {"self"}
-
-
-def configure(**options: Any) -> Config:
-    """Change process-wide options (see :class:`Config`); returns the new configuration.
-
-    The options of trace lines may also be given by name: ``configure(log_lines=True, slow={"db.*":
-    "5ms", "*": "100ms"})`` is ``configure(log_lines={"slow": {...}})``. Unknown names and bad values
-    raise ``ValueError`` naming the option.
-    """
-    with _session_lock:
-        known = {f for f in Config.__dataclass_fields__}
-        line_options = {k: options.pop(k) for k in list(options) if k in _LINE_OPTIONS and k not in known}
-        if line_options:  # configure(log_lines=True, slow={...}): options of the trace lines
-            base = options.get("log_lines", RT.config.log_lines)
-            if base is False and "log_lines" in options:
-                raise ValueError(f"log_lines=False with trace-line options {sorted(line_options)}")
-            options["log_lines"] = {**(base if isinstance(base, dict) else {}), **line_options}
-        for key in options:
-            if key not in known:
-                names = ", ".join(sorted(known | _LINE_OPTIONS))
-                raise ValueError(f"unknown option {key!r}; known options: {names}")
-        cfg = replace(RT.config, **options)
-        cfg.validate()
-        RT.config = cfg
-        RT.buffer_cap = cfg.thread_buffer
-        RT.block = cfg.on_full == "block"
-        _safety.set_strict(cfg.strict)
-        if "otel" in options:
-            _otel_changed(cfg.otel)
-        if "log_lines" in options:
-            _lines_changed(cfg.trace_lines())
-        return cfg
-
-
-def _validate_level(level: Any) -> int:
-    if not isinstance(level, int) or isinstance(level, bool) or level < 1:
-        raise ValueError(f"level must be an integer >= 1 (1 critical, 2 info, 3+ verbose), got {level!r}")
-    return level
-
-
-def start(
-    level: int = 2,
-    output: str | os.PathLike[str] | None = None,
-    *,
-    format: OutputFormat | None = None,
-    sampling: Any = None,
-    sink: Callable[[Session], Sink] | None = None,
-) -> Session:
-    """Start recording events of ``level`` and below.
-
-    ``output`` is a trace file (``.json`` for Chrome JSON, anything else for Perfetto protobuf) or ``None``
-    to keep events in memory (``Session.events``). ``sampling`` is a stage, a list of stages or a
-    :class:`~tracebridge.sampling.Pipeline` (default: ``configure(sampling=...)``). Starting while a
-    session is active, a bad level, bad sampling and an unwritable path raise at once.
-
-    .. versionadded:: 0.1
-    """
-    level = _validate_level(level)
-    fmt = format or _default_output_format(output)
-    if fmt not in ("perfetto", "json", "memory", "none"):
-        raise ValueError(f"format must be 'perfetto', 'json', 'memory' or 'none', got {fmt!r}")
-    if fmt in ("perfetto", "json") and output is None:
-        raise ValueError(f"format={fmt!r} needs an output path")
-    with _session_lock:
-        pipeline = _session_pipeline(sampling if sampling is not None else RT.config.sampling)
-        current = RT.session
-        if current is not None:
-            if not current.implicit:
-                raise RuntimeError(
-                    f"a tracebridge session is already active ({current!r}); call tracebridge.stop() first"
-                )
-            if current.format != "none":
-                if output is None or current.path is None or not _same_file(current.path, output):
-                    raise RuntimeError(
-                        f"tracebridge is already recording into {current.path} (a PerfettoHandler started "
-                        f"it); start(output={str(current.path)!r}) joins that recording, or stop() it first"
-                    )
-                return _adopt(current, level, pipeline if sampling is not None else None)
-            _stop(None, resume=False)  # a session that only fed trace lines: this one takes over
-        return _begin(level, output, fmt, pipeline, sink)
-
-
-def _begin(
-    level: int,
-    output: str | os.PathLike[str] | None,
-    fmt: OutputFormat,
-    pipeline: Pipeline | None,
-    sink: Callable[[Session], Sink] | None = None,
-    implicit: bool = False,
-) -> Session:
-    if pipeline is None and RT.bridge is not None:
-        pipeline = Pipeline([])  # the OpenTelemetry bridge works on the pipeline path
-    for hook in _hooks.session_started:
-        hook()
-    session = Session(level, output, fmt, RT.config, sink, pipeline)
-    session.implicit = implicit
-    _discard_stale_records(session)
-    session._open()
-    RT.session = session
-    RT.pipeline = pipeline
-    RT.level = level
-    _update_compact()
-    return session
-
-
-def _settle(session: Session) -> None:
-    """Trace lines, sampling or the OpenTelemetry bridge are about to start on ``session``: what is
-    queued (records that ended before) is written first, as it was recorded. They apply to what ends
-    from now on, and never see a CompactSpan tuple, which has no ids or parent to give them."""
-    RT.compact = False
-    session._request_round(session.config.timeout)
-
-
-def _update_compact() -> None:
-    """Whether plain spans may be queued as CompactSpan tuples now (see ``_runtime``): the session writes
-    a file, and no trace lines, sampling or OpenTelemetry bridge need their ids or parents."""
-    s = RT.session
-    RT.compact = (
-        s is not None
-        and s.format in ("perfetto", "json")
-        and s.lines is None
-        and RT.pipeline is None
-        and RT.bridge is None
-    )
-
-
-def _adopt(session: Session, level: int, pipeline: Pipeline | None) -> Session:
-    """start() joining a recording a PerfettoHandler began: it becomes explicit, with start()'s level
-    and, if given, sampling."""
-    session.implicit = False
-    session.level = level
-    if pipeline is not None:
-        _settle(session)
-        session._account_sampling()  # what the earlier sampling did stays counted
-        session.pipeline = pipeline
-        session._sampling_at_start = pipeline.counts()
-        pipeline.on_flood_end = session._flood_end
-        RT.pipeline = pipeline
-    RT.level = level
-    _update_compact()
-    return session
-
-
-def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    return os.path.abspath(os.fspath(a)) == os.path.abspath(os.fspath(b))
-
-
-def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
-    """The session recording into ``path``; one is started (implicit) if none is active.
-
-    Used by :class:`tracebridge.logging.PerfettoHandler`: a handler and a session (or two handlers) that
-    name the same file share one recording. Raises ``ValueError`` when another file is being recorded.
-    """
-    level = _validate_level(level)
-    with _session_lock:
-        current = RT.session
-        if current is not None and current.implicit and current.format == "none":
-            _stop(None, resume=False)
-            current = None
-        if current is None:
-            pipeline = _session_pipeline(RT.config.sampling)
-            return _begin(level, path, _default_output_format(path), pipeline, implicit=True)
-        if current.path is not None and _same_file(current.path, path):
-            return current
-        raise ValueError(
-            f"tracebridge is already recording into {current.path or 'memory'}: a trace for "
-            f"{os.fspath(path)!r} cannot start; one trace file at a time (name the same file, or stop the "
-            "other recording)"
-        )
-
-
-def _lines_changed(lines: TraceLines | None) -> None:
-    """configure(log_lines=...) took effect: the active session logs with it; with no session, one that
-    only feeds trace lines starts (and stops when trace lines are turned off)."""
-    session = RT.session
-    if session is not None:
-        if lines is None and session.implicit and session.format == "none" and RT.bridge is None:
-            _stop(None, resume=False)
-        else:
-            if lines is not None:
-                _settle(session)
-            session.lines = lines
-            _update_compact()
-        return
-    if lines is not None:
-        _begin(lines.max_level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
-
-
-def _otel_changed(value: Any) -> None:
-    """configure(otel=...) took effect. The bridge works where spans are decided (the pipeline path),
-    so a session with no sampling gets an empty pipeline while it is on."""
-    if not value:
-        RT.bridge = None
-        _update_compact()
-        session = RT.session
-        if session is not None and session.implicit and session.format == "none" and session.lines is None:
-            _stop(None, resume=False)
-        return
-    factory = _hooks.span_hook_factory
-    if factory is None:
-        raise ValueError("otel: no OpenTelemetry integration is installed (import tracebridge first)")
-    hook = factory(value)
-    if RT.session is not None:
-        _settle(RT.session)
-    RT.bridge = hook
-    if RT.session is None:
-        _begin(2, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
-    elif RT.pipeline is None:
-        RT.pipeline = Pipeline([])
-    _update_compact()
-
-
-def _session_pipeline(sampling: Any) -> Pipeline | None:
-    """The session's pipeline, with ``TRACEBRIDGE_FILTER``'s directives in front when it is set."""
-    pipeline = Pipeline.of(sampling)
-    env = Directives.from_env()
-    if env is None:
-        return pipeline
-    if pipeline is None:
-        return Pipeline([env])
-    if any(isinstance(st, Directives) for st in pipeline.stages):
-        return pipeline
-    return Pipeline(
-        [env, *pipeline.stages], keep_critical=pipeline.keep_critical, keep_failures=pipeline.keep_failures
-    )
-
-
-def _discard_stale_records(session: Session) -> None:
-    """Records left in thread queues by an earlier session (spans that ended after it stopped)."""
-    for st in _all_threads():
-        session._discard(st.buf, len(st.buf), "outside_session")
-        st.take_drops()  # (counted by the session they happened in, or outside any session)
-
-
-def stop(timeout: float | None = None) -> Session:
-    """Stop the active session, write everything it recorded, and return it (finished).
-
-    With trace lines or the OpenTelemetry bridge configured, a session that records nothing but feeds
-    them takes over, so that they go on.
-
-    .. versionadded:: 0.1
-    """
-    return _stop(timeout, resume=True)
-
-
-def _stop(timeout: float | None, resume: bool) -> Session:
-    if RT.session is not None:
-        for hook in _hooks.before_stop:  # outside the lock: hooks log, and handlers take their own locks
-            try:
-                hook()
-            except Exception as exc:
-                _safety.internal_error("stop hook", exc, raise_in_strict=False)
-    with _session_lock:
-        session = RT.session
-        if session is None:
-            raise RuntimeError("no tracebridge session is active; call tracebridge.start() first")
-        session._mark_stopping()  # (before it stops being RT.session: a thread that waits for room goes on)
-        RT.level = 0
-        RT.session = None
-        RT.pipeline = None
-        RT.compact = False
-        session._finish(session.config.timeout if timeout is None else timeout)
-        session.stopped = True
-        _last_session[0] = session
-        if session.format == "memory":
-            session.events.sort(key=_start_key)
-        if resume and not session.implicit and (RT.bridge is not None or RT.config.trace_lines() is not None):
-            lines = RT.config.trace_lines()
-            level = max(2, lines.max_level if lines is not None else 2)
-            _begin(level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
-    _safety.raise_pending()
-    return session
-
-
-def stats() -> Stats:
-    """What the active session has recorded and dropped so far (by reason, including sampling, whose
-    stages' counts are in ``Stats.sampling``), or the last session's final counts.
-
-    .. versionadded:: 0.1
-    """
-    session = RT.session or _last_session[0]
-    if session is None:
-        return Stats()
-    if session.stopped:
-        return session.stats
-    with session._stats_lock:
-        live = Stats.from_dict(session.stats.as_dict())
-    live.sampling = session.sampling_counts()
-    for entry in live.sampling.values():
-        for kind, n in entry.get("dropped", {}).items():
-            live.count_drop(entry["reason"], kind, n)
-    return live
-
-
-_last_session: list[Session | None] = [None]
-
-
-def _start_key(ev: Event) -> int:
-    return ev.start_ns
-
-
-def current_session() -> Session | None:
-    return RT.session
-
-
-def flush(timeout: float | None = None) -> bool:
-    """Write everything recorded so far by the active session. True when done within ``timeout``.
-
-    .. versionadded:: 0.1
-    """
-    session = RT.session
-    if session is None:
-        return True
-    return session.flush(timeout)
-
-
-def shutdown(timeout: float | None = None) -> Session | None:
-    """Stop the active session if there is one (what the exit hook does). Never raises.
-
-    .. versionadded:: 0.1
-    """
-    try:
-        if RT.session is None:
-            return None
-        return _stop(timeout, resume=False)
-    except Exception as exc:
-        _safety.internal_error("shutdown", exc, raise_in_strict=False)
-        return None
-
-
-def _at_exit() -> None:
-    if RT.session is not None:
-        shutdown(RT.config.timeout)
-
-
-atexit.register(_at_exit)
-
-
-# ------------------------------------------------------------------------------------------------- fork
-
-
-def _before_fork() -> None:
-    session = RT.session
-    if session is not None and not session.stopped:
-        session._request_round(min(1.0, session.config.timeout))
-
-
-def _child_path(path: Path, pid: int) -> Path:
-    name = path.name
-    for ext in (".perfetto-trace", ".pftrace", ".json"):
-        if name.endswith(ext):
-            return path.with_name(f"{name[: -len(ext)]}.{pid}{ext}")
-    return path.with_name(f"{name}.{pid}")
-
-
-def _after_fork_in_child() -> None:
-    global _session_lock
-    # Locks held by threads that do not exist in the child must not be inherited held.
-    _session_lock = threading.RLock()
-    inherited = threads_after_fork()
-    parent = RT.session
-    if parent is None or parent.stopped:
-        return
-    RT.level = 0
-    RT.session = None
-    RT.pipeline = None
-    RT.compact = False
-    path = None if parent.path is None else _child_path(parent.path, os.getpid())
-    pipeline = parent.pipeline
-    if pipeline is not None:
-        pipeline.after_fork()
-    try:
-        child = Session(parent.level, path, parent.format, parent.config, parent._sink_factory, pipeline)
-        if inherited:
-            child.count_drop("fork_inherited", "span", inherited)
-        child._open()
-    except Exception as exc:
-        _safety.internal_error("fork", exc, raise_in_strict=False)
-        return
-    RT.session = child
-    RT.pipeline = pipeline
-    _update_compact()
-    RT.level = child.level
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-
-
-# ------------------------------------------------------------------------------------- shared helpers
 
 
 def source_failed(where: str, kind: str, exc: Exception) -> None:
