@@ -175,7 +175,7 @@ class _Finished(Deferred):
             for inst in instants:
                 inst.metadata = {**(inst.metadata or {}), "track": self.track}
         pipe = session.pipeline
-        if pipe is not None and not self.announced and not _admit_span(pipe, rec):
+        if pipe is not None and not self.announced and not pipe.admit(rec):
             return []  # (an announced span is in the file already: its end must follow)
         _name_process(session, self.resource)
         return [rec, *instants]
@@ -365,23 +365,6 @@ class _Recorder:
             st = thread_state()
             st.deferred = True
         st.push(_Finished(span, level, overlapping, bridged=bridged))
-
-
-def _admit_span(pipe: Any, rec: SpanRecord) -> bool:
-    """The head stages' decision on an OTel span (its own sampler has already kept it)."""
-    if pipe.keep_critical and rec.level <= 1:
-        pipe.overridden("span")
-        return True
-    if rec.error is not None and pipe.keep_failures:
-        pipe.overridden("span")
-        return True
-    weight, dropped_by = pipe.head(rec)
-    if dropped_by is not None:
-        pipe.count_drop(dropped_by, "span")
-        return False
-    if weight != 1.0:
-        rec.adjusted_count = 1.0 / weight
-    return True
 
 
 def _local_ns(session: Session, epoch_ns: int) -> int:

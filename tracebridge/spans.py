@@ -701,23 +701,11 @@ def instant(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> None:
 
 
 def admit(pipe: Pipeline, rec: Record) -> bool:
-    """Run a record (instant, activity, log) through the head stages; True if it is kept. Counts."""
+    """Run a record (instant, activity, log) through the head stages (see :meth:`Pipeline.admit`),
+    inside the span current now; True if it is kept."""
     parent = _current.get()
     rec.parent = parent
-    kind = rec.kind
-    if pipe.keep_critical and rec.level <= 1:
-        pipe.overridden(kind)
-        return True
-    if parent is not None and not parent.sampled and pipe.follows_parent is not None:
-        pipe.count_drop(pipe.follows_parent, kind)
-        return False
-    weight, dropped_by = pipe.head(rec)
-    if dropped_by is not None:
-        pipe.count_drop(dropped_by, kind)
-        return False
-    if weight != 1.0:
-        rec.adjusted_count = 1.0 / weight
-    return True
+    return pipe.admit(rec, parent)
 
 
 def snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -88,9 +88,14 @@ class Stage:
             "dropped": {k: c.value for k, c in self.dropped_by_kind.items() if c.value},
         }
 
-    def _failed(self, what: str, exc: Exception) -> None:
+    def record_error(self, what: str, exc: Exception) -> None:
+        """Count and report an error of the stage's own or a user's code (``what`` names it); raised
+        in strict mode."""
         self.error_count.add()
         _safety.internal_error(f"sampling.{type(self).__name__}.{what}", exc)
+
+    def after_fork(self) -> None:
+        """In a forked child: make anew what another thread of the parent may have held (locks)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

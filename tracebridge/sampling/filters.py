@@ -169,7 +169,7 @@ class Predicate(Stage):
         try:
             return 1.0 if self.fn(ev) else 0.0
         except Exception as exc:
-            self._failed("predicate", exc)
+            self.record_error("predicate", exc)
             return 1.0
 
     def __repr__(self) -> str:

@@ -51,6 +51,9 @@ class RateLimiter(Stage):
         self._lock = threading.Lock()
         self._bucket = _Bucket(self.burst, clock())
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
     def allow(self) -> bool:
         """Take a token if there is one."""
         now = self._clock()
@@ -121,11 +124,14 @@ class KeyedRateLimiter(Stage):
         #: Called with (key, count) when a flood of ``count`` suppressed events ends (set by the pipeline).
         self.on_flood_end: Callable[[Any, int], None] | None = None
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
     def decide(self, ev: Any) -> float:
         try:
             key = self._key(ev)
         except Exception as exc:
-            self._failed("key", exc)
+            self.record_error("key", exc)
             return 1.0
         ended: list[tuple[Any, int]] = []
         with self._lock:
@@ -163,7 +169,7 @@ class KeyedRateLimiter(Stage):
             try:
                 self.on_flood_end(key, count)
             except Exception as exc:
-                self._failed("flood_end", exc)
+                self.record_error("flood_end", exc)
 
     def __repr__(self) -> str:
         return f"KeyedRateLimiter({self.per_second:g}/s per {self._key_label})"

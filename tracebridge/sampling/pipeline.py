@@ -8,7 +8,6 @@ event's adjusted count is the inverse (a span kept at 1% stands for 100 spans). 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -104,7 +103,7 @@ class Pipeline:
             try:
                 w = st.decide(ev)
             except Exception as exc:  # a broken stage keeps the event
-                st._failed("decide", exc)
+                st.record_error("decide", exc)
                 w = 1.0
             if not w:
                 return 0.0, st
@@ -116,6 +115,30 @@ class Pipeline:
                 else:
                     weight *= w
         return weight * lowest, None
+
+    def admit(self, rec: Any, parent: Any = None) -> bool:
+        """The head stages' decision on a record made whole (an instant, activity or log message, or
+        an OpenTelemetry span its own sampler kept); True if it is kept, and its adjusted count is set.
+        Critical records are kept, and so are failed spans (``keep_failures``); inside a trace that a
+        ParentBased stage dropped (``parent``, the span current when it happened), a record is dropped
+        with it. Counts either way."""
+        kind = rec.kind
+        if self.keep_critical and rec.level <= 1:
+            self.overridden(kind)
+            return True
+        if kind == "span" and rec.error is not None and self.keep_failures:
+            self.overridden(kind)
+            return True
+        if parent is not None and not parent.sampled and self.follows_parent is not None:
+            self.count_drop(self.follows_parent, kind)
+            return False
+        weight, dropped_by = self.head(rec)
+        if dropped_by is not None:
+            self.count_drop(dropped_by, kind)
+            return False
+        if weight != 1.0:
+            rec.adjusted_count = 1.0 / weight
+        return True
 
     @staticmethod
     def count_drop(stage: Stage, kind: str) -> None:
@@ -154,7 +177,7 @@ class Pipeline:
                 try:
                     w = st.decide(rec)
                 except Exception as exc:
-                    st._failed("decide", exc)
+                    st.record_error("decide", exc)
                     w = 1.0
                 if w:
                     st.kept_by_kind[kind].add()
@@ -187,8 +210,7 @@ class Pipeline:
     def after_fork(self) -> None:
         """In a forked child: locks that another thread of the parent held would stay held forever."""
         for st in self.stages:
-            if isinstance(getattr(st, "_lock", None), type(threading.Lock())):
-                st._lock = threading.Lock()  # type: ignore[attr-defined]
+            st.after_fork()
 
     # -- accounting --------------------------------------------------------------------------------
 

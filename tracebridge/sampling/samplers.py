@@ -126,6 +126,9 @@ class ParentBased(Stage):
         self.consistent = self.root.consistent  # (children take their parent's probability)
         self.root_threshold = self.root.root_threshold
 
+    def after_fork(self) -> None:
+        self.root.after_fork()
+
     def decide(self, ev: Any) -> float:
         parent = ev.parent
         if parent is not None:
@@ -240,6 +243,9 @@ class Adaptive(Stage):
         self._lock = threading.Lock()
         self._ops: dict[str, _Operation] = {}
         self._window_end = clock() + self.window
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def probability(self, name: str) -> float:
         """The current keep probability of operation ``name``."""

@@ -79,6 +79,9 @@ class TailSampler(Stage):
         #: Spans kept although their trace was not (critical or failed spans, as the pipeline wants).
         self.kept_anyway = 0
 
+    def after_fork(self) -> None:
+        self.otherwise.after_fork()
+
     @property
     def held(self) -> tuple[int, int]:
         """(traces, spans) held now."""
