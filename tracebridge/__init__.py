@@ -18,20 +18,9 @@ from ._codec import decode, encode
 from ._config import Config
 from ._model import ErrorInfo, Event, Frame, Stats
 from ._recorder import Session, configure, flush, shutdown, start, stats, stop
+from .events import activity_end, activity_start, backtrace, counter, flow, instant
 from .reading import read
-from .spans import (
-    Span,
-    active,
-    activity_end,
-    activity_start,
-    backtrace,
-    counter,
-    current_span,
-    flow,
-    instant,
-    span,
-    traced,
-)
+from .spans import Span, active, current_span, span, traced
 
 __version__ = "0.1.0.dev0"
 

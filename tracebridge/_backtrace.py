@@ -59,3 +59,10 @@ def stack_frames(skip: int = 0, limit: int = 128) -> tuple[Frame, ...]:
         f = f.f_back
     frames.reverse()
     return tuple(frames)
+
+
+def is_failure(exc_type: type[BaseException], exc: BaseException | None) -> bool:
+    """Closing a generator early and ``sys.exit(0)`` end a span normally; anything else is a failure."""
+    if exc_type is GeneratorExit:
+        return False
+    return not (isinstance(exc, SystemExit) and exc.code in (None, 0))

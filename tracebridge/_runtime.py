@@ -13,6 +13,7 @@ for it while the span ran; asked for later, by a task that outlives it, it is no
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
@@ -67,6 +68,9 @@ class _Runtime:
 
 
 RT = _Runtime()
+
+#: The innermost open span of the running task or thread (a :class:`tracebridge.Span`), or ``None``.
+current: contextvars.ContextVar[Any] = contextvars.ContextVar("tracebridge_span", default=None)
 
 #: A span queued as ``(name, level, start_ns, end_ns)`` (see the module's docstring).
 CompactSpan = tuple[str, int, int, int]

@@ -27,6 +27,7 @@ from weakref import WeakSet
 from . import _safety
 from ._backtrace import error_info
 from ._hooks import before_stop
+from ._intake import admit, snapshot_metadata
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
 from ._runtime import RT, now_ns, thread_state
@@ -34,7 +35,7 @@ from ._sanitize import needs_snapshot
 from .sampling._stage import errors_named
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
-from .spans import admit, current_span, snapshot_metadata
+from .spans import current_span
 
 __all__ = [
     "PerfettoHandler",

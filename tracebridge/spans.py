@@ -1,4 +1,4 @@
-"""The span API: spans, ``traced``, instants, counters, activities, flows, back-traces.
+"""The span API: ``span``, ``traced`` and what they make (the other event kinds are in ``events.py``).
 
 A span at a level that is off costs one comparison and a tiny object. A recorded span reads the clock
 twice, links itself to its parent through a context variable (so asyncio tasks and threads each have
@@ -19,38 +19,23 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, overload
 
 from . import _safety
-from ._backtrace import error_info, stack_frames
-from ._codec import decode, encode
-from ._model import Record, SpanRecord, new_trace_id
-from ._recorder import source_failed
-from ._runtime import RT, ThreadState, now_ns, thread_local, thread_state
-from ._sanitize import Counts, needs_snapshot, sanitize_metadata
+from ._backtrace import error_info, is_failure
+from ._intake import snapshot_metadata
+from ._model import SpanRecord, new_trace_id
+from ._runtime import RT, ThreadState, current, now_ns, thread_local, thread_state
+from ._sanitize import needs_snapshot
 from .sampling._stage import RANDOMNESS_MASK
 from .sampling.pipeline import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 NameOrFactory = str | Callable[[], str]
 
-_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("tracebridge_span", default=None)
+_current = current  # (the current span: the context variable every source reads)
 _getrandbits = random.getrandbits
 _new = object.__new__
 
 
-__all__ = [
-    "Span",
-    "active",
-    "activity_end",
-    "activity_start",
-    "backtrace",
-    "counter",
-    "current_span",
-    "decode",
-    "encode",
-    "flow",
-    "instant",
-    "span",
-    "traced",
-]
+__all__ = ["DroppedSpan", "Span", "active", "current_span", "decorate", "span", "traced"]
 
 
 def _task_name() -> str | None:
@@ -75,7 +60,8 @@ def active(level: int = 1) -> bool:
 
 def current_span() -> Span | None:
     """The innermost open span of the calling task or thread, if one is being recorded."""
-    return _current.get()
+    s: Span | None = _current.get()
+    return s
 
 
 class Span(SpanRecord):
@@ -134,7 +120,7 @@ class Span(SpanRecord):
                 parent = self.parent
                 _current.set(parent if isinstance(parent, Span) else None)
         self._token = None  # type: ignore[assignment]  # (a queued span keeps no context token alive)
-        if exc_type is not None and _is_failure(exc_type, exc):
+        if exc_type is not None and is_failure(exc_type, exc):
             self.error = error_info(exc, tb)
         rec: Any = self
         if self._lazy is not None:
@@ -259,17 +245,10 @@ class Span(SpanRecord):
 
     def __call__(self, fn: F) -> F:
         """Decorate ``fn``: each call runs in a new span with this span's name, level and metadata."""
-        return _decorate(fn, self.name, self.level, dict(self.metadata or {}))
+        return decorate(fn, self.name, self.level, dict(self.metadata or {}))
 
     def __repr__(self) -> str:
         return f"<tracebridge.Span {self.name!r} level={self.level}>"
-
-
-def _is_failure(exc_type: type[BaseException], exc: BaseException | None) -> bool:
-    """Closing a generator early and ``sys.exit(0)`` end a span normally; anything else is a failure."""
-    if exc_type is GeneratorExit:
-        return False
-    return not (isinstance(exc, SystemExit) and exc.code in (None, 0))
 
 
 class _OffSpan:
@@ -300,7 +279,7 @@ class _OffSpan:
         pass
 
     def __call__(self, fn: F) -> F:
-        return _decorate(fn, self.name, self.level, dict(self.metadata))
+        return decorate(fn, self.name, self.level, dict(self.metadata))
 
     def __repr__(self) -> str:
         return f"<tracebridge.Span {self.name!r} level={self.level} (not recording)>"
@@ -477,7 +456,7 @@ class DroppedSpan(Span):
             next(self._drop_counter)
             return None
         pipe = RT.pipeline
-        failed = exc_type is not None and _is_failure(exc_type, exc)
+        failed = exc_type is not None and is_failure(exc_type, exc)
         if (failed or self.error is not None) and (pipe is None or pipe.keep_failures):
             if pipe is not None:
                 pipe.overridden("span")
@@ -500,9 +479,9 @@ class DroppedSpan(Span):
         thread_state().push(self)
 
 
-def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
+def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
     if isinstance(fn, (classmethod, staticmethod)):  # above @classmethod / @staticmethod: inside them
-        return type(fn)(_decorate(fn.__func__, name, level, metadata))
+        return type(fn)(decorate(fn.__func__, name, level, metadata))
     md = metadata or None
 
     def new_span() -> Span | _OffSpan:
@@ -658,161 +637,8 @@ def traced(fn: Any = None, *, name: NameOrFactory | None = None, level: int = 1,
         inner = f.__func__ if isinstance(f, (classmethod, staticmethod)) else f
         if not callable(inner):
             raise TypeError(f"traced() decorates functions, got {f!r}")
-        return _decorate(f, name if name is not None else inner.__qualname__, level, metadata)
+        return decorate(f, name if name is not None else inner.__qualname__, level, metadata)
 
     if fn is None:
         return apply
     return apply(fn)
-
-
-# ------------------------------------------------------------------------------------- other events
-
-
-def _ids() -> tuple[int, int]:
-    parent = _current.get()
-    return (0, 0) if parent is None else (parent.trace_id, parent.span_id)
-
-
-def instant(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> None:
-    """Record an instant event (a point in time) on the thread's track, or on ``track=`` if given.
-    ``category=`` works as for spans.
-
-    .. versionadded:: 0.1
-    """
-    if level > RT.level:
-        return
-    try:
-        if type(name) is not str:
-            name = name() if callable(name) else _safety.safe_str(name)
-        t = now_ns()
-        trace_id, span_id = _ids()
-        rec = Record("instant", name, t, t, level, metadata or None, trace_id=trace_id, span_id=span_id)
-        pipe = RT.pipeline
-        if pipe is not None and not admit(pipe, rec):
-            return
-        if metadata and needs_snapshot(metadata):
-            rec.metadata = snapshot_metadata(metadata)
-        thread_state().push(rec)
-        bridge = RT.bridge
-        if bridge is not None:
-            bridge.instant(rec)
-    except Exception as exc:
-        source_failed("instant", "instant", exc)
-
-
-def admit(pipe: Pipeline, rec: Record) -> bool:
-    """Run a record (instant, activity, log) through the head stages (see :meth:`Pipeline.admit`),
-    inside the span current now; True if it is kept."""
-    parent = _current.get()
-    rec.parent = parent
-    return pipe.admit(rec, parent)
-
-
-def snapshot_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Convert, on the application's thread, the values it could still change after the event ends
-    (containers, objects). ``category`` and ``track`` stay as given: the writer reads them."""
-    keep: dict[str, Any] = {k: metadata[k] for k in ("category", "track") if k in metadata}
-    rest = {k: v for k, v in metadata.items() if k not in keep}
-    counts = Counts()
-    out = {**sanitize_metadata(rest, RT.config.limits, counts), **keep}
-    session = RT.session
-    if session is not None and (counts.sanitized or counts.scrubbed):
-        session.add_counts(counts)
-    return out
-
-
-def counter(name: str, value: float, unit: str | None = None) -> None:
-    """Record a sample of the counter ``name`` (one counter track per name) while a session is active.
-    ``unit`` is a free-form name; ``"ns"``, ``"count"`` and ``"bytes"`` are shown as Perfetto's own
-    units. Integers beyond 64 bits are recorded as floats.
-
-    .. versionadded:: 0.1
-    """
-    if not RT.level:
-        return
-    try:
-        if type(value) is not int and type(value) is not float:
-            value = int(value) if isinstance(value, bool) else float(value)
-        if type(value) is int and not -(1 << 63) <= value < (1 << 63):
-            value = float(value)  # Perfetto counters hold int64 or double
-        t = now_ns()
-        rec = Record("counter", str(name), t, t, 1, {"unit": str(unit)} if unit is not None else None, value)
-        thread_state().push(rec)
-    except Exception as exc:
-        source_failed("counter", "counter", exc)
-
-
-def activity_start(name: NameOrFactory, /, level: int = 1, **metadata: Any) -> int:
-    """Begin an activity: a span that may end on another thread. Returns its id for
-    :func:`activity_end` (0 when the level is off, which ``activity_end`` ignores).
-
-    .. versionadded:: 0.1
-    """
-    session = RT.session
-    if level > RT.level or session is None:
-        return 0
-    try:
-        if type(name) is not str:
-            name = name() if callable(name) else _safety.safe_str(name)
-        trace_id, _ = _ids()
-        rec = Record("activity", name, now_ns(), None, level, metadata or None, trace_id=trace_id)
-        pipe = RT.pipeline
-        if pipe is not None and not admit(pipe, rec):
-            return 0
-        rec.span_id = _getrandbits(64)
-        if metadata and needs_snapshot(metadata):
-            rec.metadata = snapshot_metadata(metadata)
-        rec.thread = thread_state().info
-        aid = _getrandbits(63) | 1
-        return aid if session.open_activity(aid, rec) else 0
-    except Exception as exc:
-        source_failed("activity_start", "activity", exc)
-        return 0
-
-
-def activity_end(activity_id: int, **metadata: Any) -> None:
-    """End the activity ``activity_id`` (from :func:`activity_start`) on any thread, adding metadata.
-
-    .. versionadded:: 0.1
-    """
-    if not activity_id:
-        return
-    session = RT.session
-    if session is None:
-        return
-    try:
-        rec = session.close_activity(activity_id)
-        if rec is None:
-            session.count_drop("unknown_activity", "activity")
-            return
-        rec.end_ns = now_ns()
-        if metadata:
-            if needs_snapshot(metadata):
-                metadata = snapshot_metadata(metadata)
-            rec.metadata = {**(rec.metadata or {}), **metadata}
-        thread_state().push(rec)
-    except Exception as exc:
-        source_failed("activity_end", "activity", exc)
-
-
-def flow() -> int:
-    """A new flow id. Pass it as ``flows=[fid]`` to the spans that start and continue the flow and as
-    ``terminating_flows=[fid]`` to the span that ends it: Perfetto draws arrows between them.
-
-    .. versionadded:: 0.1
-    """
-    return _getrandbits(64) or 1
-
-
-def backtrace(skip: int = 0) -> str:
-    """The calling thread's stack as text, outermost frame first, one ``function (file:line)`` a line
-    (TraceMe's ``back_trace``). ``skip`` leaves out that many innermost frames.
-
-    .. versionadded:: 0.1
-    """
-    return "\n".join(f"  {f}" for f in stack_frames(skip + 1))
-
-
-# Re-exported here because TraceMe keeps them beside the span API.
-encode = encode
-decode = decode

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _safety
-from .._backtrace import error_info
+from .._backtrace import error_info, is_failure
+from .._intake import snapshot_metadata
 from .._model import CODE_LOCATIONS, SpanRecord
 from .._runtime import RT, now_ns, thread_state
-from ..spans import Span, _decorate, _is_failure, current_span, snapshot_metadata, span
+from ..spans import Span, current_span, decorate, span
 from ._budget import demotions, generation
 
 #: Set on every wrapper: a callable that has it is not wrapped again.
@@ -64,7 +65,7 @@ def wrap_function(fn: Any, module: str, opts: Options) -> Callable[..., Any]:
     elif opts.min_duration_ns is not None and plain:
         wrapper = _timed(fn, name, opts.level, opts.min_duration_ns)
     else:
-        wrapper = _decorate(fn, name, opts.level, {})
+        wrapper = decorate(fn, name, opts.level, {})
     setattr(wrapper, MARK, True)
     return wrapper
 
@@ -156,7 +157,7 @@ def _record_call(
         parent = current_span()
         if parent is not None and not parent.sampled:
             return  # inside a trace that sampling dropped
-        failed = exc is not None and _is_failure(type(exc), exc)
+        failed = exc is not None and is_failure(type(exc), exc)
         error = error_info(exc, exc.__traceback__) if failed and exc is not None else None
         if RT.compact and error is None and not overlapping:
             thread_state().push((name, level, t0, t1))  # (see _runtime.CompactSpan)
@@ -210,7 +211,7 @@ def _capturing(fn: Any, name: str, level: int) -> Callable[..., Any]:
         return capturing_coroutine
 
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        iteration: Callable[..., Any] = _decorate(fn, name, level, {})  # (arguments are not kept for these)
+        iteration: Callable[..., Any] = decorate(fn, name, level, {})  # (arguments are not kept for these)
         return iteration
 
     @functools.wraps(fn)
