@@ -8,6 +8,7 @@ errors are raised instead, so that bugs cannot hide behind the guard.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -99,3 +100,16 @@ def safe_str(value: object) -> str:
         return str(value)
     except Exception as exc:
         return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+
+
+@contextlib.contextmanager
+def errors_named(public: str, internal: str) -> Iterator[None]:
+    """Setup errors of a stage that a public class builds for the user, named after that class (the user
+    wrote ``RateLimitFilter(per_second=0)``, not ``KeyedRateLimiter(...)``)."""
+    try:
+        yield
+    except ValueError as exc:
+        text = str(exc)
+        raise ValueError(
+            public + text[len(internal) :] if text.startswith(internal) else f"{public}: {text}"
+        ) from None

@@ -31,8 +31,8 @@ from ._intake import admit, snapshot_metadata
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
 from ._runtime import RT, now_ns, thread_state
+from ._safety import errors_named
 from ._sanitize import needs_snapshot
-from .sampling._stage import errors_named
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
 from .spans import current_span

@@ -24,7 +24,7 @@ from ._intake import snapshot_metadata
 from ._model import SpanRecord, new_trace_id
 from ._runtime import RT, ThreadState, current, now_ns, thread_local, thread_state
 from ._sanitize import needs_snapshot
-from .sampling._stage import RANDOMNESS_MASK
+from .sampling.consistent import RANDOMNESS_MASK
 from .sampling.pipeline import Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -13,8 +13,9 @@ from opentelemetry.trace import SpanKind, TraceState, get_current_span
 from opentelemetry.util.types import Attributes
 
 from .. import _safety
-from ..sampling import Adaptive, Pipeline, RateLimiter, TraceIdRatio
-from ..sampling._stage import RANDOMNESS_MASK, Stage, errors_named, threshold_to_th
+from .._safety import errors_named
+from ..sampling import Adaptive, Pipeline, RateLimiter, Stage, TraceIdRatio
+from ..sampling.consistent import RANDOMNESS_MASK, threshold_to_th
 from ..sampling.limiters import KeyedRateLimiter
 from ..sampling.samplers import Probability
 

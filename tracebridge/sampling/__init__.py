@@ -14,7 +14,8 @@ count, so that ``tracebridge summary`` estimates true totals.
 
 from __future__ import annotations
 
-from ._stage import Stage, th_to_threshold, threshold, threshold_to_th
+from ._stage import Stage
+from .consistent import th_to_threshold, threshold, threshold_to_th
 from .filters import Categories, Directives, Level, MinDuration, Names, Predicate
 from .limiters import KeyedRateLimiter, RateLimiter
 from .pipeline import Pipeline

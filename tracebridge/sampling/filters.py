@@ -7,8 +7,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+from .._globs import GlobTable, compile_globs
 from .._units import parse_duration
-from ._stage import GlobTable, Stage, compile_globs, event_categories, event_name
+from ._stage import Stage, event_categories, event_name
 
 ENV_FILTER = "TRACEBRIDGE_FILTER"
 

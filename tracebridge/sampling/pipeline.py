@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._safety import safe_str
-from ._stage import SAMPLED_KINDS, Stage, Tally, keep_probability
+from ._stage import SAMPLED_KINDS, Stage, Tally
+from .consistent import keep_probability
 from .limiters import KeyedRateLimiter
 from .tail import TailSampler
 

@@ -14,16 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ._stage import (
-    RANDOMNESS_MASK,
-    GlobTable,
-    Stage,
-    event_name,
-    keep_probability,
-    randomness,
-    threshold,
-    threshold_to_th,
-)
+from .._globs import GlobTable
+from ._stage import Stage, event_name
+from .consistent import RANDOMNESS_MASK, keep_probability, randomness, threshold, threshold_to_th
 
 
 def _check_rate(value: Any, what: str) -> float:

@@ -132,8 +132,8 @@ class TraceLines:
         include_timing: bool = True,
         include_thread: bool = False,
     ) -> None:
+        from .._globs import GlobTable
         from .._units import parse_duration
-        from ..sampling._stage import GlobTable
 
         if isinstance(level, str):
             resolved = logging.getLevelName(level.upper())
