@@ -72,7 +72,7 @@ RSS_CHILD = textwrap.dedent(
 QUEUED_CHILD = textwrap.dedent(
     """
     import sys, tracemalloc, tracebridge
-    from tracebridge._runtime import thread_state
+    from tracebridge._recorder.runtime import thread_state
     tracebridge.configure(flush_interval=3600.0)  # the writer does not run: spans stay queued
     tracebridge.start(level=2, output=sys.argv[1])
     with tracebridge.span("warm"):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 
 import tracebridge
 from tracebridge import _safety
-from tracebridge._runtime import RT
+from tracebridge._recorder.runtime import RT
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))

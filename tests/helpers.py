@@ -248,7 +248,7 @@ def perfetto_import(path: Path | bytes) -> Imported:
 @contextlib.contextmanager
 def configured(**options: Any) -> Iterator[None]:
     """``tracebridge.configure(**options)`` for the block, the earlier values afterwards."""
-    from tracebridge._runtime import RT
+    from tracebridge._recorder.runtime import RT
 
     before = {k: getattr(RT.config, k) for k in options}
     tracebridge.configure(**options)

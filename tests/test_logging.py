@@ -297,7 +297,7 @@ def test_trace_lines_without_a_session(caplog: pytest.LogCaptureFixture) -> None
         finally:
             tracebridge.configure(log_lines=None)
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["[TRACE] alone"]
-    assert tracebridge._runtime.RT.session is None
+    assert tracebridge._recorder.runtime.RT.session is None
 
 
 def test_trace_formatter_options(logger: logging.Logger) -> None:

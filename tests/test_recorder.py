@@ -208,7 +208,7 @@ def _both_ways(
     """``run(path)`` with spans queued compact where they may be, then with span objects only; both
     files and what ``run`` returned each time."""
     from tracebridge import _recorder
-    from tracebridge._runtime import RT
+    from tracebridge._recorder.runtime import RT
 
     compact, objects = tmp_path / f"compact.{suffix}", tmp_path / f"objects.{suffix}"
     first = run(compact)
@@ -222,7 +222,7 @@ def _both_ways(
 def test_compact_records_write_what_span_objects_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
-    from tracebridge._runtime import RT
+    from tracebridge._recorder.runtime import RT
 
     def run(path: Path) -> bool:
         tracebridge.start(level=2, output=path)
@@ -313,7 +313,7 @@ def test_sampling_adopted_mid_session_sees_the_same_either_way(
 
 
 def test_which_spans_are_queued_compact(trace_path: Path) -> None:
-    from tracebridge._runtime import RT, thread_state
+    from tracebridge._recorder.runtime import RT, thread_state
 
     tracebridge.configure(flush_interval=3600.0)
     try:

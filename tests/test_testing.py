@@ -145,7 +145,7 @@ def test_pytest_fixture(pytester: pytest.Pytester) -> None:
             assert load.metadata == {"path": "app.toml"}
 
         def test_not_leaked():
-            from tracebridge._runtime import RT
+            from tracebridge._recorder.runtime import RT
             assert RT.session is None
         """
     )

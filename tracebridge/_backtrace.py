@@ -7,7 +7,7 @@ from typing import Any
 
 from . import _safety
 from ._model import MAX_CAUSES, ErrorInfo, Frame
-from ._runtime import RT
+from ._recorder.runtime import RT
 from ._sanitize import clean_str
 
 

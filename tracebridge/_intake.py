@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._model import Record
-from ._runtime import RT, current
+from ._recorder.runtime import RT, current
 from ._sanitize import Counts, sanitize_metadata
 
 if TYPE_CHECKING:

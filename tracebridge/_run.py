@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import _recorder
-from ._runtime import RT
+from ._recorder.runtime import RT
 from ._units import parse_duration
 from .instrument import instrument
 

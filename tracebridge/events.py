@@ -11,7 +11,7 @@ from ._backtrace import stack_frames
 from ._intake import admit, snapshot_metadata
 from ._model import Record
 from ._recorder import source_failed
-from ._runtime import RT, current, now_ns, thread_state
+from ._recorder.runtime import RT, current, now_ns, thread_state
 from ._sanitize import needs_snapshot
 from .spans import NameOrFactory
 

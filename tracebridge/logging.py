@@ -30,7 +30,7 @@ from ._hooks import before_stop
 from ._intake import admit, snapshot_metadata
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
-from ._runtime import RT, now_ns, thread_state
+from ._recorder.runtime import RT, now_ns, thread_state
 from ._safety import errors_named
 from ._sanitize import needs_snapshot
 from .sampling.limiters import KeyedRateLimiter, RateLimiter

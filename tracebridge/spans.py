@@ -22,7 +22,7 @@ from . import _safety
 from ._backtrace import error_info, is_failure
 from ._intake import snapshot_metadata
 from ._model import SpanRecord, new_trace_id
-from ._runtime import RT, ThreadState, current, now_ns, thread_local, thread_state
+from ._recorder.runtime import RT, ThreadState, current, now_ns, thread_local, thread_state
 from ._sanitize import needs_snapshot
 from .sampling.consistent import RANDOMNESS_MASK
 from .sampling.pipeline import Pipeline
@@ -129,7 +129,7 @@ class Span(SpanRecord):
             if needs_snapshot(self.metadata):
                 self._snapshot()
         elif RT.compact and self.error is None and not self.overlapping and not self._trace_id:
-            rec = (self.name, self.level, self.start_ns, end)  # (see _runtime.CompactSpan)
+            rec = (self.name, self.level, self.start_ns, end)  # (see _recorder.runtime.CompactSpan)
         if st.dead:  # began on a thread that has ended since (a generator finished elsewhere)
             st = thread_state()
         buf = st.buf
@@ -598,7 +598,7 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
                 if needs_snapshot(s.metadata):
                     s._snapshot()
             elif RT.compact and s.error is None and not s.overlapping and not s._trace_id:
-                rec = (name, level, s.start_ns, end)  # (see _runtime.CompactSpan)
+                rec = (name, level, s.start_ns, end)  # (see _recorder.runtime.CompactSpan)
             if st.dead:
                 st = thread_state()
             buf = st.buf

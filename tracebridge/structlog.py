@@ -27,7 +27,7 @@ from ._backtrace import error_info
 from ._intake import admit, snapshot_metadata
 from ._model import ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
-from ._runtime import RT, now_ns, thread_state
+from ._recorder.runtime import RT, now_ns, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 from .logging import LogSampling, count_log_drop, keyed_limiter, level_number, log_priority, trace_context
 from .sinks.lines import format_metadata, trace_line

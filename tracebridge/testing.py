@@ -28,7 +28,7 @@ from typing import Any
 
 from ._model import Event, Stats
 from ._recorder import Session, start, stop
-from ._runtime import RT
+from ._recorder.runtime import RT
 from .logging import PerfettoHandler
 from .sinks.lines import format_metadata
 

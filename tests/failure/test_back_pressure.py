@@ -17,7 +17,7 @@ import pytest
 
 import tracebridge
 from tracebridge._model import Loss, ThreadInfo
-from tracebridge._runtime import RT
+from tracebridge._recorder.runtime import RT
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 

@@ -22,6 +22,6 @@ def kinds() -> Iterator[tuple[object, Instrumentation]]:
     try:
         yield module, handle
     finally:
-        if tracebridge.stats() is not None and tracebridge._runtime.RT.session is not None:
+        if tracebridge.stats() is not None and tracebridge._recorder.runtime.RT.session is not None:
             tracebridge.stop()
         handle.uninstrument()

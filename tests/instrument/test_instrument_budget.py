@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import tracebridge
-from tracebridge._runtime import now_ns
+from tracebridge._recorder.runtime import now_ns
 from tracebridge.analysis import render, summarize
 from tracebridge.instrument import DEMOTE_AFTER, _budget, _wrap, instrument
 

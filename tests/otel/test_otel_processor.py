@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 import tracebridge
-from tracebridge._runtime import RT
+from tracebridge._recorder.runtime import RT
 from tracebridge.otel import (
     PerfettoSpanExporter,
     PerfettoSpanProcessor,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import tracebridge
-from tracebridge._runtime import RT
+from tracebridge._recorder.runtime import RT
 from tracebridge.reading import read_trace
 
 

@@ -255,7 +255,7 @@ def test_session_end_to_end(trace_path: Path) -> None:
 def test_disk_full_is_counted_and_the_file_stays_valid(tmp_path: Path, lenient: None, ext: str) -> None:
     path = tmp_path / f"trace{ext}"
     tracebridge.start(output=path)
-    from tracebridge._runtime import RT
+    from tracebridge._recorder.runtime import RT
 
     with tracebridge.span("kept"):
         pass

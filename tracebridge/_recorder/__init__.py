@@ -1,6 +1,6 @@
 """Recording sessions: levels, the writer thread, and the process lifecycle.
 
-Sources queue records on their thread's deque (see ``_runtime``). The writer thread wakes every
+Sources queue records on their thread's deque (see ``runtime.py``). The writer thread wakes every
 ``flush_interval`` seconds, pops what each thread queued, turns records into :class:`~tracebridge.Event`
 objects (sanitized, secrets scrubbed) and hands them to the session's sink. A full queue drops (and
 counts) or waits, as ``on_full`` says; the writer marks every gap in the trace.

@@ -14,11 +14,11 @@ from .._model import (
     SpanRecord,
     ThreadInfo,
 )
-from .._runtime import (
-    CompactSpan,
-)
 from .._sanitize import Counts, Limits, clean_str, sanitize_metadata
 from ..sinks.lines import TraceLines
+from .runtime import (
+    CompactSpan,
+)
 
 if TYPE_CHECKING:
     pass

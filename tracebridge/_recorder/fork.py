@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import _safety
-from .._runtime import (
+from .runtime import (
     RT,
     threads_after_fork,
 )

@@ -17,13 +17,13 @@ from .._model import (
     Event,
     Stats,
 )
-from .._runtime import (
-    RT,
-    all_threads,
-)
 from ..sampling.filters import Directives
 from ..sampling.pipeline import Pipeline
 from ..sinks.lines import TraceLines
+from .runtime import (
+    RT,
+    all_threads,
+)
 
 if TYPE_CHECKING:
     from ..sinks import Sink
@@ -149,7 +149,7 @@ def _settle(session: Session) -> None:
 
 
 def update_compact() -> None:
-    """Whether plain spans may be queued as CompactSpan tuples now (see ``_runtime``): the session writes
+    """Whether plain spans may be queued as CompactSpan tuples now (see ``runtime.py``): the session writes
     a file, and no trace lines, sampling or OpenTelemetry bridge need their ids or parents."""
     s = RT.session
     RT.compact = (

@@ -24,7 +24,10 @@ from .._model import (
     ThreadInfo,
     trace_clock_ns,
 )
-from .._runtime import (
+from .._sanitize import Counts
+from ..sampling.pipeline import Pipeline
+from ..sinks.memory import MemorySink, NullSink
+from .runtime import (
     RT,
     ThreadState,
     all_threads,
@@ -34,9 +37,6 @@ from .._runtime import (
     record_kind,
     thread_state,
 )
-from .._sanitize import Counts
-from ..sampling.pipeline import Pipeline
-from ..sinks.memory import MemorySink, NullSink
 
 if TYPE_CHECKING:
     from ..sinks import Sink

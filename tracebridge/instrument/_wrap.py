@@ -14,7 +14,7 @@ from .. import _safety
 from .._backtrace import error_info, is_failure
 from .._intake import snapshot_metadata
 from .._model import CODE_LOCATIONS, SpanRecord
-from .._runtime import RT, now_ns, thread_state
+from .._recorder.runtime import RT, now_ns, thread_state
 from ..spans import Span, current_span, decorate, span
 from ._budget import demotions, generation
 
@@ -160,7 +160,7 @@ def _record_call(
         failed = exc is not None and is_failure(type(exc), exc)
         error = error_info(exc, exc.__traceback__) if failed and exc is not None else None
         if RT.compact and error is None and not overlapping:
-            thread_state().push((name, level, t0, t1))  # (see _runtime.CompactSpan)
+            thread_state().push((name, level, t0, t1))  # (see _recorder.runtime.CompactSpan)
         else:
             thread_state().push(
                 SpanRecord.of(name, level, t0, t1, parent=parent, error=error, overlapping=overlapping)

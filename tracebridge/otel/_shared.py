@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .._recorder import Session
-    from .._runtime import ThreadState
+    from .._recorder.runtime import ThreadState
 
 #: The instrumentation scope of the OpenTelemetry twins of tracebridge spans (the Perfetto processor
 #: leaves them alone: tracebridge records the originals).

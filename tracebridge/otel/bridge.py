@@ -10,7 +10,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from .. import _safety
 from .._model import Record, new_trace_id
-from .._runtime import RT
+from .._recorder.runtime import RT
 from .._sanitize import SCRUBBED, Counts, is_secret_key, sanitize_metadata
 from ..spans import DroppedSpan, Span
 from ._shared import BRIDGE_SCOPE, MAX_BRIDGED_EVENTS, bridged_events, open_spans, plain

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from .. import _safety
 from .._model import Deferred, ErrorInfo, Frame, Record, SpanRecord
 from .._recorder import Session, configure, record_into, source_failed
-from .._runtime import RT, revive, thread_state
+from .._recorder.runtime import RT, revive, thread_state
 from ._shared import BRIDGE_SCOPE, bridged_events, open_spans, plain
 
 #: Metadata keys the recorder reads as instructions (tracks, flows, categories): attributes of these

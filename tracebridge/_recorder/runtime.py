@@ -21,13 +21,13 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._config import Config
-from ._model import ThreadInfo, trace_clock_ns
+from .._config import Config
+from .._model import ThreadInfo, trace_clock_ns
 
 if TYPE_CHECKING:
-    from ._hooks import SpanHook
-    from ._recorder import Session
-    from .sampling.pipeline import Pipeline
+    from .._hooks import SpanHook
+    from ..sampling.pipeline import Pipeline
+    from .session import Session
 
 #: The clock every record is stamped with. ``perf_counter_ns`` is the cheapest monotonic clock with
 #: nanosecond resolution on every platform (CLOCK_MONOTONIC on Linux); the writer adds ``clock_offset``
