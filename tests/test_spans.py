@@ -511,3 +511,56 @@ def record_interleaved_tasks(tmp_path: Path, n: int) -> Path:
     asyncio.run(main())
     tracebridge.stop()
     return path
+
+
+# ------------------------------------------- the decorator's fast path records what Span.__exit__ does
+
+BODIES = {
+    "returns": lambda: 1,
+    "raises": lambda: 1 / 0,
+    "sets metadata": lambda: tracebridge.current_span().set(rows=3),  # type: ignore[union-attr]
+    "lazy metadata": lambda: tracebridge.current_span().append_metadata(lambda: {"n": 1}),  # type: ignore[union-attr]
+    "fails it": lambda: tracebridge.current_span().fail(KeyError("k")),  # type: ignore[union-attr]
+    "stops it": lambda: tracebridge.current_span().stop(),  # type: ignore[union-attr]
+    "exits": lambda: (_ for _ in ()).throw(SystemExit(0)),
+    "asks for ids": lambda: tracebridge.current_span().trace_id,  # type: ignore[union-attr]
+    "child": lambda: tracebridge.span("child", level=2).__enter__().stop(),
+}
+
+
+def _shape(events: list[tracebridge.Event]) -> list[tuple[object, ...]]:
+    spans = [e for e in events if e.kind == "span"]
+    ids = {e.span_id: e.name for e in spans}
+    return sorted(
+        (
+            e.name,
+            e.level,
+            sorted(e.metadata.items()),
+            e.error and (e.error.type, e.error.message),
+            e.overlapping,
+            e.adjusted_count,
+            ids.get(e.parent_id),
+            e.end_ns is not None and e.end_ns >= e.start_ns,
+        )
+        for e in spans
+    )
+
+
+@pytest.mark.parametrize("body", sorted(BODIES))
+def test_traced_fast_path_records_what_a_with_span_records(body: str) -> None:
+    fn = BODIES[body]
+
+    def call(run: object) -> None:
+        with tracebridge.span("outer", level=2), contextlib.suppress(ZeroDivisionError, SystemExit):
+            run()  # type: ignore[operator]
+
+    def with_span() -> object:
+        with tracebridge.span("work", level=2):
+            return fn()
+
+    fast = tracebridge.traced(name="work", level=2)(fn)
+    assert fast.__name__ == "<lambda>"  # (the plain wrapper: no metadata, a string name)
+    a = record(lambda: call(fast), level=2)
+    b = record(lambda: call(with_span), level=2)
+    assert _shape(a.events) == _shape(b.events)
+    assert {e.name for e in a.events} >= {"outer", "work"}
