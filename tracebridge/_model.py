@@ -278,10 +278,9 @@ class Loss:
             f"tracebridge: {self.total:,} events dropped ({reasons})",
             self.first_ns,
             self.first_ns,
-            1,
-            {"dropped": dict(self.dropped), "until_ns": self.last_ns},
-            thread.tid,
-            thread.name,
+            metadata={"dropped": dict(self.dropped), "until_ns": self.last_ns},
+            thread_id=thread.tid,
+            thread_name=thread.name,
             categories=(LOSS_CATEGORY,),
         )
 

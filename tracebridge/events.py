@@ -67,7 +67,8 @@ def counter(name: str, value: float, unit: str | None = None) -> None:
         if type(value) is int and not -(1 << 63) <= value < (1 << 63):
             value = float(value)  # Perfetto counters hold int64 or double
         t = now_ns()
-        rec = Record("counter", str(name), t, t, 1, {"unit": str(unit)} if unit is not None else None, value)
+        md = {"unit": str(unit)} if unit is not None else None
+        rec = Record("counter", str(name), t, t, 1, md, value=value)
         thread_state().push(rec)
     except Exception as exc:
         source_failed("counter", "counter", exc)

@@ -203,7 +203,19 @@ def record_from_log(record: logging.LogRecord) -> Record:
     levels = _levels.get(record.levelno)
     if levels is None:
         levels = _levels_of(record.levelno)
-    return Record("log", body, t, t, levels[0], metadata, levels[1], source, error, trace_id, span_id)
+    return Record(
+        "log",
+        body,
+        t,
+        t,
+        levels[0],
+        metadata,
+        value=levels[1],
+        source=source,
+        error=error,
+        trace_id=trace_id,
+        span_id=span_id,
+    )
 
 
 #: Source locations already seen (a program logs from a bounded set of places; cleared if it does not).

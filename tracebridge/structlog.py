@@ -228,7 +228,19 @@ class PerfettoProcessor:
         t = now_ns()
         level = 1 if levelno >= logging.WARNING else 2 if levelno >= logging.INFO else 3
         prio = log_priority(levelno)
-        return Record("log", body, t, t, level, metadata or None, prio, source, error, trace_id, span_id)
+        return Record(
+            "log",
+            body,
+            t,
+            t,
+            level,
+            metadata or None,
+            value=prio,
+            source=source,
+            error=error,
+            trace_id=trace_id,
+            span_id=span_id,
+        )
 
 
 def _caller() -> Frame | None:

@@ -14,7 +14,7 @@ count, so that ``tracebridge summary`` estimates true totals.
 
 from __future__ import annotations
 
-from ._stage import Stage
+from ._stage import SampledEvent, Stage
 from .consistent import th_to_threshold, threshold, threshold_to_th
 from .filters import Categories, Directives, Level, MinDuration, Names, Predicate
 from .limiters import KeyedRateLimiter, RateLimiter
@@ -38,6 +38,7 @@ __all__ = [
     "Predicate",
     "Probability",
     "RateLimiter",
+    "SampledEvent",
     "Stage",
     "TailSampler",
     "TraceIdRatio",

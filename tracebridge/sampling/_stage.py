@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from .. import _safety
 
@@ -41,6 +41,31 @@ class Tally:
 
     def __repr__(self) -> str:
         return f"Tally({self.value})"
+
+
+class SampledEvent(Protocol):
+    """What a stage sees: the record a source made (see the module's docstring). ``name`` may still be
+    a callable (a lazy name) unless the stage says ``needs_name``; ``end_ns`` and ``error`` are known to
+    tail stages only; ``parent`` is the span current when the event began (``None`` at a root)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> Any: ...
+    @property
+    def level(self) -> int: ...
+    @property
+    def metadata(self) -> dict[str, Any] | None: ...
+    @property
+    def trace_id(self) -> int: ...
+    @property
+    def parent(self) -> Any: ...
+    @property
+    def start_ns(self) -> int: ...
+    @property
+    def end_ns(self) -> int | None: ...
+    @property
+    def error(self) -> Any: ...
 
 
 class Stage:
@@ -71,7 +96,7 @@ class Stage:
         self.dropped_by_kind = {kind: Tally() for kind in SAMPLED_KINDS}
         self.error_count = Tally()
 
-    def decide(self, ev: Any) -> float:  # pragma: no cover - every stage overrides it
+    def decide(self, ev: SampledEvent) -> float:  # pragma: no cover - every stage overrides it
         raise NotImplementedError
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -94,12 +119,12 @@ class Stage:
         return f"{type(self).__name__}()"
 
 
-def event_name(ev: Any) -> str:
+def event_name(ev: SampledEvent) -> str:
     name = ev.name
     return name if type(name) is str else _safety.safe_str(name)
 
 
-def event_categories(ev: Any) -> tuple[str, ...]:
+def event_categories(ev: SampledEvent) -> tuple[str, ...]:
     md = ev.metadata
     if not md or "category" not in md:
         return ()

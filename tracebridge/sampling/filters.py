@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from .._globs import GlobTable, compile_globs
 from .._units import parse_duration
-from ._stage import Stage, event_categories, event_name
+from ._stage import SampledEvent, Stage, event_categories, event_name
 
 ENV_FILTER = "TRACEBRIDGE_FILTER"
 
@@ -34,7 +34,7 @@ class Level(Stage):
         super().__init__()
         self.n = _check_level(n, "Level(n)")
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         return 1.0 if ev.level <= self.n else 0.0
 
     def __repr__(self) -> str:
@@ -62,7 +62,7 @@ class Names(Stage):
         self.include = include
         self.exclude = exclude
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         name = event_name(ev)
         if self._include is not None and not self._include.match(name):
             return 0.0
@@ -88,7 +88,7 @@ class Categories(Stage):
         self.disabled = _names(disabled, "Categories(disabled)")
         self.enabled = None if enabled is None else _names(enabled, "Categories(enabled)")
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         cats = event_categories(ev)
         if any(c in self.disabled for c in cats):
             return 0.0
@@ -136,7 +136,7 @@ class MinDuration(Stage):
     def threshold_ns(self, name: str) -> int:
         return self._ns if self._table is None else int(self._table.lookup(name))
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         end = getattr(ev, "end_ns", None)
         if end is None or ev.kind not in ("span", "activity"):
             return 1.0
@@ -166,7 +166,7 @@ class Predicate(Stage):
         self.fn = fn
         self.tail = at == "tail"  # type: ignore[misc]
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         try:
             return 1.0 if self.fn(ev) else 0.0
         except Exception as exc:
@@ -253,7 +253,7 @@ class Directives(Stage):
         self._cache[name] = level
         return level
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         md = ev.metadata
         name = md.get("logger") if md and ev.kind == "log" and "logger" in md else None
         limit = self.level_for(name if isinstance(name, str) else event_name(ev))

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ._stage import Stage, event_name
+from ._stage import SampledEvent, Stage, event_name
 
 
 def _check_limit(value: Any, what: str) -> float:
@@ -67,7 +67,7 @@ class RateLimiter(Stage):
                 return True
             return False
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         return 1.0 if self.allow() else 0.0
 
     def __repr__(self) -> str:
@@ -127,7 +127,7 @@ class KeyedRateLimiter(Stage):
     def after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: Any) -> float:  # (any object its key function reads: log records too)
         try:
             key = self._key(ev)
         except Exception as exc:

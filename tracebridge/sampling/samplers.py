@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .._globs import GlobTable
-from ._stage import Stage, event_name
+from ._stage import SampledEvent, Stage, event_name
 from .consistent import RANDOMNESS_MASK, keep_probability, randomness, threshold, threshold_to_th
 
 
@@ -32,7 +32,7 @@ class AlwaysOn(Stage):
     reason = "sampled_out"
     root_threshold = 0
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         return 1.0
 
 
@@ -42,7 +42,7 @@ class AlwaysOff(Stage):
     consistent = True
     reason = "sampled_out"
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         return 0.0
 
 
@@ -59,7 +59,7 @@ class Probability(Stage):
         self.p = _check_rate(p, "Probability(p)")
         self._random = (rng or random.Random()).random
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         p = self.p
         return p if p and self._random() < p else 0.0
 
@@ -86,7 +86,7 @@ class TraceIdRatio(Stage):
         self._weight = keep_probability(self.threshold) if self.p > 0 else 0.0
         self.root_threshold = self.threshold
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         tid = ev.trace_id
         r = tid & RANDOMNESS_MASK if tid else random.getrandbits(56)
         return self._weight if r >= self.threshold else 0.0
@@ -122,7 +122,7 @@ class ParentBased(Stage):
     def after_fork(self) -> None:
         self.root.after_fork()
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         parent = ev.parent
         if parent is not None:
             if not parent.sampled:
@@ -153,7 +153,7 @@ class PerOperation(Stage):
         table = {k: _Rate(v) for k, v in checked.items()}
         self._table = GlobTable(table, "PerOperation", _Rate(self.default))
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         rate: _Rate = self._table.lookup(event_name(ev))
         return rate.weight if rate.p and randomness(ev) >= rate.threshold else 0.0
 
@@ -245,7 +245,7 @@ class Adaptive(Stage):
         op = self._ops.get(name)
         return 1.0 if op is None else keep_probability(op.threshold)
 
-    def decide(self, ev: Any) -> float:
+    def decide(self, ev: SampledEvent) -> float:
         now = self._clock()
         if now >= self._window_end:
             self._roll(now)

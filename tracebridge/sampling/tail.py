@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._units import parse_duration
-from ._stage import Stage, Tally
+from ._stage import SampledEvent, Stage, Tally
 from .samplers import TraceIdRatio
 
 
@@ -91,7 +91,7 @@ class TailSampler(Stage):
     def evicted(self) -> int:
         return self._evicted.value
 
-    def decide(self, ev: Any) -> float:  # pragma: no cover - the pipeline calls process()
+    def decide(self, ev: SampledEvent) -> float:  # pragma: no cover - the pipeline calls process()
         raise TypeError("TailSampler decides whole traces: use it in a Pipeline")
 
     def process(

@@ -403,33 +403,36 @@ def _json_event(
         terminating = tuple(int(str(f), 16) for f in own.get("terminating_flows", ()))
         end = ts + _ns(e.get("dur", 0))
         return Event(
-            "span", name, ts, end, level, args, tid, thread_name, error, categories, track, flows,
-            terminating, overlapping=overlapping, adjusted_count=adjusted,
+            "span", name, ts, end, level=level, metadata=args, thread_id=tid, thread_name=thread_name,
+            error=error, categories=categories, track=track, flows=flows, terminating_flows=terminating,
+            overlapping=overlapping, adjusted_count=adjusted,
         )  # fmt: skip
     if ph in ("i", "I"):
         if "prio" in own:
             src = own.get("source")
             source = Frame(str(src[2]), str(src[0]), int(src[1])) if src else None
             return Event(
-                "log", name, ts, ts, level, args, tid, thread_name, error, (), track, value=own["prio"],
-                source=source, adjusted_count=adjusted,
+                "log", name, ts, ts, level=level, metadata=args, thread_id=tid, thread_name=thread_name,
+                error=error, track=track, value=own["prio"], source=source, adjusted_count=adjusted,
             )  # fmt: skip
         return Event(
-            "instant", name, ts, ts, level, args, tid, thread_name, error, categories, track,
-            adjusted_count=adjusted,
+            "instant", name, ts, ts, level=level, metadata=args, thread_id=tid, thread_name=thread_name,
+            error=error, categories=categories, track=track, adjusted_count=adjusted,
         )  # fmt: skip
     if ph == "C":
         value = next(iter(args.values())) if args else None
         return Event(
-            "counter", name, ts, ts, 1, {}, tid, thread_name, value=value, unit=own.get("unit"),
+            "counter", name, ts, ts, thread_id=tid, thread_name=thread_name, value=value,
+            unit=own.get("unit"),
         )  # fmt: skip
     if ph == "b":
         key = (str(e.get("id")), cat)
         cats = () if categories == ("activity",) else categories
         on_track = own.get("track")
         activities[key] = Event(
-            "activity", name, ts, None, level, args, tid, thread_name, error, cats,
-            None if on_track is None else str(on_track), adjusted_count=adjusted,
+            "activity", name, ts, None, level=level, metadata=args, thread_id=tid,
+            thread_name=thread_name, error=error, categories=cats,
+            track=None if on_track is None else str(on_track), adjusted_count=adjusted,
         )  # fmt: skip
         return None
     if ph == "e":
