@@ -89,10 +89,26 @@ def resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def imports(module: str, path: Path) -> Iterator[tuple[str, str | None, int]]:
-    """(imported module, imported name or None, line) for every import of ``module``, wherever it is."""
-    tree = ast.parse(path.read_text())
+def type_only_lines(tree: ast.Module) -> set[int]:
+    """The lines of imports under ``if TYPE_CHECKING:`` (they name types; they never run)."""
+    lines: set[int] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in node.body:
+                for sub in ast.walk(inner):
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                        lines.add(sub.lineno)
+    return lines
+
+
+def imports(module: str, path: Path, *, executed_only: bool = False) -> Iterator[tuple[str, str | None, int]]:
+    """(imported module, imported name or None, line) for every import of ``module``, wherever it is:
+    at the top, inside functions (lazy), and, unless ``executed_only``, under ``TYPE_CHECKING``."""
+    tree = ast.parse(path.read_text())
+    skip = type_only_lines(tree) if executed_only else set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, None, node.lineno
@@ -156,23 +172,47 @@ def test_no_module_imports_another_modules_private_name() -> None:
     assert wrong == []
 
 
-def test_no_import_cycles_between_packages_and_modules() -> None:
-    """Cycles are looked for between the units a newcomer names (a module, or a package with its
-    modules taken together), lazy and TYPE_CHECKING imports included."""
+def test_no_module_reads_another_modules_private_name() -> None:
+    """``module._name`` where ``module`` is one of ours, imported as a module."""
     known = modules()
+    wrong = []
+    for module, path in known.items():
+        tree = ast.parse(path.read_text())
+        aliases: dict[str, str] = {}  # a name in this module -> the module of ours it is bound to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = resolve(module, path, node)
+                for alias in node.names:
+                    if f"{target}.{alias.name}" in known:
+                        aliases[alias.asname or alias.name] = f"{target}.{alias.name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name in known and alias.asname:
+                        aliases[alias.asname] = alias.name
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and f"{aliases[node.value.id]}.{node.attr}" not in known
+            ):
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert wrong == []
 
-    def unit(module: str) -> str:
-        top = ".".join(module.split(".")[:2])  # the package right below tracebridge, if it is one
-        return top if top in known and known[top].name == "__init__.py" else module
 
+def test_no_import_cycles() -> None:
+    """Between modules, counting every import that runs (at the top of a module or inside a function);
+    an import under ``TYPE_CHECKING`` only names a type and never runs."""
+    known = modules()
     graph: dict[str, set[str]] = {}
     for module, path in known.items():
-        for target, name, _ in imports(module, path):
+        for target, name, _ in imports(module, path, executed_only=True):
             dep = ours(f"{target}.{name}" if name else target, known) or ours(target, known)
-            if dep is not None and dep not in GENERATED and dep != "tracebridge":
-                a, b = unit(module), unit(dep)
-                if a != b and a != "tracebridge":
-                    graph.setdefault(a, set()).add(b)
+            own_package = module == "tracebridge" or module.startswith(f"{dep}.")  # (its own parts)
+            if dep is not None and dep not in GENERATED and dep != module and not own_package:
+                graph.setdefault(module, set()).add(dep)
 
     def cycle_from(start: str) -> list[str] | None:
         stack = [(start, [start])]

@@ -546,8 +546,9 @@ def _shape(events: list[tracebridge.Event]) -> list[tuple[object, ...]]:
     )
 
 
+@pytest.mark.parametrize("to_file", [False, True], ids=["memory", "perfetto file"])
 @pytest.mark.parametrize("body", sorted(BODIES))
-def test_traced_fast_path_records_what_a_with_span_records(body: str) -> None:
+def test_traced_fast_path_records_what_a_with_span_records(body: str, to_file: bool, tmp_path: Path) -> None:
     fn = BODIES[body]
 
     def call(run: object) -> None:
@@ -559,8 +560,15 @@ def test_traced_fast_path_records_what_a_with_span_records(body: str) -> None:
             return fn()
 
     fast = tracebridge.traced(name="work", level=2)(fn)
-    assert fast.__name__ == "<lambda>"  # (the plain wrapper: no metadata, a string name)
-    a = record(lambda: call(fast), level=2)
-    b = record(lambda: call(with_span), level=2)
-    assert _shape(a.events) == _shape(b.events)
-    assert {e.name for e in a.events} >= {"outer", "work"}
+    assert fast.__code__.co_name == "plain_wrapper"  # (no metadata, a string name: the fast path)
+
+    def events(run: object, name: str) -> list[tracebridge.Event]:
+        if not to_file:
+            return record(lambda: call(run), level=2).events
+        path = tmp_path / f"{name}.perfetto-trace"  # (spans that carry nothing go as compact records)
+        record(lambda: call(run), level=2, output=path)
+        return tracebridge.read(path)
+
+    a, b = events(fast, "fast"), events(with_span, "with")
+    assert _shape(a) == _shape(b)
+    assert {e.name for e in a} >= {"outer", "work"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -25,6 +26,9 @@ def trace_clock_ns() -> int:
 _BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
 
 EventKind = Literal["span", "instant", "counter", "activity", "log"]
+
+#: An event's name: a string, or a callable that gives it (called only if the event is recorded).
+NameOrFactory = str | Callable[[], str]
 
 #: Event kinds, in the order :attr:`Session.stats` lists them.
 KINDS: Final[tuple[EventKind, ...]] = ("span", "instant", "counter", "activity", "log")

@@ -19,6 +19,8 @@ from ._model import Loss, TraceFile
 from .reading import TraceReadError, read_trace
 from .sinks import write_trace
 
+write_events = write_trace  # (its name before 0.1: convert and the demo use write_trace)
+
 EXIT_PROBLEMS = 1
 EXIT_ERROR = 2
 

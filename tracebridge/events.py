@@ -9,11 +9,10 @@ from typing import Any
 from . import _safety
 from ._backtrace import stack_frames
 from ._intake import admit, snapshot_metadata
-from ._model import Record
+from ._model import NameOrFactory, Record
 from ._recorder import source_failed
 from ._recorder.runtime import RT, current, now_ns, thread_state
 from ._sanitize import needs_snapshot
-from .spans import NameOrFactory
 
 _getrandbits = random.getrandbits
 

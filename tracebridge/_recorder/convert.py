@@ -4,7 +4,7 @@ the trace clock)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _codec, _safety
 from .._model import (
@@ -19,10 +19,6 @@ from ..sinks.lines import TraceLines
 from .runtime import (
     CompactSpan,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 #: Tracks of their own for asyncio tasks, at most, per recording (see ``EventConversion._task_track``).
 MAX_TASK_TRACKS = 256

@@ -4,21 +4,14 @@ own (``trace.<pid>.perfetto-trace``) with a fresh writer, and drops (and counts)
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import _safety
+from . import lifecycle
 from .runtime import (
     RT,
     threads_after_fork,
 )
-
-if TYPE_CHECKING:
-    pass
-
-from . import lifecycle
-from .lifecycle import update_compact
 from .session import Session
 
 
@@ -38,7 +31,7 @@ def _child_path(path: Path, pid: int) -> Path:
 
 def _after_fork_in_child() -> None:
     # Locks held by threads that do not exist in the child must not be inherited held.
-    lifecycle._session_lock = threading.RLock()
+    lifecycle.renew_lock_after_fork()
     inherited = threads_after_fork()
     parent = RT.session
     if parent is None or parent.stopped:
@@ -61,7 +54,7 @@ def _after_fork_in_child() -> None:
         return
     RT.session = child
     RT.pipeline = pipeline
-    update_compact()
+    lifecycle.update_compact()
     RT.level = child.level
 
 

@@ -24,13 +24,18 @@ from .runtime import (
     RT,
     all_threads,
 )
+from .session import OutputFormat, Session, default_output_format
 
 if TYPE_CHECKING:
     from ..sinks import Sink
 
-from .session import OutputFormat, Session, default_output_format
-
 _session_lock = threading.RLock()
+
+
+def renew_lock_after_fork() -> None:
+    """In a forked child: the lock another thread of the parent may have held is made anew."""
+    global _session_lock
+    _session_lock = threading.RLock()
 
 
 #: Options of trace lines that ``configure`` also takes by name, beside ``log_lines=True``.
@@ -128,7 +133,10 @@ def _begin(
     if pipeline is None and RT.bridge is not None:
         pipeline = Pipeline([])  # the OpenTelemetry bridge works on the pipeline path
     for hook in _hooks.session_started:
-        hook()
+        try:
+            hook()
+        except Exception as exc:
+            _safety.internal_error("session start hook", exc, raise_in_strict=False)
     session = Session(level, output, fmt, RT.config, sink, pipeline)
     session.implicit = implicit
     _discard_stale_records(session)

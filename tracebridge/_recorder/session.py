@@ -27,6 +27,7 @@ from .._model import (
 from .._sanitize import Counts
 from ..sampling.pipeline import Pipeline
 from ..sinks.memory import MemorySink, NullSink
+from .convert import EventConversion
 from .runtime import (
     RT,
     ThreadState,
@@ -40,8 +41,6 @@ from .runtime import (
 
 if TYPE_CHECKING:
     from ..sinks import Sink
-
-from .convert import EventConversion
 
 OutputFormat = Literal["perfetto", "json", "memory", "none"]
 
@@ -123,6 +122,7 @@ class Session(EventConversion):
         self._stopping = False  # stop() has begun: no new activities, threads waiting for room go on
         self._stop_requested = False  # the writer's signal: one last round, then end
         self._last_round_done = False
+        self._stats_settled = False
         # Set by stop(): past it the writer drops what is still queued instead of writing it.
         self._deadline: float | None = None
         self._rounds_requested = 0
@@ -349,6 +349,7 @@ class Session(EventConversion):
                 finished = self._last_round_done
                 self.timed_out = not finished and self._writer.is_alive()
             if self.timed_out:
+                self._settle_stats()
                 _safety.internal_error(
                     "session.stop",
                     TimeoutError(
@@ -599,13 +600,7 @@ class Session(EventConversion):
             self.stats.open_activities = len(still_open) + len(open_spans)
             self.stats.sanitized = self.counts.sanitized + self._writer_counts.sanitized
             self.stats.scrubbed = self.counts.scrubbed + self._writer_counts.scrubbed
-        self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
-        for hook in _hooks.session_closing:
-            try:
-                hook(self.stats)
-            except Exception as exc:
-                _safety.defer_error("session closing hook", exc)
-        self._account_sampling()
+        self._settle_stats()
         try:
             opened = [self._to_event(rec, rec.thread or ThreadInfo(os.getpid(), 0, "")) for rec in still_open]
             for span, info in open_spans:  # on a track of their own: what they enclose is unknown
@@ -616,6 +611,20 @@ class Session(EventConversion):
         except Exception as exc:
             _safety.defer_error("sink.close", exc)
         self._sink = None
+
+    def _settle_stats(self) -> None:
+        """What the session's stats take from outside it (errors, sampling stages, session hooks), once:
+        when it closes, or as stop() gives up waiting for the writer (a later session may share those)."""
+        if self._stats_settled:
+            return
+        self._stats_settled = True
+        self.stats.internal_errors += sum(_safety.error_counts().values()) - self._errors_at_start
+        for hook in _hooks.session_closing:
+            try:
+                hook(self.stats)
+            except Exception as exc:
+                _safety.defer_error("session closing hook", exc)
+        self._account_sampling()
 
     def sampling_counts(self) -> dict[str, Any]:
         """What each sampling stage kept and dropped in this session, by kind."""

@@ -18,6 +18,7 @@ resource's ``service.name`` names the process.
 
 from __future__ import annotations
 
+from ._shared import BRIDGE_SCOPE as BRIDGE_SCOPE  # (its home before otel/ was split)
 from .bridge import Bridge, otel_attributes
 from .processor import (
     PerfettoSpanExporter,

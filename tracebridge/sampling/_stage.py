@@ -13,6 +13,7 @@ The event a stage sees is the record the source made: it has ``kind``, ``name``,
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -113,7 +114,11 @@ class Stage:
         _safety.internal_error(f"sampling.{type(self).__name__}.{what}", exc)
 
     def after_fork(self) -> None:
-        """In a forked child: make anew what another thread of the parent may have held (locks)."""
+        """In a forked child: make anew what another thread of the parent may have held. The default
+        renews a ``threading.Lock`` kept as ``_lock`` (custom stages included); stages that wrap others
+        pass it on."""
+        if isinstance(getattr(self, "_lock", None), type(threading.Lock())):
+            self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

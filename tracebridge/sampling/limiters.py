@@ -51,9 +51,6 @@ class RateLimiter(Stage):
         self._lock = threading.Lock()
         self._bucket = _Bucket(self.burst, clock())
 
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-
     def allow(self) -> bool:
         """Take a token if there is one."""
         now = self._clock()
@@ -123,9 +120,6 @@ class KeyedRateLimiter(Stage):
         self._buckets: OrderedDict[Any, _Bucket] = OrderedDict()
         #: Called with (key, count) when a flood of ``count`` suppressed events ends (set by the pipeline).
         self.on_flood_end: Callable[[Any, int], None] | None = None
-
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
 
     def decide(self, ev: Any) -> float:  # (any object its key function reads: log records too)
         try:

@@ -108,7 +108,7 @@ class Pipeline:
                 w = 1.0
             if not w:
                 return 0.0, st
-            st.kept_by_kind[kind].add()
+            next(st.kept_by_kind[kind].counter)
             if w != 1.0:
                 # (Outside any trace each consistent stage draws randomness of its own: independent.)
                 if st.consistent and (kind == "span" or ev.trace_id):
@@ -143,22 +143,22 @@ class Pipeline:
 
     @staticmethod
     def count_drop(stage: Stage, kind: str) -> None:
-        stage.dropped_by_kind[kind].add()
+        next(stage.dropped_by_kind[kind].counter)
 
     def count_root_kept(self, kind: str) -> None:
         """Count a root kept by the one-comparison decision (see ``root_threshold``) for every stage."""
         for st in self.head_stages:
-            st.kept_by_kind[kind].add()
+            next(st.kept_by_kind[kind].counter)
 
     def dropped_by_parent(self, kind: str) -> None:
         """Count an event dropped because its trace was (the ParentBased short cut)."""
         st = self.follows_parent
         if st is not None:
-            st.dropped_by_kind[kind].add()
+            next(st.dropped_by_kind[kind].counter)
 
     def overridden(self, kind: str) -> None:
         """Count an event kept against the stages' decision (critical, or failed)."""
-        self._overridden[kind].add()
+        next(self._overridden[kind].counter)
 
     def tail(self, items: list[tuple[Any, Any]], start: int = 0) -> list[tuple[Any, Any]]:
         """Run the tail stages (from the ``start``-th on) over (thread, record) pairs on the writer
@@ -181,15 +181,15 @@ class Pipeline:
                     st.record_error("decide", exc)
                     w = 1.0
                 if w:
-                    st.kept_by_kind[kind].add()
+                    next(st.kept_by_kind[kind].counter)
                     if w != 1.0:
                         rec.adjusted_count /= w
                     kept.append(item)
                 elif self._keeps_anyway(rec):
-                    self._overridden[kind].add()
+                    next(self._overridden[kind].counter)
                     kept.append(item)
                 else:
-                    st.dropped_by_kind[kind].add()
+                    next(st.dropped_by_kind[kind].counter)
             items = kept
         return items
 

@@ -237,9 +237,6 @@ class Adaptive(Stage):
         self._ops: dict[str, _Operation] = {}
         self._window_end = clock() + self.window
 
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-
     def probability(self, name: str) -> float:
         """The current keep probability of operation ``name``."""
         op = self._ops.get(name)

@@ -184,7 +184,7 @@ class TailSampler(Stage):
                         rec.adjusted_count = max(rec.adjusted_count, 1.0 / weight)
                     else:
                         rec.adjusted_count /= weight
-                self.kept_by_kind["span"].add()
+                next(self.kept_by_kind["span"].counter)
             out.extend(items)
         else:
             keep_anyway = self._keep_anyway
@@ -193,7 +193,7 @@ class TailSampler(Stage):
                     out.append(item)
                     self.kept_anyway += 1
                 else:
-                    self.dropped_by_kind["span"].add()
+                    next(self.dropped_by_kind["span"].counter)
 
     def __repr__(self) -> str:
         slow = f"{self.slower_than}ns" if self.slower_than is not None else None
