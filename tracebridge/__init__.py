@@ -14,6 +14,7 @@ Quick start::
 from __future__ import annotations
 
 from . import _hooks, sampling
+from ._accel import accelerated
 from ._codec import decode, encode
 from ._config import Config
 from ._model import ErrorInfo, Event, Frame, Stats
@@ -43,6 +44,7 @@ __all__ = [
     "Span",
     "Stats",
     "__version__",
+    "accelerated",
     "active",
     "activity_end",
     "activity_start",

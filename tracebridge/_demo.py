@@ -11,6 +11,7 @@ import time
 
 import tracebridge
 
+from ._accel import describe
 from .analysis import render, summarize
 from .sinks.lines import format_event
 
@@ -90,7 +91,7 @@ def run_demo(output: str, json_output: str | None = None) -> int:
     workload()
     session = tracebridge.stop()
     events = tracebridge.read(output)
-    print(f"Recorded {len(events)} events into {session.path}. Trace lines:\n")
+    print(f"Recorded {len(events)} events into {session.path} ({describe()}). Trace lines:\n")
     for ev in sorted(events, key=lambda e: e.end_ns if e.end_ns is not None else e.start_ns):
         if ev.kind in ("span", "instant", "activity"):
             print(format_event(ev, include_thread=ev.thread_name != "MainThread"))

@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracebridge", description="Record, inspect and convert tracebridge traces."
     )
+    from . import __version__
+    from ._accel import describe
+
+    parser.add_argument("--version", action="version", version=f"tracebridge {__version__} ({describe()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("demo", help="record a sample program, print its trace lines and a summary")
