@@ -10,16 +10,20 @@ Run: python benchmarks/bench_writer.py [--quick]
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
 
+from tracebridge._accel import speedups
 from tracebridge._model import Event, ThreadInfo
 from tracebridge.sinks.chrome import ChromeJsonWriter
+from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
 QUICK = "--quick" in sys.argv
@@ -120,6 +124,21 @@ def anchor(path: str, batches: dict[ThreadInfo, list[Event]]) -> float:
     return best
 
 
+def paths() -> list[tuple[str, bool]]:
+    """The paths to measure: the compiled accelerator (when built) and the pure-Python one."""
+    return [("compiled", True), ("pure Python", False)] if speedups is not None else [("pure Python", False)]
+
+
+@contextlib.contextmanager
+def on_path(compiled: bool) -> Iterator[None]:
+    saved = perfetto_writer.speedups
+    perfetto_writer.speedups = saved if compiled else None
+    try:
+        yield
+    finally:
+        perfetto_writer.speedups = saved
+
+
 def chrome_size(path: str, batches: dict[ThreadInfo, list[Event]]) -> int:
     w = ChromeJsonWriter(path)
     for info, events in batches.items():
@@ -143,11 +162,14 @@ def main() -> None:
             print(f"[{label}]")
             for compress in (True, False):
                 how = "compressed (default)" if compress else "uncompressed"
-                t_ours, size = ours(os.path.join(d, "t.perfetto-trace"), batches, compress)
-                print(
-                    f"  (c) packets/s, {how}: ours {packets / t_ours:,.0f} vs StreamingTraceProtoBuilder "
-                    f"{packets / t_anchor:,.0f}  ratio {t_anchor / t_ours:.2f}x  (target >= 2x)"
-                )
+                for path_label, compiled in paths():
+                    with on_path(compiled):
+                        t_ours, size = ours(os.path.join(d, "t.perfetto-trace"), batches, compress)
+                    rates = f"ours {packets / t_ours:,.0f} vs StreamingTraceProtoBuilder {packets / t_anchor:,.0f}"
+                    print(
+                        f"  (c) packets/s, {how}, {path_label}: {rates}  ratio {t_anchor / t_ours:.2f}x"
+                        "  (target >= 2x)"
+                    )
                 print(
                     f"  (d) bytes/event, {how}: Perfetto {size / events:.1f} ({size / 1e6:.2f} MB) vs Chrome "
                     f"JSON {json_size / events:.1f} ({json_size / 1e6:.2f} MB)  ratio {json_size / size:.2f}x"
