@@ -165,7 +165,8 @@ def main() -> None:
                 for path_label, compiled in paths():
                     with on_path(compiled):
                         t_ours, size = ours(os.path.join(d, "t.perfetto-trace"), batches, compress)
-                    rates = f"ours {packets / t_ours:,.0f} vs StreamingTraceProtoBuilder {packets / t_anchor:,.0f}"
+                    theirs = f"StreamingTraceProtoBuilder {packets / t_anchor:,.0f}"
+                    rates = f"ours {packets / t_ours:,.0f} vs {theirs}"
                     print(
                         f"  (c) packets/s, {how}, {path_label}: {rates}  ratio {t_anchor / t_ours:.2f}x"
                         "  (target >= 2x)"
