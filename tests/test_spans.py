@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import tracebridge
+from tracebridge import accelerated
 
 from helpers import official_view, record
 
@@ -560,7 +561,8 @@ def test_traced_fast_path_records_what_a_with_span_records(body: str, to_file: b
             return fn()
 
     fast = tracebridge.traced(name="work", level=2)(fn)
-    assert fast.__code__.co_name == "plain_wrapper"  # (no metadata, a string name: the fast path)
+    # (no metadata, a string name: the fast path, compiled or not)
+    assert fast.__code__.co_name == ("compiled_wrapper" if accelerated else "plain_wrapper")
 
     def events(run: object, name: str) -> list[tracebridge.Event]:
         if not to_file:

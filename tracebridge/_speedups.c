@@ -1,35 +1,71 @@
-/* tracebridge._speedups: the compiled half of the Perfetto writer's packet loop.
+/* tracebridge._speedups: the compiled accelerator. Each part does what a piece of pure-Python code does,
+ * with the same result, and calls that code back for whatever is rare:
  *
- * encode_items(seq, items, tracks, out) does what the pure-Python loop in
- * tracebridge/sinks/perfetto/writer.py (_Sequence.encode) does for each sorted item: it appends the framed
- * packet of each event to `out`. Events whose every part is already interned on the sequence (name,
- * categories, level annotation, annotation names, source location) and whose values are plain (str, int,
- * float, bool, None) are encoded here; every other event goes through seq._packet(), the Python code,
- * which interns what is new (so that the next such event is encoded here). The bytes are the same either
- * way: tests/sinks/test_speedups.py compares both paths on random event streams.
+ * - SpanScope: a span's __enter__ and __exit__ (spans._PyScope in Python); tests/test_span_paths.py runs
+ *   one workload on both paths and compares what they record.
+ * - compact_events: the writer's record-to-event step for spans queued as (name, level, start, end)
+ *   tuples (Session._events / EventConversion._compact_event).
+ * - encode_events: a batch of a thread's events sorted and encoded as framed Perfetto packets
+ *   (_Sequence.encode). Events whose every part is already interned on the sequence (name, categories,
+ *   level annotation, annotation names, source location) and whose values are plain (str, int, float,
+ *   bool, None) are encoded here; every other event goes through seq._packet(), which interns what is new
+ *   (so that the next such event is encoded here). tests/sinks/test_speedups.py compares the bytes of
+ *   both paths on random event streams, and the events of both record-to-event steps.
  *
- * The wire tags come from the Python schema (configure()), so field numbers live in one place.
+ * The wire tags come from the Python schema (configure()), so field numbers live in one place; objects'
+ * fields are read at the offsets of their __slots__, checked when configured.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+
+#include <structmember.h> /* PyMemberDef (in Python.h from 3.12), T_OBJECT_EX */
 
 /* -- tags, set by configure() ------------------------------------------------------------------ */
 
 enum {
-    T_TIMESTAMP, T_ABSOLUTE_CLOCK, T_TYPE_BEGIN, T_TYPE_INSTANT, T_TRACK_EVENT, T_ANNOTATION,
-    T_STRING, T_BOOL, T_INT, T_UINT, T_DOUBLE, T_SOURCE_LOCATION, T_COUNT
+    TAG_TIMESTAMP, TAG_ABSOLUTE_CLOCK, TAG_TYPE_BEGIN, TAG_TYPE_INSTANT, TAG_TRACK_EVENT, TAG_ANNOTATION,
+    TAG_STRING, TAG_BOOL, TAG_INT, TAG_UINT, TAG_DOUBLE, TAG_SOURCE_LOCATION, TAG_COUNT
 };
-static PyObject *tags[T_COUNT];
+static PyObject *tags[TAG_COUNT];
 
 /* Attribute and key names, interned once. */
-static PyObject *s_kind, *s_name, *s_track, *s_overlapping, *s_categories, *s_level, *s_adjusted_count,
-    *s_metadata, *s_error, *s_flows, *s_terminating_flows, *s_trace_id, *s_begun, *s_last_ts,
-    *s_name_refs, *s_category_refs, *s_level_annotations, *s_annotation_refs, *s_sources,
-    *s_seq_bytes_needs, *s_end_tail, *s_packet, *s_span, *s_instant, *s_code_file, *s_code_line,
-    *s_code_function, *s_empty;
+static PyObject *s_last_ts, *s_name_refs, *s_category_refs, *s_level_annotations, *s_annotation_refs,
+    *s_sources, *s_seq_bytes_needs, *s_end_tail, *s_packet, *s_span, *s_instant, *s_code_file, *s_code_line,
+    *s_code_function, *s_empty, *s_activity, *s_counter, *s_restart;
+
+/* -- Event's fields ------------------------------------------------------------------------------ */
+
+/* Event is a dataclass with slots=True: configure_events() finds where each field sits, so that events of
+ * exactly that type are read (and made) without attribute lookups. Other objects are read by attribute. */
+enum {
+    F_KIND, F_NAME, F_START, F_END, F_LEVEL, F_METADATA, F_TID, F_THREAD_NAME, F_TRACK, F_OVERLAPPING,
+    F_CATEGORIES, F_ADJUSTED, F_ERROR, F_FLOWS, F_TERMINATING, F_TRACE_ID, F_BEGUN, F_COUNT
+};
+static const char *field_names[F_COUNT] = {
+    "kind", "name", "start_ns", "end_ns", "level", "metadata", "thread_id", "thread_name", "track",
+    "overlapping", "categories", "adjusted_count", "error", "flows", "terminating_flows", "trace_id", "begun"};
+static PyObject *field_attrs[F_COUNT]; /* the names as interned strings */
+static Py_ssize_t field_off[F_COUNT];
+static PyTypeObject *event_type;
+static PyObject *event_template;
+static Py_ssize_t slot_offsets[64];
+static int slot_count;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* A field of an event (a new reference), NULL with an exception set on failure. */
+static PyObject *field(PyObject *ev, int f) {
+    if (Py_TYPE(ev) == event_type) {
+        PyObject *v = SLOT(ev, field_off[f]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(ev, field_attrs[f]);
+}
 
 /* -- a growable byte buffer -------------------------------------------------------------------- */
 
@@ -100,7 +136,7 @@ static int annotation_value(Buf *te, PyObject *value) {
     if (value == Py_None)
         return 1;
     if (PyBool_Check(value)) {
-        if (put_obj(te, tags[T_BOOL]) < 0)
+        if (put_obj(te, tags[TAG_BOOL]) < 0)
             return -1;
         return put(te, value == Py_True ? "\x01" : "\x00", 1) < 0 ? -1 : 1;
     }
@@ -110,7 +146,7 @@ static int annotation_value(Buf *te, PyObject *value) {
         if (v == -1 && PyErr_Occurred())
             return -1;
         if (!overflow) {
-            if (put_obj(te, tags[T_INT]) < 0)
+            if (put_obj(te, tags[TAG_INT]) < 0)
                 return -1;
             return put_varint(te, (uint64_t)v) < 0 ? -1 : 1;
         }
@@ -120,7 +156,7 @@ static int annotation_value(Buf *te, PyObject *value) {
                 PyErr_Clear();
                 return 0; /* beyond 64 bits: written as text by the Python code */
             }
-            if (put_obj(te, tags[T_UINT]) < 0)
+            if (put_obj(te, tags[TAG_UINT]) < 0)
                 return -1;
             return put_varint(te, (uint64_t)u) < 0 ? -1 : 1;
         }
@@ -135,7 +171,7 @@ static int annotation_value(Buf *te, PyObject *value) {
         char le[8];
         for (int i = 0; i < 8; i++)
             le[i] = (char)((x.u >> (8 * i)) & 0xFF);
-        if (put_obj(te, tags[T_DOUBLE]) < 0)
+        if (put_obj(te, tags[TAG_DOUBLE]) < 0)
             return -1;
         return put(te, le, 8) < 0 ? -1 : 1;
     }
@@ -146,7 +182,7 @@ static int annotation_value(Buf *te, PyObject *value) {
             PyErr_Clear();
             return 0;
         }
-        if (put_obj(te, tags[T_STRING]) < 0 || put_varint(te, (uint64_t)n) < 0 || put(te, utf8, n) < 0)
+        if (put_obj(te, tags[TAG_STRING]) < 0 || put_varint(te, (uint64_t)n) < 0 || put(te, utf8, n) < 0)
             return -1;
         return 1;
     }
@@ -160,7 +196,7 @@ static int put_annotation(Buf *te, Buf *scratch, PyObject *ref, PyObject *value)
     int r = annotation_value(scratch, value);
     if (r <= 0)
         return r;
-    if (put_obj(te, tags[T_ANNOTATION]) < 0 || put_varint(te, (uint64_t)scratch->len) < 0 ||
+    if (put_obj(te, tags[TAG_ANNOTATION]) < 0 || put_varint(te, (uint64_t)scratch->len) < 0 ||
         put(te, scratch->data, scratch->len) < 0)
         return -1;
     return 1;
@@ -177,45 +213,45 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
              *terminating = NULL, *trace_id = NULL, *source_key = NULL;
     int code_handled = 0;
 
-#define GET(var, attr)                               \
+#define GET(var, f)                                  \
     do {                                             \
-        var = PyObject_GetAttr(ev, attr);            \
+        var = field(ev, f);                          \
         if (var == NULL)                             \
             goto error;                              \
     } while (0)
 
-    GET(kind, s_kind);
+    GET(kind, F_KIND);
     if (!PyUnicode_CheckExact(kind) ||
         (PyUnicode_Compare(kind, s_span) != 0 && PyUnicode_Compare(kind, s_instant) != 0))
         goto done; /* activities, log messages: the Python code */
-    GET(track, s_track);
-    GET(overlapping, s_overlapping);
+    GET(track, F_TRACK);
+    GET(overlapping, F_OVERLAPPING);
     if (track != Py_None || overlapping != Py_False)
         goto done;
-    GET(error, s_error);
+    GET(error, F_ERROR);
     if (error != Py_None)
         goto done;
-    GET(flows, s_flows);
-    GET(terminating, s_terminating_flows);
+    GET(flows, F_FLOWS);
+    GET(terminating, F_TERMINATING);
     if (!PyTuple_CheckExact(flows) || PyTuple_GET_SIZE(flows) || !PyTuple_CheckExact(terminating) ||
         PyTuple_GET_SIZE(terminating))
         goto done;
     if (begin) {
-        GET(trace_id, s_trace_id);
+        GET(trace_id, F_TRACE_ID);
         int t = PyObject_IsTrue(trace_id);
         if (t < 0)
             goto error;
         if (t)
             goto done; /* correlation id: the Python code */
     }
-    GET(adjusted, s_adjusted_count);
+    GET(adjusted, F_ADJUSTED);
     if (!PyFloat_CheckExact(adjusted) || PyFloat_AS_DOUBLE(adjusted) != 1.0)
         goto done;
 
     te->len = 0;
-    if (put_obj(te, tags[begin ? T_TYPE_BEGIN : T_TYPE_INSTANT]) < 0)
+    if (put_obj(te, tags[begin ? TAG_TYPE_BEGIN : TAG_TYPE_INSTANT]) < 0)
         goto error;
-    GET(name, s_name);
+    GET(name, F_NAME);
     PyObject *ref = PyDict_GetItemWithError(name_refs, name);
     if (ref == NULL) {
         if (PyErr_Occurred())
@@ -224,7 +260,7 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     }
     if (put_obj(te, ref) < 0)
         goto error;
-    GET(categories, s_categories);
+    GET(categories, F_CATEGORIES);
     if (!PyTuple_CheckExact(categories))
         goto done;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(categories); i++) {
@@ -237,7 +273,7 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
         if (put_obj(te, ref) < 0)
             goto error;
     }
-    GET(level, s_level);
+    GET(level, F_LEVEL);
     if (!PyLong_CheckExact(level))
         goto done;
     long lv = PyLong_AsLong(level);
@@ -253,7 +289,7 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
         if (put_obj(te, ref) < 0)
             goto error;
     }
-    GET(md, s_metadata);
+    GET(md, F_METADATA);
     if (!PyDict_CheckExact(md))
         goto done;
     PyObject *file = PyDict_GetItemWithError(md, s_code_file);
@@ -283,7 +319,7 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
             unsigned long long v = PyLong_AsUnsignedLongLong(iid);
             if (v == (unsigned long long)-1 && PyErr_Occurred())
                 goto error;
-            if (put_obj(te, tags[T_SOURCE_LOCATION]) < 0 || put_varint(te, (uint64_t)v) < 0)
+            if (put_obj(te, tags[TAG_SOURCE_LOCATION]) < 0 || put_varint(te, (uint64_t)v) < 0)
                 goto error;
             code_handled = 1;
         }
@@ -336,7 +372,7 @@ done:
 static PyObject *framed(const char *head, Py_ssize_t head_len, Buf *te, int with_event, PyObject *tail) {
     Py_ssize_t body = head_len + PyBytes_GET_SIZE(tail);
     if (with_event)
-        body += PyBytes_GET_SIZE(tags[T_TRACK_EVENT]) + varint_size((uint64_t)te->len) + te->len;
+        body += PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]) + varint_size((uint64_t)te->len) + te->len;
     PyObject *out = PyBytes_FromStringAndSize(NULL, 1 + varint_size((uint64_t)body) + body);
     if (out == NULL)
         return NULL;
@@ -346,8 +382,8 @@ static PyObject *framed(const char *head, Py_ssize_t head_len, Buf *te, int with
     memcpy(p, head, (size_t)head_len);
     p += head_len;
     if (with_event) {
-        memcpy(p, PyBytes_AS_STRING(tags[T_TRACK_EVENT]), (size_t)PyBytes_GET_SIZE(tags[T_TRACK_EVENT]));
-        p += PyBytes_GET_SIZE(tags[T_TRACK_EVENT]);
+        memcpy(p, PyBytes_AS_STRING(tags[TAG_TRACK_EVENT]), (size_t)PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]));
+        p += PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]);
         p = write_varint(p, (uint64_t)te->len);
         memcpy(p, te->data, (size_t)te->len);
         p += te->len;
@@ -365,160 +401,866 @@ static int set_last_ts(PyObject *seq, long long last) {
     return r;
 }
 
-static PyObject *encode_items(PyObject *self, PyObject *args) {
-    PyObject *seq, *items, *tracks, *out;
-    if (!PyArg_ParseTuple(args, "OO!O!O!:encode_items", &seq, &PyList_Type, &items, &PyDict_Type, &tracks,
-                          &PyList_Type, &out))
-        return NULL;
+/* -- the packet loop over a sorted batch ------------------------------------------------------------ */
+
+/* What the loop reads from a sequence once per batch. */
+typedef struct {
+    PyObject *seq;
+    PyObject *refs[4];
+    PyObject *sources, *needs, *end_tail;
+    Buf te, scratch;
+    long long last;
+} Enc;
+
+static void enc_close(Enc *e) {
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(e->refs[i]);
+    Py_CLEAR(e->sources);
+    Py_CLEAR(e->needs);
+    Py_CLEAR(e->end_tail);
+    PyMem_Free(e->te.data);
+    PyMem_Free(e->scratch.data);
+    e->te.data = e->scratch.data = NULL;
+}
+
+static int enc_open(Enc *e, PyObject *seq) {
+    memset(e, 0, sizeof(*e));
+    e->seq = seq;
     if (tags[0] == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure() was not called");
-        return NULL;
+        return -1;
     }
-    PyObject *refs[4] = {NULL, NULL, NULL, NULL};
-    PyObject *sources = NULL, *needs = NULL, *end_tail = NULL, *begun = NULL;
-    Buf te = {NULL, 0, 0}, scratch = {NULL, 0, 0};
-    PyObject *result = NULL;
-    long long last;
-
-    PyObject *last_obj = PyObject_GetAttr(seq, s_last_ts);
-    if (last_obj == NULL)
-        return NULL;
-    last = PyLong_AsLongLong(last_obj);
-    Py_DECREF(last_obj);
-    if (last == -1 && PyErr_Occurred())
-        return NULL;
     PyObject *names[4] = {s_name_refs, s_category_refs, s_level_annotations, s_annotation_refs};
     for (int i = 0; i < 4; i++) {
-        refs[i] = PyObject_GetAttr(seq, names[i]);
-        if (refs[i] == NULL)
-            goto finally;
-        if (!PyDict_Check(refs[i])) {
-            PyErr_SetString(PyExc_TypeError, "encode_items: a sequence's tables must be dicts");
-            goto finally;
+        e->refs[i] = PyObject_GetAttr(seq, names[i]);
+        if (e->refs[i] == NULL)
+            return -1;
+        if (!PyDict_Check(e->refs[i])) {
+            PyErr_SetString(PyExc_TypeError, "tracebridge._speedups: a sequence's tables must be dicts");
+            return -1;
         }
     }
-    if ((sources = PyObject_GetAttr(seq, s_sources)) == NULL || !PyDict_Check(sources) ||
-        (needs = PyObject_GetAttr(seq, s_seq_bytes_needs)) == NULL || !PyBytes_Check(needs) ||
-        (end_tail = PyObject_GetAttr(seq, s_end_tail)) == NULL || !PyBytes_Check(end_tail)) {
+    if ((e->sources = PyObject_GetAttr(seq, s_sources)) == NULL || !PyDict_Check(e->sources) ||
+        (e->needs = PyObject_GetAttr(seq, s_seq_bytes_needs)) == NULL || !PyBytes_Check(e->needs) ||
+        (e->end_tail = PyObject_GetAttr(seq, s_end_tail)) == NULL || !PyBytes_Check(e->end_tail)) {
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "encode_items: unexpected sequence fields");
-        goto finally;
+            PyErr_SetString(PyExc_TypeError, "tracebridge._speedups: unexpected sequence fields");
+        return -1;
     }
+    return 0;
+}
 
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 7) {
-            PyErr_SetString(PyExc_TypeError, "encode_items: items are 7-tuples");
-            goto finally;
+static int enc_read_last(Enc *e) {
+    PyObject *last_obj = PyObject_GetAttr(e->seq, s_last_ts);
+    if (last_obj == NULL)
+        return -1;
+    e->last = PyLong_AsLongLong(last_obj);
+    Py_DECREF(last_obj);
+    return e->last == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* The framed packet of one item, appended to `out`: here when the event's parts are interned, else by
+ * seq._packet(ts, phase, ev, tracks). */
+static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *tracks, PyObject *out) {
+    int fast = 0, with_event = 1;
+    if (ts >= 0) {
+        if (phase == 2) { /* SLICE_END */
+            if (PyDict_GET_SIZE(tracks) == 0) {
+                PyObject *begun = field(ev, F_BEGUN);
+                if (begun == NULL)
+                    return -1;
+                fast = begun == Py_False;
+                Py_DECREF(begun);
+                with_event = 0;
+            }
+        } else if (phase == 1 || phase == 3) {
+            fast = track_event(e->refs, e->sources, ev, phase == 1, &e->te, &e->scratch);
+            if (fast < 0)
+                return -1;
         }
-        PyObject *ts_obj = PyTuple_GET_ITEM(item, 0), *phase_obj = PyTuple_GET_ITEM(item, 5),
-                 *ev = PyTuple_GET_ITEM(item, 6);
-        int overflow = 0;
-        long long ts = PyLong_AsLongLongAndOverflow(ts_obj, &overflow);
-        if (ts == -1 && PyErr_Occurred())
+    }
+    PyObject *packet;
+    if (fast) {
+        char head[24];
+        char *p = head;
+        memcpy(p, PyBytes_AS_STRING(tags[TAG_TIMESTAMP]), (size_t)PyBytes_GET_SIZE(tags[TAG_TIMESTAMP]));
+        p += PyBytes_GET_SIZE(tags[TAG_TIMESTAMP]);
+        if (ts >= e->last) {
+            p = write_varint(p, (uint64_t)(ts - e->last));
+            e->last = ts;
+        } else {
+            p = write_varint(p, (uint64_t)ts);
+            memcpy(p, PyBytes_AS_STRING(tags[TAG_ABSOLUTE_CLOCK]), (size_t)PyBytes_GET_SIZE(tags[TAG_ABSOLUTE_CLOCK]));
+            p += PyBytes_GET_SIZE(tags[TAG_ABSOLUTE_CLOCK]);
+        }
+        packet = framed(head, p - head, &e->te, with_event, with_event ? e->needs : e->end_tail);
+    } else { /* the Python code: it interns what is new and handles every other case */
+        if (set_last_ts(e->seq, e->last) < 0)
+            return -1;
+        PyObject *ts_obj = PyLong_FromLongLong(ts), *phase_obj = PyLong_FromLong(phase);
+        packet = ts_obj == NULL || phase_obj == NULL
+                     ? NULL
+                     : PyObject_CallMethodObjArgs(e->seq, s_packet, ts_obj, phase_obj, ev, tracks, NULL);
+        Py_XDECREF(ts_obj);
+        Py_XDECREF(phase_obj);
+        if (packet != NULL && enc_read_last(e) < 0)
+            Py_CLEAR(packet);
+    }
+    if (packet == NULL)
+        return -1;
+    int r = PyList_Append(out, packet);
+    Py_DECREF(packet);
+    return r;
+}
+
+/* -- a batch: items sorted as _Sequence.encode sorts them ------------------------------------------ */
+
+/* (ts, a, b, c, d): _Sequence.encode's sort key, in int64; the index makes every key unique. */
+typedef struct {
+    long long k[5];
+    int phase;
+    PyObject *ev; /* borrowed from the events list */
+} Item;
+
+static int item_cmp(const void *pa, const void *pb) {
+    const Item *a = pa, *b = pb;
+    for (int i = 0; i < 5; i++)
+        if (a->k[i] != b->k[i])
+            return a->k[i] < b->k[i] ? -1 : 1;
+    return 0;
+}
+
+/* Timestamps this loop takes: well inside int64, so that negating and comparing cannot overflow. */
+#define TS_LIMIT (1LL << 62)
+
+/* 1: read into *v; 0: not an int in range (the Python code takes the batch); -1: error. */
+static int small_int(PyObject *o, long long *v) {
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int overflow = 0;
+    *v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (*v == -1 && PyErr_Occurred())
+        return -1;
+    return !overflow && *v > -TS_LIMIT && *v < TS_LIMIT;
+}
+
+static PyObject *encode_events(PyObject *self, PyObject *args) {
+    PyObject *seq, *events;
+    if (!PyArg_ParseTuple(args, "OO!:encode_events", &seq, &PyList_Type, &events))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(events);
+    Item *items = PyMem_Malloc(sizeof(Item) * (size_t)(2 * n + 1));
+    if (items == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t count = 0;
+    PyObject *result = NULL, *out = NULL, *tracks = NULL, *head = NULL;
+    Enc e;
+    int opened = 0;
+    /* The list's items stay alive while it is read (a reference each), whatever the callbacks do. */
+    PyObject *keep = PyList_GetSlice(events, 0, n);
+    if (keep == NULL)
+        goto finally;
+    for (Py_ssize_t idx = 0; idx < n; idx++) {
+        PyObject *ev = PyList_GET_ITEM(keep, idx);
+        PyObject *kind = field(ev, F_KIND);
+        if (kind == NULL)
             goto finally;
-        long phase = PyLong_AsLong(phase_obj);
-        if (phase == -1 && PyErr_Occurred())
+        int span = PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_span) == 0;
+        int activity = !span && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_activity) == 0;
+        int counter = !span && !activity && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_counter) == 0;
+        Py_DECREF(kind);
+        if (PyErr_Occurred())
             goto finally;
-        int fast = 0, with_event = 1;
-        if (!overflow && ts >= 0) {
-            if (phase == 2) { /* SLICE_END */
-                if (PyDict_GET_SIZE(tracks) == 0) {
-                    begun = PyObject_GetAttr(ev, s_begun);
-                    if (begun == NULL)
-                        goto finally;
-                    fast = begun == Py_False;
-                    Py_CLEAR(begun);
-                    with_event = 0;
-                }
-            } else if (phase == 1 || phase == 3) {
-                fast = track_event(refs, sources, ev, phase == 1, &te, &scratch);
-                if (fast < 0)
+        PyObject *start_obj = field(ev, F_START);
+        if (start_obj == NULL)
+            goto finally;
+        long long start, end = 0;
+        int ok = small_int(start_obj, &start);
+        Py_DECREF(start_obj);
+        if (ok <= 0)
+            goto fallback_or_error;
+        int has_end = 0, begun = 0;
+        if (span || activity) {
+            PyObject *end_obj = field(ev, F_END);
+            if (end_obj == NULL)
+                goto finally;
+            if (end_obj != Py_None) {
+                has_end = 1;
+                ok = small_int(end_obj, &end);
+            }
+            Py_DECREF(end_obj);
+            if (ok <= 0)
+                goto fallback_or_error;
+            if (span && has_end) {
+                PyObject *b = field(ev, F_BEGUN);
+                if (b == NULL)
+                    goto finally;
+                begun = PyObject_IsTrue(b);
+                Py_DECREF(b);
+                if (begun < 0)
                     goto finally;
             }
         }
-        PyObject *packet;
-        if (fast) {
-            char head[24];
-            char *p = head;
-            memcpy(p, PyBytes_AS_STRING(tags[T_TIMESTAMP]), (size_t)PyBytes_GET_SIZE(tags[T_TIMESTAMP]));
-            p += PyBytes_GET_SIZE(tags[T_TIMESTAMP]);
-            if (ts >= last) {
-                p = write_varint(p, (uint64_t)(ts - last));
-                last = ts;
-            } else {
-                p = write_varint(p, (uint64_t)ts);
-                memcpy(p, PyBytes_AS_STRING(tags[T_ABSOLUTE_CLOCK]),
-                       (size_t)PyBytes_GET_SIZE(tags[T_ABSOLUTE_CLOCK]));
-                p += PyBytes_GET_SIZE(tags[T_ABSOLUTE_CLOCK]);
+        Item *it = &items[count++];
+        it->ev = ev;
+        it->k[4] = 0;
+        if (begun) { /* its BEGIN is in the file already */
+            it->k[0] = end, it->k[1] = 0, it->k[2] = -start, it->k[3] = -idx, it->phase = 2;
+        } else if (span || activity) {
+            it->k[0] = start, it->k[1] = 1, it->k[2] = -(has_end ? end : start), it->k[3] = idx;
+            it->phase = 1;
+            if (has_end) {
+                it = &items[count++];
+                it->ev = ev;
+                it->phase = 2;
+                if (end == start)
+                    it->k[0] = end, it->k[1] = 1, it->k[2] = -end, it->k[3] = idx, it->k[4] = 1;
+                else
+                    it->k[0] = end, it->k[1] = 0, it->k[2] = -start, it->k[3] = -idx, it->k[4] = 0;
             }
-            packet = framed(head, p - head, &te, with_event, with_event ? needs : end_tail);
-        } else { /* the Python code: it interns what is new and handles every other case */
-            if (set_last_ts(seq, last) < 0)
-                goto finally;
-            packet = PyObject_CallMethodObjArgs(seq, s_packet, ts_obj, phase_obj, ev, tracks, NULL);
-            if (packet == NULL)
-                goto finally;
-            PyObject *now = PyObject_GetAttr(seq, s_last_ts);
-            if (now == NULL) {
-                Py_DECREF(packet);
-                goto finally;
-            }
-            last = PyLong_AsLongLong(now);
-            Py_DECREF(now);
-            if (last == -1 && PyErr_Occurred()) {
-                Py_DECREF(packet);
-                goto finally;
-            }
+        } else {
+            it->k[0] = start, it->k[1] = 1, it->k[2] = -start, it->k[3] = idx;
+            it->phase = counter ? 4 : 3;
         }
-        if (packet == NULL)
+        continue;
+    fallback_or_error:
+        if (ok < 0)
             goto finally;
-        int r = PyList_Append(out, packet);
-        Py_DECREF(packet);
-        if (r < 0)
-            goto finally;
-    }
-    if (set_last_ts(seq, last) < 0)
+        result = Py_NewRef(Py_None); /* a timestamp beyond int64: the Python code */
         goto finally;
-    result = Py_NewRef(Py_None);
+    }
+    qsort(items, (size_t)count, sizeof(Item), item_cmp);
+
+    out = PyList_New(0);
+    tracks = PyDict_New();
+    if (out == NULL || tracks == NULL)
+        goto finally;
+    /* seq.restart(first): the packets that (re)start the sequence's state, if it needs them. */
+    PyObject *first = count ? PyLong_FromLongLong(items[0].k[0]) : Py_NewRef(Py_None);
+    if (first == NULL)
+        goto finally;
+    head = PyObject_CallMethodObjArgs(seq, s_restart, first, NULL);
+    Py_DECREF(first);
+    if (head == NULL)
+        goto finally;
+    if (head != Py_None && PyList_Append(out, head) < 0)
+        goto finally;
+    if (enc_open(&e, seq) < 0) {
+        opened = 1;
+        goto finally;
+    }
+    opened = 1;
+    if (enc_read_last(&e) < 0)
+        goto finally;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (enc_one(&e, items[i].k[0], items[i].phase, items[i].ev, tracks, out) < 0)
+            goto finally;
+    if (set_last_ts(seq, e.last) < 0)
+        goto finally;
+    result = Py_NewRef(out);
 
 finally:
-    for (int i = 0; i < 4; i++)
-        Py_XDECREF(refs[i]);
-    Py_XDECREF(sources);
-    Py_XDECREF(needs);
-    Py_XDECREF(end_tail);
-    Py_XDECREF(begun);
-    PyMem_Free(te.data);
-    PyMem_Free(scratch.data);
+    if (opened)
+        enc_close(&e);
+    Py_XDECREF(keep);
+    Py_XDECREF(out);
+    Py_XDECREF(tracks);
+    Py_XDECREF(head);
+    PyMem_Free(items);
     return result;
+}
+
+/* -- records to events ------------------------------------------------------------------------------ */
+
+
+static PyObject *configure_events(PyObject *self, PyObject *args) {
+    PyObject *template, *fields;
+    if (!PyArg_ParseTuple(args, "OO!:configure_events", &template, &PyTuple_Type, &fields))
+        return NULL;
+    PyTypeObject *type = Py_TYPE(template);
+    if (type->tp_dictoffset != 0 || PyTuple_GET_SIZE(fields) > 64) {
+        PyErr_SetString(PyExc_TypeError, "configure_events: the event type must have slots only");
+        return NULL;
+    }
+    Py_ssize_t offsets[64];
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+        PyObject *d = PyObject_GetAttr((PyObject *)type, PyTuple_GET_ITEM(fields, i));
+        if (d == NULL)
+            return NULL;
+        int ok = Py_TYPE(d) == &PyMemberDescr_Type &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+                 ((PyMemberDescrObject *)d)->d_member->offset + (Py_ssize_t)sizeof(PyObject *) <= type->tp_basicsize;
+        offsets[i] = ok ? ((PyMemberDescrObject *)d)->d_member->offset : 0;
+        Py_DECREF(d);
+        if (!ok || SLOT(template, offsets[i]) == NULL) {
+            PyErr_SetString(PyExc_TypeError, "configure_events: every field must be a set object slot");
+            return NULL;
+        }
+    }
+    Py_ssize_t found[F_COUNT];
+    for (int j = 0; j < F_COUNT; j++) {
+        found[j] = -1;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++)
+            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(fields, i), field_names[j]) == 0)
+                found[j] = offsets[i];
+        if (found[j] < 0) {
+            PyErr_Format(PyExc_TypeError, "configure_events: no field %s", field_names[j]);
+            return NULL;
+        }
+    }
+    memcpy(field_off, found, sizeof(found));
+    slot_count = (int)PyTuple_GET_SIZE(fields);
+    memcpy(slot_offsets, offsets, sizeof(Py_ssize_t) * (size_t)slot_count);
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(type));
+    Py_XSETREF(event_template, Py_NewRef(template));
+    Py_RETURN_NONE;
+}
+
+/* A copy of the template with the given fields (references stolen; NULL on error, having released them). */
+static PyObject *new_event(PyObject *fields[7]) {
+    Py_ssize_t offs[7] = {field_off[F_NAME],     field_off[F_START], field_off[F_END],        field_off[F_LEVEL],
+                          field_off[F_METADATA], field_off[F_TID],   field_off[F_THREAD_NAME]};
+    PyObject *ev = event_type->tp_alloc(event_type, 0);
+    if (ev == NULL) {
+        for (int j = 0; j < 7; j++)
+            Py_DECREF(fields[j]);
+        return NULL;
+    }
+    for (int i = 0; i < slot_count; i++)
+        SLOT(ev, slot_offsets[i]) = Py_NewRef(SLOT(event_template, slot_offsets[i]));
+    for (int j = 0; j < 7; j++)
+        Py_SETREF(SLOT(ev, offs[j]), fields[j]);
+    return ev;
+}
+
+/* A name the writer takes as it is (what _compact_event checks before its quick path). */
+static int plain_name(PyObject *name) {
+    if (!PyUnicode_CheckExact(name) || !PyUnicode_IS_ASCII(name))
+        return 0;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(name);
+    const char *text = (const char *)PyUnicode_DATA(name);
+    return len <= 1024 && memchr(text, 0, (size_t)len) == NULL && (len == 0 || text[len - 1] != '#');
+}
+
+/* compact_events(records, start_ns, offset, tid, thread_name, code_locations) -> (items, outside, left)
+ *
+ * What Session._events makes of a batch of records, for spans queued compact: each (name, level, start,
+ * end) tuple that began in the session becomes its Event here; tuples that began before it are counted in
+ * `outside` and left out; every other record stays in place as it is, counted in `left`, for the Python
+ * code to convert. */
+static PyObject *compact_events(PyObject *self, PyObject *args) {
+    PyObject *records, *tid, *thread_name, *code_locations;
+    long long session_start, offset;
+    if (!PyArg_ParseTuple(args, "O!LLOUO!:compact_events", &PyList_Type, &records, &session_start, &offset,
+                          &tid, &thread_name, &PyDict_Type, &code_locations))
+        return NULL;
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_events() was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(records), outside = 0, left = 0;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i), *made = NULL;
+        if (PyTuple_CheckExact(rec) && PyTuple_GET_SIZE(rec) == 4) {
+            PyObject *name = PyTuple_GET_ITEM(rec, 0), *level = PyTuple_GET_ITEM(rec, 1);
+            long long start, end;
+            int a = small_int(PyTuple_GET_ITEM(rec, 2), &start);
+            int b = a > 0 ? small_int(PyTuple_GET_ITEM(rec, 3), &end) : a;
+            if (a < 0 || b < 0)
+                goto error;
+            if (a > 0 && start < session_start) {
+                outside++;
+                continue;
+            }
+            if (a > 0 && b > 0 && offset > -TS_LIMIT && offset < TS_LIMIT && plain_name(name)) {
+                PyObject *where = PyDict_GetItemWithError(code_locations, name);
+                if (where == NULL && PyErr_Occurred())
+                    goto error;
+                PyObject *md = NULL;
+                if (where == NULL)
+                    md = PyDict_New();
+                else if (PyTuple_CheckExact(where) && PyTuple_GET_SIZE(where) == 3) {
+                    md = PyDict_New();
+                    if (md != NULL &&
+                        (PyDict_SetItem(md, s_code_file, PyTuple_GET_ITEM(where, 0)) < 0 ||
+                         PyDict_SetItem(md, s_code_line, PyTuple_GET_ITEM(where, 1)) < 0 ||
+                         PyDict_SetItem(md, s_code_function, PyTuple_GET_ITEM(where, 2)) < 0))
+                        Py_CLEAR(md);
+                } else
+                    goto as_is;
+                if (md == NULL)
+                    goto error;
+                PyObject *fields[7] = {Py_NewRef(name), PyLong_FromLongLong(start + offset),
+                                       PyLong_FromLongLong(end + offset), Py_NewRef(level), md,
+                                       Py_NewRef(tid), Py_NewRef(thread_name)};
+                if (fields[1] == NULL || fields[2] == NULL) {
+                    for (int j = 0; j < 7; j++)
+                        Py_XDECREF(fields[j]);
+                    goto error;
+                }
+                made = new_event(fields);
+                if (made == NULL)
+                    goto error;
+                int r = PyList_Append(out, made);
+                Py_DECREF(made);
+                if (r < 0)
+                    goto error;
+                continue;
+            }
+        }
+    as_is:
+        left++;
+        if (PyList_Append(out, rec) < 0)
+            goto error;
+    }
+    return Py_BuildValue("(Nnn)", out, outside, left);
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* -- spans: enter and exit ------------------------------------------------------------------------- */
+
+/* SpanScope is a base of tracebridge.spans.Span (it adds no fields): its __enter__ and __exit__ do what
+ * the pure-Python ones (spans._PyScope) do, calling back into Python only for what is rare (a span that
+ * overlaps others, lazy parts, metadata to snapshot, an exception, a full queue, a thread's first span).
+ * configure_spans() hands it what it reads: the Span type and the offsets of its slots, the runtime state,
+ * the current-span context variable, the thread-local state and the Python helpers. */
+
+enum {
+    S_PARENT, S_TOKEN, S_ST, S_METADATA, S_STACK, S_START, S_END, S_ERROR, S_LAZY, S_OVERLAPPING,
+    S_TRACE_ID, S_NAME, S_LEVEL, S_COUNT
+};
+static const char *span_slot_names[S_COUNT] = {"parent", "_token", "_st", "metadata", "_stack", "start_ns",
+                                               "end_ns", "error", "_lazy", "overlapping", "_trace_id",
+                                               "name", "level"};
+enum { TS_STACK, TS_BUF, TS_DEAD, TS_COUNT };
+static const char *thread_slot_names[TS_COUNT] = {"stack", "buf", "dead"};
+enum { RT_COMPACT, RT_BUFFER_CAP, RT_COUNT };
+static const char *rt_slot_names[RT_COUNT] = {"compact", "buffer_cap"};
+
+static struct {
+    PyTypeObject *span_type, *thread_type;
+    PyObject *rt, *current, *thread_local, *thread_state, *globals, *clock_name, *perf_counter_ns,
+        *is_failure, *error_info, *needs_snapshot, *deque_append, *s_state, *s_place, *s_left, *s_resolve,
+        *s_snapshot, *s_full, *s_track;
+    Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
+    PyTypeObject *deque_type;
+} sp;
+
+/* The offset of slot `name` of `type` (a __slots__ member), or -1 with an exception set. */
+static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
+    PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
+    if (d == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_TYPE(d) == &PyMemberDescr_Type && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+        !(((PyMemberDescrObject *)d)->d_member->flags & READONLY))
+        off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    if (off < (Py_ssize_t)sizeof(PyObject) || off + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
+        PyErr_Format(PyExc_TypeError, "configure_spans: %s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    return off;
+}
+
+/* Read a slot: a new reference, or NULL with AttributeError when it is unset (as Python would say). */
+static PyObject *get_slot(PyObject *obj, Py_ssize_t off, const char *name) {
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL) {
+        PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'", Py_TYPE(obj)->tp_name, name);
+        return NULL;
+    }
+    return Py_NewRef(v);
+}
+
+/* Set a slot, stealing `v` (which may be NULL after a failed call: then nothing is set, -1). */
+static int set_slot(PyObject *obj, Py_ssize_t off, PyObject *v) {
+    if (v == NULL)
+        return -1;
+    Py_XSETREF(SLOT(obj, off), v);
+    return 0;
+}
+
+#define SPAN_GET(obj, f) get_slot(obj, sp.span_off[f], span_slot_names[f])
+#define SPAN_BORROW(obj, f) SLOT(obj, sp.span_off[f])
+
+/* The clock spans read: spans.now_ns (tests inject their own); perf_counter_ns read here directly. */
+static PyObject *clock_now(void) {
+    PyObject *clock = PyDict_GetItemWithError(sp.globals, sp.clock_name);
+    if (clock == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "tracebridge.spans.now_ns is gone");
+        return NULL;
+    }
+#if defined(__linux__)
+    if (clock == sp.perf_counter_ns) { /* CLOCK_MONOTONIC: what perf_counter_ns reads on Linux */
+        struct timespec ts;
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+            return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+    }
+#endif
+    return PyObject_CallNoArgs(clock);
+}
+
+/* The calling thread's state (thread_local.state, made by thread_state() the first time). */
+static PyObject *thread_state_now(void) {
+    PyObject *st = PyObject_GetAttr(sp.thread_local, sp.s_state);
+    if (st != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return st;
+    PyErr_Clear();
+    return PyObject_CallNoArgs(sp.thread_state);
+}
+
+static int check_span(PyObject *self) {
+    if (sp.span_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_spans() was not called");
+        return -1;
+    }
+    if (!PyObject_TypeCheck(self, sp.span_type)) {
+        PyErr_SetString(PyExc_TypeError, "SpanScope methods take a tracebridge Span");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_thread_state(PyObject *st) {
+    if (Py_TYPE(st) != sp.thread_type) {
+        PyErr_SetString(PyExc_TypeError, "tracebridge: a thread's state is not a ThreadState");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *scope_enter(PyObject *self, PyObject *unused) {
+    if (check_span(self) < 0)
+        return NULL;
+    PyObject *parent = NULL, *st = NULL, *stack = NULL;
+    if (PyContextVar_Get(sp.current, NULL, &parent) < 0)
+        return NULL;
+    if (parent == NULL) /* (the variable has a default: not reached) */
+        parent = Py_NewRef(Py_None);
+    if (set_slot(self, sp.span_off[S_PARENT], Py_NewRef(parent)) < 0 ||
+        set_slot(self, sp.span_off[S_TOKEN], PyContextVar_Set(sp.current, self)) < 0)
+        goto error;
+    if ((st = thread_state_now()) == NULL || check_thread_state(st) < 0)
+        goto error;
+    if (set_slot(self, sp.span_off[S_ST], Py_NewRef(st)) < 0)
+        goto error;
+    PyObject *md = SPAN_BORROW(self, S_METADATA);
+    int on_track = 0;
+    if (md != NULL && md != Py_None) {
+        on_track = PySequence_Contains(md, sp.s_track);
+        if (on_track < 0)
+            goto error;
+    }
+    if (on_track) { /* a named track: the writer lays it out, not the thread's stack */
+        stack = PyList_New(1);
+        if (stack == NULL)
+            goto error;
+        PyList_SET_ITEM(stack, 0, Py_NewRef(self));
+        if (set_slot(self, sp.span_off[S_STACK], stack) < 0)
+            goto error;
+        stack = NULL;
+    } else {
+        stack = get_slot(st, sp.thread_off[TS_STACK], "stack");
+        if (stack == NULL)
+            goto error;
+        int top_is_parent = !PyList_CheckExact(stack) || PyList_GET_SIZE(stack) == 0 ||
+                            PyList_GET_ITEM(stack, PyList_GET_SIZE(stack) - 1) == parent;
+        if (!top_is_parent) {
+            Py_SETREF(stack, PyObject_CallMethodObjArgs(self, sp.s_place, st, parent, NULL));
+            if (stack == NULL)
+                goto error;
+        }
+        if (set_slot(self, sp.span_off[S_STACK], Py_NewRef(stack)) < 0)
+            goto error;
+        if (PyList_CheckExact(stack)) {
+            if (PyList_Append(stack, self) < 0)
+                goto error;
+        } else {
+            PyObject *r = PyObject_CallMethod(stack, "append", "O", self);
+            if (r == NULL)
+                goto error;
+            Py_DECREF(r);
+        }
+    }
+    if (set_slot(self, sp.span_off[S_START], clock_now()) < 0)
+        goto error;
+    Py_DECREF(parent);
+    Py_XDECREF(st);
+    Py_XDECREF(stack);
+    return Py_NewRef(self);
+error:
+    Py_XDECREF(parent);
+    Py_XDECREF(st);
+    Py_XDECREF(stack);
+    return NULL;
+}
+
+/* Queue a record on a thread's deque, or st.full(rec) when it holds buffer_cap records already. */
+static int queue_record(PyObject *st, PyObject *rec) {
+    PyObject *buf = get_slot(st, sp.thread_off[TS_BUF], "buf");
+    if (buf == NULL)
+        return -1;
+    PyObject *cap_obj = get_slot(sp.rt, sp.rt_off[RT_BUFFER_CAP], "buffer_cap");
+    Py_ssize_t cap = cap_obj == NULL ? -1 : PyLong_AsSsize_t(cap_obj);
+    Py_XDECREF(cap_obj);
+    Py_ssize_t len = cap == -1 && PyErr_Occurred() ? -1 : PyObject_Size(buf);
+    PyObject *r = NULL;
+    if (len >= 0) {
+        if (len < cap) {
+            PyObject *args[2] = {buf, rec};
+            r = Py_TYPE(buf) == sp.deque_type ? PyObject_Vectorcall(sp.deque_append, args, 2, NULL)
+                                               : PyObject_CallMethod(buf, "append", "O", rec);
+        } else
+            r = PyObject_CallMethodObjArgs(st, sp.s_full, rec, NULL);
+    }
+    Py_DECREF(buf);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__exit__ takes 3 arguments");
+        return NULL;
+    }
+    if (check_span(self) < 0)
+        return NULL;
+    PyObject *exc_type = args[0], *exc = args[1], *tb = args[2];
+    PyObject *end = clock_now(), *st = NULL, *stack = NULL, *rec = NULL;
+    if (end == NULL)
+        return NULL;
+    st = SPAN_GET(self, S_ST);
+    if (st == NULL)
+        goto error;
+    if (st == Py_None) { /* already stopped */
+        Py_DECREF(end);
+        Py_DECREF(st);
+        Py_RETURN_NONE;
+    }
+    if (set_slot(self, sp.span_off[S_ST], Py_NewRef(Py_None)) < 0 ||
+        set_slot(self, sp.span_off[S_END], Py_NewRef(end)) < 0)
+        goto error;
+    if ((stack = SPAN_GET(self, S_STACK)) == NULL)
+        goto error;
+    if (PyList_CheckExact(stack) && PyList_GET_SIZE(stack) &&
+        PyList_GET_ITEM(stack, PyList_GET_SIZE(stack) - 1) == self) {
+        if (PyList_SetSlice(stack, PyList_GET_SIZE(stack) - 1, PyList_GET_SIZE(stack), NULL) < 0)
+            goto error;
+    } else {
+        PyObject *r = PyObject_CallMethodObjArgs(self, sp.s_left, stack, NULL);
+        if (r == NULL)
+            goto error;
+        Py_DECREF(r);
+    }
+    PyObject *token = SPAN_GET(self, S_TOKEN);
+    if (token == NULL)
+        goto error;
+    int reset = PyContextVar_Reset(sp.current, token);
+    Py_DECREF(token);
+    if (reset < 0) { /* ended in another context than it began in (another task or thread) */
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            goto error;
+        PyErr_Clear();
+        PyObject *cur;
+        if (PyContextVar_Get(sp.current, NULL, &cur) < 0)
+            goto error;
+        Py_XDECREF(cur);
+        if (cur == self) {
+            PyObject *parent = SPAN_GET(self, S_PARENT);
+            if (parent == NULL)
+                goto error;
+            int is_span = PyObject_IsInstance(parent, (PyObject *)sp.span_type);
+            PyObject *t = is_span < 0 ? NULL : PyContextVar_Set(sp.current, is_span ? parent : Py_None);
+            Py_DECREF(parent);
+            if (t == NULL)
+                goto error;
+            Py_DECREF(t);
+        }
+    }
+    if (set_slot(self, sp.span_off[S_TOKEN], Py_NewRef(Py_None)) < 0)
+        goto error;
+    if (exc_type != Py_None) {
+        PyObject *failed = PyObject_CallFunctionObjArgs(sp.is_failure, exc_type, exc, NULL);
+        if (failed == NULL)
+            goto error;
+        int yes = PyObject_IsTrue(failed);
+        Py_DECREF(failed);
+        if (yes < 0 ||
+            (yes && set_slot(self, sp.span_off[S_ERROR], PyObject_CallFunctionObjArgs(sp.error_info, exc, tb, NULL)) < 0))
+            goto error;
+    }
+    rec = Py_NewRef(self);
+    PyObject *lazy = SPAN_BORROW(self, S_LAZY), *md = SPAN_BORROW(self, S_METADATA);
+    if (lazy == NULL || md == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "a span's fields are unset");
+        goto error;
+    }
+    if (lazy != Py_None) {
+        PyObject *r = PyObject_CallMethodNoArgs(self, sp.s_resolve);
+        if (r == NULL)
+            goto error;
+        Py_DECREF(r);
+    } else if (md != Py_None) {
+        PyObject *needs = PyObject_CallOneArg(sp.needs_snapshot, md);
+        int yes = needs == NULL ? -1 : PyObject_IsTrue(needs);
+        Py_XDECREF(needs);
+        if (yes < 0)
+            goto error;
+        if (yes) {
+            PyObject *r = PyObject_CallMethodNoArgs(self, sp.s_snapshot);
+            if (r == NULL)
+                goto error;
+            Py_DECREF(r);
+        }
+    } else {
+        PyObject *compact = SLOT(sp.rt, sp.rt_off[RT_COMPACT]), *error = SPAN_BORROW(self, S_ERROR),
+                 *overlapping = SPAN_BORROW(self, S_OVERLAPPING), *trace_id = SPAN_BORROW(self, S_TRACE_ID);
+        int c = compact == NULL ? 0 : PyObject_IsTrue(compact);
+        int o = c > 0 && error == Py_None && overlapping != NULL ? PyObject_IsTrue(overlapping) : 1;
+        int t = c > 0 && o == 0 && trace_id != NULL ? PyObject_IsTrue(trace_id) : 1;
+        if (c < 0 || o < 0 || t < 0)
+            goto error;
+        if (c > 0 && o == 0 && t == 0) { /* (see _recorder.runtime.CompactSpan) */
+            PyObject *name = SPAN_BORROW(self, S_NAME), *level = SPAN_BORROW(self, S_LEVEL),
+                     *start = SPAN_BORROW(self, S_START);
+            if (name == NULL || level == NULL || start == NULL) {
+                PyErr_SetString(PyExc_AttributeError, "a span's fields are unset");
+                goto error;
+            }
+            Py_SETREF(rec, PyTuple_Pack(4, name, level, start, end));
+            if (rec == NULL)
+                goto error;
+        }
+    }
+    PyObject *dead = SLOT(st, sp.thread_off[TS_DEAD]);
+    int is_dead = dead == NULL ? 0 : PyObject_IsTrue(dead);
+    if (is_dead < 0)
+        goto error;
+    if (is_dead) { /* began on a thread that has ended since (a generator finished elsewhere) */
+        Py_SETREF(st, thread_state_now());
+        if (st == NULL || check_thread_state(st) < 0)
+            goto error;
+    }
+    if (queue_record(st, rec) < 0)
+        goto error;
+    Py_DECREF(end);
+    Py_DECREF(st);
+    Py_DECREF(stack);
+    Py_DECREF(rec);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(end);
+    Py_XDECREF(st);
+    Py_XDECREF(stack);
+    Py_XDECREF(rec);
+    return NULL;
+}
+
+static PyMethodDef scope_methods[] = {
+    {"__enter__", (PyCFunction)scope_enter, METH_NOARGS, "Begin the span (compiled)."},
+    {"__exit__", (PyCFunction)(void (*)(void))scope_exit, METH_FASTCALL, "End the span (compiled)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SpanScope = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.SpanScope",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "A span's __enter__ and __exit__, compiled (a base of tracebridge.spans.Span).",
+    .tp_methods = scope_methods,
+    .tp_new = PyType_GenericNew,
+};
+
+/* configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, globals,
+ *                 is_failure, error_info, needs_snapshot) */
+static PyObject *configure_spans(PyObject *self, PyObject *args) {
+    PyObject *span_type, *thread_type, *rt, *current, *thread_local, *thread_state, *globals, *is_failure,
+        *error_info, *needs_snapshot;
+    if (!PyArg_ParseTuple(args, "O!O!OO!OOO!OOO:configure_spans", &PyType_Type, &span_type, &PyType_Type,
+                          &thread_type, &rt, &PyContextVar_Type, &current, &thread_local, &thread_state,
+                          &PyDict_Type, &globals, &is_failure, &error_info, &needs_snapshot))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)span_type, &SpanScope)) {
+        PyErr_SetString(PyExc_TypeError, "configure_spans: the span type must derive from SpanScope");
+        return NULL;
+    }
+    for (int i = 0; i < S_COUNT; i++)
+        if ((sp.span_off[i] = slot_offset((PyTypeObject *)span_type, span_slot_names[i])) < 0)
+            return NULL;
+    for (int i = 0; i < TS_COUNT; i++)
+        if ((sp.thread_off[i] = slot_offset((PyTypeObject *)thread_type, thread_slot_names[i])) < 0)
+            return NULL;
+    for (int i = 0; i < RT_COUNT; i++)
+        if ((sp.rt_off[i] = slot_offset(Py_TYPE(rt), rt_slot_names[i])) < 0)
+            return NULL;
+    PyObject *collections = PyImport_ImportModule("collections"), *time = PyImport_ImportModule("time");
+    PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+    PyObject *append = deque == NULL ? NULL : PyObject_GetAttrString(deque, "append");
+    PyObject *perf = time == NULL ? NULL : PyObject_GetAttrString(time, "perf_counter_ns");
+    Py_XDECREF(collections);
+    Py_XDECREF(time);
+    if (append == NULL || perf == NULL || !PyType_Check(deque)) {
+        Py_XDECREF(deque);
+        Py_XDECREF(append);
+        Py_XDECREF(perf);
+        return NULL;
+    }
+    Py_XSETREF(sp.deque_type, (PyTypeObject *)deque);
+    Py_XSETREF(sp.deque_append, append);
+    Py_XSETREF(sp.perf_counter_ns, perf);
+    Py_XSETREF(sp.span_type, (PyTypeObject *)Py_NewRef(span_type));
+    Py_XSETREF(sp.thread_type, (PyTypeObject *)Py_NewRef(thread_type));
+    Py_XSETREF(sp.rt, Py_NewRef(rt));
+    Py_XSETREF(sp.current, Py_NewRef(current));
+    Py_XSETREF(sp.thread_local, Py_NewRef(thread_local));
+    Py_XSETREF(sp.thread_state, Py_NewRef(thread_state));
+    Py_XSETREF(sp.globals, Py_NewRef(globals));
+    Py_XSETREF(sp.is_failure, Py_NewRef(is_failure));
+    Py_XSETREF(sp.error_info, Py_NewRef(error_info));
+    Py_XSETREF(sp.needs_snapshot, Py_NewRef(needs_snapshot));
+    Py_RETURN_NONE;
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *given;
     if (!PyArg_ParseTuple(args, "O!:configure", &PyTuple_Type, &given))
         return NULL;
-    if (PyTuple_GET_SIZE(given) != T_COUNT) {
-        PyErr_Format(PyExc_ValueError, "configure: expected %d tags", T_COUNT);
+    if (PyTuple_GET_SIZE(given) != TAG_COUNT) {
+        PyErr_Format(PyExc_ValueError, "configure: expected %d tags", TAG_COUNT);
         return NULL;
     }
-    for (int i = 0; i < T_COUNT; i++) {
+    for (int i = 0; i < TAG_COUNT; i++) {
         PyObject *t = PyTuple_GET_ITEM(given, i);
         if (!PyBytes_CheckExact(t) || PyBytes_GET_SIZE(t) > 4) {
             PyErr_SetString(PyExc_TypeError, "configure: tags are short bytes");
             return NULL;
         }
     }
-    for (int i = 0; i < T_COUNT; i++)
+    for (int i = 0; i < TAG_COUNT; i++)
         Py_XSETREF(tags[i], Py_NewRef(PyTuple_GET_ITEM(given, i)));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "Set the wire tags the encoder writes (from the schema)."},
-    {"encode_items", encode_items, METH_VARARGS,
-     "encode_items(seq, items, tracks, out): append the framed packets of a sorted batch to out."},
+    {"encode_events", encode_events, METH_VARARGS,
+     "encode_events(seq, events): the framed packets of a batch of a thread's events (None: the Python "
+     "code encodes this batch)."},
+    {"configure_events", configure_events, METH_VARARGS,
+     "configure_events(template, fields): the event type compact_events makes, and its defaults."},
+    {"configure_spans", configure_spans, METH_VARARGS,
+     "configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, globals, "
+     "is_failure, error_info, needs_snapshot): what SpanScope reads."},
+    {"compact_events", compact_events, METH_VARARGS,
+     "compact_events(records, start_ns, offset, tid, thread_name, code_locations): the events of compact "
+     "span records (others left in place)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -535,19 +1277,8 @@ static struct PyModuleDef module = {
     } while (0)
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    INTERN(s_kind, "kind");
-    INTERN(s_name, "name");
-    INTERN(s_track, "track");
-    INTERN(s_overlapping, "overlapping");
-    INTERN(s_categories, "categories");
-    INTERN(s_level, "level");
-    INTERN(s_adjusted_count, "adjusted_count");
-    INTERN(s_metadata, "metadata");
-    INTERN(s_error, "error");
-    INTERN(s_flows, "flows");
-    INTERN(s_terminating_flows, "terminating_flows");
-    INTERN(s_trace_id, "trace_id");
-    INTERN(s_begun, "begun");
+    for (int j = 0; j < F_COUNT; j++)
+        INTERN(field_attrs[j], field_names[j]);
     INTERN(s_last_ts, "last_ts");
     INTERN(s_name_refs, "name_refs");
     INTERN(s_category_refs, "category_refs");
@@ -563,5 +1294,26 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_code_line, "code.lineno");
     INTERN(s_code_function, "code.function");
     INTERN(s_empty, "");
-    return PyModule_Create(&module);
+    INTERN(s_activity, "activity");
+    INTERN(s_counter, "counter");
+    INTERN(s_restart, "restart");
+    INTERN(sp.clock_name, "now_ns");
+    INTERN(sp.s_state, "state");
+    INTERN(sp.s_place, "_place");
+    INTERN(sp.s_left, "_left_out_of_order");
+    INTERN(sp.s_resolve, "_resolve");
+    INTERN(sp.s_snapshot, "_snapshot");
+    INTERN(sp.s_full, "full");
+    INTERN(sp.s_track, "track");
+    if (PyType_Ready(&SpanScope) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObject(m, "SpanScope", Py_NewRef((PyObject *)&SpanScope)) < 0) {
+        Py_DECREF((PyObject *)&SpanScope);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -16,9 +16,10 @@ import inspect
 import random
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _safety
+from ._accel import speedups
 from ._backtrace import error_info, is_failure
 from ._intake import snapshot_metadata
 from ._model import NameOrFactory, SpanRecord, new_trace_id
@@ -83,7 +84,82 @@ def current_span() -> Span | None:
     return s
 
 
-class Span(SpanRecord):
+class _PyScope:
+    """A span's ``__enter__`` and ``__exit__`` in Python: the base of :class:`Span` on the pure-Python
+    path. The compiled accelerator's ``SpanScope`` does the same (see ``_speedups.c``), calling back into
+    Python for what is rare."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Span:
+        span: Span = self  # type: ignore[assignment]  # (a base of Span only)
+        span.parent = parent = _current.get()
+        span._token = _current.set(span)
+        try:
+            st = thread_local.state
+        except AttributeError:
+            st = thread_state()
+        span._st = st
+        md = span.metadata
+        if md is not None and "track" in md:
+            span._stack = [span]  # a named track: the writer lays it out, not the thread's stack
+        else:
+            stack = st.stack
+            if stack and stack[-1] is not parent:
+                stack = span._place(st, parent)
+            span._stack = stack
+            stack.append(span)
+        span.start_ns = now_ns()
+        return span
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        span: Span = self  # type: ignore[assignment]
+        end = now_ns()
+        st = span._st
+        if st is None:  # already stopped
+            return None
+        span._st = None
+        span.end_ns = end
+        stack = span._stack
+        if stack and stack[-1] is span:
+            stack.pop()
+        else:
+            span._left_out_of_order(stack)
+        try:
+            _current.reset(span._token)
+        except ValueError:  # ended in another context than it began in (another task or thread)
+            if _current.get() is span:
+                parent = span.parent
+                _current.set(parent if isinstance(parent, Span) else None)
+        span._token = None  # type: ignore[assignment]  # (a queued span keeps no context token alive)
+        if exc_type is not None and is_failure(exc_type, exc):
+            span.error = error_info(exc, tb)
+        rec: Any = span
+        if span._lazy is not None:
+            span._resolve()
+        elif span.metadata is not None:
+            if needs_snapshot(span.metadata):
+                span._snapshot()
+        elif RT.compact and span.error is None and not span.overlapping and not span._trace_id:
+            rec = (span.name, span.level, span.start_ns, end)  # (see _recorder.runtime.CompactSpan)
+        if st.dead:  # began on a thread that has ended since (a generator finished elsewhere)
+            st = thread_state()
+        buf = st.buf
+        if len(buf) < RT.buffer_cap:
+            buf.append(rec)
+        else:
+            st.full(rec)
+        return None
+
+
+#: The base that gives spans their ``with`` behaviour: compiled when the accelerator is built.
+if TYPE_CHECKING or speedups is None:  # noqa: SIM108  (mypy takes a class from an if, not a ternary)
+    _Scope = _PyScope
+else:
+    _Scope = speedups.SpanScope
+
+
+class Span(SpanRecord, _Scope):
     """A recorded span. Use :func:`span` to make one.
 
     ``with`` opens and closes it; ``set`` and ``append_metadata`` add metadata; ``stop`` ends it early.
@@ -99,64 +175,6 @@ class Span(SpanRecord):
     _token: contextvars.Token[Span | None]
     _drop_counter: Iterator[int]  # spans sampling dropped: their stage's counter (DroppedSpan)
     _task: str | None  # set on spans that overlap others: the asyncio task they ran in, if any
-
-    def __enter__(self) -> Span:
-        self.parent = parent = _current.get()
-        self._token = _current.set(self)
-        try:
-            st = thread_local.state
-        except AttributeError:
-            st = thread_state()
-        self._st = st
-        md = self.metadata
-        if md is not None and "track" in md:
-            self._stack = [self]  # a named track: the writer lays it out, not the thread's stack
-        else:
-            stack = st.stack
-            if stack and stack[-1] is not parent:
-                stack = self._place(st, parent)
-            self._stack = stack
-            stack.append(self)
-        self.start_ns = now_ns()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        end = now_ns()
-        st = self._st
-        if st is None:  # already stopped
-            return None
-        self._st = None
-        self.end_ns = end
-        stack = self._stack
-        if stack and stack[-1] is self:
-            stack.pop()
-        else:
-            self._left_out_of_order(stack)
-        try:
-            _current.reset(self._token)
-        except ValueError:  # ended in another context than it began in (another task or thread)
-            if _current.get() is self:
-                parent = self.parent
-                _current.set(parent if isinstance(parent, Span) else None)
-        self._token = None  # type: ignore[assignment]  # (a queued span keeps no context token alive)
-        if exc_type is not None and is_failure(exc_type, exc):
-            self.error = error_info(exc, tb)
-        rec: Any = self
-        if self._lazy is not None:
-            self._resolve()
-        elif self.metadata is not None:
-            if needs_snapshot(self.metadata):
-                self._snapshot()
-        elif RT.compact and self.error is None and not self.overlapping and not self._trace_id:
-            rec = (self.name, self.level, self.start_ns, end)  # (see _recorder.runtime.CompactSpan)
-        if st.dead:  # began on a thread that has ended since (a generator finished elsewhere)
-            st = thread_state()
-        buf = st.buf
-        if len(buf) < RT.buffer_cap:
-            buf.append(rec)
-        else:
-            st.full(rec)
-        return None
 
     def _left_out_of_order(self, stack: list[SpanRecord]) -> None:
         # Another span of this thread began after this one and is still open: the two overlap without
@@ -499,6 +517,21 @@ class DroppedSpan(Span):
         thread_state().push(self)
 
 
+if speedups is not None:  # what the compiled span scope reads (the clock: this module's now_ns)
+    speedups.configure_spans(
+        Span,
+        ThreadState,
+        RT,
+        _current,
+        thread_local,
+        thread_state,
+        globals(),
+        is_failure,
+        error_info,
+        needs_snapshot,
+    )
+
+
 def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
     if isinstance(fn, (classmethod, staticmethod)):  # above @classmethod / @staticmethod: inside them
         return type(fn)(decorate(fn.__func__, name, level, metadata))
@@ -555,6 +588,29 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
                 return (yield from fn(*args, **kwargs))
 
         return generator_wrapper  # type: ignore[return-value]
+
+    if md is None and speedups is not None:  # the common case, with the compiled span scope
+
+        @functools.wraps(fn)
+        def compiled_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if level > RT.level:
+                return fn(*args, **kwargs)
+            if RT.pipeline is not None or type(name) is not str:
+                with _new_span(name, level, None):
+                    return fn(*args, **kwargs)
+            s = _new(Span)
+            s.name = name
+            s.level = level
+            s.metadata = None
+            s.error = None
+            s.overlapping = False
+            s.adjusted_count = 1.0
+            s._lazy = None
+            s._trace_id = s._span_id = 0
+            with s:
+                return fn(*args, **kwargs)
+
+        return compiled_wrapper  # type: ignore[return-value]
 
     if md is None:  # the common case, inlined: no metadata to copy per call
         lazy = None if type(name) is str else True

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import tracebridge
 from tracebridge import _accel
-from tracebridge._model import Event, ThreadInfo
+from tracebridge._config import Config
+from tracebridge._model import Event, SpanRecord, ThreadInfo
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.reader import iter_frames
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
@@ -129,3 +130,87 @@ def test_version_says_which_path_runs() -> None:
     assert (
         out.stdout.startswith("tracebridge ") and "pure Python: TRACEBRIDGE_PURE_PYTHON is set" in out.stdout
     )
+
+
+# -- records to events: compact spans become events in compiled code -----------------------------------
+
+#: Names the compiled step takes, and names it leaves to the Python code (TraceMe's encoded form, NUL,
+#: non-ASCII, too long), with one that has a code location.
+_names = st.one_of(
+    st.sampled_from(["work", "db.query", "", "a#b", "enc#k=v#", "nul\x00", "é", "x" * 1025, "located"]),
+    st.text(max_size=8),
+)
+_times = st.one_of(st.integers(0, 10**6), st.integers(-(2**70), 2**70))
+
+
+@st.composite
+def record_batches(draw: st.DrawFn) -> list[Any]:
+    """Records as a thread queues them: compact span tuples (some begun before the session), and span
+    objects among them."""
+    out: list[Any] = []
+    for _ in range(draw(st.integers(0, 30))):
+        name = draw(_names)
+        level = draw(st.one_of(st.integers(1, 4), st.integers(-(2**65), 2**65)))
+        start = draw(_times)
+        end = start + draw(st.integers(0, 10**6))
+        if draw(st.integers(0, 5)) == 0:
+            out.append(SpanRecord.of(name, level, BASE + start, BASE + end))
+        else:
+            out.append((name, level, BASE + start, BASE + end))
+    return out
+
+
+BASE = 10**12
+
+
+def convert(records: list[Any], compiled: bool) -> tuple[list[Event], dict[str, Any], dict[str, Any]]:
+    """What a session's writer makes of ``records`` on one path: events, recorded and dropped counts."""
+    from tracebridge._recorder import session as session_module
+
+    saved = session_module.speedups
+    session_module.speedups = saved if compiled else None
+    try:
+        s = session_module.Session(3, None, "none", Config())
+        s.start_ns = BASE
+        s.clock_offset = 12_345
+        events = s._events(list(records), ThreadInfo(PID, 42, "worker"))
+        return events, dict(s.stats.recorded), {k: dict(v) for k, v in s.stats.dropped.items()}
+    finally:
+        session_module.speedups = saved
+
+
+@compiled
+@settings(max_examples=200)
+@given(record_batches())
+def test_both_paths_make_the_same_events_of_compact_records(records: list[Any]) -> None:
+    from tracebridge._model import CODE_LOCATIONS
+
+    CODE_LOCATIONS.setdefault("located", ("app.py", 12, "located"))
+    assert convert(records, True) == convert(records, False)
+
+
+@compiled
+def test_compact_events_are_made_whole() -> None:
+    """Every field of a compiled event is what the Event class would give it (defaults included), and
+    each event has a metadata dict of its own."""
+    from tracebridge._model import CODE_LOCATIONS
+
+    CODE_LOCATIONS["located_too"] = ("lib.py", 3, "located_too")
+    events, recorded, dropped = convert(
+        [("plain", 2, BASE + 5, BASE + 9), ("located_too", 1, BASE + 6, BASE + 7), ("early", 1, 0, 1)], True
+    )
+    assert events == [
+        Event("span", "plain", BASE + 5 + 12_345, BASE + 9 + 12_345, 2, {}, 42, "worker"),
+        Event(
+            "span",
+            "located_too",
+            BASE + 6 + 12_345,
+            BASE + 7 + 12_345,
+            1,
+            {"code.filepath": "lib.py", "code.lineno": 3, "code.function": "located_too"},
+            42,
+            "worker",
+        ),
+    ]
+    assert type(events[0]) is Event and events[0].metadata is not events[1].metadata
+    assert recorded["span"] == 2 and dropped == {"outside_session": {"span": 1}}

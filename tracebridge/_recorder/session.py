@@ -7,13 +7,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _hooks, _safety
+from .._accel import speedups
 from .._config import Config
 from .._model import (
+    CODE_LOCATIONS,
     KINDS,
     Deferred,
     Event,
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
     from ..sinks import Sink
 
 OutputFormat = Literal["perfetto", "json", "memory", "none"]
+
+if speedups is not None:  # the events the compiled step makes start as copies of this one
+    speedups.configure_events(Event("span", "", 0, 0), tuple(f.name for f in fields(Event)))
 
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096
@@ -510,15 +515,30 @@ class Session(EventConversion):
             self._write(thread, self._events(records, thread), loss if thread is info else None)
 
     def _events(self, records: list[Any], info: ThreadInfo) -> list[Event]:
-        events: list[Event] = []
         recorded = self.stats.recorded
         start = self.start_ns
+        if speedups is not None:
+            # Compiled: compact spans become their events; other records stay in place for the loop below.
+            made, outside, left = speedups.compact_events(
+                records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS
+            )
+            if outside:
+                self.count_drop("outside_session", "span", outside)
+            if len(made) > left:
+                recorded["span"] = recorded.get("span", 0) + len(made) - left
+            if not left:
+                return made  # type: ignore[no-any-return]
+            records = made
+        events: list[Event] = []
         for rec in records:
             compact = type(rec) is tuple
             if compact:
                 if rec[2] < start:
                     self.count_drop("outside_session", "span")
                     continue
+            elif type(rec) is Event:  # (made by the compiled step above)
+                events.append(rec)
+                continue
             elif rec.start_ns < start and rec.kind == "span":
                 self.count_drop("outside_session", "span")
                 continue

@@ -310,6 +310,10 @@ class _Sequence:
 
     def encode(self, events: list[Event]) -> list[bytes]:
         """The framed packets for a batch of this thread's events."""
+        if speedups is not None:  # the same steps, compiled (None: a timestamp beyond its int64 range)
+            packets: list[bytes] | None = speedups.encode_events(self, events)
+            if packets is not None:
+                return packets
         # Sort key: time; then ends before begins (a slice that ends where the next begins); of two
         # slices that begin together the longer first, of two that end together the later-begun first
         # (so that they nest); a slice of zero duration ends right after it begins. The index breaks the
@@ -332,18 +336,23 @@ class _Sequence:
                 items.append((start, 1, -start, idx, 0, COUNTER if kind == "counter" else INSTANT, ev))
         items.sort()
         out: list[bytes] = []
-        if not self.started or self._interned_total() > MAX_INTERNED:
-            # A restarted clock must not go back in time (trace_processor rejects such a snapshot):
-            # events before it take absolute timestamps.
-            first = items[0][0] if items else self.writer.start_ts
-            out.append(self.reset(max(first, self.last_ts) if self.started_once else first))
+        head = self.restart(items[0][0] if items else None)
+        if head is not None:
+            out.append(head)
         tracks: dict[int, int] = {}  # id(event) -> track uuid, for the END of a slice
-        if speedups is not None:  # the same loop, compiled; it calls _packet for what it does not cover
-            speedups.encode_items(self, items, tracks, out)
-        else:
-            for ts, _, _, _, _, phase, ev in items:
-                out.append(self._packet(ts, phase, ev, tracks))
+        for ts, _, _, _, _, phase, ev in items:
+            out.append(self._packet(ts, phase, ev, tracks))
         return out
+
+    def restart(self, first: int | None) -> bytes | None:
+        """The packets that start the sequence's incremental state afresh, when a batch whose first
+        timestamp is ``first`` needs them (the first batch, after a loss, or tables grown too big)."""
+        if self.started and self._interned_total() <= MAX_INTERNED:
+            return None
+        # A restarted clock must not go back in time (trace_processor rejects such a snapshot): events
+        # before it take absolute timestamps.
+        ts = first if first is not None else self.writer.start_ts
+        return self.reset(max(ts, self.last_ts) if self.started_once else ts)
 
     def _packet(self, ts: int, phase: int, ev: Event, tracks: dict[int, int]) -> bytes:
         last = self.last_ts

@@ -1,0 +1,138 @@
+"""A span workload run once on each path (compiled span scope, pure Python) by tests/test_span_paths.py:
+it prints what was recorded, normalized (times relative to the first event, threads numbered), as JSON.
+Every case the span scope handles is here: nesting, levels, metadata that needs a snapshot, named
+tracks, lazy names and metadata, failures and exceptions that are not failures, early stops, spans that
+overlap (asyncio tasks), a span ended on another thread, decorated functions, several threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+import time
+
+import tracebridge
+from tracebridge import span, spans, traced
+
+
+class Clock:
+    """A clock that moves 1 us a read: the same times on both paths."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter_ns() + 10**9
+
+    def __call__(self) -> int:
+        self.t += 1_000
+        return self.t
+
+
+spans.now_ns = Clock()
+
+
+@traced
+def leaf(x: int) -> int:
+    return x * 2
+
+
+@traced(level=2)
+def fails() -> None:
+    raise KeyError("missing")
+
+
+def gen() -> object:
+    with span("in-generator"):
+        yield 1
+        yield 2
+
+
+async def task(name: str, n: int) -> None:
+    for i in range(n):
+        with span(f"{name}.step", i=i):
+            await asyncio.sleep(0)
+
+
+def workload() -> None:
+    with span("root", level=1, path="app.toml") as root:
+        with span("off", level=3):
+            pass
+        with span("child", level=2, items=[1, 2, 3], nested={"a": [1]}):
+            leaf(1)
+        with span("on-track", track="jobs", category="io"):
+            pass
+        with span(lambda: "lazy-name") as s:
+            s.append_metadata(lambda: {"late": True})
+        with span("encoded#k=v#"):
+            pass
+        with contextlib.suppress(ValueError), span("failing"):
+            raise ValueError("bad value")
+        with contextlib.suppress(KeyError):
+            fails()
+        with contextlib.suppress(GeneratorExit), span("exit-not-failure"):
+            raise GeneratorExit
+        with span("stopped-early") as s:
+            s.stop()
+            s.set(ignored=True)
+        with span("handled") as s:
+            s.fail(RuntimeError("handled inside"))
+        root.set(done=True)
+    g = gen()
+    next(g)
+    # A span begun here, ended on another thread.
+    moved = span("moved")
+    moved.__enter__()
+    t = threading.Thread(target=lambda: moved.__exit__(None, None, None), name="ender")
+    t.start()
+    t.join()
+    next(g)
+    g.close()
+
+    async def main() -> None:
+        await asyncio.gather(task("a", 3), task("b", 3))
+
+    asyncio.run(main())
+
+    def worker(k: int) -> None:
+        for i in range(20):
+            with span("work", level=2, k=k) if i % 2 else span("plain"):
+                leaf(i)
+
+    threads = [threading.Thread(target=worker, args=(k,), name=f"w{k}") for k in range(3)]
+    for th in threads:
+        th.start()
+        th.join()  # (one after the other: the same order on both paths)
+
+
+def normalized(events: list[tracebridge.Event]) -> list[list[object]]:
+    threads: dict[int, int] = {}
+    base = min(e.start_ns for e in events)
+    out = []
+    for e in sorted(events, key=lambda e: (e.start_ns, e.name)):
+        tid = threads.setdefault(e.thread_id, len(threads))
+        error = None if e.error is None else [e.error.type, e.error.message, len(e.error.frames)]
+        end = None if e.end_ns is None else e.end_ns - base
+        md = {k: v for k, v in e.metadata.items() if k != "code.lineno"}
+        out.append([e.kind, e.name, e.start_ns - base, end, e.level, repr(sorted(md.items())), tid,
+                    e.thread_name, error, list(e.categories), e.track, e.overlapping])  # fmt: skip
+    return out
+
+
+def main(path: str) -> None:
+    result = {}
+    tracebridge.start(level=2)  # in memory: spans are queued as objects
+    workload()
+    session = tracebridge.stop()
+    result["memory"] = normalized(session.events)
+    result["memory_stats"] = [session.stats.recorded, session.stats.dropped]
+    tracebridge.start(level=2, output=path)  # a file: plain spans are queued compact
+    workload()
+    session = tracebridge.stop()
+    result["file"] = normalized(tracebridge.read(path))
+    result["file_stats"] = [session.stats.recorded, session.stats.dropped]
+    result["accelerated"] = tracebridge.accelerated
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
