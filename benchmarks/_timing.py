@@ -26,3 +26,22 @@ def per_op_ns(fn: Callable[[int], None], n: int, repeat: int = 7) -> float:
 def row(label: str, ours: float, anchor: float, target: str, unit: str = "ns/op") -> str:
     ratio = anchor / ours if ours else float("inf")
     return f"  {label:<58} {ours:10.1f} vs {anchor:10.1f} {unit:<8} ratio {ratio:6.2f}x  (target: {target})"
+
+
+def on_both_paths(main: Callable[[], None]) -> None:
+    """Run ``main`` on the path this process runs (the compiled accelerator, when it is built), then
+    once more in a fresh process on the pure-Python path (``TRACEBRIDGE_PURE_PYTHON=1``): a span's
+    class, and so its path, is fixed when tracebridge is imported."""
+    import os
+    import subprocess
+    import sys
+
+    import tracebridge
+    from tracebridge._accel import describe
+
+    print(f"== {describe()} ==")
+    main()
+    if tracebridge.accelerated:
+        sys.stdout.flush()
+        env = {**os.environ, "TRACEBRIDGE_PURE_PYTHON": "1"}
+        subprocess.run([sys.executable, *sys.argv], env=env, check=True)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _timing import per_op_ns, row
+from _timing import on_both_paths, per_op_ns, row
 
 import tracebridge
 from tracebridge.instrument import DEMOTE_AFTER, _budget, instrument
@@ -124,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    on_both_paths(main)

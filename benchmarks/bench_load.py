@@ -22,7 +22,7 @@ import tempfile
 import textwrap
 import time
 
-from _timing import row
+from _timing import on_both_paths, row
 
 QUICK = "--quick" in sys.argv
 N = 50_000 if QUICK else 150_000  # iterations of the tight loop (two spans each)
@@ -155,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    on_both_paths(main)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import per_op_ns, row
+from _timing import on_both_paths, per_op_ns, row
 
 import tracebridge
 from tracebridge.logging import PerfettoHandler, TraceContextFilter, TraceFormatter
@@ -119,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    on_both_paths(main)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _timing import per_op_ns, row
+from _timing import on_both_paths, per_op_ns, row
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
@@ -113,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    on_both_paths(main)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import sys
 
-from _timing import per_op_ns, row
+from _timing import on_both_paths, per_op_ns, row
 
 import tracebridge
 from tracebridge.sampling import Adaptive, ParentBased, RateLimiter, TraceIdRatio
@@ -160,4 +160,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    on_both_paths(main)

@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 
-from _timing import per_op_ns, row
+from _timing import on_both_paths, per_op_ns, row
 
 import tracebridge
 
@@ -171,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    on_both_paths(main)

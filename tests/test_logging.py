@@ -234,11 +234,12 @@ class FakeClock:
         self.t += int(seconds * 1e9)
 
 
-def test_trace_lines(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trace_lines(caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest) -> None:
     from tracebridge import spans
 
     clock = FakeClock()
-    monkeypatch.setattr(spans, "now_ns", clock)
+    spans.set_clock(clock)
+    request.addfinalizer(lambda: spans.set_clock(None))
     cfg = tracebridge.configure(log_lines=True, slow={"db.*": "2ms"}, anomaly_after=3)
     assert cfg.log_lines == {"slow": {"db.*": "2ms"}, "anomaly_after": 3}
     try:

@@ -3,8 +3,9 @@
  *
  * - SpanScope: a span's __enter__ and __exit__ (spans._PyScope in Python); tests/test_span_paths.py runs
  *   one workload on both paths and compares what they record.
- * - compact_events: the writer's record-to-event step for spans queued as (name, level, start, end)
- *   tuples (Session._events / EventConversion._compact_event).
+ * - span_events: the writer's record-to-event step for the commonest spans: those queued as (name,
+ *   level, start, end) tuples, and recorded Span objects whose name and metadata need no work
+ *   (Session._events, EventConversion._compact_event and _to_event).
  * - encode_events: a batch of a thread's events sorted and encoded as framed Perfetto packets
  *   (_Sequence.encode). Events whose every part is already interned on the sequence (name, categories,
  *   level annotation, annotation names, source location) and whose values are plain (str, int, float,
@@ -43,11 +44,13 @@ static PyObject *s_last_ts, *s_name_refs, *s_category_refs, *s_level_annotations
  * exactly that type are read (and made) without attribute lookups. Other objects are read by attribute. */
 enum {
     F_KIND, F_NAME, F_START, F_END, F_LEVEL, F_METADATA, F_TID, F_THREAD_NAME, F_TRACK, F_OVERLAPPING,
-    F_CATEGORIES, F_ADJUSTED, F_ERROR, F_FLOWS, F_TERMINATING, F_TRACE_ID, F_BEGUN, F_COUNT
+    F_CATEGORIES, F_ADJUSTED, F_ERROR, F_FLOWS, F_TERMINATING, F_TRACE_ID, F_BEGUN, F_SPAN_ID, F_PARENT_ID,
+    F_COUNT
 };
 static const char *field_names[F_COUNT] = {
     "kind", "name", "start_ns", "end_ns", "level", "metadata", "thread_id", "thread_name", "track",
-    "overlapping", "categories", "adjusted_count", "error", "flows", "terminating_flows", "trace_id", "begun"};
+    "overlapping", "categories", "adjusted_count", "error", "flows", "terminating_flows", "trace_id", "begun",
+    "span_id", "parent_id"};
 static PyObject *field_attrs[F_COUNT]; /* the names as interned strings */
 static Py_ssize_t field_off[F_COUNT];
 static PyTypeObject *event_type;
@@ -522,12 +525,36 @@ typedef struct {
     PyObject *ev; /* borrowed from the events list */
 } Item;
 
-static int item_cmp(const void *pa, const void *pb) {
-    const Item *a = pa, *b = pb;
+static inline int item_cmp_inline(const Item *a, const Item *b) {
     for (int i = 0; i < 5; i++)
         if (a->k[i] != b->k[i])
             return a->k[i] < b->k[i] ? -1 : 1;
     return 0;
+}
+
+static int item_cmp(const void *a, const void *b) { return item_cmp_inline(a, b); }
+
+/* Sort a batch's items. They come nearly sorted (a thread queues its spans as they end, each one's
+ * BEGIN item before its END), so an insertion sort does it in about linear time; past a budget of
+ * moves (a batch of spans that all nest deep) qsort finishes the job. */
+static void sort_items(Item *items, Py_ssize_t n) {
+    Py_ssize_t budget = 16 * n + 64;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (item_cmp_inline(&items[i - 1], &items[i]) <= 0)
+            continue;
+        Item x = items[i];
+        Py_ssize_t j = i;
+        while (j > 0 && item_cmp_inline(&items[j - 1], &x) > 0) {
+            j--;
+            if (--budget < 0) {
+                items[i] = x; /* (nothing moved yet: put back, then sort it all) */
+                qsort(items, (size_t)n, sizeof(Item), item_cmp);
+                return;
+            }
+        }
+        memmove(&items[j + 1], &items[j], sizeof(Item) * (size_t)(i - j));
+        items[j] = x;
+    }
 }
 
 /* Timestamps this loop takes: well inside int64, so that negating and comparing cannot overflow. */
@@ -629,7 +656,7 @@ static PyObject *encode_events(PyObject *self, PyObject *args) {
         result = Py_NewRef(Py_None); /* a timestamp beyond int64: the Python code */
         goto finally;
     }
-    qsort(items, (size_t)count, sizeof(Item), item_cmp);
+    sort_items(items, count);
 
     out = PyList_New(0);
     tracks = PyDict_New();
@@ -742,86 +769,6 @@ static int plain_name(PyObject *name) {
     return len <= 1024 && memchr(text, 0, (size_t)len) == NULL && (len == 0 || text[len - 1] != '#');
 }
 
-/* compact_events(records, start_ns, offset, tid, thread_name, code_locations) -> (items, outside, left)
- *
- * What Session._events makes of a batch of records, for spans queued compact: each (name, level, start,
- * end) tuple that began in the session becomes its Event here; tuples that began before it are counted in
- * `outside` and left out; every other record stays in place as it is, counted in `left`, for the Python
- * code to convert. */
-static PyObject *compact_events(PyObject *self, PyObject *args) {
-    PyObject *records, *tid, *thread_name, *code_locations;
-    long long session_start, offset;
-    if (!PyArg_ParseTuple(args, "O!LLOUO!:compact_events", &PyList_Type, &records, &session_start, &offset,
-                          &tid, &thread_name, &PyDict_Type, &code_locations))
-        return NULL;
-    if (event_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_events() was not called");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(records), outside = 0, left = 0;
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *rec = PyList_GET_ITEM(records, i), *made = NULL;
-        if (PyTuple_CheckExact(rec) && PyTuple_GET_SIZE(rec) == 4) {
-            PyObject *name = PyTuple_GET_ITEM(rec, 0), *level = PyTuple_GET_ITEM(rec, 1);
-            long long start, end;
-            int a = small_int(PyTuple_GET_ITEM(rec, 2), &start);
-            int b = a > 0 ? small_int(PyTuple_GET_ITEM(rec, 3), &end) : a;
-            if (a < 0 || b < 0)
-                goto error;
-            if (a > 0 && start < session_start) {
-                outside++;
-                continue;
-            }
-            if (a > 0 && b > 0 && offset > -TS_LIMIT && offset < TS_LIMIT && plain_name(name)) {
-                PyObject *where = PyDict_GetItemWithError(code_locations, name);
-                if (where == NULL && PyErr_Occurred())
-                    goto error;
-                PyObject *md = NULL;
-                if (where == NULL)
-                    md = PyDict_New();
-                else if (PyTuple_CheckExact(where) && PyTuple_GET_SIZE(where) == 3) {
-                    md = PyDict_New();
-                    if (md != NULL &&
-                        (PyDict_SetItem(md, s_code_file, PyTuple_GET_ITEM(where, 0)) < 0 ||
-                         PyDict_SetItem(md, s_code_line, PyTuple_GET_ITEM(where, 1)) < 0 ||
-                         PyDict_SetItem(md, s_code_function, PyTuple_GET_ITEM(where, 2)) < 0))
-                        Py_CLEAR(md);
-                } else
-                    goto as_is;
-                if (md == NULL)
-                    goto error;
-                PyObject *fields[7] = {Py_NewRef(name), PyLong_FromLongLong(start + offset),
-                                       PyLong_FromLongLong(end + offset), Py_NewRef(level), md,
-                                       Py_NewRef(tid), Py_NewRef(thread_name)};
-                if (fields[1] == NULL || fields[2] == NULL) {
-                    for (int j = 0; j < 7; j++)
-                        Py_XDECREF(fields[j]);
-                    goto error;
-                }
-                made = new_event(fields);
-                if (made == NULL)
-                    goto error;
-                int r = PyList_Append(out, made);
-                Py_DECREF(made);
-                if (r < 0)
-                    goto error;
-                continue;
-            }
-        }
-    as_is:
-        left++;
-        if (PyList_Append(out, rec) < 0)
-            goto error;
-    }
-    return Py_BuildValue("(Nnn)", out, outside, left);
-error:
-    Py_DECREF(out);
-    return NULL;
-}
-
 /* -- spans: enter and exit ------------------------------------------------------------------------- */
 
 /* SpanScope is a base of tracebridge.spans.Span (it adds no fields): its __enter__ and __exit__ do what
@@ -832,11 +779,11 @@ error:
 
 enum {
     S_PARENT, S_TOKEN, S_ST, S_METADATA, S_STACK, S_START, S_END, S_ERROR, S_LAZY, S_OVERLAPPING,
-    S_TRACE_ID, S_NAME, S_LEVEL, S_COUNT
+    S_TRACE_ID, S_NAME, S_LEVEL, S_SPAN_ID, S_ADJUSTED, S_COUNT
 };
 static const char *span_slot_names[S_COUNT] = {"parent", "_token", "_st", "metadata", "_stack", "start_ns",
                                                "end_ns", "error", "_lazy", "overlapping", "_trace_id",
-                                               "name", "level"};
+                                               "name", "level", "_span_id", "adjusted_count"};
 enum { TS_STACK, TS_BUF, TS_DEAD, TS_COUNT };
 static const char *thread_slot_names[TS_COUNT] = {"stack", "buf", "dead"};
 enum { RT_COMPACT, RT_BUFFER_CAP, RT_COUNT };
@@ -844,7 +791,7 @@ static const char *rt_slot_names[RT_COUNT] = {"compact", "buffer_cap"};
 
 static struct {
     PyTypeObject *span_type, *thread_type;
-    PyObject *rt, *current, *thread_local, *thread_state, *globals, *clock_name, *perf_counter_ns,
+    PyObject *rt, *current, *thread_local, *thread_state, *clock, *s_state_key, *perf_counter_ns,
         *is_failure, *error_info, *needs_snapshot, *deque_append, *s_state, *s_place, *s_left, *s_resolve,
         *s_snapshot, *s_full, *s_track;
     Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
@@ -889,31 +836,53 @@ static int set_slot(PyObject *obj, Py_ssize_t off, PyObject *v) {
 #define SPAN_GET(obj, f) get_slot(obj, sp.span_off[f], span_slot_names[f])
 #define SPAN_BORROW(obj, f) SLOT(obj, sp.span_off[f])
 
-/* The clock spans read: spans.now_ns (tests inject their own); perf_counter_ns read here directly. */
+/* The clock spans read (spans.set_clock() changes it, for tests); perf_counter_ns is read here directly. */
 static PyObject *clock_now(void) {
-    PyObject *clock = PyDict_GetItemWithError(sp.globals, sp.clock_name);
-    if (clock == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "tracebridge.spans.now_ns is gone");
-        return NULL;
-    }
 #if defined(__linux__)
-    if (clock == sp.perf_counter_ns) { /* CLOCK_MONOTONIC: what perf_counter_ns reads on Linux */
+    if (sp.clock == sp.perf_counter_ns) { /* CLOCK_MONOTONIC: what perf_counter_ns reads on Linux */
         struct timespec ts;
         if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
             return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
     }
 #endif
-    return PyObject_CallNoArgs(clock);
+    return PyObject_CallNoArgs(sp.clock);
 }
 
-/* The calling thread's state (thread_local.state, made by thread_state() the first time). */
+static PyObject *set_clock(PyObject *self, PyObject *clock) {
+    if (!PyCallable_Check(clock)) {
+        PyErr_SetString(PyExc_TypeError, "set_clock: the clock must be callable");
+        return NULL;
+    }
+    Py_XSETREF(sp.clock, Py_NewRef(clock));
+    Py_RETURN_NONE;
+}
+
+/* The calling thread's state: thread_local.state, made by thread_state() the first time, and kept in the
+ * thread's own dict (PyThreadState_GetDict) where it is found faster than on a threading.local. A thread
+ * has one state for its life (a forked child keeps the forking thread's); the dict goes with the thread. */
 static PyObject *thread_state_now(void) {
+    PyObject *dict = PyThreadState_GetDict();
+    if (dict != NULL) {
+        PyObject *st = PyDict_GetItemWithError(dict, sp.s_state_key);
+        if (st != NULL)
+            return Py_NewRef(st);
+        if (PyErr_Occurred())
+            return NULL;
+    }
     PyObject *st = PyObject_GetAttr(sp.thread_local, sp.s_state);
-    if (st != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
-        return st;
-    PyErr_Clear();
-    return PyObject_CallNoArgs(sp.thread_state);
+    if (st == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        st = PyObject_CallNoArgs(sp.thread_state);
+        if (st == NULL)
+            return NULL;
+    }
+    if (dict != NULL && Py_TYPE(st) == sp.thread_type && PyDict_SetItem(dict, sp.s_state_key, st) < 0) {
+        Py_DECREF(st);
+        return NULL;
+    }
+    return st;
 }
 
 static int check_span(PyObject *self) {
@@ -1178,15 +1147,19 @@ static PyTypeObject SpanScope = {
     .tp_new = PyType_GenericNew,
 };
 
-/* configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, globals,
+/* configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, clock,
  *                 is_failure, error_info, needs_snapshot) */
 static PyObject *configure_spans(PyObject *self, PyObject *args) {
-    PyObject *span_type, *thread_type, *rt, *current, *thread_local, *thread_state, *globals, *is_failure,
+    PyObject *span_type, *thread_type, *rt, *current, *thread_local, *thread_state, *clock, *is_failure,
         *error_info, *needs_snapshot;
-    if (!PyArg_ParseTuple(args, "O!O!OO!OOO!OOO:configure_spans", &PyType_Type, &span_type, &PyType_Type,
+    if (!PyArg_ParseTuple(args, "O!O!OO!OOOOOO:configure_spans", &PyType_Type, &span_type, &PyType_Type,
                           &thread_type, &rt, &PyContextVar_Type, &current, &thread_local, &thread_state,
-                          &PyDict_Type, &globals, &is_failure, &error_info, &needs_snapshot))
+                          &clock, &is_failure, &error_info, &needs_snapshot))
         return NULL;
+    if (!PyCallable_Check(clock)) {
+        PyErr_SetString(PyExc_TypeError, "configure_spans: the clock must be callable");
+        return NULL;
+    }
     if (!PyType_IsSubtype((PyTypeObject *)span_type, &SpanScope)) {
         PyErr_SetString(PyExc_TypeError, "configure_spans: the span type must derive from SpanScope");
         return NULL;
@@ -1221,11 +1194,242 @@ static PyObject *configure_spans(PyObject *self, PyObject *args) {
     Py_XSETREF(sp.current, Py_NewRef(current));
     Py_XSETREF(sp.thread_local, Py_NewRef(thread_local));
     Py_XSETREF(sp.thread_state, Py_NewRef(thread_state));
-    Py_XSETREF(sp.globals, Py_NewRef(globals));
+    Py_XSETREF(sp.clock, Py_NewRef(clock));
     Py_XSETREF(sp.is_failure, Py_NewRef(is_failure));
     Py_XSETREF(sp.error_info, Py_NewRef(error_info));
     Py_XSETREF(sp.needs_snapshot, Py_NewRef(needs_snapshot));
     Py_RETURN_NONE;
+}
+
+/* The metadata of an event: `md` (NULL: none) with the code location of `name`, if it has one and `md`
+ * does not say where already. A new dict; NULL with an exception set, or NULL without one when `where`
+ * is not what it should be (the Python code then converts the record). */
+static PyObject *event_metadata(PyObject *md, PyObject *name, PyObject *code_locations) {
+    PyObject *where = PyDict_GetItemWithError(code_locations, name);
+    if (where == NULL && PyErr_Occurred())
+        return NULL;
+    PyObject *out = md == NULL ? PyDict_New() : PyDict_Copy(md);
+    if (out == NULL || where == NULL)
+        return out;
+    int has = PyDict_Contains(out, s_code_file);
+    if (has != 0) {
+        if (has < 0)
+            Py_CLEAR(out);
+        return out;
+    }
+    if (!PyTuple_CheckExact(where) || PyTuple_GET_SIZE(where) != 3) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (PyDict_SetItem(out, s_code_file, PyTuple_GET_ITEM(where, 0)) < 0 ||
+        PyDict_SetItem(out, s_code_line, PyTuple_GET_ITEM(where, 1)) < 0 ||
+        PyDict_SetItem(out, s_code_function, PyTuple_GET_ITEM(where, 2)) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+/* What the writer's sanitizer would leave as it is (_sanitize._already_clean), with no key the writer
+ * gives a meaning of its own (category, track, flows, reserved names): 1 yes, 0 no (the Python code
+ * converts it), -1 error. A key's secrecy is read from the sanitizer's cache, which the Python code fills. */
+static int plain_metadata(PyObject *md, PyObject *secret_cache, Py_ssize_t max_string, PyObject *special) {
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(md, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key))
+            return 0;
+        PyObject *secret = PyDict_GetItemWithError(secret_cache, key);
+        if (secret != Py_False)
+            return PyErr_Occurred() ? -1 : 0;
+        int taken = PySet_Contains(special, key);
+        if (taken != 0)
+            return taken < 0 ? -1 : 0;
+        if (PyUnicode_CheckExact(value)) {
+            if (!PyUnicode_IS_ASCII(value) || PyUnicode_GET_LENGTH(value) > max_string ||
+                memchr(PyUnicode_DATA(value), 0, (size_t)PyUnicode_GET_LENGTH(value)) != NULL)
+                return 0;
+        } else if (PyLong_CheckExact(value)) {
+            int overflow = 0;
+            long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (v == -1 && PyErr_Occurred())
+                return -1;
+            if (overflow)
+                return 0;
+        } else if (!PyFloat_CheckExact(value) && !PyBool_Check(value) && value != Py_None)
+            return 0;
+    }
+    return 1;
+}
+
+/* span_events(records, start_ns, offset, tid, thread_name, code_locations, objects) -> (events, outside, left)
+ *
+ * What Session._events makes of a batch of records, for the commonest spans: each compact record (name,
+ * level, start, end) and, when `objects` is (secret_cache, max_string, special_keys), each recorded Span
+ * (exactly that class) whose name, metadata and fields need no work, becomes its Event here. Spans that
+ * began before the session are counted in `outside` and left out; every other record stays in place,
+ * counted in `left`, for the Python code to convert. */
+static PyObject *span_events(PyObject *self, PyObject *args) {
+    PyObject *records, *tid, *thread_name, *code_locations, *objects;
+    long long session_start, offset;
+    if (!PyArg_ParseTuple(args, "O!LLOUO!O:span_events", &PyList_Type, &records, &session_start, &offset, &tid,
+                          &thread_name, &PyDict_Type, &code_locations, &objects))
+        return NULL;
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_events() was not called");
+        return NULL;
+    }
+    PyObject *secret_cache = NULL, *special = NULL;
+    Py_ssize_t max_string = 0;
+    if (objects != Py_None) {
+        if (!PyArg_ParseTuple(objects, "O!nO!:span_events", &PyDict_Type, &secret_cache, &max_string,
+                              &PyFrozenSet_Type, &special))
+            return NULL;
+        if (sp.span_type == NULL) /* (the span scope is not configured: objects go to Python) */
+            secret_cache = NULL;
+    }
+    if (offset <= -TS_LIMIT || offset >= TS_LIMIT) /* (never: the trace clock's offset) */
+        return Py_BuildValue("(Onn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records));
+    Py_ssize_t n = PyList_GET_SIZE(records), outside = 0, left = 0;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i), *made = NULL;
+        PyObject *name, *level, *start_obj, *end_obj, *md = NULL, *span = NULL;
+        if (PyTuple_CheckExact(rec) && PyTuple_GET_SIZE(rec) == 4) {
+            name = PyTuple_GET_ITEM(rec, 0), level = PyTuple_GET_ITEM(rec, 1);
+            start_obj = PyTuple_GET_ITEM(rec, 2), end_obj = PyTuple_GET_ITEM(rec, 3);
+        } else if (secret_cache != NULL && Py_TYPE(rec) == sp.span_type) {
+            span = rec;
+            name = SPAN_BORROW(rec, S_NAME), level = SPAN_BORROW(rec, S_LEVEL);
+            start_obj = SPAN_BORROW(rec, S_START), end_obj = SPAN_BORROW(rec, S_END);
+            if (name == NULL || level == NULL || start_obj == NULL || end_obj == NULL)
+                goto as_is;
+        } else
+            goto as_is;
+        long long start, end;
+        int a = small_int(start_obj, &start);
+        if (a < 0)
+            goto error;
+        if (a > 0 && start < session_start) {
+            outside++;
+            continue;
+        }
+        int b = a > 0 ? small_int(end_obj, &end) : 0;
+        if (b < 0)
+            goto error;
+        if (a == 0 || b == 0 || !plain_name(name))
+            goto as_is;
+        PyObject *trace_id = NULL, *span_id = NULL, *parent_id = NULL, *adjusted = NULL;
+        if (span != NULL) {
+            PyObject *lazy = SPAN_BORROW(span, S_LAZY), *error = SPAN_BORROW(span, S_ERROR),
+                     *overlapping = SPAN_BORROW(span, S_OVERLAPPING), *parent = SPAN_BORROW(span, S_PARENT);
+            md = SPAN_BORROW(span, S_METADATA);
+            trace_id = SPAN_BORROW(span, S_TRACE_ID), span_id = SPAN_BORROW(span, S_SPAN_ID);
+            adjusted = SPAN_BORROW(span, S_ADJUSTED);
+            if (lazy != Py_None || error != Py_None || overlapping != Py_False || md == NULL || trace_id == NULL ||
+                span_id == NULL || adjusted == NULL || parent == NULL ||
+                (parent != Py_None && Py_TYPE(parent) != sp.span_type))
+                goto as_is;
+            if (md == Py_None || (PyDict_CheckExact(md) && PyDict_GET_SIZE(md) == 0))
+                md = NULL;
+            else if (!PyDict_CheckExact(md))
+                goto as_is;
+            else {
+                int plain = plain_metadata(md, secret_cache, max_string, special);
+                if (plain < 0)
+                    goto error;
+                if (!plain)
+                    goto as_is;
+            }
+            parent_id = parent == Py_None ? NULL : SPAN_BORROW(parent, S_SPAN_ID);
+            if (parent != Py_None && parent_id == NULL)
+                goto as_is;
+        }
+        PyObject *meta = event_metadata(md, name, code_locations);
+        if (meta == NULL) {
+            if (PyErr_Occurred())
+                goto error;
+            goto as_is;
+        }
+        PyObject *fields[7] = {Py_NewRef(name), PyLong_FromLongLong(start + offset),
+                               PyLong_FromLongLong(end + offset), Py_NewRef(level), meta,
+                               Py_NewRef(tid), Py_NewRef(thread_name)};
+        if (fields[1] == NULL || fields[2] == NULL) {
+            for (int j = 0; j < 7; j++)
+                Py_XDECREF(fields[j]);
+            goto error;
+        }
+        made = new_event(fields);
+        if (made == NULL)
+            goto error;
+        if (span != NULL) { /* the ids the application asked for, if any; how many events it stands for */
+            Py_SETREF(SLOT(made, field_off[F_TRACE_ID]), Py_NewRef(trace_id));
+            Py_SETREF(SLOT(made, field_off[F_SPAN_ID]), Py_NewRef(span_id));
+            if (parent_id != NULL)
+                Py_SETREF(SLOT(made, field_off[F_PARENT_ID]), Py_NewRef(parent_id));
+            Py_SETREF(SLOT(made, field_off[F_ADJUSTED]), Py_NewRef(adjusted));
+        }
+        int r = PyList_Append(out, made);
+        Py_DECREF(made);
+        if (r < 0)
+            goto error;
+        continue;
+    as_is:
+        left++;
+        if (PyList_Append(out, rec) < 0)
+            goto error;
+    }
+    return Py_BuildValue("(Nnn)", out, outside, left);
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* join_chunks(packets, limit) -> list of bytes: the packets joined in runs of at most `limit` bytes (a
+ * packet larger than that is a run of its own), as PerfettoWriter._compressed makes them. */
+static PyObject *join_chunks(PyObject *self, PyObject *args) {
+    PyObject *packets;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "O!n:join_chunks", &PyList_Type, &packets, &limit))
+        return NULL;
+    PyObject *keep = PyList_GetSlice(packets, 0, PyList_GET_SIZE(packets)), *out = PyList_New(0);
+    if (keep == NULL || out == NULL)
+        goto error;
+    Py_ssize_t n = PyList_GET_SIZE(keep), first = 0, size = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        Py_ssize_t len = 0;
+        if (i < n) {
+            PyObject *p = PyList_GET_ITEM(keep, i);
+            if (!PyBytes_Check(p)) {
+                PyErr_SetString(PyExc_TypeError, "join_chunks: packets are bytes");
+                goto error;
+            }
+            len = PyBytes_GET_SIZE(p);
+        }
+        if (i == n ? i > first : (size + len > limit && i > first)) {
+            PyObject *chunk = PyBytes_FromStringAndSize(NULL, size);
+            if (chunk == NULL)
+                goto error;
+            char *dst = PyBytes_AS_STRING(chunk);
+            for (Py_ssize_t j = first; j < i; j++) {
+                PyObject *p = PyList_GET_ITEM(keep, j);
+                memcpy(dst, PyBytes_AS_STRING(p), (size_t)PyBytes_GET_SIZE(p));
+                dst += PyBytes_GET_SIZE(p);
+            }
+            int r = PyList_Append(out, chunk);
+            Py_DECREF(chunk);
+            if (r < 0)
+                goto error;
+            first = i, size = 0;
+        }
+        size += len;
+    }
+    Py_DECREF(keep);
+    return out;
+error:
+    Py_XDECREF(keep);
+    Py_XDECREF(out);
+    return NULL;
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
@@ -1254,13 +1458,16 @@ static PyMethodDef methods[] = {
      "encode_events(seq, events): the framed packets of a batch of a thread's events (None: the Python "
      "code encodes this batch)."},
     {"configure_events", configure_events, METH_VARARGS,
-     "configure_events(template, fields): the event type compact_events makes, and its defaults."},
+     "configure_events(template, fields): the event type span_events makes, and its defaults."},
     {"configure_spans", configure_spans, METH_VARARGS,
-     "configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, globals, "
+     "configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, clock, "
      "is_failure, error_info, needs_snapshot): what SpanScope reads."},
-    {"compact_events", compact_events, METH_VARARGS,
-     "compact_events(records, start_ns, offset, tid, thread_name, code_locations): the events of compact "
-     "span records (others left in place)."},
+    {"set_clock", set_clock, METH_O, "set_clock(clock): the clock spans read (spans.set_clock)."},
+    {"join_chunks", join_chunks, METH_VARARGS,
+     "join_chunks(packets, limit): the packets joined in runs of at most limit bytes."},
+    {"span_events", span_events, METH_VARARGS,
+     "span_events(records, start_ns, offset, tid, thread_name, code_locations, objects): the events of the "
+     "commonest span records (others left in place)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1297,7 +1504,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_activity, "activity");
     INTERN(s_counter, "counter");
     INTERN(s_restart, "restart");
-    INTERN(sp.clock_name, "now_ns");
+    INTERN(sp.s_state_key, "tracebridge._speedups.thread_state");
     INTERN(sp.s_state, "state");
     INTERN(sp.s_place, "_place");
     INTERN(sp.s_left, "_left_out_of_order");

@@ -517,7 +517,7 @@ class DroppedSpan(Span):
         thread_state().push(self)
 
 
-if speedups is not None:  # what the compiled span scope reads (the clock: this module's now_ns)
+if speedups is not None:  # what the compiled span scope reads
     speedups.configure_spans(
         Span,
         ThreadState,
@@ -525,11 +525,24 @@ if speedups is not None:  # what the compiled span scope reads (the clock: this 
         _current,
         thread_local,
         thread_state,
-        globals(),
+        now_ns,
         is_failure,
         error_info,
         needs_snapshot,
     )
+
+
+def set_clock(clock: Callable[[], int] | None) -> None:
+    """Stamp spans with ``clock`` (nanoseconds, monotonic) instead of ``time.perf_counter_ns``; ``None``
+    puts the real clock back. For tests that need exact durations: set it before a session starts (a
+    session's start and the writer keep reading the real clock, so a fake clock should run ahead of it)."""
+    global now_ns
+    now_ns = clock if clock is not None else _real_clock
+    if speedups is not None:
+        speedups.set_clock(now_ns)
+
+
+_real_clock = now_ns
 
 
 def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:

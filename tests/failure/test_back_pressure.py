@@ -135,6 +135,36 @@ def test_sink_errors_are_marked_when_the_file_takes_writes_again(trace_path: Pat
     assert [Loss.from_marker(m).dropped for m in trace.losses] == [{"sink_error": 20}]  # type: ignore[union-attr]
 
 
+def test_records_the_writer_fails_to_convert_are_counted_and_marked(
+    trace_path: Path, lenient: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of records the writer took off a queue and could not convert (an internal error, such as
+    the compiled step missing from a stale build) is counted as dropped, and its gap marked."""
+    from tracebridge._recorder.session import Session
+
+    events = Session._events
+    calls = [0]
+
+    def fails_once(self: Session, records: list[Any], info: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("conversion failed")
+        return events(self, records, info)
+
+    monkeypatch.setattr(Session, "_events", fails_once)
+    with configured(flush_interval=3600.0):
+        tracebridge.start(level=2, output=trace_path)
+        paced_loop(10, 100)
+        tracebridge.flush()
+        paced_loop(10, 100)
+        session = tracebridge.stop()
+    assert session.stats.dropped == {"internal_error": {"span": 20}}
+    assert session.stats.recorded["span"] == 20
+    trace = read_trace(trace_path)
+    assert [Loss.from_marker(m).dropped for m in trace.losses] == [{"internal_error": 20}]  # type: ignore[union-attr]
+    assert perfetto_import(trace_path).stats == {}
+
+
 # ----------------------------------------------------------------------------------- on_full="block"
 
 

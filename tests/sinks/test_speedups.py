@@ -15,12 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracebridge
-from tracebridge import _accel
+from tracebridge import _accel, spans
 from tracebridge._config import Config
-from tracebridge._model import Event, SpanRecord, ThreadInfo
+from tracebridge._model import ErrorInfo, Event, SpanRecord, ThreadInfo
+from tracebridge._sanitize import is_secret_key
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.reader import iter_frames
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
+from tracebridge.spans import Span
 
 from helpers import perfetto_import
 from strategies import thread_events
@@ -153,11 +155,45 @@ def record_batches(draw: st.DrawFn) -> list[Any]:
         level = draw(st.one_of(st.integers(1, 4), st.integers(-(2**65), 2**65)))
         start = draw(_times)
         end = start + draw(st.integers(0, 10**6))
-        if draw(st.integers(0, 5)) == 0:
+        shape = draw(st.integers(0, 5))
+        if shape == 0:
             out.append(SpanRecord.of(name, level, BASE + start, BASE + end))
+        elif shape in (1, 2):  # a recorded span object (metadata, ids, a parent, sampling weight, ...)
+            s = spans._made(Span, name, level, draw(st.none() | _metadata))
+            s.start_ns, s.end_ns = BASE + start, BASE + end
+            s.parent = draw(st.sampled_from([None, *[r for r in out if type(r) is Span]]))
+            s._lazy = None
+            s._trace_id = draw(st.sampled_from([0, 0, 7, 2**100]))
+            s._span_id = draw(st.sampled_from([0, 0, 9]))
+            s.adjusted_count = draw(st.sampled_from([1.0, 1.0, 4.0]))
+            s.overlapping = draw(st.booleans()) and draw(st.booleans())
+            if draw(st.integers(0, 9)) == 0:
+                s.error = ErrorInfo("ValueError", "bad", ())
+            out.append(s)
         else:
             out.append((name, level, BASE + start, BASE + end))
     return out
+
+
+#: Metadata as spans carry it: keys the writer takes as they are, secrets, keys with a meaning of their
+#: own, the file's reserved names, the code location; plain values and values that need work.
+_KEYS = ["path", "n", "ok", "ratio", "none", "password", "api_token", "category", "track", "flows",
+         "level", "code.filepath", "é", "with space"]  # fmt: skip
+_metadata = st.dictionaries(
+    st.sampled_from(_KEYS),
+    st.one_of(
+        st.text(max_size=6),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.none(),
+        st.just("x" * 20_000),
+        st.just("nul\x00"),
+        st.lists(st.integers(), max_size=2),
+        st.just({"nested": [1]}),
+    ),
+    max_size=4,
+)
 
 
 BASE = 10**12
@@ -173,6 +209,8 @@ def convert(records: list[Any], compiled: bool) -> tuple[list[Event], dict[str, 
         s = session_module.Session(3, None, "none", Config())
         s.start_ns = BASE
         s.clock_offset = 12_345
+        for key in _KEYS:  # (the sanitizer's cache of secret keys, warm: the compiled step reads it)
+            is_secret_key(key, s.limits)
         events = s._events(list(records), ThreadInfo(PID, 42, "worker"))
         return events, dict(s.stats.recorded), {k: dict(v) for k, v in s.stats.dropped.items()}
     finally:
@@ -182,7 +220,7 @@ def convert(records: list[Any], compiled: bool) -> tuple[list[Event], dict[str, 
 @compiled
 @settings(max_examples=200)
 @given(record_batches())
-def test_both_paths_make_the_same_events_of_compact_records(records: list[Any]) -> None:
+def test_both_paths_make_the_same_events_of_span_records(records: list[Any]) -> None:
     from tracebridge._model import CODE_LOCATIONS
 
     CODE_LOCATIONS.setdefault("located", ("app.py", 12, "located"))
@@ -214,3 +252,31 @@ def test_compact_events_are_made_whole() -> None:
     ]
     assert type(events[0]) is Event and events[0].metadata is not events[1].metadata
     assert recorded["span"] == 2 and dropped == {"outside_session": {"span": 1}}
+
+
+@compiled
+@pytest.mark.parametrize("depth", [3, 3000])
+def test_both_paths_order_nested_spans_alike(tmp_path: Path, depth: int) -> None:
+    """Spans queued as they end, innermost first: a shallow nest (the compiled sort's linear case) and
+    one 3,000 deep (its fallback), each after a run of sequential spans."""
+    me = ThreadInfo(PID, 11, "main")
+    events = [Event("span", f"seq{i % 7}", 100 + 10 * i, 105 + 10 * i) for i in range(500)]
+    base = 10_000
+    events += [Event("span", f"nest{k % 5}", base + k, base + 2 * depth - k) for k in reversed(range(depth))]
+    batches = [(me, events)]
+    c = write(tmp_path / "c.perfetto-trace", batches, True)
+    assert c == write(tmp_path / "py.perfetto-trace", batches, False)
+    assert len(c) == 2 * (500 + depth) + 1  # (every BEGIN and END, after the packet that starts the state)
+
+
+@compiled
+@given(st.lists(st.binary(max_size=40), max_size=60), st.integers(1, 120))
+def test_both_paths_cut_compressed_chunks_alike(packets: list[bytes], limit: int) -> None:
+    saved = perfetto_writer.speedups
+    try:
+        compiled_chunks = perfetto_writer._join_chunks(packets, limit)
+        perfetto_writer.speedups = None
+        assert compiled_chunks == perfetto_writer._join_chunks(packets, limit)
+    finally:
+        perfetto_writer.speedups = saved
+    assert b"".join(compiled_chunks) == b"".join(packets)

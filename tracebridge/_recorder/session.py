@@ -17,6 +17,7 @@ from .._config import Config
 from .._model import (
     CODE_LOCATIONS,
     KINDS,
+    RESERVED_KEYS,
     Deferred,
     Event,
     Loss,
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 OutputFormat = Literal["perfetto", "json", "memory", "none"]
 
+#: Metadata keys the writer gives a meaning of its own (the compiled step leaves spans with them to Python).
+SPECIAL_KEYS = frozenset({"category", "track", "flows", "terminating_flows"}) | RESERVED_KEYS
 if speedups is not None:  # the events the compiled step makes start as copies of this one
     speedups.configure_events(Event("span", "", 0, 0), tuple(f.name for f in fields(Event)))
 
@@ -463,16 +466,34 @@ class Session(EventConversion):
             records = [pop() for _ in range(n)]
             if self._waiting:
                 self._room_made()
-            if st.deferred:
-                records = self._materialize(records)
-            pipe = self.pipeline
-            if pipe is not None and pipe.tail_stages:
-                # (Tail stages read records: spans queued compact before sampling began are expanded.)
-                records = [SpanRecord.of(*r) if type(r) is tuple else r for r in records]
-                self._write_items(pipe.tail([(info, rec) for rec in records]), info, loss)
-            else:
-                self._write(info, self._events(records, info), loss)
+            try:
+                if st.deferred:
+                    records = self._materialize(records)
+                pipe = self.pipeline
+                if pipe is not None and pipe.tail_stages:
+                    # (Tail stages read records: spans queued compact before sampling began are expanded.)
+                    records = [SpanRecord.of(*r) if type(r) is tuple else r for r in records]
+                    self._write_items(pipe.tail([(info, rec) for rec in records]), info, loss)
+                else:
+                    self._write(info, self._events(records, info), loss)
+            except Exception as exc:  # (each step guards itself: a chunk lost here is still counted)
+                _safety.defer_error("writer", exc)
+                self._lost(info, records, loss)
             loss = None
+
+    def _lost(self, info: ThreadInfo, records: list[Any], loss: Loss | None) -> None:
+        """Records taken off a queue that could not be converted or written: counted as dropped
+        (``internal_error``), and a gap the next batch of the thread marks."""
+        kinds: dict[str, int] = {}
+        for rec in records:
+            kind = record_kind(rec)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        for kind, count in kinds.items():
+            self.count_drop("internal_error", kind, count)
+        t = now_ns() + self.clock_offset
+        here = Loss({"internal_error": len(records)}, t, t).merge(loss)
+        _, earlier = self._unmarked_gaps.pop(info.tid, (info, None))
+        self._unmarked_gaps[info.tid] = (info, here.merge(earlier))
 
     def _discard(self, buf: Any, n: int, reason: str) -> None:
         """Take ``n`` records off ``buf`` unwritten, counted as dropped for ``reason`` (one lock)."""
@@ -518,9 +539,15 @@ class Session(EventConversion):
         recorded = self.stats.recorded
         start = self.start_ns
         if speedups is not None:
-            # Compiled: compact spans become their events; other records stay in place for the loop below.
-            made, outside, left = speedups.compact_events(
-                records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS
+            # Compiled: the commonest spans become their events; other records stay in place for the loop
+            # below (span objects too when ids are wanted: trace lines, in-memory events).
+            objects = (
+                None
+                if self._make_ids or self.lines is not None
+                else (self.limits.secret_cache, self.limits.max_string, SPECIAL_KEYS)
+            )
+            made, outside, left = speedups.span_events(
+                records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS, objects
             )
             if outside:
                 self.count_drop("outside_session", "span", outside)
