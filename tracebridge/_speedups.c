@@ -786,14 +786,14 @@ static const char *span_slot_names[S_COUNT] = {"parent", "_token", "_st", "metad
                                                "name", "level", "_span_id", "adjusted_count"};
 enum { TS_STACK, TS_BUF, TS_DEAD, TS_COUNT };
 static const char *thread_slot_names[TS_COUNT] = {"stack", "buf", "dead"};
-enum { RT_COMPACT, RT_BUFFER_CAP, RT_COUNT };
-static const char *rt_slot_names[RT_COUNT] = {"compact", "buffer_cap"};
+enum { RT_COMPACT, RT_BUFFER_SOFT, RT_COUNT };
+static const char *rt_slot_names[RT_COUNT] = {"compact", "buffer_soft"};
 
 static struct {
     PyTypeObject *span_type, *thread_type;
     PyObject *rt, *current, *thread_local, *thread_state, *clock, *s_state_key, *perf_counter_ns,
         *is_failure, *error_info, *needs_snapshot, *deque_append, *s_state, *s_place, *s_left, *s_resolve,
-        *s_snapshot, *s_full, *s_track;
+        *s_snapshot, *s_crowded, *s_track;
     Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
     PyTypeObject *deque_type;
 } sp;
@@ -971,23 +971,23 @@ error:
     return NULL;
 }
 
-/* Queue a record on a thread's deque, or st.full(rec) when it holds buffer_cap records already. */
+/* Queue a record on a thread's deque; st.crowded(rec) when it holds buffer_soft records already. */
 static int queue_record(PyObject *st, PyObject *rec) {
     PyObject *buf = get_slot(st, sp.thread_off[TS_BUF], "buf");
     if (buf == NULL)
         return -1;
-    PyObject *cap_obj = get_slot(sp.rt, sp.rt_off[RT_BUFFER_CAP], "buffer_cap");
-    Py_ssize_t cap = cap_obj == NULL ? -1 : PyLong_AsSsize_t(cap_obj);
-    Py_XDECREF(cap_obj);
-    Py_ssize_t len = cap == -1 && PyErr_Occurred() ? -1 : PyObject_Size(buf);
+    PyObject *soft_obj = get_slot(sp.rt, sp.rt_off[RT_BUFFER_SOFT], "buffer_soft");
+    Py_ssize_t soft = soft_obj == NULL ? -1 : PyLong_AsSsize_t(soft_obj);
+    Py_XDECREF(soft_obj);
+    Py_ssize_t len = soft == -1 && PyErr_Occurred() ? -1 : PyObject_Size(buf);
     PyObject *r = NULL;
     if (len >= 0) {
-        if (len < cap) {
+        if (len < soft) {
             PyObject *args[2] = {buf, rec};
             r = Py_TYPE(buf) == sp.deque_type ? PyObject_Vectorcall(sp.deque_append, args, 2, NULL)
                                                : PyObject_CallMethod(buf, "append", "O", rec);
         } else
-            r = PyObject_CallMethodObjArgs(st, sp.s_full, rec, NULL);
+            r = PyObject_CallMethodObjArgs(st, sp.s_crowded, rec, NULL);
     }
     Py_DECREF(buf);
     Py_XDECREF(r);
@@ -1510,7 +1510,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(sp.s_left, "_left_out_of_order");
     INTERN(sp.s_resolve, "_resolve");
     INTERN(sp.s_snapshot, "_snapshot");
-    INTERN(sp.s_full, "full");
+    INTERN(sp.s_crowded, "crowded");
     INTERN(sp.s_track, "track");
     if (PyType_Ready(&SpanScope) < 0)
         return NULL;

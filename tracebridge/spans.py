@@ -145,10 +145,10 @@ class _PyScope:
         if st.dead:  # began on a thread that has ended since (a generator finished elsewhere)
             st = thread_state()
         buf = st.buf
-        if len(buf) < RT.buffer_cap:
+        if len(buf) < RT.buffer_soft:
             buf.append(rec)
         else:
-            st.full(rec)
+            st.crowded(rec)
         return None
 
 
@@ -691,10 +691,10 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
             if st.dead:
                 st = thread_state()
             buf = st.buf
-            if len(buf) < RT.buffer_cap:
+            if len(buf) < RT.buffer_soft:
                 buf.append(rec)
             else:
-                st.full(rec)
+                st.crowded(rec)
             return result
 
         return plain_wrapper  # type: ignore[return-value]

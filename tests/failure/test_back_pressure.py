@@ -165,6 +165,49 @@ def test_records_the_writer_fails_to_convert_are_counted_and_marked(
     assert perfetto_import(trace_path).stats == {}
 
 
+def test_a_crowded_queue_lets_the_writer_run(trace_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past half full, a thread yields the interpreter lock every 64 records. Here the yield is a writer
+    round (what the writer does when it gets the lock it waits for): a loop of 10,000 spans through a
+    256-record queue then loses nothing; without the yield it would lose all but 256 of them."""
+    from tracebridge._recorder import runtime
+
+    yields = [0]
+
+    def writer_runs() -> None:
+        yields[0] += 1
+        tracebridge.flush()
+
+    monkeypatch.setattr(runtime, "_yield", writer_runs)
+    runtime.thread_state().crowd = 0
+    with configured(flush_interval=3600.0, thread_buffer=256):
+        tracebridge.start(level=2, output=trace_path)
+        for i in range(10_000):
+            with tracebridge.span("tight", i=i) if i % 2 else tracebridge.span("plain"):
+                pass
+        session = tracebridge.stop()
+    assert session.stats.dropped == {}
+    assert session.stats.recorded["span"] == 10_000 == len(read_trace(trace_path).events)
+    # The queue empties at each round, is crowded again 128 records later, and 64 after that yields.
+    assert yields[0] == 10_000 // (128 + 64)
+
+
+def test_a_crowded_queue_yields_every_64_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracebridge._recorder import runtime
+
+    yields = [0]
+    monkeypatch.setattr(runtime, "_yield", lambda: yields.__setitem__(0, yields[0] + 1))
+    runtime.thread_state().crowd = 0
+    with configured(flush_interval=3600.0, thread_buffer=256):
+        session = tracebridge.start(level=2, output=None)
+        for _ in range(1000):
+            with tracebridge.span("tight"):
+                pass
+        stats = tracebridge.stop().stats
+    # Records 129..1000 met a crowded queue (872 of them; those past 256 were dropped): 13 yields.
+    assert yields[0] == 872 // 64 == 13
+    assert stats.dropped == {"queue_full": {"span": 1000 - 256}} and session is not None
+
+
 # ----------------------------------------------------------------------------------- on_full="block"
 
 

@@ -23,6 +23,7 @@ from ..sinks.lines import TraceLines
 from .runtime import (
     RT,
     all_threads,
+    soft_limit,
 )
 from .session import OutputFormat, Session, default_output_format
 
@@ -65,6 +66,7 @@ def configure(**options: Any) -> Config:
         cfg.validate()
         RT.config = cfg
         RT.buffer_cap = cfg.thread_buffer
+        RT.buffer_soft = soft_limit(cfg.thread_buffer)
         RT.block = cfg.on_full == "block"
         _safety.set_strict(cfg.strict)
         if "otel" in options:

@@ -14,6 +14,7 @@ for it while the span ran; asked for later, by a task that outlives it, it is no
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import threading
 import time
@@ -51,7 +52,17 @@ def measure_clock_offset() -> int:
 class _Runtime:
     """What the hot path reads: one object, so that a check costs one global and one slot load."""
 
-    __slots__ = ("block", "bridge", "buffer_cap", "compact", "config", "level", "pipeline", "session")
+    __slots__ = (
+        "block",
+        "bridge",
+        "buffer_cap",
+        "buffer_soft",
+        "compact",
+        "config",
+        "level",
+        "pipeline",
+        "session",
+    )
 
     def __init__(self) -> None:
         #: The span hook (``configure(otel=...)``: the OpenTelemetry bridge) every span goes through.
@@ -61,10 +72,17 @@ class _Runtime:
         self.pipeline: Pipeline | None = None  # the active session's sampling, if it has any
         self.config = Config()
         self.buffer_cap = self.config.thread_buffer  # copied here: one load less on the hot path
+        #: Past this many queued records a thread's queue is crowded (see ThreadState.crowded).
+        self.buffer_soft = soft_limit(self.buffer_cap)
         self.block = False  # configure(on_full="block"): a full queue waits for the writer
         #: Plain spans may be queued as CompactSpan tuples: the session writes a file, and nothing (trace
         #: lines, sampling, the OpenTelemetry bridge, in-memory events) needs their ids or parents.
         self.compact = False
+
+
+def soft_limit(cap: int) -> int:
+    """Where a queue of ``cap`` records becomes crowded: half full."""
+    return max(1, cap // 2)
 
 
 RT = _Runtime()
@@ -87,6 +105,7 @@ class ThreadState:
     __slots__ = (
         "__weakref__",
         "buf",
+        "crowd",
         "dead",
         "deferred",
         "drop_first",
@@ -117,6 +136,7 @@ class ThreadState:
         #: The thread waits for room in this queue (on_full="block"): a record made meanwhile on it (a
         #: signal handler) is dropped, not waited for.
         self.waiting = False
+        self.crowd = 0  # records queued while the queue was crowded
 
     def drop(self, kind: str, reason: str = "queue_full") -> None:
         # The slow path: a lock, because a span that ends on another thread than the one it began on
@@ -139,12 +159,27 @@ class ThreadState:
         return dropped, first, last
 
     def push(self, rec: Any) -> None:
-        """Queue a record; when the queue is full, what the session's policy says (:meth:`full`)."""
+        """Queue a record; when the queue is crowded or full, see :meth:`crowded`."""
+        buf = self.buf
+        if len(buf) < RT.buffer_soft:
+            buf.append(rec)
+        else:
+            self.crowded(rec)
+
+    def crowded(self, rec: Any) -> None:
+        """The queue is more than half full (the writer falls behind: a tight loop). Queue ``rec``, or when
+        the queue is full, do what the session's policy says (:meth:`full`); and every 64 records let the
+        writer run: this thread yields the interpreter lock (``time.sleep(0)``), which the writer takes
+        when it waits for it. Without this, a loop that records as fast as the writer writes shares the
+        lock with it about evenly, and the queue overflows however cheap each record is."""
         buf = self.buf
         if len(buf) < RT.buffer_cap:
             buf.append(rec)
         else:
             self.full(rec)
+        self.crowd = crowd = self.crowd + 1
+        if not crowd & 63 and not self.waiting and RT.session is not None:
+            _yield()
 
     def full(self, rec: Any) -> None:
         """The queue is full. ``on_full="drop"``: count ``rec`` dropped (``queue_full``). ``"block"``:
@@ -169,6 +204,8 @@ class ThreadState:
         records are bounded by the spans running at once."""
         self.buf.append(rec)
 
+
+_yield = functools.partial(time.sleep, 0)
 
 # Re-entrant: a signal handler may end a span (and count its drop) while its thread counts one.
 _drop_lock = threading.RLock()
