@@ -159,3 +159,22 @@ def test_memory_stays_flat_over_a_million_spans(tmp_path: Path) -> None:
     sizes = list(map(int, run(code).split()))
     growth = sizes[-1] - sizes[1]
     assert growth < 12 * 2**20, f"RSS grew {growth / 2**20:.1f} MB over rounds 2-10: {sizes}"
+
+
+@compiled
+def test_a_span_whose_thread_state_was_replaced_raises_and_does_not_crash() -> None:
+    """(Found in review: the compiled exit read a replaced ``_st`` at ThreadState's offsets: a crash.)"""
+    code = """
+import tracebridge
+from tracebridge import span
+tracebridge.start(level=2)
+s = span("x")
+s.__enter__()
+s._st = (1,)
+try:
+    s.__exit__(None, None, None)
+except (TypeError, AttributeError) as exc:
+    print("raised", type(exc).__name__)
+tracebridge.stop()
+"""
+    assert run(code).startswith("raised")

@@ -103,6 +103,10 @@ static int put(Buf *b, const char *src, Py_ssize_t n) {
 }
 
 static int put_obj(Buf *b, PyObject *bytes) {
+    if (!PyBytes_Check(bytes)) { /* (the sequence's tables hold encoded bytes: never reached) */
+        PyErr_SetString(PyExc_TypeError, "tracebridge._speedups: an encoded part is not bytes");
+        return -1;
+    }
     return put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
 }
 
@@ -279,10 +283,11 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     GET(level, F_LEVEL);
     if (!PyLong_CheckExact(level))
         goto done;
-    long lv = PyLong_AsLong(level);
+    int lv_overflow = 0;
+    long lv = PyLong_AsLongAndOverflow(level, &lv_overflow);
     if (lv == -1 && PyErr_Occurred())
         goto error;
-    if (lv != 1) {
+    if (lv_overflow || lv != 1) {
         ref = PyDict_GetItemWithError(level_annotations, level);
         if (ref == NULL) {
             if (PyErr_Occurred())
@@ -404,6 +409,8 @@ static int set_last_ts(PyObject *seq, long long last) {
     return r;
 }
 
+#define TS_LIMIT (1LL << 62)
+
 /* -- the packet loop over a sorted batch ------------------------------------------------------------ */
 
 /* What the loop reads from a sequence once per batch. */
@@ -413,6 +420,7 @@ typedef struct {
     PyObject *sources, *needs, *end_tail;
     Buf te, scratch;
     long long last;
+    int slow; /* last_ts beyond the loop's range: the Python code encodes */
 } Enc;
 
 static void enc_close(Enc *e) {
@@ -457,16 +465,20 @@ static int enc_read_last(Enc *e) {
     PyObject *last_obj = PyObject_GetAttr(e->seq, s_last_ts);
     if (last_obj == NULL)
         return -1;
-    e->last = PyLong_AsLongLong(last_obj);
+    int overflow = 0;
+    e->last = PyLong_AsLongLongAndOverflow(last_obj, &overflow);
     Py_DECREF(last_obj);
-    return e->last == -1 && PyErr_Occurred() ? -1 : 0;
+    if (e->last == -1 && PyErr_Occurred())
+        return -1;
+    e->slow = overflow || e->last <= -TS_LIMIT || e->last >= TS_LIMIT;
+    return 0;
 }
 
 /* The framed packet of one item, appended to `out`: here when the event's parts are interned, else by
  * seq._packet(ts, phase, ev, tracks). */
 static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *tracks, PyObject *out) {
     int fast = 0, with_event = 1;
-    if (ts >= 0) {
+    if (ts >= 0 && !e->slow) {
         if (phase == 2) { /* SLICE_END */
             if (PyDict_GET_SIZE(tracks) == 0) {
                 PyObject *begun = field(ev, F_BEGUN);
@@ -489,7 +501,7 @@ static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *trac
         memcpy(p, PyBytes_AS_STRING(tags[TAG_TIMESTAMP]), (size_t)PyBytes_GET_SIZE(tags[TAG_TIMESTAMP]));
         p += PyBytes_GET_SIZE(tags[TAG_TIMESTAMP]);
         if (ts >= e->last) {
-            p = write_varint(p, (uint64_t)(ts - e->last));
+            p = write_varint(p, (uint64_t)ts - (uint64_t)e->last);
             e->last = ts;
         } else {
             p = write_varint(p, (uint64_t)ts);
@@ -498,7 +510,7 @@ static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *trac
         }
         packet = framed(head, p - head, &e->te, with_event, with_event ? e->needs : e->end_tail);
     } else { /* the Python code: it interns what is new and handles every other case */
-        if (set_last_ts(e->seq, e->last) < 0)
+        if (!e->slow && set_last_ts(e->seq, e->last) < 0)
             return -1;
         PyObject *ts_obj = PyLong_FromLongLong(ts), *phase_obj = PyLong_FromLong(phase);
         packet = ts_obj == NULL || phase_obj == NULL
@@ -558,7 +570,6 @@ static void sort_items(Item *items, Py_ssize_t n) {
 }
 
 /* Timestamps this loop takes: well inside int64, so that negating and comparing cannot overflow. */
-#define TS_LIMIT (1LL << 62)
 
 /* 1: read into *v; 0: not an int in range (the Python code takes the batch); -1: error. */
 static int small_int(PyObject *o, long long *v) {
@@ -576,7 +587,7 @@ static PyObject *encode_events(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO!:encode_events", &seq, &PyList_Type, &events))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(events);
-    Item *items = PyMem_Malloc(sizeof(Item) * (size_t)(2 * n + 1));
+    Item *items = PyMem_New(Item, (size_t)(2 * n + 1));
     if (items == NULL)
         return PyErr_NoMemory();
     Py_ssize_t count = 0;
@@ -682,7 +693,7 @@ static PyObject *encode_events(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < count; i++)
         if (enc_one(&e, items[i].k[0], items[i].phase, items[i].ev, tracks, out) < 0)
             goto finally;
-    if (set_last_ts(seq, e.last) < 0)
+    if (!e.slow && set_last_ts(seq, e.last) < 0)
         goto finally;
     result = Py_NewRef(out);
 
@@ -793,7 +804,7 @@ static struct {
     PyTypeObject *span_type, *thread_type;
     PyObject *rt, *current, *thread_local, *thread_state, *clock, *s_state_key, *perf_counter_ns,
         *is_failure, *error_info, *needs_snapshot, *deque_append, *s_state, *s_place, *s_left, *s_resolve,
-        *s_snapshot, *s_crowded, *s_track;
+        *s_snapshot, *s_crowded, *s_track, *zero;
     Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
     PyTypeObject *deque_type;
 } sp;
@@ -864,9 +875,13 @@ static PyObject *thread_state_now(void) {
     PyObject *dict = PyThreadState_GetDict();
     if (dict != NULL) {
         PyObject *st = PyDict_GetItemWithError(dict, sp.s_state_key);
-        if (st != NULL)
+        if (st != NULL && SLOT(st, sp.thread_off[TS_DEAD]) != Py_True)
             return Py_NewRef(st);
         if (PyErr_Occurred())
+            return NULL;
+        /* (A state marked dead while its OS thread runs on: threading.local is not per OS thread here,
+         * as under gevent. Ask thread_local again.) */
+        if (st != NULL && PyDict_DelItem(dict, sp.s_state_key) < 0)
             return NULL;
     }
     PyObject *st = PyObject_GetAttr(sp.thread_local, sp.s_state);
@@ -1013,7 +1028,7 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_DECREF(st);
         Py_RETURN_NONE;
     }
-    if (set_slot(self, sp.span_off[S_ST], Py_NewRef(Py_None)) < 0 ||
+    if (check_thread_state(st) < 0 || set_slot(self, sp.span_off[S_ST], Py_NewRef(Py_None)) < 0 ||
         set_slot(self, sp.span_off[S_END], Py_NewRef(end)) < 0)
         goto error;
     if ((stack = SPAN_GET(self, S_STACK)) == NULL)
@@ -1089,14 +1104,12 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
             Py_DECREF(r);
         }
     } else {
+        /* RT.compact and overlapping are bools, _trace_id an int (0 is a cached small int): compared by
+         * identity, so no Python code runs while they are borrowed; anything else takes the object path. */
         PyObject *compact = SLOT(sp.rt, sp.rt_off[RT_COMPACT]), *error = SPAN_BORROW(self, S_ERROR),
                  *overlapping = SPAN_BORROW(self, S_OVERLAPPING), *trace_id = SPAN_BORROW(self, S_TRACE_ID);
-        int c = compact == NULL ? 0 : PyObject_IsTrue(compact);
-        int o = c > 0 && error == Py_None && overlapping != NULL ? PyObject_IsTrue(overlapping) : 1;
-        int t = c > 0 && o == 0 && trace_id != NULL ? PyObject_IsTrue(trace_id) : 1;
-        if (c < 0 || o < 0 || t < 0)
-            goto error;
-        if (c > 0 && o == 0 && t == 0) { /* (see _recorder.runtime.CompactSpan) */
+        int c = compact == Py_True, o = !(overlapping == Py_False && error == Py_None), t = trace_id != sp.zero;
+        if (c && !o && !t) { /* (see _recorder.runtime.CompactSpan) */
             PyObject *name = SPAN_BORROW(self, S_NAME), *level = SPAN_BORROW(self, S_LEVEL),
                      *start = SPAN_BORROW(self, S_START);
             if (name == NULL || level == NULL || start == NULL) {
@@ -1164,14 +1177,16 @@ static PyObject *configure_spans(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "configure_spans: the span type must derive from SpanScope");
         return NULL;
     }
+    /* (Offsets are computed first and kept only once everything checks out.) */
+    Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
     for (int i = 0; i < S_COUNT; i++)
-        if ((sp.span_off[i] = slot_offset((PyTypeObject *)span_type, span_slot_names[i])) < 0)
+        if ((span_off[i] = slot_offset((PyTypeObject *)span_type, span_slot_names[i])) < 0)
             return NULL;
     for (int i = 0; i < TS_COUNT; i++)
-        if ((sp.thread_off[i] = slot_offset((PyTypeObject *)thread_type, thread_slot_names[i])) < 0)
+        if ((thread_off[i] = slot_offset((PyTypeObject *)thread_type, thread_slot_names[i])) < 0)
             return NULL;
     for (int i = 0; i < RT_COUNT; i++)
-        if ((sp.rt_off[i] = slot_offset(Py_TYPE(rt), rt_slot_names[i])) < 0)
+        if ((rt_off[i] = slot_offset(Py_TYPE(rt), rt_slot_names[i])) < 0)
             return NULL;
     PyObject *collections = PyImport_ImportModule("collections"), *time = PyImport_ImportModule("time");
     PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
@@ -1180,11 +1195,16 @@ static PyObject *configure_spans(PyObject *self, PyObject *args) {
     Py_XDECREF(collections);
     Py_XDECREF(time);
     if (append == NULL || perf == NULL || !PyType_Check(deque)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "configure_spans: collections.deque is not a type");
         Py_XDECREF(deque);
         Py_XDECREF(append);
         Py_XDECREF(perf);
         return NULL;
     }
+    memcpy(sp.span_off, span_off, sizeof(span_off));
+    memcpy(sp.thread_off, thread_off, sizeof(thread_off));
+    memcpy(sp.rt_off, rt_off, sizeof(rt_off));
     Py_XSETREF(sp.deque_type, (PyTypeObject *)deque);
     Py_XSETREF(sp.deque_append, append);
     Py_XSETREF(sp.perf_counter_ns, perf);
@@ -1512,6 +1532,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(sp.s_snapshot, "_snapshot");
     INTERN(sp.s_crowded, "crowded");
     INTERN(sp.s_track, "track");
+    if ((sp.zero = PyLong_FromLong(0)) == NULL)
+        return NULL;
     if (PyType_Ready(&SpanScope) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -280,3 +280,27 @@ def test_both_paths_cut_compressed_chunks_alike(packets: list[bytes], limit: int
     finally:
         perfetto_writer.speedups = saved
     assert b"".join(compiled_chunks) == b"".join(packets)
+
+
+def _span_event(level: int, start: int) -> Event:
+    return Event("span", "x", start, start + 10, level, {}, 7, "t")
+
+
+@compiled
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[_span_event(1, 2000), _span_event(-(2**70), 3000), _span_event(2**70, 4000)]],  # levels past C long
+        [[_span_event(1, 2**63 + 5)], [_span_event(1, 5000)], [_span_event(1, 6000)]],  # a clock past int64
+        [[_span_event(1, -(2**63) + 5)], [_span_event(1, 5000)]],
+    ],
+    ids=["huge levels", "time past int64", "time near int64's minimum"],
+)
+def test_both_paths_take_values_beyond_int64_alike(tmp_path: Path, batches: list[list[Event]]) -> None:
+    """(Found in review: the compiled loop raised OverflowError on these, losing the batch, and a
+    sequence whose last timestamp passed int64 lost every later batch.)"""
+    me = ThreadInfo(PID, 7, "t")
+    pairs = [(me, batch) for batch in batches]
+    c = write(tmp_path / "c.perfetto-trace", pairs, True)
+    assert c == write(tmp_path / "py.perfetto-trace", pairs, False)
+    assert len(c) >= 2 * sum(map(len, batches))
