@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,68 @@ except (TypeError, AttributeError) as exc:
 tracebridge.stop()
 """
     assert run(code).startswith("raised")
+
+
+_FIELDS = ("name", "level", "metadata", "error", "overlapping", "adjusted_count", "_lazy", "_trace_id")
+
+
+def _shape(obj: Any) -> tuple[Any, ...]:
+    return (type(obj).__name__, *(getattr(obj, f, "<unset>") for f in _FIELDS))
+
+
+@compiled
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("work",), {}),
+        (("work", 2), {}),
+        (("work",), {"level": 3}),
+        (("work",), {"level": 1, "path": "a", "n": 1}),
+        ((len,), {}),  # a lazy name
+        (("work", 5), {"name": "metadata called name"}),
+        (("work",), {"category": "io", "track": "jobs"}),
+    ],
+)
+def test_the_compiled_span_makes_what_the_python_one_makes(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    import tracebridge
+    from tracebridge import spans
+
+    tracebridge.start(level=2)
+    try:
+        assert _shape(spans.span(*args, **kwargs)) == _shape(spans._py_span(*args, **kwargs))
+    finally:
+        tracebridge.stop()
+
+
+@compiled
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [((), {}), (("work", 1, 2), {}), (("work", 1), {"level": 2}), (("work",), {"level": "high"})],
+)
+def test_the_compiled_span_refuses_what_the_python_one_refuses(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    from tracebridge import spans
+
+    with pytest.raises(TypeError) as compiled_error:
+        spans.span(*args, **kwargs)
+    with pytest.raises(TypeError) as python_error:
+        spans._py_span(*args, **kwargs)
+    assert str(compiled_error.value).replace("_py_span", "span") == str(python_error.value).replace(
+        "_py_span", "span"
+    )
+
+
+@compiled
+def test_the_compiled_span_reads_like_the_python_one() -> None:
+    import inspect
+
+    from tracebridge import spans
+
+    def params(fn: Any) -> list[tuple[str, Any, Any]]:  # (annotations aside: a builtin has none)
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(spans.span) == params(spans._py_span)
+    assert spans.span.__doc__ == inspect.cleandoc(spans._py_span.__doc__ or "")

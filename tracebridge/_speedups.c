@@ -1160,6 +1160,131 @@ static PyTypeObject SpanScope = {
     .tp_new = PyType_GenericNew,
 };
 
+/* -- span(): the span a `with` gets -------------------------------------------------------------------- */
+
+/* span(name, /, level=1, **metadata), as spans.span makes it without sampling: a Span with its fields
+ * set, or an _OffSpan when the level is off. With sampling on (RT.pipeline), the Python function decides;
+ * make_span() takes its docstring too, so that help() reads the same on both paths. */
+enum { OFF_NAME, OFF_LEVEL, OFF_METADATA, OFF_COUNT };
+static const char *off_slot_names[OFF_COUNT] = {"name", "level", "metadata"};
+static struct {
+    PyTypeObject *off_type;
+    PyObject *py_span, *doc, *s_level, *one, *one_float;
+    Py_ssize_t off_off[OFF_COUNT], rt_level, rt_pipeline;
+} mk;
+
+static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1 || nargs > 2) /* (the Python function says what is wrong) */
+        return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
+    PyObject *name = args[0], *level = nargs == 2 ? args[1] : NULL, *md = NULL, *result = NULL;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        if (PyUnicode_Compare(key, mk.s_level) == 0) {
+            if (level != NULL) {
+                Py_XDECREF(md);
+                return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
+            }
+            level = value;
+            continue;
+        }
+        if (md == NULL && (md = PyDict_New()) == NULL)
+            return NULL;
+        if (PyDict_SetItem(md, key, value) < 0)
+            goto done;
+    }
+    if (level == NULL)
+        level = mk.one;
+    PyObject *rt_level = SLOT(sp.rt, mk.rt_level), *pipeline = SLOT(sp.rt, mk.rt_pipeline);
+    if (rt_level == NULL || pipeline == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge: the runtime state is not set up");
+        goto done;
+    }
+    int off = PyObject_RichCompareBool(level, rt_level, Py_GT);
+    if (off < 0) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "span level must be an integer (1 critical, 2 info, 3+ verbose), got %R",
+                         level);
+        }
+        goto done;
+    }
+    if (off) {
+        result = mk.off_type->tp_alloc(mk.off_type, 0);
+        if (result == NULL)
+            goto done;
+        PyObject *metadata = md != NULL ? Py_NewRef(md) : PyDict_New();
+        if (metadata == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        SLOT(result, mk.off_off[OFF_NAME]) = Py_NewRef(name);
+        SLOT(result, mk.off_off[OFF_LEVEL]) = Py_NewRef(level);
+        SLOT(result, mk.off_off[OFF_METADATA]) = metadata;
+        goto done;
+    }
+    if (pipeline != Py_None) {
+        Py_XDECREF(md);
+        return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
+    }
+    PyObject *lazy = PyUnicode_CheckExact(name) ? Py_NewRef(Py_None) : PyList_New(0);
+    if (lazy == NULL)
+        goto done;
+    result = sp.span_type->tp_alloc(sp.span_type, 0);
+    if (result == NULL) {
+        Py_DECREF(lazy);
+        goto done;
+    }
+    SLOT(result, sp.span_off[S_NAME]) = Py_NewRef(name);
+    SLOT(result, sp.span_off[S_LEVEL]) = Py_NewRef(level);
+    SLOT(result, sp.span_off[S_METADATA]) = md != NULL ? Py_NewRef(md) : Py_NewRef(Py_None);
+    SLOT(result, sp.span_off[S_ERROR]) = Py_NewRef(Py_None);
+    SLOT(result, sp.span_off[S_OVERLAPPING]) = Py_NewRef(Py_False);
+    SLOT(result, sp.span_off[S_ADJUSTED]) = Py_NewRef(mk.one_float);
+    SLOT(result, sp.span_off[S_LAZY]) = lazy;
+    SLOT(result, sp.span_off[S_TRACE_ID]) = Py_NewRef(sp.zero);
+    SLOT(result, sp.span_off[S_SPAN_ID]) = Py_NewRef(sp.zero);
+done:
+    Py_XDECREF(md);
+    return result;
+}
+
+static PyMethodDef fast_span_def = {"span", (PyCFunction)(void (*)(void))fast_span, METH_FASTCALL | METH_KEYWORDS,
+                                    NULL};
+
+/* make_span(py_span, off_type, doc) -> the compiled span(), which calls py_span when sampling is on. */
+static PyObject *make_span(PyObject *self, PyObject *args) {
+    PyObject *py_span, *off_type, *doc;
+    if (!PyArg_ParseTuple(args, "OO!U:make_span", &py_span, &PyType_Type, &off_type, &doc))
+        return NULL;
+    if (sp.span_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "make_span: configure_spans() was not called");
+        return NULL;
+    }
+    Py_ssize_t off_off[OFF_COUNT];
+    for (int i = 0; i < OFF_COUNT; i++)
+        if ((off_off[i] = slot_offset((PyTypeObject *)off_type, off_slot_names[i])) < 0)
+            return NULL;
+    Py_ssize_t rt_level = slot_offset(Py_TYPE(sp.rt), "level"), rt_pipeline = slot_offset(Py_TYPE(sp.rt), "pipeline");
+    if (rt_level < 0 || rt_pipeline < 0)
+        return NULL;
+    if (mk.doc != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "make_span: called once only");
+        return NULL;
+    }
+    PyObject *doc_bytes = PyUnicode_AsUTF8String(doc);
+    if (doc_bytes == NULL)
+        return NULL;
+    memcpy(mk.off_off, off_off, sizeof(off_off));
+    mk.rt_level = rt_level, mk.rt_pipeline = rt_pipeline;
+    mk.off_type = (PyTypeObject *)Py_NewRef(off_type);
+    mk.py_span = Py_NewRef(py_span);
+    mk.doc = doc_bytes; /* kept for the life of the module: the function's __doc__ reads it */
+    fast_span_def.ml_doc = PyBytes_AS_STRING(doc_bytes);
+    return PyCFunction_NewEx(&fast_span_def, NULL, NULL);
+}
+
 /* configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, clock,
  *                 is_failure, error_info, needs_snapshot) */
 static PyObject *configure_spans(PyObject *self, PyObject *args) {
@@ -1483,6 +1608,7 @@ static PyMethodDef methods[] = {
      "configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, clock, "
      "is_failure, error_info, needs_snapshot): what SpanScope reads."},
     {"set_clock", set_clock, METH_O, "set_clock(clock): the clock spans read (spans.set_clock)."},
+    {"make_span", make_span, METH_VARARGS, "make_span(py_span, off_type, doc): the compiled span()."},
     {"join_chunks", join_chunks, METH_VARARGS,
      "join_chunks(packets, limit): the packets joined in runs of at most limit bytes."},
     {"span_events", span_events, METH_VARARGS,
@@ -1532,8 +1658,10 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(sp.s_snapshot, "_snapshot");
     INTERN(sp.s_crowded, "crowded");
     INTERN(sp.s_track, "track");
-    if ((sp.zero = PyLong_FromLong(0)) == NULL)
+    if ((sp.zero = PyLong_FromLong(0)) == NULL || (mk.one = PyLong_FromLong(1)) == NULL ||
+        (mk.one_float = PyFloat_FromDouble(1.0)) == NULL)
         return NULL;
+    INTERN(mk.s_level, "level");
     if (PyType_Ready(&SpanScope) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -532,6 +532,15 @@ if speedups is not None:  # what the compiled span scope reads
     )
 
 
+if speedups is not None:  # span() itself, compiled (it calls the Python one when sampling is on)
+    _py_span = span
+    span = speedups.make_span(
+        _py_span,
+        _OffSpan,
+        "span(name, /, level=1, **metadata)\n--\n\n" + inspect.cleandoc(_py_span.__doc__ or ""),
+    )
+
+
 def set_clock(clock: Callable[[], int] | None) -> None:
     """Stamp spans with ``clock`` (nanoseconds, monotonic) instead of ``time.perf_counter_ns``; ``None``
     puts the real clock back. For tests that need exact durations: set it before a session starts (a
@@ -608,19 +617,7 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
         def compiled_wrapper(*args: Any, **kwargs: Any) -> Any:
             if level > RT.level:
                 return fn(*args, **kwargs)
-            if RT.pipeline is not None or type(name) is not str:
-                with _new_span(name, level, None):
-                    return fn(*args, **kwargs)
-            s = _new(Span)
-            s.name = name
-            s.level = level
-            s.metadata = None
-            s.error = None
-            s.overlapping = False
-            s.adjusted_count = 1.0
-            s._lazy = None
-            s._trace_id = s._span_id = 0
-            with s:
+            with span(name, level):  # (the compiled span(): sampling and lazy names take its Python way)
                 return fn(*args, **kwargs)
 
         return compiled_wrapper  # type: ignore[return-value]
