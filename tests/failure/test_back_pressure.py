@@ -191,6 +191,40 @@ def test_a_crowded_queue_lets_the_writer_run(trace_path: Path, monkeypatch: pyte
     assert yields[0] == 10_000 // (128 + 64)
 
 
+def test_a_busy_round_is_followed_by_the_next_at_once(
+    trace_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round that found a full chunk queued on a thread does not sleep before the next one: what the
+    thread recorded meanwhile is written without waiting for flush_interval (here an hour)."""
+    from tracebridge._recorder import runtime
+    from tracebridge._recorder.session import Session
+
+    me = runtime.thread_state()
+    rounds = Session._round
+    calls = [0]
+
+    def round_while_recording(self: Session, final: bool = False) -> None:
+        rounds(self, final)
+        calls[0] += 1
+        if calls[0] == 1:  # the application records 10 more spans while the busy round runs
+            t = runtime.now_ns()
+            me.buf.extend(("meanwhile", 1, t + i, t + i + 1) for i in range(10))
+
+    monkeypatch.setattr(Session, "_round", round_while_recording)
+    with configured(flush_interval=3600.0, thread_buffer=100_000):
+        session = tracebridge.start(level=2, output=trace_path)
+        for _ in range(5000):
+            with tracebridge.span("busy"):
+                pass
+        tracebridge.flush()  # the first round: 5,000 records queued, more than a chunk
+        for _ in range(3000):  # (liveness, not timing: the hour-long wait would never end)
+            if session.stats.recorded["span"] == 5010:
+                break
+            time.sleep(0.01)
+        assert session.stats.recorded["span"] == 5010
+        tracebridge.stop()
+
+
 def test_a_crowded_queue_yields_every_64_records(monkeypatch: pytest.MonkeyPatch) -> None:
     from tracebridge._recorder import runtime
 

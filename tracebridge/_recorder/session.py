@@ -124,6 +124,7 @@ class Session(EventConversion):
         #: Per thread id: losses no file has marked yet (the sink failed, or was backing off).
         self._unmarked_gaps: dict[int, tuple[ThreadInfo, Loss]] = {}
         self._writer: threading.Thread | None = None
+        self._busiest = 0  # the most records the current round found queued on one thread
         self._cond = threading.Condition()
         self._stats_lock = threading.Lock()
         self._wake = False
@@ -213,17 +214,22 @@ class Session(EventConversion):
     def _run(self) -> None:
         token = _safety.inside.set(True)
         try:
+            busy = False
             while True:
                 with self._cond:
-                    if not self._wake and not self._stop_requested:
+                    # A round that took a full chunk from some thread is followed by the next at once:
+                    # a loop that records that fast would fill its queue while the writer slept.
+                    if not self._wake and not self._stop_requested and not busy:
                         self._cond.wait(self.config.flush_interval)
                     self._wake = False
                     stopping = self._stop_requested
                     requested = self._rounds_requested
+                self._busiest = 0
                 try:
                     self._round(final=stopping)
                 except Exception as exc:  # (each step guards itself: this is the last line of defence)
                     _safety.defer_error("writer", exc)
+                busy = self._busiest >= WRITE_CHUNK
                 self._stalled = False  # the writer makes progress: blocked threads may wait for it again
                 with self._cond:
                     self._rounds_done = max(self._rounds_done, requested)
@@ -456,6 +462,7 @@ class Session(EventConversion):
         buf = st.buf
         pop = buf.popleft
         left = len(buf)
+        self._busiest = max(self._busiest, left)
         info = self._thread_info(st)
         while left > 0 or loss is not None:
             if self._deadline is not None and time.monotonic() > self._deadline:
