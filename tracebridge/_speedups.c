@@ -1175,7 +1175,10 @@ static struct {
 
 static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1 || nargs > 2) /* (the Python function says what is wrong) */
+    PyObject *pipeline = SLOT(sp.rt, mk.rt_pipeline);
+    /* Sampling on (the Python function decides: passed on before any work here), or arguments the Python
+     * function must say what is wrong with. */
+    if (pipeline != Py_None || nargs < 1 || nargs > 2)
         return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
     PyObject *name = args[0], *level = nargs == 2 ? args[1] : NULL, *md = NULL, *result = NULL;
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
@@ -1196,8 +1199,8 @@ static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     if (level == NULL)
         level = mk.one;
-    PyObject *rt_level = SLOT(sp.rt, mk.rt_level), *pipeline = SLOT(sp.rt, mk.rt_pipeline);
-    if (rt_level == NULL || pipeline == NULL) {
+    PyObject *rt_level = SLOT(sp.rt, mk.rt_level);
+    if (rt_level == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tracebridge: the runtime state is not set up");
         goto done;
     }
@@ -1223,10 +1226,6 @@ static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nar
         SLOT(result, mk.off_off[OFF_LEVEL]) = Py_NewRef(level);
         SLOT(result, mk.off_off[OFF_METADATA]) = metadata;
         goto done;
-    }
-    if (pipeline != Py_None) {
-        Py_XDECREF(md);
-        return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
     }
     PyObject *lazy = PyUnicode_CheckExact(name) ? Py_NewRef(Py_None) : PyList_New(0);
     if (lazy == NULL)
