@@ -85,6 +85,23 @@ def test_overlapping_spans_get_other_tids(tmp_path: Path) -> None:
     back = {e.name: e for e in tracebridge.read(path)}
     assert back["a"].overlapping and back["a"].thread_id == ME.tid
     assert back["g2"].track == "GPU" and back["g2"].thread_name == "worker"
+    # Lanes' thread ids stay below 2^31: trace_processor's JSON importer moves events of larger ones onto
+    # the process's main thread, where every lane would collapse.
+    assert all(0 < t < 2**31 for t in tid.values())
+
+
+def test_a_lane_never_takes_a_thread_id_the_file_uses(tmp_path: Path) -> None:
+    from tracebridge.sinks.chrome import LANE_TID_BASE
+
+    path = tmp_path / "t.json"
+    w = ChromeJsonWriter(path)
+    odd = ThreadInfo(ME.pid, LANE_TID_BASE, "a thread whose id is the first lane's")
+    w.write(odd, [Event("span", "x", 1_000, 2_000, 1, {}, odd.tid, odd.name)])
+    w.write(ME, [Event("span", "lane", 1_000, 5_000, 1, {}, ME.tid, ME.name, overlapping=True)])
+    w.close()
+    evs = json.loads(path.read_text())["traceEvents"]
+    tid = {e["name"]: e["tid"] for e in evs if e["ph"] == "X"}
+    assert tid["x"] == LANE_TID_BASE and tid["lane"] == LANE_TID_BASE + 1
 
 
 @given(st.data())

@@ -39,8 +39,10 @@ from ._files import AppendOnlyFile, Lanes
 #: The top-level key of an event that holds tracebridge's own fields (level, frames, flows, ...).
 OWN_KEY = "tb"
 TRACE_KEY = "tb.trace_id"
-#: Extra thread ids for lanes start here (far above real thread ids).
-LANE_TID_BASE = 1 << 40
+#: Extra thread ids for lanes start here: far above real thread ids (Linux's are below 2^22), and below
+#: 2^31, since trace_processor's JSON importer puts events of larger thread ids on the process's main
+#: thread (every lane would collapse onto it). A lane never takes a thread id the file uses for a thread.
+LANE_TID_BASE = (1 << 31) - (1 << 24)
 #: Written in the ``args`` of a lane's ``thread_name`` event: what the lane holds.
 LANE_KIND_KEY = "tb.lane"
 LANE_THREAD_KEY = "tb.thread"
@@ -139,6 +141,8 @@ class ChromeJsonWriter:
         lanes, tids = entry
         lane = lanes.place(start, float("inf") if end is None else end)
         while len(tids) <= lane:
+            while self._next_lane_tid in self._named:  # (a thread of that id: not for a lane)
+                self._next_lane_tid += 1
             tids.append(self._next_lane_tid)
             self._next_lane_tid += 1
         tid = tids[lane]
