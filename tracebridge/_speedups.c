@@ -209,6 +209,15 @@ static int put_annotation(Buf *te, Buf *scratch, PyObject *ref, PyObject *value)
     return 1;
 }
 
+/* Append the encoded reference table[key] to `te`: 1 done, 0 not interned yet (the Python code interns
+ * it), -1 error. */
+static int put_ref(Buf *te, PyObject *table, PyObject *key) {
+    PyObject *ref = PyDict_GetItemWithError(table, key);
+    if (ref == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    return put_obj(te, ref) < 0 ? -1 : 1;
+}
+
 /* The track event of a BEGIN or INSTANT, into `te`: 1 done, 0 not handled here, -1 error. */
 static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, int begin, Buf *te,
                        Buf *scratch) {
@@ -259,27 +268,15 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     if (put_obj(te, tags[begin ? TAG_TYPE_BEGIN : TAG_TYPE_INSTANT]) < 0)
         goto error;
     GET(name, F_NAME);
-    PyObject *ref = PyDict_GetItemWithError(name_refs, name);
-    if (ref == NULL) {
-        if (PyErr_Occurred())
-            goto error;
-        goto done;
-    }
-    if (put_obj(te, ref) < 0)
-        goto error;
+    int put = put_ref(te, name_refs, name);
+    if (put <= 0)
+        goto put_failed;
     GET(categories, F_CATEGORIES);
     if (!PyTuple_CheckExact(categories))
         goto done;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(categories); i++) {
-        ref = PyDict_GetItemWithError(category_refs, PyTuple_GET_ITEM(categories, i));
-        if (ref == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            goto done;
-        }
-        if (put_obj(te, ref) < 0)
-            goto error;
-    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(categories); i++)
+        if ((put = put_ref(te, category_refs, PyTuple_GET_ITEM(categories, i))) <= 0)
+            goto put_failed;
     GET(level, F_LEVEL);
     if (!PyLong_CheckExact(level))
         goto done;
@@ -287,16 +284,8 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     long lv = PyLong_AsLongAndOverflow(level, &lv_overflow);
     if (lv == -1 && PyErr_Occurred())
         goto error;
-    if (lv_overflow || lv != 1) {
-        ref = PyDict_GetItemWithError(level_annotations, level);
-        if (ref == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            goto done;
-        }
-        if (put_obj(te, ref) < 0)
-            goto error;
-    }
+    if ((lv_overflow || lv != 1) && (put = put_ref(te, level_annotations, level)) <= 0)
+        goto put_failed;
     GET(md, F_METADATA);
     if (!PyDict_CheckExact(md))
         goto done;
@@ -341,7 +330,7 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
                              PyUnicode_Compare(key, s_code_line) == 0 ||
                              PyUnicode_Compare(key, s_code_function) == 0))
             continue;
-        ref = PyDict_GetItemWithError(annotation_refs, key);
+        PyObject *ref = PyDict_GetItemWithError(annotation_refs, key);
         if (ref == NULL) {
             if (PyErr_Occurred())
                 goto error;
@@ -356,6 +345,9 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     handled = 1;
     goto done;
 
+put_failed: /* a reference not interned yet (put == 0), or an error (put < 0) */
+    if (put == 0)
+        goto done;
 error:
     handled = -1;
 done:
