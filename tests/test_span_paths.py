@@ -34,14 +34,20 @@ def test_both_paths_record_the_same_spans(tmp_path: Path) -> None:
     c = json.loads(run(WORKLOAD, str(tmp_path / "c.perfetto-trace")))
     py = json.loads(run(WORKLOAD, str(tmp_path / "py.perfetto-trace"), pure=True))
     assert c["accelerated"] is True and py["accelerated"] is False
-    for key in ("memory", "memory_stats", "file", "file_stats"):
+    for key in ("memory", "memory_stats", "file", "file_stats", "sampled", "sampled_stats"):
         assert c[key] == py[key], key
     names = [e[1] for e in c["memory"]]
     # The workload's cases all happened (an empty run would compare equal too).
     for name in ("root", "child", "leaf", "on-track", "lazy-name", "encoded", "failing", "fails", "handled",
-                 "in-generator", "moved", "a.step", "b.step", "work", "plain"):  # fmt: skip
+                 "in-generator", "moved", "a.step", "b.step", "work", "plain", "Shop.make", "Shop.buy",
+                 "Shop.total", "Shop.price", "suppressed", "inner"):  # fmt: skip
         assert name in names, name
     assert "off" not in names
+    assert names.count("Shop.buy") == 3 and names.count("Shop.price") == 3
+    price_failed = [e[8][:2] for e in c["memory"] if e[1] == "Shop.price" and e[8]]
+    assert price_failed == [["ValueError", "negative"]]
+    sampled = {e[1] for e in c["sampled"]}
+    assert {"Shop.buy", "Shop.make"} <= sampled and c["sampled_stats"][1]["sampled_out"]["span"] > 0
     failing = next(e for e in c["file"] if e[1] == "failing")
     assert failing[8][:2] == ["ValueError", "bad value"]
     assert any(e[11] for e in c["memory"] if e[1].endswith(".step")), "asyncio spans overlap"
@@ -130,6 +136,14 @@ from tracebridge import span, traced
 @traced
 def f(x):
     return x
+@traced
+def g(x):
+    raise ValueError(x)
+class C:
+    @traced(level=2)
+    def m(self, x):
+        return x
+c = C()
 def rss():
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * resource.getpagesize()
@@ -140,6 +154,12 @@ for r in range(ROUNDS):
     for i in range(100_000):
         with span("plain"):
             f(i)
+        c.m(i)
+        if i % 100 == 0:
+            try:
+                g(i)
+            except ValueError:
+                pass
         if i % 10 == 0:
             with span("md", level=2, i=i, s="x"):
                 pass
@@ -153,13 +173,42 @@ print(" ".join(map(str, sizes)))
 @compiled
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc")
 def test_memory_stays_flat_over_a_million_spans(tmp_path: Path) -> None:
-    """10 rounds of 100,000 spans (and 100,000 calls, 10,000 spans with metadata): after the first round,
-    memory does not grow (RSS moves a few MB either way). A leak of one small object per span would add
-    6.7 MB a round (shown on a build that leaks the end timestamp)."""
+    """10 rounds of 100,000 spans (and 200,000 decorated calls, 1,000 failed ones, 10,000 spans with
+    metadata): after the first round, memory does not grow (RSS moves a few MB either way). A leak of
+    one small object per span would add 6.7 MB a round (shown on a build that leaks the end timestamp)."""
     code = LEAK.replace("PATH", repr(str(tmp_path / "leak.perfetto-trace"))).replace("ROUNDS", "10")
     sizes = list(map(int, run(code).split()))
     growth = sizes[-1] - sizes[1]
     assert growth < 12 * 2**20, f"RSS grew {growth / 2**20:.1f} MB over rounds 2-10: {sizes}"
+
+
+@compiled
+def test_the_compiled_function_wrapper_checks_its_arguments_and_is_collected() -> None:
+    import gc
+    import weakref
+
+    from tracebridge._accel import speedups
+
+    assert speedups is not None
+    with pytest.raises(TypeError, match="callable"):
+        speedups.Traced(1, "x", 1)
+    with pytest.raises(TypeError):
+        speedups.Traced(len, "x", "1")
+
+    def make() -> Any:
+        box: list[Any] = []
+
+        def fn() -> int:
+            return len(box)
+
+        wrapper = speedups.Traced(fn, "fn", 1)
+        box.append(wrapper)  # a cycle: the wrapper holds fn, whose closure holds the wrapper
+        wrapper.extra = box
+        return weakref.ref(wrapper)
+
+    ref = make()
+    gc.collect()
+    assert ref() is None
 
 
 @compiled

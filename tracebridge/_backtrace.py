@@ -3,30 +3,49 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Callable
+from types import CodeType
+from typing import Any, TypeVar
 
 from . import _safety
 from ._model import MAX_CAUSES, ErrorInfo, Frame
 from ._recorder.runtime import RT
 from ._sanitize import clean_str
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: The code of tracebridge's function wrappers: their frames are left out of back-traces (the compiled
+#: wrapper has no frame, so both paths show the same frames: the caller's, then the function's).
+WRAPPER_CODES: set[CodeType] = set()
+
+
+def wrapper_frame(fn: F) -> F:
+    """Mark ``fn`` (a wrapper tracebridge makes) as a frame back-traces leave out."""
+    WRAPPER_CODES.add(fn.__code__)
+    return fn
+
 
 def frames_from_traceback(tb: Any, limit: int = 64) -> tuple[Frame, ...]:
     """The frames leading to an exception, outermost first: the stack above the frame that caught it,
-    then the traceback's frames down to where it was raised. At most ``limit`` frames (innermost kept)."""
+    then the traceback's frames down to where it was raised. At most ``limit`` frames (innermost kept),
+    tracebridge's wrappers left out."""
     frames: list[Frame] = []
     if tb is None:
         return ()
+    hidden = WRAPPER_CODES
     outer: list[Any] = []
     f = tb.tb_frame.f_back
     while f is not None and len(outer) < limit:
-        outer.append(f)
+        if f.f_code not in hidden:
+            outer.append(f)
         f = f.f_back
     for fr in reversed(outer):
         frames.append(Frame(fr.f_code.co_name, fr.f_code.co_filename, fr.f_lineno or 0))
     while tb is not None:
         code = tb.tb_frame.f_code
-        frames.append(Frame(code.co_name, code.co_filename, tb.tb_lineno or 0))
+        if code not in hidden:
+            frames.append(Frame(code.co_name, code.co_filename, tb.tb_lineno or 0))
         tb = tb.tb_next
     return tuple(frames[-limit:])
 
@@ -55,7 +74,8 @@ def stack_frames(skip: int = 0, limit: int = 128) -> tuple[Frame, ...]:
     f: Any = sys._getframe(1 + skip)
     frames: list[Frame] = []
     while f is not None and len(frames) < limit:
-        frames.append(Frame(f.f_code.co_name, f.f_code.co_filename, f.f_lineno or 0))
+        if f.f_code not in WRAPPER_CODES:
+            frames.append(Frame(f.f_code.co_name, f.f_code.co_filename, f.f_lineno or 0))
         f = f.f_back
     frames.reverse()
     return tuple(frames)

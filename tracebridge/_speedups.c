@@ -1276,6 +1276,258 @@ static PyObject *make_span(PyObject *self, PyObject *args) {
     return PyCFunction_NewEx(&fast_span_def, NULL, NULL);
 }
 
+/* -- Traced: a function whose every call is a span -------------------------------------------------- */
+
+/* What decorate() returns for a plain function without metadata (@traced, instrument(), a span used as a
+ * decorator) on the compiled path: `with span(name, level): return fn(*args, **kwargs)` (the pure path's
+ * wrapper does the same in Python), with no frame of its own. It binds as a method (it is a method
+ * descriptor, so `obj.method()` makes no bound method), keeps functools.update_wrapper's attributes in its
+ * __dict__, reads like the function it wraps (__class__, and any attribute it does not have itself, come
+ * from the function, as with wrapt's proxies: inspect.isfunction() holds, __code__ and __globals__ are
+ * there) and pickles by its qualified name, as functions do. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *fn, *name, *level, *dict, *weakrefs;
+    vectorcallfunc vectorcall;
+} Traced;
+
+static PyObject *s_enter, *s_exit, *s_qualname;
+
+/* Leave span `s` with the exception now set (or none): as a `with` block does. Returns 1 when its
+ * __exit__ suppressed the exception, 0 when it stands (set again), -1 when __exit__ failed (its error set,
+ * the original as its context). */
+static int traced_leave(PyObject *s, PyObject *exit, int fast) {
+    /* exc: the exception raised (its traceback attached), NULL when the call returned */
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *exc = NULL;
+    if (PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        exc = value;
+    }
+#endif
+    PyObject *tb = exc == NULL ? NULL : PyException_GetTraceback(exc);
+    PyObject *args[3] = {exc ? (PyObject *)Py_TYPE(exc) : Py_None, exc ? exc : Py_None, tb ? tb : Py_None};
+    PyObject *r = fast ? scope_exit(s, args, 3) : PyObject_Vectorcall(exit, args, 3, NULL);
+    Py_XDECREF(tb);
+    int suppress = r == NULL ? -1 : exc == NULL ? 0 : PyObject_IsTrue(r);
+    Py_XDECREF(r);
+    if (suppress < 0) { /* __exit__ failed: its error stands, with the call's as its context */
+        if (exc != NULL) {
+#if PY_VERSION_HEX >= 0x030C0000
+            PyObject *err = PyErr_GetRaisedException();
+            PyException_SetContext(err, exc);
+            PyErr_SetRaisedException(err);
+#else
+            PyObject *t2, *v2, *tb2;
+            PyErr_Fetch(&t2, &v2, &tb2);
+            PyErr_NormalizeException(&t2, &v2, &tb2);
+            if (v2 != NULL && tb2 != NULL)
+                PyException_SetTraceback(v2, tb2);
+            if (v2 != NULL)
+                PyException_SetContext(v2, exc);
+            else
+                Py_DECREF(exc);
+            PyErr_Restore(t2, v2, tb2);
+#endif
+        }
+        return -1;
+    }
+    if (suppress) {
+        Py_DECREF(exc);
+        return 1;
+    }
+    if (exc != NULL) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(exc);
+#else
+        PyObject *etb = PyException_GetTraceback(exc);
+        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, etb);
+#endif
+    }
+    return 0;
+}
+
+static PyObject *traced_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Traced *self = (Traced *)op;
+    PyObject *rt_level = sp.rt == NULL ? NULL : SLOT(sp.rt, mk.rt_level);
+    if (rt_level == NULL || mk.py_span == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge: the runtime state is not set up");
+        return NULL;
+    }
+    int off = PyObject_RichCompareBool(self->level, rt_level, Py_GT);
+    if (off < 0)
+        return NULL;
+    if (off)
+        return PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    PyObject *span_args[2] = {self->name, self->level};
+    PyObject *s = fast_span(NULL, span_args, 2, NULL), *exit = NULL, *result = NULL;
+    if (s == NULL)
+        return NULL;
+    int fast = Py_TYPE(s) == sp.span_type;
+    if (fast) {
+        PyObject *entered = scope_enter(s, NULL);
+        if (entered == NULL)
+            goto done;
+        Py_DECREF(entered);
+    } else { /* (sampling on: whatever the Python span() made, entered as `with` would) */
+        PyObject *enter = PyObject_GetAttr((PyObject *)Py_TYPE(s), s_enter);
+        if (enter == NULL)
+            goto done;
+        exit = PyObject_GetAttr((PyObject *)Py_TYPE(s), s_exit);
+        if (exit == NULL) {
+            Py_DECREF(enter);
+            goto done;
+        }
+        Py_SETREF(exit, PyMethod_New(exit, s));
+        PyObject *entered = exit == NULL ? NULL : PyObject_CallOneArg(enter, s);
+        Py_DECREF(enter);
+        if (entered == NULL)
+            goto done;
+        Py_DECREF(entered);
+    }
+    result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    int left = traced_leave(s, exit, fast);
+    if (left != 0) {
+        Py_CLEAR(result);
+        if (left > 0) /* (suppressed: the call returns None, as the Python wrapper would) */
+            result = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(exit);
+    Py_DECREF(s);
+    return result;
+}
+
+static PyObject *traced_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *fn, *name, *level;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Traced(fn, name, level) takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OOO!:Traced", &fn, &name, &PyLong_Type, &level))
+        return NULL;
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "Traced: fn must be callable");
+        return NULL;
+    }
+    Traced *self = (Traced *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->fn = Py_NewRef(fn);
+    self->name = Py_NewRef(name);
+    self->level = Py_NewRef(level);
+    self->vectorcall = traced_call;
+    return (PyObject *)self;
+}
+
+static int traced_traverse(PyObject *op, visitproc visit, void *arg) {
+    Traced *self = (Traced *)op;
+    Py_VISIT(self->fn);
+    Py_VISIT(self->name);
+    Py_VISIT(self->level);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int traced_clear(PyObject *op) {
+    Traced *self = (Traced *)op;
+    Py_CLEAR(self->fn);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->level);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void traced_dealloc(PyObject *op) {
+    PyObject_GC_UnTrack(op);
+    if (((Traced *)op)->weakrefs != NULL)
+        PyObject_ClearWeakRefs(op);
+    traced_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyObject *traced_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+/* Attributes it does not have itself are the function's (__code__, __globals__, __defaults__, ...). */
+static PyObject *traced_getattro(PyObject *op, PyObject *attr) {
+    PyObject *v = PyObject_GenericGetAttr(op, attr);
+    if (v != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError) || ((Traced *)op)->fn == NULL)
+        return v;
+    PyErr_Clear();
+    return PyObject_GetAttr(((Traced *)op)->fn, attr);
+}
+
+static PyObject *traced_class(PyObject *op, void *closure) {
+    PyObject *fn = ((Traced *)op)->fn;
+    return Py_NewRef(fn != NULL ? (PyObject *)Py_TYPE(fn) : (PyObject *)Py_TYPE(op));
+}
+
+static PyObject *traced_reduce(PyObject *op, PyObject *unused) {
+    return PyObject_GetAttr(op, s_qualname); /* (a string: pickle saves it as a global, as a function) */
+}
+
+static PyObject *traced_repr(PyObject *op) {
+    PyObject *q = PyObject_GetAttr(op, s_qualname);
+    if (q == NULL) {
+        PyErr_Clear();
+        q = Py_NewRef(((Traced *)op)->name);
+    }
+    PyObject *r = PyUnicode_FromFormat("<traced function %S at %p>", q, op);
+    Py_DECREF(q);
+    return r;
+}
+
+static PyMemberDef traced_members[] = {
+    {"span_name", T_OBJECT, offsetof(Traced, name), READONLY, "The name of each call's span."},
+    {"span_level", T_OBJECT, offsetof(Traced, level), READONLY, "The level of each call's span."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef traced_getset[] = {
+    {"__class__", traced_class, NULL, "The wrapped function's class (as wrapt's proxies say).", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef traced_methods[] = {
+    {"__reduce__", traced_reduce, METH_NOARGS, "Pickled by qualified name, as functions are."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TracedType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.Traced",
+    .tp_basicsize = sizeof(Traced),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "Traced(fn, name, level): a function whose every call is a span (compiled).",
+    .tp_new = traced_new,
+    .tp_dealloc = traced_dealloc,
+    .tp_traverse = traced_traverse,
+    .tp_clear = traced_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Traced, vectorcall),
+    .tp_descr_get = traced_get,
+    .tp_getattro = traced_getattro,
+    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_dictoffset = offsetof(Traced, dict),
+    .tp_weaklistoffset = offsetof(Traced, weakrefs),
+    .tp_members = traced_members,
+    .tp_getset = traced_getset,
+    .tp_methods = traced_methods,
+    .tp_repr = traced_repr,
+};
+
 /* configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, clock,
  *                 is_failure, error_info, needs_snapshot) */
 static PyObject *configure_spans(PyObject *self, PyObject *args) {
@@ -1653,13 +1905,21 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         (mk.one_float = PyFloat_FromDouble(1.0)) == NULL)
         return NULL;
     INTERN(mk.s_level, "level");
-    if (PyType_Ready(&SpanScope) < 0)
+    INTERN(s_enter, "__enter__");
+    INTERN(s_exit, "__exit__");
+    INTERN(s_qualname, "__qualname__");
+    if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObject(m, "SpanScope", Py_NewRef((PyObject *)&SpanScope)) < 0) {
         Py_DECREF((PyObject *)&SpanScope);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "Traced", Py_NewRef((PyObject *)&TracedType)) < 0) {
+        Py_DECREF((PyObject *)&TracedType);
         Py_DECREF(m);
         return NULL;
     }

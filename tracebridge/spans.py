@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _safety
 from ._accel import speedups
-from ._backtrace import error_info, is_failure
+from ._backtrace import error_info, is_failure, wrapper_frame
 from ._intake import snapshot_metadata
 from ._model import NameOrFactory, SpanRecord, new_trace_id
 from ._recorder.runtime import RT, ThreadState, current, now_ns, thread_local, thread_state
@@ -564,6 +564,7 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
 
     if inspect.iscoroutinefunction(fn):
 
+        @wrapper_frame
         @functools.wraps(fn)
         async def coroutine_wrapper(*args: Any, **kwargs: Any) -> Any:
             if level > RT.level:
@@ -575,6 +576,7 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
 
     if inspect.isasyncgenfunction(fn):
 
+        @wrapper_frame
         @functools.wraps(fn)
         async def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
             agen = fn(*args, **kwargs)
@@ -604,6 +606,7 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
 
     if inspect.isgeneratorfunction(fn):
 
+        @wrapper_frame
         @functools.wraps(fn)
         def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
             with span(name, level, **metadata):
@@ -611,20 +614,13 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
 
         return generator_wrapper  # type: ignore[return-value]
 
-    if md is None and speedups is not None:  # the common case, with the compiled span scope
-
-        @functools.wraps(fn)
-        def compiled_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if level > RT.level:
-                return fn(*args, **kwargs)
-            with span(name, level):  # (the compiled span(): sampling and lazy names take its Python way)
-                return fn(*args, **kwargs)
-
-        return compiled_wrapper  # type: ignore[return-value]
+    if md is None and speedups is not None:  # the common case, compiled: `with span(name, level)` per call
+        return functools.update_wrapper(speedups.Traced(fn, name, level), fn)  # type: ignore[return-value]
 
     if md is None:  # the common case, inlined: no metadata to copy per call
         lazy = None if type(name) is str else True
 
+        @wrapper_frame
         @functools.wraps(fn)
         def plain_wrapper(*args: Any, **kwargs: Any) -> Any:
             if level > RT.level:
@@ -696,6 +692,7 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
 
         return plain_wrapper  # type: ignore[return-value]
 
+    @wrapper_frame
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if level > RT.level:

@@ -47,6 +47,57 @@ def gen() -> object:
         yield 2
 
 
+class Shop:
+    """Decorated methods of every kind (the compiled wrapper binds as a method descriptor)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    @traced(level=2)
+    def buy(self, k: int, *, twice: bool = False) -> int:
+        self.n += k * (2 if twice else 1)
+        return self.n
+
+    @classmethod
+    @traced
+    def make(cls, n: int) -> Shop:
+        shop = cls()
+        shop.n = n
+        return shop
+
+    @staticmethod
+    @traced
+    def price(k: int) -> int:
+        if k < 0:
+            raise ValueError("negative")
+        return k * 3
+
+    @property
+    @traced(level=2)
+    def total(self) -> int:
+        return self.n
+
+
+@traced
+def suppressed() -> int:
+    """Ends its own span and fails inside a span whose exception is suppressed."""
+    with contextlib.suppress(ZeroDivisionError), span("inner"):
+        1 / 0  # noqa: B018
+    return 7
+
+
+def methods() -> None:
+    shop = Shop.make(1)
+    shop.buy(2)
+    shop.buy(k=1, twice=True)
+    Shop.buy(shop, 1)
+    assert shop.total == shop.n == 6
+    assert Shop.price(2) == shop.price(2) == 6
+    with contextlib.suppress(ValueError):
+        Shop.price(-1)
+    assert suppressed() == 7
+
+
 async def task(name: str, n: int) -> None:
     for i in range(n):
         with span(f"{name}.step", i=i):
@@ -77,6 +128,7 @@ def workload() -> None:
         with span("handled") as s:
             s.fail(RuntimeError("handled inside"))
         root.set(done=True)
+    methods()
     g = gen()
     next(g)
     # A span begun here, ended on another thread.
@@ -130,6 +182,18 @@ def main(path: str) -> None:
     session = tracebridge.stop()
     result["file"] = normalized(tracebridge.read(path))
     result["file_stats"] = [session.stats.recorded, session.stats.dropped]
+    # Sampling on: span() is the Python function on both paths; decorated calls enter what it makes.
+    import random
+
+    from tracebridge.sampling import Pipeline, Probability
+
+    rng = random.Random(7)
+    tracebridge.start(level=2, sampling=Pipeline([Probability(0.5, rng=rng)], keep_critical=False))
+    for _ in range(20):
+        methods()
+    session = tracebridge.stop()
+    result["sampled"] = normalized(session.events)
+    result["sampled_stats"] = [session.stats.recorded, session.stats.dropped]
     result["accelerated"] = tracebridge.accelerated
     print(json.dumps(result))
 

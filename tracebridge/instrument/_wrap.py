@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _safety
-from .._backtrace import error_info, is_failure
+from .._backtrace import error_info, is_failure, wrapper_frame
 from .._intake import snapshot_metadata
 from .._model import CODE_LOCATIONS, SpanRecord
 from .._recorder.runtime import RT, now_ns, thread_state
@@ -110,6 +110,7 @@ def _timed(fn: Any, name: str, level: int, min_ns: int) -> Callable[..., Any]:
 
     if inspect.iscoroutinefunction(fn):
 
+        @wrapper_frame
         @functools.wraps(fn)
         async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
             if budget.demoted or level > RT.level:
@@ -129,6 +130,7 @@ def _timed(fn: Any, name: str, level: int, min_ns: int) -> Callable[..., Any]:
 
         return timed_coroutine
 
+    @wrapper_frame
     @functools.wraps(fn)
     def timed(*args: Any, **kwargs: Any) -> Any:
         if budget.demoted or level > RT.level:
@@ -197,6 +199,7 @@ def _capturing(fn: Any, name: str, level: int) -> Callable[..., Any]:
 
     if inspect.iscoroutinefunction(fn):
 
+        @wrapper_frame
         @functools.wraps(fn)
         async def capturing_coroutine(*args: Any, **kwargs: Any) -> Any:
             if level > RT.level:
@@ -214,6 +217,7 @@ def _capturing(fn: Any, name: str, level: int) -> Callable[..., Any]:
         iteration: Callable[..., Any] = decorate(fn, name, level, {})  # (arguments are not kept for these)
         return iteration
 
+    @wrapper_frame
     @functools.wraps(fn)
     def capturing(*args: Any, **kwargs: Any) -> Any:
         if level > RT.level:
