@@ -34,7 +34,16 @@ def test_both_paths_record_the_same_spans(tmp_path: Path) -> None:
     c = json.loads(run(WORKLOAD, str(tmp_path / "c.perfetto-trace")))
     py = json.loads(run(WORKLOAD, str(tmp_path / "py.perfetto-trace"), pure=True))
     assert c["accelerated"] is True and py["accelerated"] is False
-    for key in ("memory", "memory_stats", "file", "file_stats", "sampled", "sampled_stats"):
+    for key in (
+        "memory",
+        "memory_stats",
+        "file",
+        "file_stats",
+        "sampled",
+        "sampled_stats",
+        "ratio",
+        "ratio_stats",
+    ):
         assert c[key] == py[key], key
     names = [e[1] for e in c["memory"]]
     # The workload's cases all happened (an empty run would compare equal too).
@@ -48,6 +57,9 @@ def test_both_paths_record_the_same_spans(tmp_path: Path) -> None:
     assert price_failed == [["ValueError", "negative"]]
     sampled = {e[1] for e in c["sampled"]}
     assert {"Shop.buy", "Shop.make"} <= sampled and c["sampled_stats"][1]["sampled_out"]["span"] > 0
+    ratio = [e[1] for e in c["ratio"]]
+    assert 5 < ratio.count("root") < 35 and ratio.count("failing-root") == 40  # (failures are kept)
+    assert ratio.count("child") == ratio.count("root") and c["ratio_stats"][1]["sampled_out"]["span"] > 40
     failing = next(e for e in c["file"] if e[1] == "failing")
     assert failing[8][:2] == ["ValueError", "bad value"]
     assert any(e[11] for e in c["memory"] if e[1].endswith(".step")), "asyncio spans overlap"

@@ -782,11 +782,11 @@ static int plain_name(PyObject *name) {
 
 enum {
     S_PARENT, S_TOKEN, S_ST, S_METADATA, S_STACK, S_START, S_END, S_ERROR, S_LAZY, S_OVERLAPPING,
-    S_TRACE_ID, S_NAME, S_LEVEL, S_SPAN_ID, S_ADJUSTED, S_COUNT
+    S_TRACE_ID, S_NAME, S_LEVEL, S_SPAN_ID, S_ADJUSTED, S_DROP_COUNTER, S_COUNT
 };
 static const char *span_slot_names[S_COUNT] = {"parent", "_token", "_st", "metadata", "_stack", "start_ns",
                                                "end_ns", "error", "_lazy", "overlapping", "_trace_id",
-                                               "name", "level", "_span_id", "adjusted_count"};
+                                               "name", "level", "_span_id", "adjusted_count", "_drop_counter"};
 enum { TS_STACK, TS_BUF, TS_DEAD, TS_COUNT };
 static const char *thread_slot_names[TS_COUNT] = {"stack", "buf", "dead"};
 enum { RT_COMPACT, RT_BUFFER_SOFT, RT_COUNT };
@@ -796,7 +796,7 @@ static struct {
     PyTypeObject *span_type, *thread_type;
     PyObject *rt, *current, *thread_local, *thread_state, *clock, *s_state_key, *perf_counter_ns,
         *is_failure, *error_info, *needs_snapshot, *deque_append, *s_state, *s_place, *s_left, *s_resolve,
-        *s_snapshot, *s_crowded, *s_track, *zero;
+        *s_snapshot, *s_crowded, *s_track, *s_ended_failing, *zero;
     Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
     PyTypeObject *deque_type;
 } sp;
@@ -1137,6 +1137,73 @@ error:
     return NULL;
 }
 
+/* A span sampling dropped (spans.DroppedSpan, whose __enter__ and __exit__ these are): the current span
+ * while it runs, so that its children see the decision, but not recorded unless it fails. */
+static PyObject *dropped_enter(PyObject *self, PyObject *unused) {
+    if (check_span(self) < 0)
+        return NULL;
+    if (set_slot(self, sp.span_off[S_TOKEN], PyContextVar_Set(sp.current, self)) < 0 ||
+        set_slot(self, sp.span_off[S_START], clock_now()) < 0)
+        return NULL;
+    return Py_NewRef(self);
+}
+
+static PyObject *dropped_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "__exit__ takes 3 arguments");
+        return NULL;
+    }
+    if (check_span(self) < 0)
+        return NULL;
+    PyObject *token = SPAN_GET(self, S_TOKEN);
+    if (token == NULL)
+        return NULL;
+    if (token == Py_None) { /* already stopped */
+        Py_DECREF(token);
+        Py_RETURN_NONE;
+    }
+    if (set_slot(self, sp.span_off[S_TOKEN], Py_NewRef(Py_None)) < 0) {
+        Py_DECREF(token);
+        return NULL;
+    }
+    int reset = PyContextVar_Reset(sp.current, token);
+    Py_DECREF(token);
+    if (reset < 0) { /* ended in another context than it began in */
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyErr_Clear();
+        PyObject *cur;
+        if (PyContextVar_Get(sp.current, NULL, &cur) < 0)
+            return NULL;
+        Py_XDECREF(cur);
+        if (cur == self) {
+            PyObject *t = PyContextVar_Set(sp.current, Py_None);
+            if (t == NULL)
+                return NULL;
+            Py_DECREF(t);
+        }
+    }
+    PyObject *error = SPAN_BORROW(self, S_ERROR);
+    if (args[0] == Py_None && error == Py_None) {
+        PyObject *counter = SPAN_GET(self, S_DROP_COUNTER);
+        PyObject *n = counter == NULL ? NULL : PyIter_Next(counter);
+        Py_XDECREF(counter);
+        if (n == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "tracebridge: a drop counter ended");
+            return NULL;
+        }
+        Py_DECREF(n);
+        Py_RETURN_NONE;
+    }
+    return PyObject_CallMethodObjArgs(self, sp.s_ended_failing, args[0], args[1], args[2], NULL);
+}
+
+static PyMethodDef dropped_defs[] = {
+    {"__enter__", (PyCFunction)dropped_enter, METH_NOARGS, "Begin a dropped span (compiled)."},
+    {"__exit__", (PyCFunction)(void (*)(void))dropped_exit, METH_FASTCALL, "End a dropped span (compiled)."},
+};
+
 static PyMethodDef scope_methods[] = {
     {"__enter__", (PyCFunction)scope_enter, METH_NOARGS, "Begin the span (compiled)."},
     {"__exit__", (PyCFunction)(void (*)(void))scope_exit, METH_FASTCALL, "End the span (compiled)."},
@@ -1155,8 +1222,9 @@ static PyTypeObject SpanScope = {
 /* -- span(): the span a `with` gets -------------------------------------------------------------------- */
 
 /* span(name, /, level=1, **metadata), as spans.span makes it without sampling: a Span with its fields
- * set, or an _OffSpan when the level is off. With sampling on (RT.pipeline), the Python function decides;
- * make_span() takes its docstring too, so that help() reads the same on both paths. */
+ * set, or an _OffSpan when the level is off. With sampling on (RT.pipeline), sampled_span() makes the
+ * commonest kinds and the Python function the others. make_span() takes the Python function's docstring
+ * too, so that help() reads the same on both paths. */
 enum { OFF_NAME, OFF_LEVEL, OFF_METADATA, OFF_COUNT };
 static const char *off_slot_names[OFF_COUNT] = {"name", "level", "metadata"};
 static struct {
@@ -1165,12 +1233,149 @@ static struct {
     Py_ssize_t off_off[OFF_COUNT], rt_level, rt_pipeline;
 } mk;
 
+/* With sampling on (RT.pipeline), the two commonest cases, as spans.span decides them: a root decided by
+ * one comparison of its trace's randomness with the pipeline's threshold (a DroppedSpan, or the span
+ * _sampled_span makes of a kept one), and a span inside a trace that ParentBased dropped (an _OffSpan).
+ * NULL without an exception: anything else, left to the Python function (nothing was done yet). */
+static struct {
+    PyTypeObject *dropped_type;
+    PyObject *getrandbits, *sampled_span, *bits, *s_root_threshold, *s_critical_level, *s_root_drops,
+        *s_short_cut_level, *s_short_cut_drops, *s_sampled;
+    unsigned long long mask;
+    Py_ssize_t rt_bridge;
+} smp;
+
+static PyObject *off_span(PyObject *name, PyObject *level, PyObject *md);
+
+static PyObject *sampled_span(PyObject *pipe, PyObject *name, PyObject *level, PyObject *md) {
+    if (smp.dropped_type == NULL)
+        return NULL;
+    PyObject *parent, *result = NULL;
+    if (PyContextVar_Get(sp.current, NULL, &parent) < 0)
+        return NULL;
+    if (parent == NULL || parent == Py_None) {
+        PyObject *threshold = PyObject_GetAttr(pipe, smp.s_root_threshold), *crit = NULL, *tid = NULL;
+        if (threshold == NULL || threshold == Py_None)
+            goto root_done;
+        if ((crit = PyObject_GetAttr(pipe, smp.s_critical_level)) == NULL)
+            goto root_done;
+        int above = PyObject_RichCompareBool(level, crit, Py_GT);
+        if (above <= 0 || SLOT(sp.rt, smp.rt_bridge) != Py_None)
+            goto root_done; /* (critical, or the OpenTelemetry bridge makes the span: Python) */
+        unsigned long long thr = PyLong_AsUnsignedLongLong(threshold);
+        if (thr == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear(); /* (not a threshold this code reads: Python decides) */
+            goto root_done;
+        }
+        if ((tid = PyObject_CallOneArg(smp.getrandbits, smp.bits)) == NULL)
+            goto root_done;
+        int nonzero = PyObject_IsTrue(tid);
+        if (nonzero < 0)
+            goto root_done;
+        if (!nonzero)
+            Py_SETREF(tid, PyLong_FromLong(1));
+        unsigned long long low = tid == NULL ? 0 : PyLong_AsUnsignedLongLongMask(tid) & smp.mask;
+        if (tid == NULL || PyErr_Occurred())
+            goto root_done;
+        if (low >= thr) { /* kept: the span _sampled_span makes of it, with this trace id */
+            PyObject *cargs[6] = {pipe, Py_None, name, level, md != NULL ? md : Py_None, tid};
+            result = PyObject_Vectorcall(smp.sampled_span, cargs, 6, NULL);
+            goto root_done;
+        }
+        PyObject *counter = PyObject_GetAttr(pipe, smp.s_root_drops);
+        PyObject *lazy = counter == NULL ? NULL : PyUnicode_CheckExact(name) ? Py_NewRef(Py_None) : PyList_New(0);
+        if (lazy == NULL || (result = smp.dropped_type->tp_alloc(smp.dropped_type, 0)) == NULL) {
+            Py_XDECREF(counter);
+            Py_XDECREF(lazy);
+            goto root_done;
+        }
+        SLOT(result, sp.span_off[S_NAME]) = Py_NewRef(name);
+        SLOT(result, sp.span_off[S_LEVEL]) = Py_NewRef(level);
+        SLOT(result, sp.span_off[S_METADATA]) = md != NULL ? Py_NewRef(md) : Py_NewRef(Py_None);
+        SLOT(result, sp.span_off[S_ERROR]) = Py_NewRef(Py_None);
+        SLOT(result, sp.span_off[S_LAZY]) = lazy;
+        SLOT(result, sp.span_off[S_PARENT]) = Py_NewRef(Py_None);
+        SLOT(result, sp.span_off[S_TRACE_ID]) = Py_NewRef(tid);
+        SLOT(result, sp.span_off[S_SPAN_ID]) = Py_NewRef(sp.zero);
+        SLOT(result, sp.span_off[S_DROP_COUNTER]) = counter;
+    root_done:
+        Py_XDECREF(threshold);
+        Py_XDECREF(crit);
+        Py_XDECREF(tid);
+    } else {
+        PyObject *sampled = PyObject_GetAttr(parent, smp.s_sampled);
+        int yes = sampled == NULL ? -1 : PyObject_IsTrue(sampled);
+        Py_XDECREF(sampled);
+        if (yes == 0) { /* inside a dropped trace: no more work than a span whose level is off */
+            PyObject *short_cut = PyObject_GetAttr(pipe, smp.s_short_cut_level);
+            int above = short_cut == NULL ? -1 : PyObject_RichCompareBool(level, short_cut, Py_GT);
+            Py_XDECREF(short_cut);
+            if (above > 0) {
+                PyObject *drops = PyObject_GetAttr(pipe, smp.s_short_cut_drops);
+                PyObject *n = drops == NULL ? NULL : PyIter_Next(drops);
+                Py_XDECREF(drops);
+                if (n != NULL) {
+                    Py_DECREF(n);
+                    result = off_span(name, level, md);
+                } else if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "tracebridge: a drop counter ended");
+            }
+        }
+    }
+    Py_XDECREF(parent);
+    return result;
+}
+
+/* configure_sampling(dropped_type, sampled_span, getrandbits, mask): what the sampled cases read. */
+static PyObject *configure_sampling(PyObject *self, PyObject *args) {
+    PyObject *dropped, *sampled, *getrandbits, *mask;
+    if (!PyArg_ParseTuple(args, "O!OOO!:configure_sampling", &PyType_Type, &dropped, &sampled, &getrandbits,
+                          &PyLong_Type, &mask))
+        return NULL;
+    if (sp.span_type == NULL || !PyType_IsSubtype((PyTypeObject *)dropped, sp.span_type) ||
+        ((PyTypeObject *)dropped)->tp_basicsize != sp.span_type->tp_basicsize) {
+        PyErr_SetString(PyExc_TypeError, "configure_sampling: the dropped type must be a Span of Span's shape");
+        return NULL;
+    }
+    if (!PyCallable_Check(sampled) || !PyCallable_Check(getrandbits)) {
+        PyErr_SetString(PyExc_TypeError, "configure_sampling: sampled_span and getrandbits are callables");
+        return NULL;
+    }
+    unsigned long long m = PyLong_AsUnsignedLongLong(mask);
+    if (m == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t bridge = slot_offset(Py_TYPE(sp.rt), "bridge");
+    if (bridge < 0)
+        return NULL;
+    if (smp.bits == NULL && (smp.bits = PyLong_FromLong(128)) == NULL)
+        return NULL;
+    smp.mask = m;
+    smp.rt_bridge = bridge;
+    Py_XSETREF(smp.sampled_span, Py_NewRef(sampled));
+    Py_XSETREF(smp.getrandbits, Py_NewRef(getrandbits));
+    Py_XSETREF(smp.dropped_type, (PyTypeObject *)Py_NewRef(dropped));
+    Py_RETURN_NONE;
+}
+
+static PyObject *off_span(PyObject *name, PyObject *level, PyObject *md) {
+    PyObject *result = mk.off_type->tp_alloc(mk.off_type, 0);
+    if (result == NULL)
+        return NULL;
+    PyObject *metadata = md != NULL ? Py_NewRef(md) : PyDict_New();
+    if (metadata == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    SLOT(result, mk.off_off[OFF_NAME]) = Py_NewRef(name);
+    SLOT(result, mk.off_off[OFF_LEVEL]) = Py_NewRef(level);
+    SLOT(result, mk.off_off[OFF_METADATA]) = metadata;
+    return result;
+}
+
 static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *pipeline = SLOT(sp.rt, mk.rt_pipeline);
-    /* Sampling on (the Python function decides: passed on before any work here), or arguments the Python
-     * function must say what is wrong with. */
-    if (pipeline != Py_None || nargs < 1 || nargs > 2)
+    /* Arguments the Python function must say what is wrong with. */
+    if (nargs < 1 || nargs > 2)
         return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
     PyObject *name = args[0], *level = nargs == 2 ? args[1] : NULL, *md = NULL, *result = NULL;
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
@@ -1206,17 +1411,18 @@ static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nar
         goto done;
     }
     if (off) {
-        result = mk.off_type->tp_alloc(mk.off_type, 0);
-        if (result == NULL)
-            goto done;
-        PyObject *metadata = md != NULL ? Py_NewRef(md) : PyDict_New();
-        if (metadata == NULL) {
-            Py_CLEAR(result);
-            goto done;
+        result = off_span(name, level, md);
+        goto done;
+    }
+    PyObject *pipeline = SLOT(sp.rt, mk.rt_pipeline);
+    if (pipeline != NULL && pipeline != Py_None) { /* sampling on */
+        Py_INCREF(pipeline); /* (held: what the stages call may change the runtime's) */
+        result = sampled_span(pipeline, name, level, md);
+        Py_DECREF(pipeline);
+        if (result == NULL && !PyErr_Occurred()) {
+            Py_XDECREF(md);
+            return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
         }
-        SLOT(result, mk.off_off[OFF_NAME]) = Py_NewRef(name);
-        SLOT(result, mk.off_off[OFF_LEVEL]) = Py_NewRef(level);
-        SLOT(result, mk.off_off[OFF_METADATA]) = metadata;
         goto done;
     }
     PyObject *lazy = PyUnicode_CheckExact(name) ? Py_NewRef(Py_None) : PyList_New(0);
@@ -1315,7 +1521,9 @@ static int traced_leave(PyObject *s, PyObject *exit, int fast) {
 #endif
     PyObject *tb = exc == NULL ? NULL : PyException_GetTraceback(exc);
     PyObject *args[3] = {exc ? (PyObject *)Py_TYPE(exc) : Py_None, exc ? exc : Py_None, tb ? tb : Py_None};
-    PyObject *r = fast ? scope_exit(s, args, 3) : PyObject_Vectorcall(exit, args, 3, NULL);
+    PyObject *r = fast == 1   ? scope_exit(s, args, 3)
+                  : fast == 2 ? dropped_exit(s, args, 3)
+                              : PyObject_Vectorcall(exit, args, 3, NULL);
     Py_XDECREF(tb);
     int suppress = r == NULL ? -1 : exc == NULL ? 0 : PyObject_IsTrue(r);
     Py_XDECREF(r);
@@ -1371,9 +1579,9 @@ static PyObject *traced_call(PyObject *op, PyObject *const *args, size_t nargsf,
     PyObject *s = fast_span(NULL, span_args, 2, NULL), *exit = NULL, *result = NULL;
     if (s == NULL)
         return NULL;
-    int fast = Py_TYPE(s) == sp.span_type;
+    int fast = Py_TYPE(s) == sp.span_type ? 1 : Py_TYPE(s) == smp.dropped_type ? 2 : 0;
     if (fast) {
-        PyObject *entered = scope_enter(s, NULL);
+        PyObject *entered = fast == 1 ? scope_enter(s, NULL) : dropped_enter(s, NULL);
         if (entered == NULL)
             goto done;
         Py_DECREF(entered);
@@ -1852,6 +2060,8 @@ static PyMethodDef methods[] = {
      "is_failure, error_info, needs_snapshot): what SpanScope reads."},
     {"set_clock", set_clock, METH_O, "set_clock(clock): the clock spans read (spans.set_clock)."},
     {"make_span", make_span, METH_VARARGS, "make_span(py_span, off_type, doc): the compiled span()."},
+    {"configure_sampling", configure_sampling, METH_VARARGS,
+     "configure_sampling(dropped_type, sampled_span, getrandbits, mask): what span() reads when sampling."},
     {"join_chunks", join_chunks, METH_VARARGS,
      "join_chunks(packets, limit): the packets joined in runs of at most limit bytes."},
     {"span_events", span_events, METH_VARARGS,
@@ -1901,10 +2111,17 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(sp.s_snapshot, "_snapshot");
     INTERN(sp.s_crowded, "crowded");
     INTERN(sp.s_track, "track");
+    INTERN(sp.s_ended_failing, "_ended_failing");
     if ((sp.zero = PyLong_FromLong(0)) == NULL || (mk.one = PyLong_FromLong(1)) == NULL ||
         (mk.one_float = PyFloat_FromDouble(1.0)) == NULL)
         return NULL;
     INTERN(mk.s_level, "level");
+    INTERN(smp.s_root_threshold, "root_threshold");
+    INTERN(smp.s_critical_level, "critical_level");
+    INTERN(smp.s_root_drops, "root_drops");
+    INTERN(smp.s_short_cut_level, "short_cut_level");
+    INTERN(smp.s_short_cut_drops, "short_cut_drops");
+    INTERN(smp.s_sampled, "sampled");
     INTERN(s_enter, "__enter__");
     INTERN(s_exit, "__exit__");
     INTERN(s_qualname, "__qualname__");
@@ -1922,6 +2139,16 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         Py_DECREF((PyObject *)&TracedType);
         Py_DECREF(m);
         return NULL;
+    }
+    /* Methods of SpanScope's subclass spans.DroppedSpan (descriptors: they bind as methods do). */
+    const char *dropped_names[2] = {"dropped_enter", "dropped_exit"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *d = PyDescr_NewMethod(&SpanScope, &dropped_defs[i]);
+        if (d == NULL || PyModule_AddObject(m, dropped_names[i], d) < 0) {
+            Py_XDECREF(d);
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     return m;
 }

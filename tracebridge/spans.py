@@ -493,6 +493,15 @@ class DroppedSpan(Span):
         if exc_type is None and self.error is None:
             next(self._drop_counter)
             return None
+        return self._ended_failing(exc_type, exc, tb)
+
+    if speedups is not None:  # the same two methods, compiled (spans made by the compiled span())
+        __enter__ = speedups.dropped_enter
+        __exit__ = speedups.dropped_exit
+
+    def _ended_failing(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """It ended with an exception, or was marked failed: recorded after all, unless the pipeline
+        says otherwise (``keep_failures``)."""
         pipe = RT.pipeline
         failed = exc_type is not None and is_failure(exc_type, exc)
         if (failed or self.error is not None) and (pipe is None or pipe.keep_failures):
@@ -539,6 +548,8 @@ if speedups is not None:  # span() itself, compiled (it calls the Python one whe
         _OffSpan,
         "span(name, /, level=1, **metadata)\n--\n\n" + inspect.cleandoc(_py_span.__doc__ or ""),
     )
+    # With sampling on, it makes dropped roots and spans inside dropped traces itself (as span() does).
+    speedups.configure_sampling(DroppedSpan, _sampled_span, _getrandbits, RANDOMNESS_MASK)
 
 
 def set_clock(clock: Callable[[], int] | None) -> None:

@@ -194,6 +194,21 @@ def main(path: str) -> None:
     session = tracebridge.stop()
     result["sampled"] = normalized(session.events)
     result["sampled_stats"] = [session.stats.recorded, session.stats.dropped]
+    # Roots decided by their trace's randomness (compiled: span() makes dropped roots and the spans
+    # inside dropped traces itself); the same draws on both paths from one seed.
+    from tracebridge.sampling import ParentBased, TraceIdRatio
+
+    random.seed(11)
+    tracebridge.start(level=2, sampling=ParentBased(TraceIdRatio(0.5)))
+    for i in range(40):
+        with span("root", level=2, i=i), span("child", level=2):
+            leaf(i)
+        with contextlib.suppress(ValueError), span("failing-root", level=2):
+            raise ValueError(i)
+        methods()
+    session = tracebridge.stop()
+    result["ratio"] = normalized(session.events)
+    result["ratio_stats"] = [session.stats.recorded, session.stats.dropped]
     result["accelerated"] = tracebridge.accelerated
     print(json.dumps(result))
 
