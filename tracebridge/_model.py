@@ -73,6 +73,15 @@ class ErrorInfo:
         lines.append(f"{self.type}: {self.message}" if self.message else self.type)
         return "\n".join(lines)
 
+    def stacktrace(self, limit: int) -> str:
+        """:meth:`format` in at most ``limit`` characters: when longer, its end (the innermost frames and
+        the exception), after a line that says how much was left out."""
+        text = self.format()
+        if len(text) <= limit:
+            return text
+        keep = max(0, limit - 48)
+        return f"(... {len(text) - keep} characters left out)\n" + text[len(text) - keep :]
+
     def causes(self) -> list[dict[str, Any]]:
         """The cause chain, nearest first, as plain values (how trace files keep it)."""
         out: list[dict[str, Any]] = []
@@ -236,8 +245,13 @@ ADJUSTED_COUNT_KEY: Final = "tb.adjusted_count"
 ERROR_TYPE_KEY: Final = "exception.type"
 ERROR_MESSAGE_KEY: Final = "exception.message"
 ERROR_CAUSE_KEY: Final = "exception.cause"
+#: A failure's back-trace as text (OpenTelemetry's name for it): every UI shows it, whatever its version
+#: makes of the Perfetto callstack; derived from the error, so readers drop it.
+ERROR_STACKTRACE_KEY: Final = "exception.stacktrace"
+#: The most characters of that text (its end is kept: the innermost frames and the exception).
+MAX_STACKTRACE_TEXT: Final = 8192
 RESERVED_KEYS: Final = frozenset(
-    {LEVEL_KEY, ADJUSTED_COUNT_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY, ERROR_CAUSE_KEY}
+    {LEVEL_KEY, ADJUSTED_COUNT_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY, ERROR_CAUSE_KEY, ERROR_STACKTRACE_KEY}
 )
 #: The instant at the end of a Perfetto trace that holds the session's stats.
 STATS_EVENT: Final = "tracebridge.stats"

@@ -47,6 +47,7 @@ def test_structure(tmp_path: Path) -> None:
     assert parent["ph"] == "X" and parent["ts"] == 2.0 and parent["dur"] == 3998.123
     assert parent["cat"] == "db" and parent["tb"]["level"] == 2
     assert parent["args"]["exception.type"] == "KeyError"
+    assert parent["args"]["exception.stacktrace"] == "  f (/a.py:3)\nKeyError: 'k'"  # (what viewers show)
     assert names["tick"]["ph"] == "i" and names["tick"]["s"] == "t"
     assert names["mem"]["ph"] == "C" and names["mem"]["args"] == {"mem": 10}
     assert [e["ph"] for e in evs if e.get("name") == "dl"] == ["b", "e"]
@@ -56,6 +57,7 @@ def test_structure(tmp_path: Path) -> None:
     # Nanoseconds survive microsecond timestamps.
     back = {e.name: e for e in tracebridge.read(path)}
     assert back["parent"].end_ns == 4_000_123 and back["parent"].error == err
+    assert back["parent"].metadata == {}
     assert back["parent"].flows == (5,) and back["end"].terminating_flows == (5,)
     assert back["mem"].unit == "bytes" and back["dl"].kind == "activity"
 

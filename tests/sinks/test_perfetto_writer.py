@@ -126,6 +126,23 @@ def test_failed_span_has_callstack(trace_path: Path) -> None:
     ]
     assert begin["annotations"]["exception.type"].string_value == "OSError"
     assert begin["annotations"]["exception.message"].string_value == "disk on fire"
+    # The back-trace as text too (UIs before v53 do not know the callstack field), read back as the error.
+    text = begin["annotations"]["exception.stacktrace"].string_value
+    assert text == "  main (/app/main.py:10)\n  load (/app/io.py:42)\nOSError: disk on fire" == err.format()
+    (back,) = tracebridge.read(trace_path)
+    assert back.error == err and back.metadata == {}
+
+
+def test_a_long_back_trace_text_keeps_its_end(trace_path: Path) -> None:
+    from tracebridge._model import MAX_STACKTRACE_TEXT
+
+    frames = tuple(Frame(f"f{i}", "/app/" + "deep/" * 20 + "m.py", i) for i in range(64))
+    err = ErrorInfo("RecursionError", "x" * 20_000, frames)
+    write(trace_path, [Event("span", "deep", 2_000, 3_000, 1, {}, ME.tid, ME.name, err)])
+    (begin,) = [e for e in official_view(trace_path)["events"] if e["name"] == "deep"]
+    text = begin["annotations"]["exception.stacktrace"].string_value
+    assert len(text) <= MAX_STACKTRACE_TEXT < len(err.format())
+    assert text.startswith("(... ") and text.endswith("x" * 100)
     (back,) = tracebridge.read(trace_path)
     assert back.error == err
 

@@ -23,7 +23,9 @@ from typing import Any
 from .._model import (
     ERROR_CAUSE_KEY,
     ERROR_MESSAGE_KEY,
+    ERROR_STACKTRACE_KEY,
     ERROR_TYPE_KEY,
+    MAX_STACKTRACE_TEXT,
     ErrorInfo,
     Event,
     Frame,
@@ -178,13 +180,15 @@ class ChromeJsonWriter:
             self._named_now.clear()
 
     def _args(self, ev: Event) -> dict[str, Any]:
-        """What viewers show: the metadata, and for a failure its type and message."""
+        """What viewers show: the metadata, and for a failure its type, message and back-trace (text)."""
         args: dict[str, Any] = {k: _json_value(v) for k, v in ev.metadata.items()}
         if ev.error is not None:
             args[ERROR_TYPE_KEY] = ev.error.type
             args[ERROR_MESSAGE_KEY] = ev.error.message
             if ev.error.cause is not None:
                 args[ERROR_CAUSE_KEY] = ev.error.causes()
+            if ev.error.frames:
+                args[ERROR_STACKTRACE_KEY] = ev.error.stacktrace(MAX_STACKTRACE_TEXT)
         return args
 
     def _own(self, ev: Event) -> dict[str, Any]:
@@ -398,6 +402,7 @@ def _json_event(
         frames = tuple(Frame(str(f[0]), str(f[1]), int(f[2])) for f in own.get("frames", ()))
         error = ErrorInfo(str(args.pop(ERROR_TYPE_KEY)), str(args.pop(ERROR_MESSAGE_KEY, "")), frames)
         causes = args.pop(ERROR_CAUSE_KEY, None)
+        args.pop(ERROR_STACKTRACE_KEY, None)
         if causes is not None:
             error = error.with_causes(causes)
     name = str(e.get("name", ""))

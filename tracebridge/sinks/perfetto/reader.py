@@ -25,6 +25,7 @@ from ..._model import (
     ADJUSTED_COUNT_KEY,
     ERROR_CAUSE_KEY,
     ERROR_MESSAGE_KEY,
+    ERROR_STACKTRACE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
     STATS_EVENT,
@@ -702,6 +703,7 @@ def _pop_error(md: dict[str, Any], frames: tuple[Frame, ...]) -> ErrorInfo | Non
         return None
     error = ErrorInfo(str(md.pop(ERROR_TYPE_KEY)), str(md.pop(ERROR_MESSAGE_KEY, "")), frames)
     causes = md.pop(ERROR_CAUSE_KEY, None)
+    md.pop(ERROR_STACKTRACE_KEY, None)  # (the back-trace as text: the frames say it)
     return error if causes is None else error.with_causes(causes)
 
 

@@ -29,7 +29,9 @@ from ..._model import (
     ADJUSTED_COUNT_KEY,
     ERROR_CAUSE_KEY,
     ERROR_MESSAGE_KEY,
+    ERROR_STACKTRACE_KEY,
     ERROR_TYPE_KEY,
+    MAX_STACKTRACE_TEXT,
     LEVEL_KEY,
     STATS_EVENT,
     ErrorInfo,
@@ -448,7 +450,7 @@ class _Sequence:
         return frame(head + self._tail(b"".join(parts), interned))
 
     def _error(self, error: ErrorInfo, interned: list[bytes]) -> list[bytes]:
-        """A failure: its type and message as annotations, its back-trace as the callstack."""
+        """A failure: its type and message as annotations, its back-trace as the callstack and as text."""
         parts = [
             self._annotation(ERROR_TYPE_KEY, error.type, interned),
             self._annotation(ERROR_MESSAGE_KEY, error.message, interned),
@@ -457,6 +459,9 @@ class _Sequence:
             parts.append(self._annotation(ERROR_CAUSE_KEY, error.causes(), interned))
         if error.frames:
             parts.append(message(E_CALLSTACK, *(_frame(f) for f in error.frames)))
+            # (the callstack field is unknown to UIs before v53: they show this text)
+            text = error.stacktrace(MAX_STACKTRACE_TEXT)
+            parts.append(self._annotation(ERROR_STACKTRACE_KEY, text, interned))
         return parts
 
     def _tail(self, te: bytes, interned: list[bytes]) -> bytes:
