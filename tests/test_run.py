@@ -74,7 +74,9 @@ def test_script_like_python(tmp_path: Path) -> None:
 def test_exceptions_and_min_duration_and_lines(tmp_path: Path) -> None:
     main = project(tmp_path)
     out = tmp_path / "t.perfetto-trace"
-    result = run(["--min-duration", "20ms", "--log-lines", "-o", str(out), str(main), "0", "--fail"], tmp_path)
+    result = run(
+        ["--min-duration", "20ms", "--log-lines", "-o", str(out), str(main), "0", "--fail"], tmp_path
+    )
     assert result.returncode == 1
     assert "KeyError: 'boom'" in result.stderr.splitlines()[-2] or "KeyError: 'boom'" in result.stderr
     names = [e.name for e in tracebridge.read(out)]
