@@ -49,7 +49,7 @@ def test_structure(tmp_path: Path) -> None:
     assert parent["args"]["exception.type"] == "KeyError"
     assert parent["args"]["exception.stacktrace"] == "  f (/a.py:3)\nKeyError: 'k'"  # (what viewers show)
     assert names["tick"]["ph"] == "i" and names["tick"]["s"] == "t"
-    assert names["mem"]["ph"] == "C" and names["mem"]["args"] == {"mem": 10}
+    assert names["mem"]["ph"] == "C" and names["mem"]["args"] == {"value": 10}  # (track "mem value")
     assert [e["ph"] for e in evs if e.get("name") == "dl"] == ["b", "e"]
     assert {e["name"] for e in by_ph["M"]} == {"process_name", "thread_name"}
     assert [e["ph"] for e in by_ph.get("s", []) + by_ph.get("f", [])] == ["s", "f"]

@@ -225,16 +225,19 @@ class ChromeJsonWriter:
         if own:
             base[OWN_KEY] = own
         if kind == "counter":
-            base.update(ph="C", ts=_ts(ev.start_ns), tid=tid, args={ev.name: _json_value(ev.value)})
+            # (trace_processor names a counter track "<name> <arg key>": one series, "value")
+            base.update(ph="C", ts=_ts(ev.start_ns), tid=tid, args={"value": _json_value(ev.value)})
             self._emit(base)
             return
         args = self._args(ev)
         if kind == "activity":
-            aid = f"0x{ev.span_id or id(ev):x}"
+            # A process-scoped id ("id2": {"local": ...}): its track goes under the process, not under
+            # "Global Legacy Events" as a plain "id" would put it.
+            aid = {"local": f"0x{ev.span_id or id(ev):x}"}
             cat = base.setdefault("cat", "activity")
-            self._emit({**base, "ph": "b", "id": aid, "ts": _ts(ev.start_ns), "tid": tid, "args": args})
+            self._emit({**base, "ph": "b", "id2": aid, "ts": _ts(ev.start_ns), "tid": tid, "args": args})
             if ev.end_ns is not None:
-                end = {"name": ev.name, "cat": cat, "pid": self.pid, "ph": "e", "id": aid}
+                end = {"name": ev.name, "cat": cat, "pid": self.pid, "ph": "e", "id2": aid}
                 self._emit({**end, "ts": _ts(ev.end_ns), "tid": tid})
             return
         if ev.track is not None:
@@ -435,7 +438,7 @@ def _json_event(
             unit=own.get("unit"),
         )  # fmt: skip
     if ph == "b":
-        key = (str(e.get("id")), cat)
+        key = (_async_id(e), cat)
         cats = () if categories == ("activity",) else categories
         on_track = own.get("track")
         activities[key] = Event(
@@ -445,9 +448,17 @@ def _json_event(
         )  # fmt: skip
         return None
     if ph == "e":
-        act = activities.pop((str(e.get("id")), cat), None)
+        act = activities.pop((_async_id(e), cat), None)
         if act is not None:
             act.end_ns = ts
             act.thread_id, act.thread_name = tid, thread_name
         return act
     return None
+
+
+def _async_id(e: dict[str, Any]) -> str:
+    """An async event's id: ``id2``'s local or global one, or ``id`` (as older files have it)."""
+    id2 = e.get("id2")
+    if isinstance(id2, dict):
+        return str(id2.get("local", id2.get("global")))
+    return str(e.get("id"))
