@@ -34,7 +34,11 @@ def test_file_starts_with_packet_tag_and_has_process_and_clocks(trace_path: Path
     assert data[0] == 0x0A
     trace = decode(data)
     proc = [p.track_descriptor for p in trace.packet if p.track_descriptor.HasField("process")]
-    assert len(proc) == 1 and proc[0].process.pid == os.getpid() and proc[0].uuid
+    assert proc[0].process.pid == os.getpid() and proc[0].uuid
+    # The name once, after the first descriptor (trace_processor up to v52 keeps the first name it sees,
+    # later versions the last: a source may name the process after the file was begun).
+    assert not proc[0].process.HasField("process_name")
+    assert [(d.uuid, d.process.process_name) for d in proc[1:]] == [(proc[0].uuid, "pytest")]
     snapshot = next(p.clock_snapshot for p in trace.packet if p.HasField("clock_snapshot"))
     assert {c.clock_id for c in snapshot.clocks} == {1, 3, 6}
     for p in trace.packet:
@@ -414,3 +418,34 @@ def test_big_counter_values_and_activity_tracks(trace_path: Path) -> None:
     assert events["big"].value == float((1 << 63) + 5)
     assert events["upload"].track == "Network" and events["upload"].kind == "activity"
     assert session.stats.recorded == {"span": 0, "instant": 0, "counter": 1, "activity": 1, "log": 0}
+
+
+def test_the_process_is_named_once_with_its_first_events(trace_path: Path) -> None:
+    """A name a source gives before the first events is the only one in the file (trace_processor v52
+    keeps the first it sees); a later one follows in another descriptor (later versions and our reader
+    take the last)."""
+    w = PerfettoWriter(trace_path, start_ts=1_000)
+    w.rename_process("checkout")
+    w.write(ME, [Event("span", "a", 2_000, 3_000, 1, {}, ME.tid, ME.name)])
+    w.rename_process("checkout-v2")
+    w.write(ME, [Event("span", "b", 4_000, 5_000, 1, {}, ME.tid, ME.name)])
+    w.close()
+    trace = decode(trace_path)
+    named = [
+        p.track_descriptor.process.process_name
+        for p in trace.packet
+        if p.track_descriptor.HasField("process")
+    ]
+    assert named == ["", "checkout", "checkout-v2"]
+    assert imported_process_names(trace_path) == ["checkout"]  # what trace_processor v52 shows
+    assert read_trace(trace_path).process_name == "checkout-v2"
+
+
+def imported_process_names(path: Path) -> list[str]:
+    """trace_processor v52's rule (SetProcessNameIfUnset): the first name a process is given stays."""
+    names: dict[int, str] = {}
+    for p in decode(path).packet:
+        d = p.track_descriptor
+        if d.HasField("process") and d.process.process_name:
+            names.setdefault(d.process.pid, d.process.process_name)
+    return list(names.values())

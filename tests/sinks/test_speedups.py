@@ -50,7 +50,8 @@ def write(path: Path, batches: list[tuple[ThreadInfo, list[Event]]], compiled: b
     finally:
         random.setstate(state)
         perfetto_writer.speedups = saved
-    return packets(path)[2:-1]  # (not the preamble's clock snapshot, nor the stats: they read clocks)
+    # (not the preamble's clock snapshot, nor the stats: they read clocks; nor the process's name)
+    return packets(path)[3:-1]
 
 
 @st.composite

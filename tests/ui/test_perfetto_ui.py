@@ -138,19 +138,7 @@ def test_an_opentelemetry_trace(ui: PerfettoUI, tmp_path: Path, form: str) -> No
     assert one(ui, "select count(*) from args where key like '%cart%items'") == "1"
 
 
-@pytest.mark.parametrize(
-    "form",
-    [
-        pytest.param(
-            "perfetto",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 13 (2): trace_processor v52 keeps the first process name it sees, the script's",
-            ),
-        ),
-        "chrome json",
-    ],
-)
+@pytest.mark.parametrize("form", ["perfetto", "chrome json"])
 def test_the_process_is_named_after_the_service(ui: PerfettoUI, tmp_path: Path, form: str) -> None:
     path = tmp_path / "otel.perfetto-trace"
     otel_trace(path)

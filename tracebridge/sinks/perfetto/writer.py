@@ -601,17 +601,20 @@ class PerfettoWriter:
         self._described: set[int] = set()
         self._described_now: list[int] = []
         self._own = P_SEQUENCE_ID.uint(1)
-        self._pending.append(self._preamble(process_name or _process_name()))
+        #: The process's name: written once, with the first events (see _name_process).
+        self.process_name = process_name or _process_name()
+        self._named = False
+        self._pending.append(self._preamble())
         self._commit()
 
     # -- layout ------------------------------------------------------------------------------------
 
-    def _preamble(self, process_name: str) -> bytes:
+    def _preamble(self) -> bytes:
+        """The process (without its name: see :meth:`_name_process`) and the clocks."""
         proc = message(
             TD_PROCESS,
             PD_PID.uint(self.pid),
             *(PD_CMDLINE.string(a) for a in (getattr(sys, "orig_argv", None) or sys.argv)[:64]),
-            PD_NAME.string(process_name),
         )
         desc = frame(
             P_TRACK_DESCRIPTOR.bytes_(TD_UUID.uint(self.process_uuid) + proc)
@@ -631,13 +634,27 @@ class PerfettoWriter:
         )
         return desc + snapshot
 
-    def rename_process(self, name: str) -> None:
-        """Describe the process again with ``name`` (the trace's later descriptor wins); written with
-        the next batch."""
+    def _process_named(self, name: str) -> bytes:
         proc = message(TD_PROCESS, PD_PID.uint(self.pid), PD_NAME.string(name))
-        self._pending.append(
-            frame(P_TRACK_DESCRIPTOR.bytes_(TD_UUID.uint(self.process_uuid) + proc) + self._own)
-        )
+        return frame(P_TRACK_DESCRIPTOR.bytes_(TD_UUID.uint(self.process_uuid) + proc) + self._own)
+
+    def _name_process(self) -> bool:
+        """Queue the process's name before the first events (True when queued now). trace_processor up
+        to v52 keeps the first name it sees and later versions the last: written once, late enough for
+        a source to have named it (an OpenTelemetry resource's ``service.name`` names it as its first
+        span ends, before the writer's round that takes that span), both keep the same name."""
+        if self._named:
+            return False
+        self._named = True
+        self._pending.append(self._process_named(self.process_name))
+        return True
+
+    def rename_process(self, name: str) -> None:
+        """Name the process ``name``: in the name written with the first events, or, once that is
+        written, in a later descriptor (which trace_processor after v52 and tracebridge's reader take)."""
+        self.process_name = name
+        if self._named:
+            self._pending.append(self._process_named(name))
 
     def _describe(self, uuid: int) -> int:
         """Queue the descriptor of track ``uuid`` unless the file already has it; returns ``uuid``."""
@@ -703,6 +720,7 @@ class PerfettoWriter:
             seq.pending_drop = True
             batch = [loss.marker(thread), *events]
         if batch:
+            named = self._name_process()
             try:
                 # Track descriptors the batch needs are queued while it is encoded, so they precede it.
                 self._pending.extend(seq.encode(batch))
@@ -712,6 +730,7 @@ class PerfettoWriter:
                 # it): the next packet of the sequence follows a gap and starts the state afresh.
                 seq.started = False
                 seq.pending_drop = True
+                self._named = self._named and not named
                 raise
         return len(events)
 
@@ -751,6 +770,7 @@ class PerfettoWriter:
                 by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)
             for (tid, name), events in by_thread.items():
                 self.write(ThreadInfo(self.pid, tid, name), events)
+            self._name_process()  # (a trace without events)
             if stats is not None:
                 self._pending.append(self._stats_packet(stats))
             self._commit()
