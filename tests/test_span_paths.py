@@ -305,3 +305,22 @@ def test_the_compiled_span_reads_like_the_python_one() -> None:
 
     assert params(spans.span) == params(spans._py_span)
     assert spans.span.__doc__ == inspect.cleandoc(spans._py_span.__doc__ or "")
+
+
+@compiled
+def test_setting_the_code_of_a_compiled_wrapper_sets_the_functions() -> None:
+    """Hot reloading and mock.patch.object set __code__ (and defaults): on the wrapped function, where
+    a call reads them."""
+    import tracebridge
+
+    @tracebridge.traced
+    def f(x: int = 1) -> int:
+        return x
+
+    def g(x: int = 1) -> int:
+        return -x
+
+    assert type(f).__name__ == "Traced"
+    f.__code__ = g.__code__
+    f.__defaults__ = (5,)
+    assert f() == -5 and f.__wrapped__.__code__ is g.__code__ and "__code__" not in vars(f)

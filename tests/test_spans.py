@@ -653,3 +653,71 @@ def test_a_decorated_function_that_stops_the_recording_returns_as_usual() -> Non
     assert [work(i) for i in range(3)] == [0, 1, 2]
     assert tracebridge.stats().recorded["span"] == 1  # the first call; the second ended after the stop
     assert calls == [0, 1, 2]
+
+
+def test_methods_python_makes_class_or_static_implicitly_can_be_traced() -> None:
+    """``__init_subclass__`` and ``__class_getitem__`` become class methods, and ``__new__`` a static
+    method, only when they are plain functions: decorated, they still are (both paths)."""
+    seen: list[object] = []
+
+    class Base:
+        @tracebridge.traced
+        def __init_subclass__(cls, **kw: object) -> None:
+            super().__init_subclass__(**kw)
+            seen.append(cls.__name__)
+
+        @tracebridge.traced
+        def __class_getitem__(cls, item: object) -> str:
+            return f"{cls.__name__}[{item}]"
+
+        @tracebridge.traced
+        def __new__(cls, *args: object) -> Base:
+            return super().__new__(cls)
+
+    def work() -> None:
+        class Child(Base):
+            pass
+
+        assert Base[int] == "Base[<class 'int'>]" and isinstance(Child(), Child)
+
+    names = [e.name for e in spans(record(work, level=1))]
+    assert seen == ["Child"] and sorted(names) == [
+        "test_methods_python_makes_class_or_static_implicitly_can_be_traced.<locals>.Base.__class_getitem__",
+        "test_methods_python_makes_class_or_static_implicitly_can_be_traced.<locals>.Base.__init_subclass__",
+        "test_methods_python_makes_class_or_static_implicitly_can_be_traced.<locals>.Base.__new__",
+    ]
+
+
+def test_a_level_that_is_not_an_int_still_decorates() -> None:
+    @tracebridge.traced(level=2.0)  # type: ignore[arg-type]
+    def work() -> int:
+        return 1
+
+    assert [e.name for e in spans(record(lambda: work(), level=2))] == [
+        "test_a_level_that_is_not_an_int_still_decorates.<locals>.work"
+    ]
+
+
+def test_an_exit_that_raises_the_exception_it_was_given_makes_no_context_cycle() -> None:
+    """(Found in review: the compiled wrapper chained an exception to itself.) Its span's end reads
+    ``code`` to decide whether a SystemExit is a failure, and this one raises itself from there."""
+
+    class SelfRaising(SystemExit):
+        @property  # type: ignore[misc]
+        def code(self) -> object:
+            raise self
+
+    @tracebridge.traced
+    def work() -> None:
+        raise SelfRaising(1)
+
+    def run() -> None:
+        with pytest.raises(SelfRaising) as caught:
+            work()
+        assert caught.value.__context__ is not caught.value
+
+    tracebridge.start(level=1)
+    try:
+        run()
+    finally:
+        tracebridge.stop()

@@ -1502,23 +1502,39 @@ static PyObject *s_enter, *s_exit, *s_qualname;
 /* Leave span `s` with the exception now set (or none): as a `with` block does. Returns 1 when its
  * __exit__ suppressed the exception, 0 when it stands (set again), -1 when __exit__ failed (its error set,
  * the original as its context). */
-static int traced_leave(PyObject *s, PyObject *exit, int fast) {
-    /* exc: the exception raised (its traceback attached), NULL when the call returned */
+/* The exception now raised, normalized, with its traceback attached (a new reference; NULL: none). */
+static PyObject *take_error(void) {
 #if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
+    return PyErr_GetRaisedException();
 #else
-    PyObject *exc = NULL;
-    if (PyErr_Occurred()) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL && value != NULL)
-            PyException_SetTraceback(value, tb);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        exc = value;
-    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
 #endif
+}
+
+/* Raise `exc` again (stolen). */
+static void give_error(PyObject *exc) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* Leave span `s` with the exception now set (or none), as a `with` block does (`fast`: 1 a Span, 2 a
+ * DroppedSpan, 0 anything else, whose bound __exit__ is `exit`). Returns 1 when __exit__ suppressed the
+ * exception, 0 when it stands (raised again), -1 when __exit__ failed (its error raised, with the
+ * call's exception as its context, chained as CPython chains: no cycle). */
+static int traced_leave(PyObject *s, PyObject *exit, int fast) {
+    PyObject *exc = take_error();
     PyObject *tb = exc == NULL ? NULL : PyException_GetTraceback(exc);
     PyObject *args[3] = {exc ? (PyObject *)Py_TYPE(exc) : Py_None, exc ? exc : Py_None, tb ? tb : Py_None};
     PyObject *r = fast == 1   ? scope_exit(s, args, 3)
@@ -1527,24 +1543,25 @@ static int traced_leave(PyObject *s, PyObject *exit, int fast) {
     Py_XDECREF(tb);
     int suppress = r == NULL ? -1 : exc == NULL ? 0 : PyObject_IsTrue(r);
     Py_XDECREF(r);
-    if (suppress < 0) { /* __exit__ failed: its error stands, with the call's as its context */
+    if (suppress < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "a span's __exit__ failed without an exception");
         if (exc != NULL) {
-#if PY_VERSION_HEX >= 0x030C0000
-            PyObject *err = PyErr_GetRaisedException();
-            PyException_SetContext(err, exc);
-            PyErr_SetRaisedException(err);
-#else
-            PyObject *t2, *v2, *tb2;
-            PyErr_Fetch(&t2, &v2, &tb2);
-            PyErr_NormalizeException(&t2, &v2, &tb2);
-            if (v2 != NULL && tb2 != NULL)
-                PyException_SetTraceback(v2, tb2);
-            if (v2 != NULL)
-                PyException_SetContext(v2, exc);
-            else
+            PyObject *err = take_error();
+            if (err != exc) {
+                PyObject *o = exc, *ctx;
+                while ((ctx = PyException_GetContext(o)) != NULL) {
+                    Py_DECREF(ctx); /* (still referenced by `o`) */
+                    if (ctx == err) {
+                        PyException_SetContext(o, NULL);
+                        break;
+                    }
+                    o = ctx;
+                }
+                PyException_SetContext(err, exc); /* (steals exc) */
+            } else
                 Py_DECREF(exc);
-            PyErr_Restore(t2, v2, tb2);
-#endif
+            give_error(err);
         }
         return -1;
     }
@@ -1552,20 +1569,32 @@ static int traced_leave(PyObject *s, PyObject *exit, int fast) {
         Py_DECREF(exc);
         return 1;
     }
-    if (exc != NULL) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyErr_SetRaisedException(exc);
-#else
-        PyObject *etb = PyException_GetTraceback(exc);
-        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, etb);
-#endif
-    }
+    if (exc != NULL)
+        give_error(exc);
     return 0;
+}
+
+/* `obj`'s special method `name`, bound as a `with` statement binds it (looked up on its type, through the
+ * descriptor protocol); TypeError when it has none. */
+static PyObject *special_method(PyObject *obj, PyObject *name) {
+    PyObject *d = _PyType_Lookup(Py_TYPE(obj), name); /* (borrowed) */
+    if (d == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "'%.200s' object does not support the context manager protocol",
+                         Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    descrgetfunc get = Py_TYPE(d)->tp_descr_get;
+    return get != NULL ? get(d, obj, (PyObject *)Py_TYPE(obj)) : Py_NewRef(d);
 }
 
 static PyObject *traced_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Traced *self = (Traced *)op;
     PyObject *rt_level = sp.rt == NULL ? NULL : SLOT(sp.rt, mk.rt_level);
+    if (self->fn == NULL || self->name == NULL || self->level == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge: this traced function was cleared");
+        return NULL;
+    }
     if (rt_level == NULL || mk.py_span == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tracebridge: the runtime state is not set up");
         return NULL;
@@ -1586,16 +1615,11 @@ static PyObject *traced_call(PyObject *op, PyObject *const *args, size_t nargsf,
             goto done;
         Py_DECREF(entered);
     } else { /* (sampling on: whatever the Python span() made, entered as `with` would) */
-        PyObject *enter = PyObject_GetAttr((PyObject *)Py_TYPE(s), s_enter);
+        PyObject *enter = special_method(s, s_enter);
         if (enter == NULL)
             goto done;
-        exit = PyObject_GetAttr((PyObject *)Py_TYPE(s), s_exit);
-        if (exit == NULL) {
-            Py_DECREF(enter);
-            goto done;
-        }
-        Py_SETREF(exit, PyMethod_New(exit, s));
-        PyObject *entered = exit == NULL ? NULL : PyObject_CallOneArg(enter, s);
+        exit = special_method(s, s_exit);
+        PyObject *entered = exit == NULL ? NULL : PyObject_CallNoArgs(enter);
         Py_DECREF(enter);
         if (entered == NULL)
             goto done;
@@ -1677,6 +1701,19 @@ static PyObject *traced_getattro(PyObject *op, PyObject *attr) {
     return PyObject_GetAttr(((Traced *)op)->fn, attr);
 }
 
+/* What a call reads of the function (its code, defaults, globals, closure) is set on the function: set on
+ * the wrapper it would not take effect (hot reloading and mock.patch.object set __code__). */
+static int traced_setattro(PyObject *op, PyObject *attr, PyObject *value) {
+    PyObject *fn = ((Traced *)op)->fn;
+    if (fn != NULL && PyUnicode_Check(attr)) {
+        static const char *forwarded[] = {"__code__", "__defaults__", "__kwdefaults__", "__closure__", "__globals__"};
+        for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++)
+            if (PyUnicode_CompareWithASCIIString(attr, forwarded[i]) == 0)
+                return PyObject_SetAttr(fn, attr, value);
+    }
+    return PyObject_GenericSetAttr(op, attr, value);
+}
+
 static PyObject *traced_class(PyObject *op, void *closure) {
     PyObject *fn = ((Traced *)op)->fn;
     return Py_NewRef(fn != NULL ? (PyObject *)Py_TYPE(fn) : (PyObject *)Py_TYPE(op));
@@ -1690,7 +1727,7 @@ static PyObject *traced_repr(PyObject *op) {
     PyObject *q = PyObject_GetAttr(op, s_qualname);
     if (q == NULL) {
         PyErr_Clear();
-        q = Py_NewRef(((Traced *)op)->name);
+        q = Py_NewRef(((Traced *)op)->name ? ((Traced *)op)->name : Py_None);
     }
     PyObject *r = PyUnicode_FromFormat("<traced function %S at %p>", q, op);
     Py_DECREF(q);
@@ -1727,7 +1764,7 @@ static PyTypeObject TracedType = {
     .tp_vectorcall_offset = offsetof(Traced, vectorcall),
     .tp_descr_get = traced_get,
     .tp_getattro = traced_getattro,
-    .tp_setattro = PyObject_GenericSetAttr,
+    .tp_setattro = traced_setattro,
     .tp_dictoffset = offsetof(Traced, dict),
     .tp_weaklistoffset = offsetof(Traced, weakrefs),
     .tp_members = traced_members,

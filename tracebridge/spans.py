@@ -565,7 +565,26 @@ def set_clock(clock: Callable[[], int] | None) -> None:
 _real_clock = now_ns
 
 
+#: Set on every function wrapper tracebridge makes: ``instrument()`` leaves such a function alone.
+MARK = "__tracebridge_instrumented__"
+#: Methods that ``type`` makes class or static methods of implicitly, when they are plain functions: the
+#: compiled wrapper is not one, so these keep a Python wrapper.
+_IMPLICIT = frozenset({"__new__", "__init_subclass__", "__class_getitem__"})
+#: The compiled wrapper calls the function from C: on Python 3.12 each level of recursion through it
+#: counts against the C recursion limit, which setrecursionlimit does not raise (a recursion about 750
+#: deep fails). 3.12 keeps the Python wrapper.
+_C_CALLS_OK = sys.version_info[:2] != (3, 12)
+
+
 def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
+    """``fn`` wrapped so that each call is a span (marked with :data:`MARK`)."""
+    wrapper = _decorate(fn, name, level, metadata)
+    with contextlib.suppress(AttributeError, TypeError):  # (a wrapper that takes no attributes)
+        setattr(wrapper, MARK, True)
+    return wrapper
+
+
+def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -> F:
     if isinstance(fn, (classmethod, staticmethod)):  # above @classmethod / @staticmethod: inside them
         return type(fn)(decorate(fn.__func__, name, level, metadata))
     md = metadata or None
@@ -625,8 +644,10 @@ def decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) -
 
         return generator_wrapper  # type: ignore[return-value]
 
-    if md is None and speedups is not None:  # the common case, compiled: `with span(name, level)` per call
-        return functools.update_wrapper(speedups.Traced(fn, name, level), fn)  # type: ignore[return-value]
+    if md is None and speedups is not None and _C_CALLS_OK and type(level) is int:
+        if getattr(fn, "__name__", None) not in _IMPLICIT:
+            # The common case, compiled: `with span(name, level)` per call, with no frame of its own.
+            return functools.update_wrapper(speedups.Traced(fn, name, level), fn)  # type: ignore[return-value]
 
     if md is None:  # the common case, inlined: no metadata to copy per call
         lazy = None if type(name) is str else True

@@ -89,3 +89,27 @@ def test_source_locations_in_perfetto(kinds: Any, tmp_path: Any) -> None:
         "code.lineno": sources[0].line_number,
         "code.function": "add",
     }
+
+
+def test_a_function_already_traced_is_not_wrapped_again(tmp_path: Any) -> None:
+    """(Found in review: an instrumented module's @traced function got two spans a call.)"""
+    import sys
+
+    from tracebridge.instrument import instrument
+
+    source = "import tracebridge\n\n@tracebridge.traced(name='mine')\ndef work():\n    return 1\n\n"
+    (tmp_path / "already_traced_sample.py").write_text(source + "def other():\n    return 2\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import already_traced_sample as module
+
+        handle = instrument("already_traced_sample")
+        tracebridge.start(level=2)
+        try:
+            assert module.work() == 1 and module.other() == 2
+        finally:
+            handle.uninstrument()
+        assert [e.name for e in spans()] == ["mine", "already_traced_sample.other"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("already_traced_sample", None)

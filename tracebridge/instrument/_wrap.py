@@ -15,11 +15,9 @@ from .._backtrace import error_info, is_failure, wrapper_frame
 from .._intake import snapshot_metadata
 from .._model import CODE_LOCATIONS, SpanRecord
 from .._recorder.runtime import RT, now_ns, thread_state
-from ..spans import Span, current_span, decorate, span
+from ..spans import MARK, Span, current_span, decorate, span
 from ._budget import demotions, generation
 
-#: Set on every wrapper: a callable that has it is not wrapped again.
-MARK = "__tracebridge_instrumented__"
 #: Dunder methods worth a span (the others are called implicitly and often: repr, eq, hash, ...).
 _DUNDERS = frozenset({"__init__", "__call__", "__enter__", "__exit__", "__aenter__", "__aexit__"})
 
