@@ -194,8 +194,10 @@ def test_a_trace_with_losses(ui: PerfettoUI, tmp_path: Path) -> None:
         with_config(thread_buffer=65536, flush_interval=0.1)
     assert session.stats.dropped == {"queue_full": {"span": 936}}
     events = tracebridge.read(path)
-    ui.open(path)
-    assert problems(ui, failures=0) == {}
-    names = Counter(r["name"] for r in ui.query("select name from slice"))
-    assert names["work"] == len(events) == 64
-    assert names["tracebridge: 936 events dropped (queue_full)"] == 1 and names["tracebridge.stats"] == 1
+    for form in ("perfetto", "chrome json"):
+        ui.open(path if form == "perfetto" else convert(path))
+        assert problems(ui, failures=0) == {}
+        names = Counter(r["name"] for r in ui.query("select name from slice"))
+        assert names["work"] == len(events) == 64
+        assert names["tracebridge: 936 events dropped (queue_full)"] == 1
+        assert names["tracebridge.stats"] == (1 if form == "perfetto" else 0)

@@ -31,7 +31,8 @@ class Sink(Protocol):
 
 def write_trace(trace: TraceFile, output: str) -> None:
     """Write the events of ``trace`` (as read from a file) to ``output``: Chrome JSON for ``.json``,
-    else Perfetto. Activities that had not ended are written as begun."""
+    else Perfetto. Activities that had not ended are written as begun; the marks of lost events are
+    written where they were, so that the converted trace still shows its losses."""
     from .chrome import ChromeJsonWriter
     from .perfetto.writer import PerfettoWriter
 
@@ -47,6 +48,8 @@ def write_trace(trace: TraceFile, output: str) -> None:
         if ev.kind == "activity" and ev.end_ns is None:
             unfinished.append(ev)
             continue
+        by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)
+    for ev in trace.losses:
         by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)
     for (tid, name), events in by_thread.items():
         writer.write(ThreadInfo(pid, tid, name), events)
