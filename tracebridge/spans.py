@@ -644,10 +644,13 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
 
         return generator_wrapper  # type: ignore[return-value]
 
-    compiled = speedups is not None and _C_CALLS_OK and type(level) is int
-    if md is None and compiled and getattr(fn, "__name__", None) not in _IMPLICIT:
-        # The common case, compiled: `with span(name, level)` per call, with no frame of its own.
-        assert speedups is not None
+    if (
+        md is None
+        and speedups is not None
+        and _C_CALLS_OK
+        and type(level) is int
+        and getattr(fn, "__name__", None) not in _IMPLICIT
+    ):  # the common case, compiled: `with span(name, level)` per call, with no frame of its own
         return functools.update_wrapper(speedups.Traced(fn, name, level), fn)  # type: ignore[return-value]
 
     if md is None:  # the common case, inlined: no metadata to copy per call

@@ -449,3 +449,25 @@ def imported_process_names(path: Path) -> list[str]:
         if d.HasField("process") and d.process.process_name:
             names.setdefault(d.process.pid, d.process.process_name)
     return list(names.values())
+
+
+def test_a_failed_write_that_carried_the_process_name_writes_it_again(
+    trace_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = PerfettoWriter(trace_path, start_ts=1_000)
+    real = w._out.append
+
+    def full(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(w._out, "append", full)
+    with pytest.raises(OSError):
+        w.write(ME, [Event("span", "lost", 2_000, 3_000, 1, {}, ME.tid, ME.name)])
+    monkeypatch.setattr(w._out, "append", real)
+    w.write(ME, [Event("span", "kept", 4_000, 5_000, 1, {}, ME.tid, ME.name)])
+    w.close()
+    descriptors = [
+        p.track_descriptor for p in decode(trace_path).packet if p.track_descriptor.HasField("process")
+    ]
+    assert [d.process.process_name for d in descriptors] == ["", "pytest"]
+    assert imported_process_names(trace_path) == ["pytest"]

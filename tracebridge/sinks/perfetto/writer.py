@@ -603,7 +603,7 @@ class PerfettoWriter:
         self._own = P_SEQUENCE_ID.uint(1)
         #: The process's name: written once, with the first events (see _name_process).
         self.process_name = process_name or _process_name()
-        self._named = False
+        self._named = self._named_now = False  # (named in the file; in the write under way)
         self._pending.append(self._preamble())
         self._commit()
 
@@ -638,16 +638,15 @@ class PerfettoWriter:
         proc = message(TD_PROCESS, PD_PID.uint(self.pid), PD_NAME.string(name))
         return frame(P_TRACK_DESCRIPTOR.bytes_(TD_UUID.uint(self.process_uuid) + proc) + self._own)
 
-    def _name_process(self) -> bool:
-        """Queue the process's name before the first events (True when queued now). trace_processor up
+    def _name_process(self) -> None:
+        """Queue the process's name before the first events (once; again after a failed write that
+        carried it, as track descriptors are: see :meth:`_commit`). trace_processor up
         to v52 keeps the first name it sees and later versions the last: written once, late enough for
         a source to have named it (an OpenTelemetry resource's ``service.name`` names it as its first
         span ends, before the writer's round that takes that span), both keep the same name."""
-        if self._named:
-            return False
-        self._named = True
-        self._pending.append(self._process_named(self.process_name))
-        return True
+        if not self._named:
+            self._named = self._named_now = True
+            self._pending.append(self._process_named(self.process_name))
 
     def rename_process(self, name: str) -> None:
         """Name the process ``name``: in the name written with the first events, or, once that is
@@ -720,7 +719,7 @@ class PerfettoWriter:
             seq.pending_drop = True
             batch = [loss.marker(thread), *events]
         if batch:
-            named = self._name_process()
+            self._name_process()
             try:
                 # Track descriptors the batch needs are queued while it is encoded, so they precede it.
                 self._pending.extend(seq.encode(batch))
@@ -730,7 +729,6 @@ class PerfettoWriter:
                 # it): the next packet of the sequence follows a gap and starts the state afresh.
                 seq.started = False
                 seq.pending_drop = True
-                self._named = self._named and not named
                 raise
         return len(events)
 
@@ -744,10 +742,13 @@ class PerfettoWriter:
             # descriptors written with it will be written again.
             self._described.difference_update(self._described_now)
             self._described_now.clear()
+            if self._named_now:
+                self._named = self._named_now = False
             for seq in self._sequences.values():
                 seq.started = False
             raise
         self._described_now.clear()
+        self._named_now = False
 
     def _compressed(self) -> bytes:
         """The pending packets as ``compressed_packets`` records (zlib, at most COMPRESS_CHUNK bytes of
