@@ -40,6 +40,20 @@ def decode(path: Path | bytes) -> Any:
     return trace
 
 
+def app_events(trace: Any) -> list[Any]:
+    """The TrackEvents of a decoded trace, without the session's stats slice (its BEGIN, in category
+    ``tracebridge.stats``, and its END on the same track)."""
+    stats = {
+        p.track_event.track_uuid for p in trace.packet if "tracebridge.stats" in p.track_event.categories
+    }
+    return [
+        p.track_event
+        for p in trace.packet
+        if p.HasField("track_event")
+        and not (p.track_event.HasField("track_uuid") and p.track_event.track_uuid in stats)
+    ]
+
+
 def official_view(path: Path | bytes) -> dict[str, Any]:
     """An independent reading of a trace through the official schema: descriptors by uuid, and per track
     event packets (with their sequence's interned names resolved) in file order."""
@@ -83,7 +97,7 @@ def official_view(path: Path | bytes) -> dict[str, Any]:
                     "seq": seq,
                     "packet": p,
                     "annotations": ann,
-                    "categories": [categories.get((seq, i)) for i in te.category_iids],
+                    "categories": [categories.get((seq, i)) for i in te.category_iids] + list(te.categories),
                 }
             )
     return {"trace": trace, "tracks": tracks, "events": events}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracebridge._model import MAX_CAUSES, ErrorInfo, Frame
+from tracebridge._model import MAX_CAUSES, ErrorInfo, Frame, Stats
 
 
 def test_cause_chains_from_files_are_bounded_and_round_trip() -> None:
@@ -20,3 +20,21 @@ def test_cause_chains_from_files_are_bounded_and_round_trip() -> None:
         depth, link = depth + 1, link.cause
     assert depth == MAX_CAUSES and deep.format().count("(which caused:)") == MAX_CAUSES
     assert ErrorInfo("E", "m").with_causes("not a chain") == ErrorInfo("E", "m")
+
+
+def test_the_stats_headline_says_what_was_lost_apart_from_what_sampling_left_out() -> None:
+    stats = Stats(recorded={"span": 1000, "log": 64})
+    assert stats.headline() == "tracebridge: 1,064 events recorded"
+    stats.count_drop("sampled_out", "span", 5000)
+    assert stats.headline() == "tracebridge: 1,064 events recorded, 5,000 left out by sampling and filters"
+    stats.count_drop("queue_full", "span", 900)
+    stats.count_drop("queue_full", "log", 36)
+    assert stats.lost == {"queue_full": 936}
+    assert stats.headline() == (
+        "tracebridge: 1,064 events recorded, 936 lost (queue_full), 5,000 left out by sampling and filters"
+    )
+    stats.count_drop("sink_error", "span", 2)
+    assert stats.headline() == (
+        "tracebridge: 1,064 events recorded, 938 lost (queue_full 936, sink_error 2),"
+        " 5,000 left out by sampling and filters"
+    )

@@ -393,7 +393,7 @@ def test_metadata_cannot_pose_as_the_files_own_fields(tmp_path: Path) -> None:
         tracebridge.stop()
         (ev,) = tracebridge.read(path)
         if path.suffix != ".json":  # as Perfetto's own schema reads it: the keys beside the file's own
-            (begin,) = [e for e in official_view(path)["events"] if e["type"] == 1]
+            (begin,) = [e for e in official_view(path)["events"] if e["type"] == 1 and e["name"] == "op"]
             assert {"attribute.exception.type", "attribute.tb.level"} <= set(begin["annotations"])
             assert "exception.type" not in begin["annotations"]
         assert (ev.error, ev.level) == (None, 2)

@@ -196,6 +196,25 @@ class Stats:
     def total_dropped(self) -> int:
         return sum(sum(v.values()) for v in self.dropped.values())
 
+    @property
+    def lost(self) -> dict[str, int]:
+        """Events lost to faults (the :data:`LOSS_REASONS`), by reason; not those a sampling stage,
+        filter or rate limiter left out on purpose."""
+        return {r: sum(k.values()) for r, k in sorted(self.dropped.items()) if r in LOSS_REASONS}
+
+    def headline(self) -> str:
+        """One line for the trace's stats slice, where users look: ``tracebridge: 64 events recorded,
+        936 lost (queue_full)``; what sampling left out, when it did."""
+        text = f"tracebridge: {self.total_recorded:,} events recorded"
+        lost = self.lost
+        if lost:
+            reasons = ", ".join(f"{r} {n:,}" if len(lost) > 1 else r for r, n in lost.items())
+            text += f", {sum(lost.values()):,} lost ({reasons})"
+        left_out = self.total_dropped - sum(lost.values())
+        if left_out:
+            text += f", {left_out:,} left out by sampling and filters"
+        return text
+
     def count_drop(self, reason: str, kind: str, n: int = 1) -> None:
         by_kind = self.dropped.setdefault(reason, {})
         by_kind[kind] = by_kind.get(kind, 0) + n
@@ -253,8 +272,23 @@ MAX_STACKTRACE_TEXT: Final = 8192
 RESERVED_KEYS: Final = frozenset(
     {LEVEL_KEY, ADJUSTED_COUNT_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY, ERROR_CAUSE_KEY, ERROR_STACKTRACE_KEY}
 )
-#: The instant at the end of a Perfetto trace that holds the session's stats.
-STATS_EVENT: Final = "tracebridge.stats"
+#: The track of the slice that spans the session and holds its stats (:meth:`Stats.headline` names it).
+STATS_TRACK: Final = "tracebridge"
+#: The category of that slice.
+STATS_CATEGORY: Final = "tracebridge.stats"
+#: Drop reasons that are losses (faults), as opposed to what sampling stages and filters leave out.
+LOSS_REASONS: Final = frozenset(
+    {
+        "queue_full",
+        "writer_stalled",
+        "sink_error",
+        "stop_timeout",
+        "memory_cap",
+        "outside_session",
+        "fork_inherited",
+        "internal_error",
+    }
+)
 #: The category of the instants that mark where a thread's events went missing (see :class:`Loss`).
 LOSS_CATEGORY: Final = "tracebridge.loss"
 
@@ -562,3 +596,6 @@ class TraceFile:
     #: (the rest are in skipped packets).
     file_events: int = 0
     shown_events: int = 0
+    #: When the session began and ended (trace clock), as its stats slice says; ``None`` when the file
+    #: has no such slice.
+    session_ns: tuple[int, int] | None = None

@@ -68,7 +68,7 @@ def test_uninstrument_restores_everything(kinds: Any) -> None:
 
 
 def test_source_locations_in_perfetto(kinds: Any, tmp_path: Any) -> None:
-    from helpers import decode
+    from helpers import app_events, decode
 
     module, _ = kinds
     tracebridge.stop()
@@ -80,7 +80,7 @@ def test_source_locations_in_perfetto(kinds: Any, tmp_path: Any) -> None:
     official = decode(path)
     sources = [s for p in official.packet for s in p.interned_data.source_locations]
     assert [(s.file_name, s.function_name) for s in sources] == [(module.__file__, "add")]
-    begins = [p.track_event for p in official.packet if p.track_event.type == 1]
+    begins = [e for e in app_events(official) if e.type == 1]
     assert [e.source_location_iid for e in begins] == [sources[0].iid] * 3
     assert all(len(e.debug_annotations) == 1 for e in begins)  # the level only: code.* is interned
     (first, *_) = tracebridge.read(path)

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 PROBLEMS = "select name, value from stats where value > 0 and severity in ('error', 'data_loss')"
-SLICES = "select hex(cast(name as blob)), ts, dur from slice where name != 'tracebridge.stats'"
+SLICES = "select hex(cast(name as blob)), ts, dur from slice where category is not 'tracebridge.stats'"
 COUNTS = (
     "select (select count(*) from counter), (select count(*) from android_logs), (select count(*) from flow),"
     " (select count(*) from thread where tid != 0)"

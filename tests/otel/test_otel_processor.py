@@ -26,7 +26,7 @@ from tracebridge.otel import (
 )
 from tracebridge.reading import read_trace
 
-from helpers import decode, perfetto_import
+from helpers import app_events, decode, perfetto_import
 
 
 @pytest.fixture
@@ -266,12 +266,10 @@ def test_long_spans_are_written_as_begun_while_they_run(provider: TracerProvider
         tracebridge.configure(flush_interval=0.1)
     # The file has the BEGIN of "long" before its steps, and its END after them.
     official = decode(trace_path)
-    kinds = [
-        (p.track_event.type, p.track_event.name_iid) for p in official.packet if p.HasField("track_event")
-    ]
+    kinds = [(e.type, e.name_iid) for e in app_events(official)]
     assert kinds[0][0] == 1 and sum(t == 2 for t, _ in kinds) == 4
     # Its END came on its own, with what was known only then (phase, otel.scope, the exception).
-    ends = [p.track_event for p in official.packet if p.track_event.type == 2]
+    ends = [e for e in app_events(official) if e.type == 2]
     (late,) = [e for e in ends if len(e.debug_annotations)]
     assert len(late.debug_annotations) >= 3
     trace = read_trace(trace_path)

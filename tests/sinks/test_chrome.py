@@ -160,9 +160,24 @@ def test_a_converted_trace_keeps_the_marks_of_its_losses(tmp_path: Path) -> None
     assert (
         main(["convert", str(pf), "-o", str(out)]) == 0 and main(["convert", str(out), "-o", str(back)]) == 0
     )
+    first = read_trace(pf)
+    assert first.session_ns is not None and first.stats is not None
     for path in (pf, out, back):
         trace = read_trace(path)
         assert len(trace.events) == 64, path
         assert [m.name for m in trace.losses] == ["tracebridge: 936 events dropped (queue_full)"], path
+        # The session's stats and time, as recorded: a conversion made later does not stretch them.
+        assert (trace.stats, trace.session_ns) == (first.stats, first.session_ns), path
+    (session,) = [
+        e for e in json.loads(out.read_text())["traceEvents"] if e.get("cat") == "tracebridge.stats"
+    ]
+    assert (
+        session["ph"] == "X" and session["name"] == "tracebridge: 64 events recorded, 936 lost (queue_full)"
+    )
+    assert session["args"]["dropped"] == {"queue_full": {"span": 936}}
+    lane = [
+        e for e in json.loads(out.read_text())["traceEvents"] if e["ph"] == "M" and e["tid"] == session["tid"]
+    ]
+    assert [e["args"]["name"] for e in lane] == ["tracebridge"]
     marks = [e for e in json.loads(out.read_text())["traceEvents"] if "dropped" in str(e.get("name"))]
     assert len(marks) == 1 and marks[0]["ph"] == "i"

@@ -267,8 +267,17 @@ def test_session_end_to_end(trace_path: Path) -> None:
         [threading.current_thread().name, "helper"]
     )
     assert len({t.uuid for t in threads}) == 2
-    stats = next(e for e in view["events"] if e["name"] == "tracebridge.stats")
+    # The session's stats: a slice from the session's start to its end on a track of its own under the
+    # process, named after what it recorded, the stats as its arguments.
+    stats, end = [e for e in view["events"] if e["track"] == view["events"][-1]["track"]]
+    assert stats["categories"] == ["tracebridge.stats"] and stats["name"] == "tracebridge: 2 events recorded"
     assert stats["annotations"]["recorded"].dict_entries
+    assert (stats["type"], end["type"]) == (1, 2)  # SLICE_BEGIN, SLICE_END
+    trace = read_trace(trace_path)
+    assert trace.session_ns is not None and trace.stats == session.stats
+    assert trace.session_ns[0] <= events[0].start_ns and trace.session_ns[1] >= events[-1].start_ns
+    track = view["tracks"][stats["track"]]
+    assert track.name == "tracebridge" and view["tracks"][track.parent_uuid].HasField("process")
     assert session.stats.recorded["span"] == 1
 
 

@@ -68,8 +68,7 @@ def test_the_demo(ui: PerfettoUI, demo: Path, form: str) -> None:
     ui.open(path)
     failures = sum(1 for e in events if e.error is not None and e.error.frames)
     assert problems(ui, failures) == {}
-    stats = 1 if form == "perfetto" else 0  # (the stats instant; Chrome JSON has none)
-    assert int(one(ui, "select count(*) from slice") or 0) == slices_for(events) + stats
+    assert int(one(ui, "select count(*) from slice") or 0) == slices_for(events) + 1  # (+ the session's)
     # Threads and the process as named; the worker's spans on its own thread.
     threads = {r["name"] for r in ui.query("select name from thread where tid != 0")}
     assert {"MainThread", "worker-1"} <= threads
@@ -131,8 +130,7 @@ def test_an_opentelemetry_trace(ui: PerfettoUI, tmp_path: Path, form: str) -> No
     ui.open(path)
     failures = sum(1 for e in events if e.error is not None and e.error.frames)
     assert problems(ui, failures) == {}
-    stats = 1 if form == "perfetto" else 0
-    assert int(one(ui, "select count(*) from slice") or 0) == slices_for(events) + stats
+    assert int(one(ui, "select count(*) from slice") or 0) == slices_for(events) + 1
     sql = "select a.display_value from slice s join args a using(arg_set_id) where s.name = 'ship' and %s"
     assert [r["display_value"] for r in ui.query(sql % "a.key like '%exception%message'")] == ["carrier down"]
     assert one(ui, "select count(*) from args where key like '%cart%items'") == "1"
@@ -170,8 +168,7 @@ def test_a_log_heavy_trace(ui: PerfettoUI, tmp_path: Path) -> None:
     for form in ("perfetto", "chrome json"):
         ui.open(path if form == "perfetto" else convert(path))
         assert problems(ui, failures=2) == {}  # (the failed span and the log record carry a back-trace)
-        stats = 1 if form == "perfetto" else 0
-        assert int(one(ui, "select count(*) from slice") or 0) == slices_for(events) + stats
+        assert int(one(ui, "select count(*) from slice") or 0) == slices_for(events) + 1
         if form == "perfetto":  # log messages: the UI's log table too, with their priorities
             assert one(ui, "select count(*) from android_logs") == "302"
             assert one(ui, "select msg from android_logs where prio = 6") == "order failed"
@@ -200,4 +197,16 @@ def test_a_trace_with_losses(ui: PerfettoUI, tmp_path: Path) -> None:
         names = Counter(r["name"] for r in ui.query("select name from slice"))
         assert names["work"] == len(events) == 64
         assert names["tracebridge: 936 events dropped (queue_full)"] == 1
-        assert names["tracebridge.stats"] == (1 if form == "perfetto" else 0)
+        # The session: one slice from its start to its end, on a track of its own named "tracebridge",
+        # named after what it recorded and lost.
+        sql = (
+            "select s.name, s.ts, s.dur, coalesce(thread.name, t.name) as track from slice s"
+            " join track t on s.track_id = t.id left join thread_track tt on tt.id = t.id"
+            " left join thread using(utid) where s.category = 'tracebridge.stats'"
+        )
+        (row,) = ui.query(sql)
+        assert row["name"] == "tracebridge: 64 events recorded, 936 lost (queue_full)"
+        assert row["track"] == "tracebridge"
+        work = "select min(ts) as first, max(ts + dur) as last from slice where name = 'work'"
+        (span,) = ui.query(work)
+        assert int(row["ts"]) <= int(span["first"]) and int(row["ts"]) + int(row["dur"]) >= int(span["last"])

@@ -192,13 +192,13 @@ class Session(EventConversion):
         if self.format == "none":
             return NullSink()
         assert self.path is not None
+        start_ts = self.start_ns + self.clock_offset
         if self.format == "json":
             from ..sinks.chrome import ChromeJsonWriter
 
-            return ChromeJsonWriter(self.path)
+            return ChromeJsonWriter(self.path, start_ts=start_ts)
         from ..sinks.perfetto.writer import PerfettoWriter
 
-        start_ts = self.start_ns + self.clock_offset
         return PerfettoWriter(self.path, start_ts=start_ts, compress=self.config.compress)
 
     def _flood_end(self, key: Any, count: int) -> None:

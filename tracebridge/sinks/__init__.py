@@ -37,11 +37,12 @@ def write_trace(trace: TraceFile, output: str) -> None:
     from .perfetto.writer import PerfettoWriter
 
     pid = trace.pid or os.getpid()
+    # The session's time, for the stats slice: as the trace says, else the span of its events.
+    times = [t for ev in trace.events for t in (ev.start_ns, ev.end_ns) if t is not None]
+    start, end = trace.session_ns or ((min(times), max(times)) if times else (None, None))
     writer: ChromeJsonWriter | PerfettoWriter
-    if output.lower().endswith(".json"):
-        writer = ChromeJsonWriter(output, pid=pid, process_name=trace.process_name or None)
-    else:
-        writer = PerfettoWriter(output, pid=pid, process_name=trace.process_name or None)
+    kind = ChromeJsonWriter if output.lower().endswith(".json") else PerfettoWriter
+    writer = kind(output, pid=pid, process_name=trace.process_name or None, start_ts=start, end_ts=end)
     by_thread: dict[tuple[int, str], list[Event]] = {}
     unfinished = []
     for ev in trace.events:

@@ -1,7 +1,8 @@
 """Chrome JSON trace format: writer and reader.
 
 The writer streams ``{"traceEvents": [...]`` as events arrive and closes the object at the end with
-``displayTimeUnit`` and a ``tracebridge`` section (the session's stats). Spans are ``X`` events,
+``displayTimeUnit``. The session's stats are the arguments of an ``X`` event that spans it, on a lane of
+its own ("tracebridge"), named after what it recorded and lost. Spans are ``X`` events,
 instants ``i``, counter samples ``C``, activities ``b``/``e`` (async, one id each), log messages ``i``
 events in category ``log``, flows ``s``/``t``/``f`` (written at the end, in time order), and ``M`` events
 name the process and threads. Spans of one thread that overlap without nesting, and spans on named tracks,
@@ -26,6 +27,8 @@ from .._model import (
     ERROR_STACKTRACE_KEY,
     ERROR_TYPE_KEY,
     MAX_STACKTRACE_TEXT,
+    STATS_CATEGORY,
+    STATS_TRACK,
     ErrorInfo,
     Event,
     Frame,
@@ -35,6 +38,7 @@ from .._model import (
     ThreadInfo,
     TraceFile,
     TraceReadError,
+    trace_clock_ns,
 )
 from ._files import AppendOnlyFile, Lanes
 
@@ -98,9 +102,19 @@ class ChromeJsonWriter:
     drop_reason = "sink_error"
 
     def __init__(
-        self, path: str | os.PathLike[str], *, pid: int | None = None, process_name: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        pid: int | None = None,
+        process_name: str | None = None,
+        start_ts: int | None = None,
+        end_ts: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        #: When the session began and ended (trace clock), for its stats event: by default, when the
+        #: writer is made and closed (a converted trace passes the original session's).
+        self.start_ts = trace_clock_ns() if start_ts is None else start_ts
+        self.end_ts = end_ts
         self._out = AppendOnlyFile(path)
         self.pid = os.getpid() if pid is None else pid
         self._pending: list[str] = []
@@ -289,13 +303,32 @@ class ChromeJsonWriter:
                 self._name_thread(ev.thread_id, {"name": ev.thread_name})
                 self._event(ThreadInfo(self.pid, ev.thread_id, ev.thread_name), ev)
             self._write_flows()
-            tail: dict[str, Any] = {"displayTimeUnit": "ns"}
             if stats is not None:
-                tail["tracebridge"] = {"stats": stats.as_dict()}
-            self._pending.append("\n]," + _dumps(tail)[1:] + "\n")
+                self._stats_event(stats)
+            self._pending.append('\n],"displayTimeUnit":"ns"}\n')
             self._commit()
         finally:
             self._out.close()
+
+    def _stats_event(self, stats: Stats) -> None:
+        """The session as an ``X`` event on a lane of its own, named after what it recorded and lost,
+        with the stats as arguments (as the Perfetto writer's stats slice)."""
+        end = trace_clock_ns() if self.end_ts is None else max(self.end_ts, self.start_ts)
+        tid = self._lane_tid(
+            ("stats",), STATS_TRACK, "stats", ThreadInfo(self.pid, 0, ""), self.start_ts, end
+        )
+        self._emit(
+            {
+                "ph": "X",
+                "name": stats.headline(),
+                "cat": STATS_CATEGORY,
+                "pid": self.pid,
+                "tid": tid,
+                "ts": _ts(self.start_ts),
+                "dur": _ts(end - self.start_ts),
+                "args": stats.as_dict(),
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -322,15 +355,12 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     except json.JSONDecodeError as exc:
         raise TraceReadError(f"{p}: not valid JSON (truncated?): {exc.msg} at line {exc.lineno}") from None
     if isinstance(doc, list):
-        raw_events, extra = doc, {}
+        raw_events = doc
     elif isinstance(doc, dict) and isinstance(doc.get("traceEvents"), list):
-        raw_events, extra = doc["traceEvents"], doc
+        raw_events = doc["traceEvents"]
     else:
         raise TraceReadError(f"{p}: JSON but not a Chrome trace (no traceEvents list)")
     out = TraceFile("json", size=p.stat().st_size)
-    tb = extra.get("tracebridge") if isinstance(extra, dict) else None
-    if isinstance(tb, dict) and isinstance(tb.get("stats"), dict):
-        out.stats = Stats.from_dict(_num(tb["stats"]))
     thread_names: dict[int, str] = {}
     for e in raw_events:
         if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "process_name":
@@ -356,6 +386,15 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
             continue
         ph = e.get("ph")
         if ph == "M":
+            continue
+        lane = lanes.get(e["tid"]) if type(e.get("tid")) is int else None
+        if lane is not None and lane[0] == "stats" and ph == "X":  # the session, with its stats
+            try:
+                out.stats = Stats.from_dict(_num(dict(e.get("args") or {})))
+                start = _ns(e["ts"])
+                out.session_ns = (start, start + _ns(e.get("dur", 0)))
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                out.problems.append(Problem("json_parser_failure", f"event {i} (stats): {exc}"))
             continue
         try:
             ev = _json_event(e, ph, thread_names, lanes, activities)

@@ -28,7 +28,6 @@ from ..._model import (
     ERROR_STACKTRACE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
-    STATS_EVENT,
     ErrorInfo,
     Event,
     Frame,
@@ -48,6 +47,7 @@ from .schema import (
     OVERLAP_TRACK_DESCRIPTION,
     SLICE_BEGIN,
     SLICE_END,
+    STATS_TRACK_DESCRIPTION,
     UNIT_NAMES,
 )
 from .wire import read_varint
@@ -170,6 +170,7 @@ class _Reader:
         self.by_kind: dict[tuple[str, str], Problem] = {}
         self.first_of_code: dict[str, Problem] = {}
         self.lost_seqs: set[int] = set()  # sequences invalid since a loss (until they clear)
+        self.stats_tracks: set[int] = set()  # the tracks of the sessions' stats slices (several: merged)
 
     def problem(self, code: str, message: str, offset: int = -1, events: int = 0) -> None:
         """Record a problem. The same problem again is counted on the first one (with the events they
@@ -557,6 +558,9 @@ class _Reader:
         for raw in self.raw:
             t = raw.type
             if t == SLICE_END:
+                if raw.track in self.stats_tracks:  # the end of a session's slice
+                    self.session(raw.ts)
+                    continue
                 stack = open_slices.get(raw.track)
                 if not stack:
                     self.problem(
@@ -633,6 +637,11 @@ class _Reader:
         self.out.events = [ev for _, ev in events]
         self.out.shown_events = len(events)
 
+    def session(self, ts: int) -> None:
+        """Widen the time the trace's sessions span (one per process, in a merged trace) to ``ts``."""
+        start, end = self.out.session_ns or (ts, ts)
+        self.out.session_ns = (min(start, ts), max(end, ts))
+
     def event(self, raw: _Raw) -> Event | None:
         track = self.tracks.get(raw.track)
         md = raw.metadata
@@ -640,8 +649,10 @@ class _Reader:
         adjusted = md.pop(ADJUSTED_COUNT_KEY, 1.0)
         error = _pop_error(md, raw.frames)
         tid, tname = self.thread_of(raw)
-        if raw.type == INSTANT and raw.name == STATS_EVENT and track is not None and track.process:
+        if raw.type == SLICE_BEGIN and track is not None and track.description == STATS_TRACK_DESCRIPTION:
             self.out.stats = Stats.from_dict(md)
+            self.stats_tracks.add(raw.track)
+            self.session(raw.ts)
             return None
         kind = "span"
         named = None

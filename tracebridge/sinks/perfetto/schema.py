@@ -66,6 +66,7 @@ E_TRACK = Field(11)
 E_NAME_IID = Field(10)
 E_NAME = Field(23)
 E_CATEGORY_IIDS = Field(3)
+E_CATEGORIES = Field(22)
 E_ANNOTATIONS = Field(4)
 E_COUNTER = Field(30)
 E_DOUBLE_COUNTER = Field(44)
@@ -112,6 +113,7 @@ UNIT_NAMES = {v: k for k, v in COUNTER_UNITS.items()}
 OVERLAP_TRACK_DESCRIPTION = "tracebridge: spans of one thread that overlap without nesting (async tasks)"
 ACTIVITY_TRACK_DESCRIPTION = "tracebridge: activities (may begin and end on different threads)"
 NAMED_ACTIVITY_TRACK_DESCRIPTION = "tracebridge: activities on a named track"
+STATS_TRACK_DESCRIPTION = "tracebridge: the session, with what it recorded and lost"
 
 
 def frame(packet: bytes) -> bytes:

@@ -3,7 +3,8 @@
 Layout of a file (Perfetto's ``TracePacket`` format; the field numbers are in ``protos/``):
 
 * sequence 1, the writer's own: the process track descriptor and a clock snapshot (BOOTTIME, MONOTONIC,
-  REALTIME) first; at the end, an instant ``tracebridge.stats`` with what the session recorded and dropped.
+  REALTIME) first; at the end, the session as a slice on a track of its own ("tracebridge"), from its start
+  to its end, named after what it recorded and lost, with the stats as arguments.
 * one sequence per application thread: its thread track descriptor (with ``SEQ_INCREMENTAL_STATE_CLEARED``
   and defaults: incremental clock 64, the thread's track), a clock snapshot that starts clock 64, then
   events with delta timestamps and interned names, categories, annotation names, source locations and
@@ -33,7 +34,8 @@ from ..._model import (
     ERROR_TYPE_KEY,
     LEVEL_KEY,
     MAX_STACKTRACE_TEXT,
-    STATS_EVENT,
+    STATS_CATEGORY,
+    STATS_TRACK,
     ErrorInfo,
     Event,
     Frame,
@@ -71,6 +73,7 @@ from .schema import (
     D_TRACK_EVENT_DEFAULTS,
     E_ANNOTATIONS,
     E_CALLSTACK,
+    E_CATEGORIES,
     E_CATEGORY_IIDS,
     E_CORRELATION_STR,
     E_COUNTER,
@@ -123,6 +126,7 @@ from .schema import (
     SL_LINE,
     SLICE_BEGIN,
     SLICE_END,
+    STATS_TRACK_DESCRIPTION,
     TD_COUNTER,
     TD_DESCRIPTION,
     TD_NAME,
@@ -584,6 +588,7 @@ class PerfettoWriter:
         pid: int | None = None,
         process_name: str | None = None,
         start_ts: int | None = None,
+        end_ts: int | None = None,
         compress: bool = True,
     ) -> None:
         self.path = os.fspath(path)
@@ -591,7 +596,10 @@ class PerfettoWriter:
         self._out = AppendOnlyFile(path)
         self.pid = os.getpid() if pid is None else pid
         self.process_uuid = new_uuid()
+        #: When the session began and ended (trace clock), for its stats slice: by default, when the
+        #: writer is made and closed (a converted trace passes the original session's).
         self.start_ts = trace_clock_ns() if start_ts is None else start_ts
+        self.end_ts = end_ts
         self._pending: list[bytes] = []
         self._sequences: dict[int, _Sequence] = {}
         self._next_seq = 2
@@ -779,12 +787,25 @@ class PerfettoWriter:
             self._out.close()
 
     def _stats_packet(self, stats: Stats) -> bytes:
-        ts = trace_clock_ns()
+        """The session as a slice on a track of its own ("tracebridge"), from its start to its end, named
+        after what it recorded and lost (:meth:`Stats.headline`), with the stats as arguments: visible at
+        every zoom level, and not at the end of a thread's track as if the application had made it."""
+        end = trace_clock_ns() if self.end_ts is None else max(self.end_ts, self.start_ts)
+        track = self._describe(self._new_track(STATS_TRACK, TD_DESCRIPTION.string(STATS_TRACK_DESCRIPTION)))
         annotations = b"".join(
             message(E_ANNOTATIONS, A_NAME.string(k), encode_value(v)) for k, v in stats.as_dict().items()
         )
-        te = TYPE_INSTANT + E_TRACK.uint(self.process_uuid) + E_NAME.string(STATS_EVENT) + annotations
-        return frame(P_TIMESTAMP.uint(ts) + ABSOLUTE_CLOCK + P_TRACK_EVENT.bytes_(te) + self._own)
+        begin = (
+            TYPE_BEGIN
+            + E_TRACK.uint(track)
+            + E_NAME.string(stats.headline())
+            + E_CATEGORIES.string(STATS_CATEGORY)
+            + annotations
+        )
+        return b"".join(
+            frame(P_TIMESTAMP.uint(ts) + ABSOLUTE_CLOCK + P_TRACK_EVENT.bytes_(te) + self._own)
+            for ts, te in ((self.start_ts, begin), (end, TYPE_END + E_TRACK.uint(track)))
+        )
 
 
 def _clock_triplet() -> tuple[int, int, int]:
