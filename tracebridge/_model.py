@@ -171,7 +171,10 @@ class Stats:
     writer was dead or made no room within the timeout), ``sink_error`` (the file could not be written),
     ``stop_timeout`` (still queued when ``stop()``'s deadline passed), ``memory_cap`` (an in-memory
     session reached ``max_events``), ``outside_session`` (a span began in one session and ended after it
-    stopped), and the sampling stages' reasons (``sampled_out``, ``rate_limited``, ...).
+    stopped), ``internal_error`` (tracebridge failed on it): these are the :data:`LOSS_REASONS`. The
+    others are not faults: the sampling stages' reasons (``sampled_out``, ``rate_limited``, ...),
+    ``fork_inherited`` (queued when the process forked: the parent writes them, the child does not),
+    ``unknown_activity`` (an activity ended that never began, or twice).
     ``open_activities`` counts activities (and OpenTelemetry spans) still open when the session stopped:
     they are written as begun but not ended.
     """
@@ -204,16 +207,21 @@ class Stats:
 
     def headline(self) -> str:
         """One line for the trace's stats slice, where users look: ``tracebridge: 64 events recorded,
-        936 lost (queue_full)``; what sampling left out, when it did."""
+        936 lost (queue_full)``, then what was left out on purpose (sampling, filters, rate limits) or
+        not recorded for another reason than a fault, by reason."""
         text = f"tracebridge: {self.total_recorded:,} events recorded"
         lost = self.lost
-        if lost:
-            reasons = ", ".join(f"{r} {n:,}" if len(lost) > 1 else r for r, n in lost.items())
-            text += f", {sum(lost.values()):,} lost ({reasons})"
-        left_out = self.total_dropped - sum(lost.values())
-        if left_out:
-            text += f", {left_out:,} left out by sampling and filters"
+        left_out = {r: sum(k.values()) for r, k in sorted(self.dropped.items()) if r not in lost}
+        for what, counts in (("lost", lost), ("left out", left_out)):
+            total = sum(counts.values())
+            if total:
+                reasons = ", ".join(f"{r} {n:,}" if len(counts) > 1 else r for r, n in counts.items() if n)
+                text += f", {total:,} {what} ({reasons})"
         return text
+
+    def merge(self, other: Stats) -> Stats:
+        """The stats of two sessions together (the processes of a merged trace): counts added up."""
+        return Stats.from_dict(_added(self.as_dict(), other.as_dict()))
 
     def count_drop(self, reason: str, kind: str, n: int = 1) -> None:
         by_kind = self.dropped.setdefault(reason, {})
@@ -246,6 +254,15 @@ class Stats:
             sampling=dict(d.get("sampling") or {}),
             demoted={str(k): int(v) for k, v in dict(d.get("demoted") or {}).items()},
         )
+
+
+def _added(a: Any, b: Any) -> Any:
+    """Two stats trees with their numbers added up (keys of either; otherwise the first's value)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _added(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in {**a, **b}}
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return a + b
+    return a
 
 
 @dataclass(frozen=True)
@@ -285,7 +302,6 @@ LOSS_REASONS: Final = frozenset(
         "stop_timeout",
         "memory_cap",
         "outside_session",
-        "fork_inherited",
         "internal_error",
     }
 )

@@ -181,3 +181,28 @@ def test_a_converted_trace_keeps_the_marks_of_its_losses(tmp_path: Path) -> None
     assert [e["args"]["name"] for e in lane] == ["tracebridge"]
     marks = [e for e in json.loads(out.read_text())["traceEvents"] if "dropped" in str(e.get("name"))]
     assert len(marks) == 1 and marks[0]["ph"] == "i"
+
+
+def test_a_session_event_that_does_not_read_is_a_problem(tmp_path: Path) -> None:
+    lane = {
+        "ph": "M",
+        "pid": 1,
+        "tid": 5,
+        "name": "thread_name",
+        "args": {"name": "tracebridge", "tb.lane": "stats"},
+    }
+    for bad, why in (({"dur": -5}, "negative duration"), ({"args": {"recorded": "x"}}, "ValueError")):
+        session = {
+            "ph": "X",
+            "name": "tracebridge: 1 events recorded",
+            "pid": 1,
+            "tid": 5,
+            "ts": 10,
+            "dur": 5,
+        }
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps({"traceEvents": [lane, {**session, **bad}]}))
+        trace = read_trace(path)
+        assert (trace.stats, trace.session_ns, trace.events) == (None, None, [])
+        (problem,) = trace.problems
+        assert problem.code == "json_parser_failure" and why in problem.message

@@ -480,3 +480,45 @@ def test_a_failed_write_that_carried_the_process_name_writes_it_again(
     ]
     assert [d.process.process_name for d in descriptors] == ["", "pytest"]
     assert imported_process_names(trace_path) == ["pytest"]
+
+
+def test_the_stats_of_merged_and_cut_off_traces(tmp_path: Path) -> None:
+    """A merged trace holds a stats slice per process: their stats add up and the session spans them all.
+    A file cut off before its session's end still reads, the session ending at its last event. Stats
+    that do not read are a problem, not an exception."""
+    from tracebridge._model import Stats
+    from tracebridge.sinks.perfetto.merge import merge_traces
+    from tracebridge.sinks.perfetto.reader import iter_frames, read_perfetto_bytes
+
+    paths = []
+    for pid, recorded, lost in ((101, 10, 500), (202, 20, 0)):
+        path = tmp_path / f"p{pid}.perfetto-trace"
+        paths.append(path)
+        w = PerfettoWriter(
+            path, pid=pid, start_ts=pid * 10**6, end_ts=pid * 10**6 + 5 * 10**6, compress=False
+        )
+        w.write(ThreadInfo(pid, pid, "main"), [Event("span", "s", pid * 10**6 + 10, pid * 10**6 + 20)])
+        stats = Stats(recorded={"span": recorded})
+        if lost:
+            stats.count_drop("queue_full", "span", lost)
+        w.close(stats)
+    merge_traces(paths, tmp_path / "merged.perfetto-trace")
+    merged = read_trace(tmp_path / "merged.perfetto-trace")
+    assert merged.problems == [] and merged.stats is not None
+    assert merged.stats.headline() == "tracebridge: 30 events recorded, 500 lost (queue_full)"
+    assert merged.session_ns == (101 * 10**6, 207 * 10**6)
+
+    data = paths[0].read_bytes()
+    *_, (last_at, _, _) = iter_frames(data)
+    cut = read_perfetto_bytes(data[:last_at])  # (without the session slice's END)
+    assert cut.problems == [] and cut.session_ns == (101 * 10**6, 101 * 10**6 + 20)
+    assert any("session" in note for note in cut.notes)
+
+    class Unreadable(Stats):
+        def as_dict(self) -> dict[str, Any]:
+            return {"recorded": "abc"}
+
+    w = PerfettoWriter(tmp_path / "bad.perfetto-trace")
+    w.close(Unreadable())
+    bad = read_trace(tmp_path / "bad.perfetto-trace")
+    assert bad.stats is None and [p.code for p in bad.problems] == ["track_event_parser_errors"]

@@ -313,7 +313,7 @@ class ChromeJsonWriter:
     def _stats_event(self, stats: Stats) -> None:
         """The session as an ``X`` event on a lane of its own, named after what it recorded and lost,
         with the stats as arguments (as the Perfetto writer's stats slice)."""
-        end = trace_clock_ns() if self.end_ts is None else max(self.end_ts, self.start_ts)
+        end = max(trace_clock_ns() if self.end_ts is None else self.end_ts, self.start_ts)
         tid = self._lane_tid(
             ("stats",), STATS_TRACK, "stats", ThreadInfo(self.pid, 0, ""), self.start_ts, end
         )
@@ -390,11 +390,20 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
         lane = lanes.get(e["tid"]) if type(e.get("tid")) is int else None
         if lane is not None and lane[0] == "stats" and ph == "X":  # the session, with its stats
             try:
-                out.stats = Stats.from_dict(_num(dict(e.get("args") or {})))
-                start = _ns(e["ts"])
-                out.session_ns = (start, start + _ns(e.get("dur", 0)))
+                start, dur = _ns(e["ts"]), _ns(e.get("dur", 0))
+                if dur < 0:
+                    raise ValueError(f"negative duration {dur} ns")
+                stats = Stats.from_dict(_num(dict(e.get("args") or {})))
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-                out.problems.append(Problem("json_parser_failure", f"event {i} (stats): {exc}"))
+                out.problems.append(
+                    Problem(
+                        "json_parser_failure", f"event {i} (the session's stats): {type(exc).__name__}: {exc}"
+                    )
+                )
+                continue
+            out.stats = stats if out.stats is None else out.stats.merge(stats)
+            first, last = out.session_ns or (start, start + dur)
+            out.session_ns = (min(first, start), max(last, start + dur))
             continue
         try:
             ev = _json_event(e, ph, thread_names, lanes, activities)

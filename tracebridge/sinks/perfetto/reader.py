@@ -171,6 +171,7 @@ class _Reader:
         self.first_of_code: dict[str, Problem] = {}
         self.lost_seqs: set[int] = set()  # sequences invalid since a loss (until they clear)
         self.stats_tracks: set[int] = set()  # the tracks of the sessions' stats slices (several: merged)
+        self.stats_open: set[int] = set()  # those whose slice has not ended yet
 
     def problem(self, code: str, message: str, offset: int = -1, events: int = 0) -> None:
         """Record a problem. The same problem again is counted on the first one (with the events they
@@ -559,6 +560,7 @@ class _Reader:
             t = raw.type
             if t == SLICE_END:
                 if raw.track in self.stats_tracks:  # the end of a session's slice
+                    self.stats_open.discard(raw.track)
                     self.session(raw.ts)
                     continue
                 stack = open_slices.get(raw.track)
@@ -630,6 +632,9 @@ class _Reader:
                 ev.end_ns = None
                 stack.append((raw, ev))
             events.append((raw.order, ev))
+        if self.stats_open and self.raw:  # (a file cut off before its session's end)
+            self.session(self.raw[-1].ts)
+            self.out.notes.append("the session's slice did not end: its end is the last event's time")
         unfinished = sum(len(s) for s in open_slices.values())
         if unfinished:
             self.out.notes.append(f"{unfinished} slices did not end (written as begun only)")
@@ -650,9 +655,17 @@ class _Reader:
         error = _pop_error(md, raw.frames)
         tid, tname = self.thread_of(raw)
         if raw.type == SLICE_BEGIN and track is not None and track.description == STATS_TRACK_DESCRIPTION:
-            self.out.stats = Stats.from_dict(md)
             self.stats_tracks.add(raw.track)
+            self.stats_open.add(raw.track)
             self.session(raw.ts)
+            try:
+                stats = Stats.from_dict(md)
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                self.problem(
+                    "track_event_parser_errors", f"the session's stats do not read: {exc}", raw.offset
+                )
+                return None
+            self.out.stats = stats if self.out.stats is None else self.out.stats.merge(stats)
             return None
         kind = "span"
         named = None

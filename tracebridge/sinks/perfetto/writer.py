@@ -790,7 +790,7 @@ class PerfettoWriter:
         """The session as a slice on a track of its own ("tracebridge"), from its start to its end, named
         after what it recorded and lost (:meth:`Stats.headline`), with the stats as arguments: visible at
         every zoom level, and not at the end of a thread's track as if the application had made it."""
-        end = trace_clock_ns() if self.end_ts is None else max(self.end_ts, self.start_ts)
+        end = max(trace_clock_ns() if self.end_ts is None else self.end_ts, self.start_ts)
         track = self._describe(self._new_track(STATS_TRACK, TD_DESCRIPTION.string(STATS_TRACK_DESCRIPTION)))
         annotations = b"".join(
             message(E_ANNOTATIONS, A_NAME.string(k), encode_value(v)) for k, v in stats.as_dict().items()
