@@ -29,14 +29,18 @@
 
 enum {
     TAG_TIMESTAMP, TAG_ABSOLUTE_CLOCK, TAG_TYPE_BEGIN, TAG_TYPE_INSTANT, TAG_TRACK_EVENT, TAG_ANNOTATION,
-    TAG_STRING, TAG_BOOL, TAG_INT, TAG_UINT, TAG_DOUBLE, TAG_SOURCE_LOCATION, TAG_COUNT
+    TAG_STRING, TAG_BOOL, TAG_INT, TAG_UINT, TAG_DOUBLE, TAG_SOURCE_LOCATION,
+    /* interning (names, log bodies) and log messages */
+    TAG_NAME_IID, TAG_INTERNED, TAG_I_NAMES, TAG_I_BODIES, TAG_INTERNED_IID, TAG_INTERNED_NAME, TAG_LOG,
+    TAG_LOG_SOURCE, TAG_LOG_BODY, TAG_LOG_PRIO, TAG_COUNT
 };
 static PyObject *tags[TAG_COUNT];
 
 /* Attribute and key names, interned once. */
 static PyObject *s_last_ts, *s_name_refs, *s_category_refs, *s_level_annotations, *s_annotation_refs,
     *s_sources, *s_seq_bytes_needs, *s_end_tail, *s_packet, *s_span, *s_instant, *s_code_file, *s_code_line,
-    *s_code_function, *s_empty, *s_activity, *s_counter, *s_restart;
+    *s_code_function, *s_empty, *s_activity, *s_counter, *s_restart, *s_names, *s_bodies, *s_log, *s_file,
+    *s_function, *s_line;
 
 /* -- Event's fields ------------------------------------------------------------------------------ */
 
@@ -45,12 +49,12 @@ static PyObject *s_last_ts, *s_name_refs, *s_category_refs, *s_level_annotations
 enum {
     F_KIND, F_NAME, F_START, F_END, F_LEVEL, F_METADATA, F_TID, F_THREAD_NAME, F_TRACK, F_OVERLAPPING,
     F_CATEGORIES, F_ADJUSTED, F_ERROR, F_FLOWS, F_TERMINATING, F_TRACE_ID, F_BEGUN, F_SPAN_ID, F_PARENT_ID,
-    F_COUNT
+    F_VALUE, F_SOURCE, F_COUNT
 };
 static const char *field_names[F_COUNT] = {
     "kind", "name", "start_ns", "end_ns", "level", "metadata", "thread_id", "thread_name", "track",
     "overlapping", "categories", "adjusted_count", "error", "flows", "terminating_flows", "trace_id", "begun",
-    "span_id", "parent_id"};
+    "span_id", "parent_id", "value", "source"};
 static PyObject *field_attrs[F_COUNT]; /* the names as interned strings */
 static Py_ssize_t field_off[F_COUNT];
 static PyTypeObject *event_type;
@@ -218,16 +222,197 @@ static int put_ref(Buf *te, PyObject *table, PyObject *key) {
     return put_obj(te, ref) < 0 ? -1 : 1;
 }
 
-/* The track event of a BEGIN or INSTANT, into `te`: 1 done, 0 not handled here, -1 error. */
-static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, int begin, Buf *te,
-                       Buf *scratch) {
-    PyObject *name_refs = seq_refs[0], *category_refs = seq_refs[1], *level_annotations = seq_refs[2],
-             *annotation_refs = seq_refs[3];
-    int handled = 0;
+/* A framed packet: 0x0a, length, head (timestamp), [track event], tail, [interned data]. */
+static PyObject *framed(const char *head, Py_ssize_t head_len, Buf *te, int with_event, PyObject *tail,
+                        Buf *interned) {
+    Py_ssize_t body = head_len + PyBytes_GET_SIZE(tail);
+    if (with_event)
+        body += PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]) + varint_size((uint64_t)te->len) + te->len;
+    if (interned->len)
+        body += PyBytes_GET_SIZE(tags[TAG_INTERNED]) + varint_size((uint64_t)interned->len) + interned->len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 1 + varint_size((uint64_t)body) + body);
+    if (out == NULL)
+        return NULL;
+    char *p = PyBytes_AS_STRING(out);
+    *p++ = 0x0a;
+    p = write_varint(p, (uint64_t)body);
+    memcpy(p, head, (size_t)head_len);
+    p += head_len;
+    if (with_event) {
+        memcpy(p, PyBytes_AS_STRING(tags[TAG_TRACK_EVENT]), (size_t)PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]));
+        p += PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]);
+        p = write_varint(p, (uint64_t)te->len);
+        memcpy(p, te->data, (size_t)te->len);
+        p += te->len;
+    }
+    memcpy(p, PyBytes_AS_STRING(tail), (size_t)PyBytes_GET_SIZE(tail));
+    p += PyBytes_GET_SIZE(tail);
+    if (interned->len) {
+        memcpy(p, PyBytes_AS_STRING(tags[TAG_INTERNED]), (size_t)PyBytes_GET_SIZE(tags[TAG_INTERNED]));
+        p += PyBytes_GET_SIZE(tags[TAG_INTERNED]);
+        p = write_varint(p, (uint64_t)interned->len);
+        memcpy(p, interned->data, (size_t)interned->len);
+    }
+    return out;
+}
+
+static int set_last_ts(PyObject *seq, long long last) {
+    PyObject *v = PyLong_FromLongLong(last);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_SetAttr(seq, s_last_ts, v);
+    Py_DECREF(v);
+    return r;
+}
+
+#define TS_LIMIT (1LL << 62)
+
+/* -- the packet loop over a sorted batch ------------------------------------------------------------ */
+
+/* What the loop reads from a sequence once per batch. */
+typedef struct {
+    PyObject *seq;
+    PyObject *refs[4];
+    PyObject *sources, *needs, *end_tail, *names, *bodies;
+    Buf te, scratch, interned;
+    long long last;
+    int slow; /* last_ts beyond the loop's range: the Python code encodes */
+} Enc;
+
+static void enc_close(Enc *e) {
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(e->refs[i]);
+    Py_CLEAR(e->sources);
+    Py_CLEAR(e->needs);
+    Py_CLEAR(e->end_tail);
+    Py_CLEAR(e->names);
+    Py_CLEAR(e->bodies);
+    PyMem_Free(e->te.data);
+    PyMem_Free(e->scratch.data);
+    PyMem_Free(e->interned.data);
+    e->te.data = e->scratch.data = e->interned.data = NULL;
+}
+
+static int enc_open(Enc *e, PyObject *seq) {
+    memset(e, 0, sizeof(*e));
+    e->seq = seq;
+    if (tags[0] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure() was not called");
+        return -1;
+    }
+    PyObject *names[4] = {s_name_refs, s_category_refs, s_level_annotations, s_annotation_refs};
+    for (int i = 0; i < 4; i++) {
+        e->refs[i] = PyObject_GetAttr(seq, names[i]);
+        if (e->refs[i] == NULL)
+            return -1;
+        if (!PyDict_Check(e->refs[i])) {
+            PyErr_SetString(PyExc_TypeError, "tracebridge._speedups: a sequence's tables must be dicts");
+            return -1;
+        }
+    }
+    if ((e->sources = PyObject_GetAttr(seq, s_sources)) == NULL || !PyDict_Check(e->sources) ||
+        (e->needs = PyObject_GetAttr(seq, s_seq_bytes_needs)) == NULL || !PyBytes_Check(e->needs) ||
+        (e->end_tail = PyObject_GetAttr(seq, s_end_tail)) == NULL || !PyBytes_Check(e->end_tail) ||
+        (e->names = PyObject_GetAttr(seq, s_names)) == NULL || !PyDict_Check(e->names) ||
+        (e->bodies = PyObject_GetAttr(seq, s_bodies)) == NULL || !PyDict_Check(e->bodies)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "tracebridge._speedups: unexpected sequence fields");
+        return -1;
+    }
+    return 0;
+}
+
+static int enc_read_last(Enc *e) {
+    PyObject *last_obj = PyObject_GetAttr(e->seq, s_last_ts);
+    if (last_obj == NULL)
+        return -1;
+    int overflow = 0;
+    e->last = PyLong_AsLongLongAndOverflow(last_obj, &overflow);
+    Py_DECREF(last_obj);
+    if (e->last == -1 && PyErr_Occurred())
+        return -1;
+    e->slow = overflow || e->last <= -TS_LIMIT || e->last >= TS_LIMIT;
+    return 0;
+}
+
+/* A name or log body to intern when the event is taken here: its new iid, or the iid it has in the table
+ * while its encoded reference is not cached yet. */
+typedef struct {
+    PyObject *text; /* borrowed; NULL: nothing pending */
+    uint64_t iid;
+    int is_new;
+} Pending;
+
+/* The iid of `text` in `table` (a dict of str -> int), or the one it would get: *pending filled, 1 done, 0
+ * the Python code encodes (text that is not valid UTF-8), -1 error. */
+static int pending_iid(PyObject *table, PyObject *text, Pending *pending) {
+    PyObject *iid = PyDict_GetItemWithError(table, text);
+    if (iid == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        if (PyUnicode_AsUTF8AndSize(text, NULL) == NULL) { /* lone surrogates: the Python code repairs */
+            PyErr_Clear();
+            return 0;
+        }
+        pending->iid = (uint64_t)PyDict_GET_SIZE(table) + 1;
+        pending->is_new = 1;
+    } else {
+        unsigned long long v = PyLong_AsUnsignedLongLong(iid);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        pending->iid = v;
+        pending->is_new = 0;
+    }
+    pending->text = text;
+    return 1;
+}
+
+/* Intern what is pending: table[text] = iid, and its InternedData entry (field `entry_tag`: {iid, name})
+ * appended to `interned`, as _Sequence._intern does. 0 done, -1 error. */
+static int commit_pending(PyObject *table, Pending *pending, int entry_tag, Buf *interned, Buf *scratch) {
+    if (!pending->is_new)
+        return 0;
+    PyObject *iid = PyLong_FromUnsignedLongLong(pending->iid);
+    if (iid == NULL)
+        return -1;
+    int r = PyDict_SetItem(table, pending->text, iid);
+    Py_DECREF(iid);
+    if (r < 0)
+        return -1;
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(pending->text, &n);
+    if (utf8 == NULL)
+        return -1;
+    scratch->len = 0;
+    if (buf_reserve(scratch, 32) < 0 || put_obj(scratch, tags[TAG_INTERNED_IID]) < 0)
+        return -1;
+    scratch->len = write_varint(scratch->data + scratch->len, pending->iid) - scratch->data;
+    if (put_obj(scratch, tags[TAG_INTERNED_NAME]) < 0 || put_varint(scratch, (uint64_t)n) < 0 ||
+        put(scratch, utf8, n) < 0)
+        return -1;
+    if (put_obj(interned, tags[entry_tag]) < 0 || put_varint(interned, (uint64_t)scratch->len) < 0 ||
+        put(interned, scratch->data, scratch->len) < 0)
+        return -1;
+    return 0;
+}
+
+/* The track event of a BEGIN, INSTANT or log message into e->te, and the entries it interns into
+ * e->interned: 1 done, 0 not handled here, -1 error. What is new in it may be its name and a log
+ * message's body (interned here, in the order _Sequence._packet interns them: name first, body last);
+ * anything else new (a category, an annotation name, a source location) goes to the Python code, and so
+ * does anything rare (tracks, errors, flows, correlation ids, sampling weights, values to repair). */
+static int track_event(Enc *e, PyObject *ev, int begin) {
+    PyObject *name_refs = e->refs[0], *category_refs = e->refs[1], *level_annotations = e->refs[2],
+             *annotation_refs = e->refs[3];
+    Buf *te = &e->te, *scratch = &e->scratch;
+    int handled = 0, is_log = 0;
     PyObject *kind = NULL, *track = NULL, *overlapping = NULL, *name = NULL, *categories = NULL,
              *level = NULL, *adjusted = NULL, *md = NULL, *error = NULL, *flows = NULL,
-             *terminating = NULL, *trace_id = NULL, *source_key = NULL;
+             *terminating = NULL, *trace_id = NULL, *source_key = NULL, *value = NULL, *source = NULL,
+             *src_file = NULL, *src_function = NULL, *src_line = NULL, *log_key = NULL;
+    Pending new_name = {NULL, 0, 0}, new_body = {NULL, 0, 0};
     int code_handled = 0;
+    e->interned.len = 0;
 
 #define GET(var, f)                                  \
     do {                                             \
@@ -237,9 +422,13 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     } while (0)
 
     GET(kind, F_KIND);
-    if (!PyUnicode_CheckExact(kind) ||
-        (PyUnicode_Compare(kind, s_span) != 0 && PyUnicode_Compare(kind, s_instant) != 0))
-        goto done; /* activities, log messages: the Python code */
+    if (!PyUnicode_CheckExact(kind))
+        goto done;
+    if (PyUnicode_Compare(kind, s_span) != 0 && PyUnicode_Compare(kind, s_instant) != 0) {
+        if (begin || PyUnicode_Compare(kind, s_log) != 0)
+            goto done; /* activities: the Python code */
+        is_log = 1;
+    }
     GET(track, F_TRACK);
     GET(overlapping, F_OVERLAPPING);
     if (track != Py_None || overlapping != Py_False)
@@ -268,14 +457,25 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     if (put_obj(te, tags[begin ? TAG_TYPE_BEGIN : TAG_TYPE_INSTANT]) < 0)
         goto error;
     GET(name, F_NAME);
-    int put = put_ref(te, name_refs, name);
-    if (put <= 0)
-        goto put_failed;
+    if (!PyUnicode_CheckExact(name))
+        goto done;
+    int got = put_ref(te, name_refs, name);
+    if (got < 0)
+        goto error;
+    if (got == 0) { /* a name not referenced yet on this sequence: interned with this event */
+        int r = pending_iid(e->names, name, &new_name);
+        if (r <= 0) {
+            got = r;
+            goto put_failed;
+        }
+        if (put_obj(te, tags[TAG_NAME_IID]) < 0 || put_varint(te, new_name.iid) < 0)
+            goto error;
+    }
     GET(categories, F_CATEGORIES);
     if (!PyTuple_CheckExact(categories))
         goto done;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(categories); i++)
-        if ((put = put_ref(te, category_refs, PyTuple_GET_ITEM(categories, i))) <= 0)
+        if ((got = put_ref(te, category_refs, PyTuple_GET_ITEM(categories, i))) <= 0)
             goto put_failed;
     GET(level, F_LEVEL);
     if (!PyLong_CheckExact(level))
@@ -284,7 +484,7 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
     long lv = PyLong_AsLongAndOverflow(level, &lv_overflow);
     if (lv == -1 && PyErr_Occurred())
         goto error;
-    if ((lv_overflow || lv != 1) && (put = put_ref(te, level_annotations, level)) <= 0)
+    if ((lv_overflow || lv != 1) && (got = put_ref(te, level_annotations, level)) <= 0)
         goto put_failed;
     GET(md, F_METADATA);
     if (!PyDict_CheckExact(md))
@@ -307,7 +507,7 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
             source_key = PyTuple_Pack(3, file, function, line);
             if (source_key == NULL)
                 goto error;
-            PyObject *iid = PyDict_GetItemWithError(sources, source_key);
+            PyObject *iid = PyDict_GetItemWithError(e->sources, source_key);
             if (iid == NULL) {
                 if (PyErr_Occurred())
                     goto error;
@@ -321,9 +521,9 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
             code_handled = 1;
         }
     }
-    PyObject *key, *value;
+    PyObject *key, *mvalue;
     Py_ssize_t pos = 0;
-    while (PyDict_Next(md, &pos, &key, &value)) {
+    while (PyDict_Next(md, &pos, &key, &mvalue)) {
         if (!PyUnicode_CheckExact(key))
             goto done;
         if (code_handled && (PyUnicode_Compare(key, s_code_file) == 0 ||
@@ -336,17 +536,83 @@ static int track_event(PyObject *seq_refs[4], PyObject *sources, PyObject *ev, i
                 goto error;
             goto done;
         }
-        int r = put_annotation(te, scratch, ref, value);
+        int r = put_annotation(te, scratch, ref, mvalue);
         if (r < 0)
             goto error;
         if (r == 0)
             goto done;
     }
+    if (is_log) { /* LogMessage {body iid, source location iid, priority} (_Sequence._log_message) */
+        int r = pending_iid(e->bodies, name, &new_body);
+        if (r <= 0) {
+            got = r;
+            goto put_failed;
+        }
+        uint64_t source_iid = 0;
+        GET(source, F_SOURCE);
+        if (source != Py_None) {
+            if ((src_file = PyObject_GetAttr(source, s_file)) == NULL ||
+                (src_function = PyObject_GetAttr(source, s_function)) == NULL ||
+                (src_line = PyObject_GetAttr(source, s_line)) == NULL)
+                goto error;
+            if ((log_key = PyTuple_Pack(3, src_file, src_function, src_line)) == NULL)
+                goto error;
+            PyObject *iid = PyDict_GetItemWithError(e->sources, log_key);
+            if (iid == NULL) {
+                if (PyErr_Occurred())
+                    goto error;
+                goto done; /* a source location not interned yet: the Python code */
+            }
+            unsigned long long v = PyLong_AsUnsignedLongLong(iid);
+            if (v == (unsigned long long)-1 && PyErr_Occurred())
+                goto error;
+            source_iid = v;
+        }
+        GET(value, F_VALUE);
+        long prio = 4; /* (any int from 0 to 7, bools and int subclasses too, as isinstance(value, int)) */
+        if (PyLong_Check(value)) {
+            int overflow = 0;
+            long p = PyLong_AsLongAndOverflow(value, &overflow);
+            if (p == -1 && PyErr_Occurred())
+                goto error;
+            if (!overflow && p >= 0 && p <= 7)
+                prio = p;
+        }
+        scratch->len = 0;
+        if (put_obj(scratch, tags[TAG_LOG_BODY]) < 0 || put_varint(scratch, new_body.iid) < 0)
+            goto error;
+        if (source != Py_None &&
+            (put_obj(scratch, tags[TAG_LOG_SOURCE]) < 0 || put_varint(scratch, source_iid) < 0))
+            goto error;
+        if (put_obj(scratch, tags[TAG_LOG_PRIO]) < 0 || put_varint(scratch, (uint64_t)prio) < 0)
+            goto error;
+        if (put_obj(te, tags[TAG_LOG]) < 0 || put_varint(te, (uint64_t)scratch->len) < 0 ||
+            put(te, scratch->data, scratch->len) < 0)
+            goto error;
+    }
+    /* Taken here: intern what is new, as the Python code would have (the name, then the body). */
+    if (new_name.text != NULL) {
+        if (commit_pending(e->names, &new_name, TAG_I_NAMES, &e->interned, scratch) < 0)
+            goto error;
+        PyObject *ref = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(tags[TAG_NAME_IID]) +
+                                                            varint_size(new_name.iid));
+        if (ref == NULL)
+            goto error;
+        char *p = PyBytes_AS_STRING(ref);
+        memcpy(p, PyBytes_AS_STRING(tags[TAG_NAME_IID]), (size_t)PyBytes_GET_SIZE(tags[TAG_NAME_IID]));
+        write_varint(p + PyBytes_GET_SIZE(tags[TAG_NAME_IID]), new_name.iid);
+        int r = PyDict_SetItem(name_refs, name, ref);
+        Py_DECREF(ref);
+        if (r < 0)
+            goto error;
+    }
+    if (new_body.text != NULL && commit_pending(e->bodies, &new_body, TAG_I_BODIES, &e->interned, scratch) < 0)
+        goto error;
     handled = 1;
     goto done;
 
-put_failed: /* a reference not interned yet (put == 0), or an error (put < 0) */
-    if (put == 0)
+put_failed: /* a reference not interned yet (got == 0), or an error (got < 0) */
+    if (got == 0)
         goto done;
 error:
     handled = -1;
@@ -364,112 +630,21 @@ done:
     Py_XDECREF(terminating);
     Py_XDECREF(trace_id);
     Py_XDECREF(source_key);
+    Py_XDECREF(value);
+    Py_XDECREF(source);
+    Py_XDECREF(src_file);
+    Py_XDECREF(src_function);
+    Py_XDECREF(src_line);
+    Py_XDECREF(log_key);
     return handled;
 #undef GET
-}
-
-/* A framed packet: 0x0a, length, head (timestamp), [track event], tail. */
-static PyObject *framed(const char *head, Py_ssize_t head_len, Buf *te, int with_event, PyObject *tail) {
-    Py_ssize_t body = head_len + PyBytes_GET_SIZE(tail);
-    if (with_event)
-        body += PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]) + varint_size((uint64_t)te->len) + te->len;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 1 + varint_size((uint64_t)body) + body);
-    if (out == NULL)
-        return NULL;
-    char *p = PyBytes_AS_STRING(out);
-    *p++ = 0x0a;
-    p = write_varint(p, (uint64_t)body);
-    memcpy(p, head, (size_t)head_len);
-    p += head_len;
-    if (with_event) {
-        memcpy(p, PyBytes_AS_STRING(tags[TAG_TRACK_EVENT]), (size_t)PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]));
-        p += PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]);
-        p = write_varint(p, (uint64_t)te->len);
-        memcpy(p, te->data, (size_t)te->len);
-        p += te->len;
-    }
-    memcpy(p, PyBytes_AS_STRING(tail), (size_t)PyBytes_GET_SIZE(tail));
-    return out;
-}
-
-static int set_last_ts(PyObject *seq, long long last) {
-    PyObject *v = PyLong_FromLongLong(last);
-    if (v == NULL)
-        return -1;
-    int r = PyObject_SetAttr(seq, s_last_ts, v);
-    Py_DECREF(v);
-    return r;
-}
-
-#define TS_LIMIT (1LL << 62)
-
-/* -- the packet loop over a sorted batch ------------------------------------------------------------ */
-
-/* What the loop reads from a sequence once per batch. */
-typedef struct {
-    PyObject *seq;
-    PyObject *refs[4];
-    PyObject *sources, *needs, *end_tail;
-    Buf te, scratch;
-    long long last;
-    int slow; /* last_ts beyond the loop's range: the Python code encodes */
-} Enc;
-
-static void enc_close(Enc *e) {
-    for (int i = 0; i < 4; i++)
-        Py_CLEAR(e->refs[i]);
-    Py_CLEAR(e->sources);
-    Py_CLEAR(e->needs);
-    Py_CLEAR(e->end_tail);
-    PyMem_Free(e->te.data);
-    PyMem_Free(e->scratch.data);
-    e->te.data = e->scratch.data = NULL;
-}
-
-static int enc_open(Enc *e, PyObject *seq) {
-    memset(e, 0, sizeof(*e));
-    e->seq = seq;
-    if (tags[0] == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure() was not called");
-        return -1;
-    }
-    PyObject *names[4] = {s_name_refs, s_category_refs, s_level_annotations, s_annotation_refs};
-    for (int i = 0; i < 4; i++) {
-        e->refs[i] = PyObject_GetAttr(seq, names[i]);
-        if (e->refs[i] == NULL)
-            return -1;
-        if (!PyDict_Check(e->refs[i])) {
-            PyErr_SetString(PyExc_TypeError, "tracebridge._speedups: a sequence's tables must be dicts");
-            return -1;
-        }
-    }
-    if ((e->sources = PyObject_GetAttr(seq, s_sources)) == NULL || !PyDict_Check(e->sources) ||
-        (e->needs = PyObject_GetAttr(seq, s_seq_bytes_needs)) == NULL || !PyBytes_Check(e->needs) ||
-        (e->end_tail = PyObject_GetAttr(seq, s_end_tail)) == NULL || !PyBytes_Check(e->end_tail)) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "tracebridge._speedups: unexpected sequence fields");
-        return -1;
-    }
-    return 0;
-}
-
-static int enc_read_last(Enc *e) {
-    PyObject *last_obj = PyObject_GetAttr(e->seq, s_last_ts);
-    if (last_obj == NULL)
-        return -1;
-    int overflow = 0;
-    e->last = PyLong_AsLongLongAndOverflow(last_obj, &overflow);
-    Py_DECREF(last_obj);
-    if (e->last == -1 && PyErr_Occurred())
-        return -1;
-    e->slow = overflow || e->last <= -TS_LIMIT || e->last >= TS_LIMIT;
-    return 0;
 }
 
 /* The framed packet of one item, appended to `out`: here when the event's parts are interned, else by
  * seq._packet(ts, phase, ev, tracks). */
 static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *tracks, PyObject *out) {
     int fast = 0, with_event = 1;
+    e->interned.len = 0;
     if (ts >= 0 && !e->slow) {
         if (phase == 2) { /* SLICE_END */
             if (PyDict_GET_SIZE(tracks) == 0) {
@@ -481,7 +656,7 @@ static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *trac
                 with_event = 0;
             }
         } else if (phase == 1 || phase == 3) {
-            fast = track_event(e->refs, e->sources, ev, phase == 1, &e->te, &e->scratch);
+            fast = track_event(e, ev, phase == 1);
             if (fast < 0)
                 return -1;
         }
@@ -500,7 +675,7 @@ static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *trac
             memcpy(p, PyBytes_AS_STRING(tags[TAG_ABSOLUTE_CLOCK]), (size_t)PyBytes_GET_SIZE(tags[TAG_ABSOLUTE_CLOCK]));
             p += PyBytes_GET_SIZE(tags[TAG_ABSOLUTE_CLOCK]);
         }
-        packet = framed(head, p - head, &e->te, with_event, with_event ? e->needs : e->end_tail);
+        packet = framed(head, p - head, &e->te, with_event, with_event ? e->needs : e->end_tail, &e->interned);
     } else { /* the Python code: it interns what is new and handles every other case */
         if (!e->slow && set_last_ts(e->seq, e->last) < 0)
             return -1;
@@ -1893,13 +2068,94 @@ static int plain_metadata(PyObject *md, PyObject *secret_cache, Py_ssize_t max_s
     return 1;
 }
 
-/* span_events(records, start_ns, offset, tid, thread_name, code_locations, objects) -> (events, outside, left)
+/* Record (tracebridge._model.Record: instants, counters, activities, log messages as sources record them):
+ * where its slots sit, set by configure_records(). */
+enum {
+    R_KIND, R_NAME, R_START, R_END, R_LEVEL, R_METADATA, R_VALUE, R_SOURCE, R_ERROR, R_TRACE_ID, R_SPAN_ID,
+    R_ADJUSTED, R_COUNT
+};
+static const char *record_slot_names[R_COUNT] = {"kind", "name", "start_ns", "end_ns", "level", "metadata",
+                                                 "value", "source", "error", "trace_id", "span_id",
+                                                 "adjusted_count"};
+static Py_ssize_t record_off[R_COUNT];
+static PyTypeObject *record_type;
+
+static PyObject *configure_records(PyObject *self, PyObject *type) {
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "configure_records: expected the Record type");
+        return NULL;
+    }
+    Py_ssize_t off[R_COUNT];
+    for (int i = 0; i < R_COUNT; i++)
+        if ((off[i] = slot_offset((PyTypeObject *)type, record_slot_names[i])) < 0)
+            return NULL;
+    memcpy(record_off, off, sizeof(off));
+    Py_XSETREF(record_type, (PyTypeObject *)Py_NewRef(type));
+    Py_RETURN_NONE;
+}
+
+/* The event of a log message or instant Record, as EventConversion._to_event makes it, when nothing in it
+ * needs work: 1 made (*made set), 0 the Python code converts it, -1 error. */
+static int record_event(PyObject *rec, long long offset, PyObject *tid, PyObject *thread_name,
+                        PyObject *secret_cache, Py_ssize_t max_string, PyObject *special, PyObject **made) {
+    PyObject *v[R_COUNT];
+    for (int i = 0; i < R_COUNT; i++)
+        if ((v[i] = SLOT(rec, record_off[i])) == NULL)
+            return 0; /* (an unset slot: the Python code says so) */
+    PyObject *kind = v[R_KIND];
+    if (!PyUnicode_CheckExact(kind) || (PyUnicode_Compare(kind, s_log) != 0 && PyUnicode_Compare(kind, s_instant) != 0))
+        return 0;
+    if (v[R_ERROR] != Py_None || !plain_name(v[R_NAME]))
+        return 0;
+    long long start, end;
+    int a = small_int(v[R_START], &start);
+    if (a <= 0)
+        return a;
+    int b = small_int(v[R_END], &end);
+    if (b <= 0)
+        return b;
+    PyObject *md = v[R_METADATA], *meta;
+    if (md == Py_None || (PyDict_CheckExact(md) && PyDict_GET_SIZE(md) == 0))
+        meta = PyDict_New();
+    else if (!PyDict_CheckExact(md))
+        return 0;
+    else {
+        int plain = plain_metadata(md, secret_cache, max_string, special);
+        if (plain <= 0)
+            return plain;
+        meta = PyDict_Copy(md);
+    }
+    if (meta == NULL)
+        return -1;
+    PyObject *fields[7] = {Py_NewRef(v[R_NAME]), PyLong_FromLongLong(start + offset), PyLong_FromLongLong(end + offset),
+                           Py_NewRef(v[R_LEVEL]), meta, Py_NewRef(tid), Py_NewRef(thread_name)};
+    if (fields[1] == NULL || fields[2] == NULL) {
+        for (int j = 0; j < 7; j++)
+            Py_XDECREF(fields[j]);
+        return -1;
+    }
+    PyObject *ev = new_event(fields);
+    if (ev == NULL)
+        return -1;
+    Py_SETREF(SLOT(ev, field_off[F_KIND]), Py_NewRef(kind));
+    Py_SETREF(SLOT(ev, field_off[F_VALUE]), Py_NewRef(v[R_VALUE]));
+    Py_SETREF(SLOT(ev, field_off[F_SOURCE]), Py_NewRef(v[R_SOURCE]));
+    Py_SETREF(SLOT(ev, field_off[F_TRACE_ID]), Py_NewRef(v[R_TRACE_ID]));
+    Py_SETREF(SLOT(ev, field_off[F_SPAN_ID]), Py_NewRef(v[R_SPAN_ID]));
+    Py_SETREF(SLOT(ev, field_off[F_ADJUSTED]), Py_NewRef(v[R_ADJUSTED]));
+    *made = ev;
+    return 1;
+}
+
+/* span_events(records, start_ns, offset, tid, thread_name, code_locations, objects)
+ *     -> (events, outside, left, logs, instants)
  *
  * What Session._events makes of a batch of records, for the commonest spans: each compact record (name,
  * level, start, end) and, when `objects` is (secret_cache, max_string, special_keys), each recorded Span
  * (exactly that class) whose name, metadata and fields need no work, becomes its Event here. Spans that
- * began before the session are counted in `outside` and left out; every other record stays in place,
- * counted in `left`, for the Python code to convert. */
+ * began before the session are counted in `outside` and left out; so does each log message and instant
+ * recorded as a Record whose name and metadata need no work and that carries no error (counted in `logs`
+ * and `instants`); every other record stays in place, counted in `left`, for the Python code to convert. */
 static PyObject *span_events(PyObject *self, PyObject *args) {
     PyObject *records, *tid, *thread_name, *code_locations, *objects;
     long long session_start, offset;
@@ -1921,13 +2177,30 @@ static PyObject *span_events(PyObject *self, PyObject *args) {
     }
     if (offset <= -TS_LIMIT || offset >= TS_LIMIT) /* (never: the trace clock's offset) */
         return Py_BuildValue("(Onn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records));
-    Py_ssize_t n = PyList_GET_SIZE(records), outside = 0, left = 0;
+    Py_ssize_t n = PyList_GET_SIZE(records), outside = 0, left = 0, logs = 0, instants = 0;
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *rec = PyList_GET_ITEM(records, i), *made = NULL;
         PyObject *name, *level, *start_obj, *end_obj, *md = NULL, *span = NULL;
+        if (secret_cache != NULL && record_type != NULL && Py_TYPE(rec) == record_type) {
+            int r = record_event(rec, offset, tid, thread_name, secret_cache, max_string, special, &made);
+            if (r < 0)
+                goto error;
+            if (r == 0)
+                goto as_is;
+            PyObject *kind = SLOT(rec, record_off[R_KIND]);
+            if (PyUnicode_Compare(kind, s_log) == 0)
+                logs++;
+            else
+                instants++;
+            r = PyList_Append(out, made);
+            Py_DECREF(made);
+            if (r < 0)
+                goto error;
+            continue;
+        }
         if (PyTuple_CheckExact(rec) && PyTuple_GET_SIZE(rec) == 4) {
             name = PyTuple_GET_ITEM(rec, 0), level = PyTuple_GET_ITEM(rec, 1);
             start_obj = PyTuple_GET_ITEM(rec, 2), end_obj = PyTuple_GET_ITEM(rec, 3);
@@ -2012,7 +2285,7 @@ static PyObject *span_events(PyObject *self, PyObject *args) {
         if (PyList_Append(out, rec) < 0)
             goto error;
     }
-    return Py_BuildValue("(Nnn)", out, outside, left);
+    return Py_BuildValue("(Nnnnn)", out, outside, left, logs, instants);
 error:
     Py_DECREF(out);
     return NULL;
@@ -2099,6 +2372,8 @@ static PyMethodDef methods[] = {
     {"make_span", make_span, METH_VARARGS, "make_span(py_span, off_type, doc): the compiled span()."},
     {"configure_sampling", configure_sampling, METH_VARARGS,
      "configure_sampling(dropped_type, sampled_span, getrandbits, mask): what span() reads when sampling."},
+    {"configure_records", configure_records, METH_O,
+     "configure_records(Record): where the slots of the records span_events converts sit."},
     {"join_chunks", join_chunks, METH_VARARGS,
      "join_chunks(packets, limit): the packets joined in runs of at most limit bytes."},
     {"span_events", span_events, METH_VARARGS,
@@ -2140,6 +2415,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_activity, "activity");
     INTERN(s_counter, "counter");
     INTERN(s_restart, "restart");
+    INTERN(s_names, "names");
+    INTERN(s_bodies, "bodies");
+    INTERN(s_log, "log");
+    INTERN(s_file, "file");
+    INTERN(s_function, "function");
+    INTERN(s_line, "line");
     INTERN(sp.s_state_key, "tracebridge._speedups.thread_state");
     INTERN(sp.s_state, "state");
     INTERN(sp.s_place, "_place");

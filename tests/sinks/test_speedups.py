@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import tracebridge
 from tracebridge import _accel, spans
 from tracebridge._config import Config
-from tracebridge._model import ErrorInfo, Event, SpanRecord, ThreadInfo
+from tracebridge._model import ErrorInfo, Event, Frame, Record, SpanRecord, ThreadInfo
 from tracebridge._sanitize import is_secret_key
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.reader import iter_frames
@@ -98,15 +98,41 @@ def test_the_compiled_loop_takes_the_common_events(trace_path: Path, monkeypatch
         )
         for i in range(1000)
     ] + [Event("instant", "tick", 20_000 + i, 20_000 + i, metadata={"s": "é"}) for i in range(1000)]
+    # Log messages, each one new (its name and body interned as it is written), from one place.
+    where = Frame("handle", "/srv/app.py", 12)
+    events += [
+        Event(
+            "log", f"order {i} loaded", 30_000 + i, 30_000 + i, 2, {"logger": "shop"}, value=4, source=where
+        )
+        for i in range(1000)
+    ]
     w = PerfettoWriter(trace_path, start_ts=0)
     w.write(me, events)
     w.close()
-    # Only the first of each shape goes through the Python code (it interns the names).
-    assert calls[0] <= 4
+    # Only the first of each shape goes through the Python code (it interns what else is new).
+    assert calls[0] <= 6
     imported = perfetto_import(trace_path)
-    assert imported.stats == {} and len(imported.slices) == 2000
+    assert imported.stats == {} and len(imported.slices) == 3000
     back = tracebridge.read(trace_path)
     assert [e.metadata for e in back if e.name == "work"][999] == {"i": 999, "ok": True, "x": 0.5}
+
+
+@compiled
+def test_both_paths_write_log_priorities_alike(tmp_path: Path) -> None:
+    """Priorities outside Perfetto's range (or not ints) are written as INFO on both paths; bools and int
+    subclasses as the ints they are."""
+    import enum
+
+    class Prio(enum.IntEnum):
+        WARN = 5
+
+    me = ThreadInfo(PID, 7, "main")
+    events = [
+        Event("log", f"m{i}", 1_000 + i, 1_000 + i, value=v)
+        for i, v in enumerate([-1, 8, True, None, 3, 2.0, Prio.WARN, 2**70, "6"])
+    ]
+    batches = [(me, events), (me, [dataclasses.replace(e, start_ns=e.start_ns + 100) for e in events])]
+    assert write(tmp_path / "c.pt", batches, True) == write(tmp_path / "py.pt", batches, False)
 
 
 def test_which_path_runs_and_the_pure_path_can_be_forced() -> None:
@@ -148,16 +174,33 @@ _times = st.one_of(st.integers(0, 10**6), st.integers(-(2**70), 2**70))
 
 @st.composite
 def record_batches(draw: st.DrawFn) -> list[Any]:
-    """Records as a thread queues them: compact span tuples (some begun before the session), and span
-    objects among them."""
+    """Records as a thread queues them: compact span tuples (some begun before the session), span
+    objects, and log messages, instants and counter samples as sources record them."""
     out: list[Any] = []
     for _ in range(draw(st.integers(0, 30))):
         name = draw(_names)
         level = draw(st.one_of(st.integers(1, 4), st.integers(-(2**65), 2**65)))
         start = draw(_times)
         end = start + draw(st.integers(0, 10**6))
-        shape = draw(st.integers(0, 5))
-        if shape == 0:
+        shape = draw(st.integers(0, 7))
+        if shape >= 6:  # a log message, instant or counter sample (Record)
+            kind = draw(st.sampled_from(["log", "log", "instant", "counter"]))
+            rec = Record(
+                kind,
+                name,
+                BASE + start,
+                draw(st.sampled_from([BASE + start, None])),
+                level,
+                draw(st.none() | _metadata),
+                value=draw(st.sampled_from([None, 4, 7, 2.5])),
+                source=draw(st.sampled_from([None, Frame("f", "/a.py", 3)])),
+                error=ErrorInfo("ValueError", "bad", ()) if draw(st.integers(0, 9)) == 0 else None,
+                trace_id=draw(st.sampled_from([0, 7])),
+                span_id=draw(st.sampled_from([0, 9])),
+            )
+            rec.adjusted_count = draw(st.sampled_from([1.0, 1.0, 4.0]))
+            out.append(rec)
+        elif shape == 0:
             out.append(SpanRecord.of(name, level, BASE + start, BASE + end))
         elif shape in (1, 2):  # a recorded span object (metadata, ids, a parent, sampling weight, ...)
             s = spans._made(Span, name, level, draw(st.none() | _metadata))

@@ -49,8 +49,9 @@ OutputFormat = Literal["perfetto", "json", "memory", "none"]
 
 #: Metadata keys the writer gives a meaning of its own (the compiled step leaves spans with them to Python).
 SPECIAL_KEYS = frozenset({"category", "track", "flows", "terminating_flows"}) | RESERVED_KEYS
-if speedups is not None:  # the events the compiled step makes start as copies of this one
+if speedups is not None:  # the events the compiled step makes start as copies of this one; records it reads
     speedups.configure_events(Event("span", "", 0, 0), tuple(f.name for f in fields(Event)))
+    speedups.configure_records(Record)
 
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096
@@ -546,20 +547,24 @@ class Session(EventConversion):
         recorded = self.stats.recorded
         start = self.start_ns
         if speedups is not None:
-            # Compiled: the commonest spans become their events; other records stay in place for the loop
-            # below (span objects too when ids are wanted: trace lines, in-memory events).
+            # Compiled: the commonest spans, log messages and instants become their events; other records
+            # stay in place for the loop below (objects too when ids are wanted: trace lines, in memory).
             objects = (
                 None
                 if self._make_ids or self.lines is not None
                 else (self.limits.secret_cache, self.limits.max_string, SPECIAL_KEYS)
             )
-            made, outside, left = speedups.span_events(
+            made, outside, left, logs, instants = speedups.span_events(
                 records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS, objects
             )
             if outside:
                 self.count_drop("outside_session", "span", outside)
-            if len(made) > left:
-                recorded["span"] = recorded.get("span", 0) + len(made) - left
+            if len(made) > left + logs + instants:
+                recorded["span"] = recorded.get("span", 0) + len(made) - left - logs - instants
+            if logs:
+                recorded["log"] = recorded.get("log", 0) + logs
+            if instants:
+                recorded["instant"] = recorded.get("instant", 0) + instants
             if not left:
                 return made  # type: ignore[no-any-return]
             records = made

@@ -167,6 +167,16 @@ if speedups is not None:  # the wire tags the compiled loop writes, from the sch
             A_UINT.varint_tag,
             A_DOUBLE.fixed64_tag,
             E_SOURCE_LOCATION_IID.varint_tag,
+            E_NAME_IID.varint_tag,
+            P_INTERNED.len_tag,
+            I_NAMES.len_tag,
+            I_LOG_BODIES.len_tag,
+            INTERNED_IID.varint_tag,
+            INTERNED_NAME.len_tag,
+            E_LOG.len_tag,
+            LOG_SOURCE.varint_tag,
+            LOG_BODY.varint_tag,
+            LOG_PRIO.varint_tag,
         )
     )
 
