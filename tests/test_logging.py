@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import logging.config
@@ -452,3 +453,62 @@ def test_perfetto_handler_emits_without_its_lock(logger: logging.Logger, trace_p
         handler.release()
     tracebridge.stop()
     assert [e.name for e in tracebridge.read(trace_path) if e.kind == "log"] == ["kept 1"]
+
+
+@pytest.mark.skipif(not tracebridge.accelerated, reason="the compiled accelerator is not in use here")
+def test_both_paths_make_the_same_record_of_a_log_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled record_from_log takes plain records and leaves the rest (format errors, extra fields,
+    failures, ids a filter set, subclasses, places and levels not seen yet) to the Python code; both
+    make the same Record."""
+    import sys
+
+    from tracebridge import logging as tl
+    from tracebridge._model import Record
+
+    monkeypatch.setattr(tl, "now_ns", lambda: 12_345)
+    compiled = tl._fast_record
+    assert compiled is not None
+
+    class Sub(logging.LogRecord):
+        pass
+
+    def make(msg: object, args: object = (), *, level: int = logging.INFO, line: int = 10, **extra: object):
+        kind = extra.pop("kind", logging.LogRecord)
+        exc = extra.pop("exc", None)
+        rec = kind("shop", level, "/srv/app.py", line, msg, args, exc, "handle")  # type: ignore[operator]
+        rec.__dict__.update(extra)
+        return rec
+
+    try:
+        raise KeyError("k")
+    except KeyError:
+        failure = sys.exc_info()
+    cases = [
+        lambda: make("order %d loaded from %s", (7, "db")),
+        lambda: make("plain message"),
+        lambda: make("%(n)s items", ({"n": 3},)),
+        lambda: make("bad %d", ("x",)),  # does not format
+        lambda: make("with extra", user="ann"),
+        lambda: make("failed", exc=failure),
+        lambda: make("ids set", trace_id="0" * 31 + "1", span_id="0" * 15 + "2"),
+        lambda: make("sub", kind=Sub),
+        lambda: make("elsewhere", line=11),  # a place not seen yet
+        lambda: make("custom level", level=25),
+        lambda: make(12345),  # not a string
+    ]
+    fields = [f for f in Record.__slots__ if f != "error"]
+    taken = 0
+    for case in cases:
+        with tracebridge.span("outer") if case is cases[1] else contextlib.nullcontext():
+            made = []
+            for fast in (compiled, None, compiled):  # (the Python code fills the caches the second takes)
+                monkeypatch.setattr(tl, "_fast_record", fast)
+                made.append(tl.record_from_log(case()))
+        for rec in made[1:]:
+            assert [getattr(rec, f) for f in fields] == [getattr(made[0], f) for f in fields], case
+            assert (rec.error is None) == (made[0].error is None)
+        taken += (
+            compiled(case(), tl._frames, tl._levels, tl.trace_context, tl.now_ns, tl._PLAIN_FIELDS)
+            is not None
+        )
+    assert taken == 5  # plain, no args (in a span), a mapping, a place and a level once seen

@@ -289,6 +289,9 @@ MAX_STACKTRACE_TEXT: Final = 8192
 RESERVED_KEYS: Final = frozenset(
     {LEVEL_KEY, ADJUSTED_COUNT_KEY, ERROR_TYPE_KEY, ERROR_MESSAGE_KEY, ERROR_CAUSE_KEY, ERROR_STACKTRACE_KEY}
 )
+#: A log message's format string (``logger.info("order %d", n)``: ``"order %d"``). In Perfetto the log's
+#: slice is named after it (so that the messages of one statement share a name), the message is the body.
+MESSAGE_TEMPLATE_KEY: Final = "message_template"
 #: The track of the slice that spans the session and holds its stats (:meth:`Stats.headline` names it).
 STATS_TRACK: Final = "tracebridge"
 #: The category of that slice.

@@ -41,6 +41,10 @@ static PyObject *s_last_ts, *s_name_refs, *s_category_refs, *s_level_annotations
     *s_sources, *s_seq_bytes_needs, *s_end_tail, *s_packet, *s_span, *s_instant, *s_code_file, *s_code_line,
     *s_code_function, *s_empty, *s_activity, *s_counter, *s_restart, *s_names, *s_bodies, *s_log, *s_file,
     *s_function, *s_line;
+/* ... and those log_record reads. */
+static PyObject *s_msg, *s_args, *s_exc_info, *s_logger, *s_message_template, *s_message, *s_asctime,
+    *s_trace_id, *s_funcName, *s_pathname, *s_lineno, *s_levelno, *s_dict, *s_name;
+
 
 /* -- Event's fields ------------------------------------------------------------------------------ */
 
@@ -457,13 +461,27 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
     if (put_obj(te, tags[begin ? TAG_TYPE_BEGIN : TAG_TYPE_INSTANT]) < 0)
         goto error;
     GET(name, F_NAME);
-    if (!PyUnicode_CheckExact(name))
+    GET(md, F_METADATA);
+    if (!PyUnicode_CheckExact(name) || !PyDict_CheckExact(md))
         goto done;
-    int got = put_ref(te, name_refs, name);
+    /* A log message is named after its template (its message is the body), unless that is the message. */
+    PyObject *slice_name = name, *template = NULL;
+    if (is_log) {
+        template = PyDict_GetItemWithError(md, s_message_template);
+        if (template == NULL && PyErr_Occurred())
+            goto error;
+        if (template != NULL && PyUnicode_CheckExact(template) && PyUnicode_Compare(template, name) != 0)
+            slice_name = template;
+        else
+            template = NULL;
+        if (PyErr_Occurred())
+            goto error;
+    }
+    int got = put_ref(te, name_refs, slice_name);
     if (got < 0)
         goto error;
     if (got == 0) { /* a name not referenced yet on this sequence: interned with this event */
-        int r = pending_iid(e->names, name, &new_name);
+        int r = pending_iid(e->names, slice_name, &new_name);
         if (r <= 0) {
             got = r;
             goto put_failed;
@@ -486,9 +504,6 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
         goto error;
     if ((lv_overflow || lv != 1) && (got = put_ref(te, level_annotations, level)) <= 0)
         goto put_failed;
-    GET(md, F_METADATA);
-    if (!PyDict_CheckExact(md))
-        goto done;
     PyObject *file = PyDict_GetItemWithError(md, s_code_file);
     if (file == NULL && PyErr_Occurred())
         goto error;
@@ -530,6 +545,8 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
                              PyUnicode_Compare(key, s_code_line) == 0 ||
                              PyUnicode_Compare(key, s_code_function) == 0))
             continue;
+        if (template != NULL && PyUnicode_Compare(key, s_message_template) == 0)
+            continue; /* (the name) */
         PyObject *ref = PyDict_GetItemWithError(annotation_refs, key);
         if (ref == NULL) {
             if (PyErr_Occurred())
@@ -601,7 +618,7 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
         char *p = PyBytes_AS_STRING(ref);
         memcpy(p, PyBytes_AS_STRING(tags[TAG_NAME_IID]), (size_t)PyBytes_GET_SIZE(tags[TAG_NAME_IID]));
         write_varint(p + PyBytes_GET_SIZE(tags[TAG_NAME_IID]), new_name.iid);
-        int r = PyDict_SetItem(name_refs, name, ref);
+        int r = PyDict_SetItem(name_refs, slice_name, ref);
         Py_DECREF(ref);
         if (r < 0)
             goto error;
@@ -2072,26 +2089,158 @@ static int plain_metadata(PyObject *md, PyObject *secret_cache, Py_ssize_t max_s
  * where its slots sit, set by configure_records(). */
 enum {
     R_KIND, R_NAME, R_START, R_END, R_LEVEL, R_METADATA, R_VALUE, R_SOURCE, R_ERROR, R_TRACE_ID, R_SPAN_ID,
-    R_ADJUSTED, R_COUNT
+    R_ADJUSTED, R_PARENT, R_THREAD, R_COUNT
 };
 static const char *record_slot_names[R_COUNT] = {"kind", "name", "start_ns", "end_ns", "level", "metadata",
                                                  "value", "source", "error", "trace_id", "span_id",
-                                                 "adjusted_count"};
+                                                 "adjusted_count", "parent", "thread"};
 static Py_ssize_t record_off[R_COUNT];
 static PyTypeObject *record_type;
 
-static PyObject *configure_records(PyObject *self, PyObject *type) {
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "configure_records: expected the Record type");
+static PyTypeObject *log_record_type; /* logging.LogRecord */
+
+static PyObject *configure_records(PyObject *self, PyObject *args) {
+    PyObject *type, *log_type;
+    if (!PyArg_ParseTuple(args, "O!O!:configure_records", &PyType_Type, &type, &PyType_Type, &log_type))
         return NULL;
-    }
     Py_ssize_t off[R_COUNT];
     for (int i = 0; i < R_COUNT; i++)
         if ((off[i] = slot_offset((PyTypeObject *)type, record_slot_names[i])) < 0)
             return NULL;
     memcpy(record_off, off, sizeof(off));
     Py_XSETREF(record_type, (PyTypeObject *)Py_NewRef(type));
+    Py_XSETREF(log_record_type, (PyTypeObject *)Py_NewRef(log_type));
     Py_RETURN_NONE;
+}
+
+/* log_record(record, frames, levels, context, clock, plain_fields) -> Record | None
+ *
+ * What tracebridge.logging.record_from_log makes of a plain logging.LogRecord (exactly that type): its
+ * message formatted, {"logger", "message_template"} as metadata, its source location (from `frames`,
+ * the cache record_from_log fills), its trace level and priority (from `levels`), the current span's ids
+ * (`context()`: trace_context) and the time (`clock()`). None, for record_from_log to do it, when anything
+ * is out of the ordinary: a failure to format or to attach, fields beyond a plain record's (extra=, ids
+ * set by a filter), a location or level not seen yet. */
+
+static PyObject *log_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6 || !PyDict_Check(args[1]) || !PyDict_Check(args[2]) || !PyLong_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "log_record(record, frames, levels, context, clock, plain_fields)");
+        return NULL;
+    }
+    PyObject *record = args[0], *frames = args[1], *levels = args[2], *context = args[3], *clock = args[4];
+    if (record_type == NULL || Py_TYPE(record) != log_record_type)
+        Py_RETURN_NONE;
+    PyObject *d = PyObject_GetAttr(record, s_dict);
+    if (d == NULL)
+        return NULL;
+    PyObject *result = NULL, *body = NULL, *md = NULL, *where = NULL, *ctx = NULL, *t = NULL, *rec = NULL;
+    if (!PyDict_CheckExact(d))
+        goto plain_none;
+    Py_ssize_t known = PyLong_AsSsize_t(args[5]);
+    if (known == -1 && PyErr_Occurred())
+        goto finally;
+    PyObject *keys[2] = {s_message, s_asctime};
+    for (int i = 0; i < 2; i++) {
+        int has = PyDict_Contains(d, keys[i]);
+        if (has < 0)
+            goto finally;
+        known += has;
+    }
+    int has_ids = PyDict_Contains(d, s_trace_id);
+    if (has_ids < 0)
+        goto finally;
+    if (has_ids || PyDict_GET_SIZE(d) != known)
+        goto plain_none; /* extra= fields, or ids a filter set: record_from_log */
+    PyObject *exc_info = PyDict_GetItemWithError(d, s_exc_info), *msg = PyDict_GetItemWithError(d, s_msg),
+             *margs = PyDict_GetItemWithError(d, s_args), *name = PyDict_GetItemWithError(d, s_name),
+             *levelno = PyDict_GetItemWithError(d, s_levelno);
+    if (PyErr_Occurred())
+        goto finally;
+    if (exc_info == NULL || msg == NULL || margs == NULL || name == NULL || levelno == NULL ||
+        !PyUnicode_CheckExact(msg))
+        goto plain_none;
+    int failing = PyObject_IsTrue(exc_info);
+    if (failing < 0)
+        goto finally;
+    int with_args = PyObject_IsTrue(margs);
+    if (with_args < 0)
+        goto finally;
+    if (failing)
+        goto plain_none;
+    if (with_args) {
+        body = PyUnicode_Format(msg, margs);
+        if (body == NULL) { /* a message that does not format: record_from_log says why */
+            PyErr_Clear();
+            goto plain_none;
+        }
+    } else
+        body = Py_NewRef(msg);
+    PyObject *levels_of = PyDict_GetItemWithError(levels, levelno);
+    if (levels_of == NULL) {
+        if (PyErr_Occurred())
+            goto finally;
+        goto plain_none;
+    }
+    if (!PyTuple_CheckExact(levels_of) || PyTuple_GET_SIZE(levels_of) != 2)
+        goto plain_none;
+    PyObject *func = PyDict_GetItemWithError(d, s_funcName), *path = PyDict_GetItemWithError(d, s_pathname),
+             *lineno = PyDict_GetItemWithError(d, s_lineno);
+    if (PyErr_Occurred())
+        goto finally;
+    if (func == NULL || path == NULL || lineno == NULL)
+        goto plain_none;
+    where = PyTuple_Pack(3, func, path, lineno);
+    if (where == NULL)
+        goto finally;
+    PyObject *source = PyDict_GetItemWithError(frames, where);
+    if (source == NULL) {
+        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear(); /* not seen yet, or not hashable: record_from_log */
+            goto plain_none;
+        }
+        goto finally;
+    }
+    md = PyDict_New();
+    if (md == NULL || PyDict_SetItem(md, s_logger, name) < 0 ||
+        (with_args && PyDict_SetItem(md, s_message_template, msg) < 0))
+        goto finally;
+    ctx = PyObject_CallNoArgs(context);
+    if (ctx == NULL)
+        goto finally;
+    PyObject *trace_id = sp.zero, *span_id = sp.zero;
+    if (ctx != Py_None) {
+        if (!PyTuple_Check(ctx) || PyTuple_GET_SIZE(ctx) < 2)
+            goto plain_none;
+        trace_id = PyTuple_GET_ITEM(ctx, 0), span_id = PyTuple_GET_ITEM(ctx, 1);
+    }
+    t = PyObject_CallNoArgs(clock);
+    if (t == NULL)
+        goto finally;
+    rec = record_type->tp_alloc(record_type, 0);
+    if (rec == NULL)
+        goto finally;
+    PyObject *values[R_COUNT];
+    values[R_KIND] = s_log, values[R_NAME] = body, values[R_START] = t, values[R_END] = t;
+    values[R_LEVEL] = PyTuple_GET_ITEM(levels_of, 0), values[R_METADATA] = md;
+    values[R_VALUE] = PyTuple_GET_ITEM(levels_of, 1), values[R_SOURCE] = source, values[R_ERROR] = Py_None;
+    values[R_TRACE_ID] = trace_id, values[R_SPAN_ID] = span_id, values[R_ADJUSTED] = mk.one_float;
+    values[R_PARENT] = Py_None, values[R_THREAD] = Py_None;
+    for (int i = 0; i < R_COUNT; i++)
+        Py_XSETREF(SLOT(rec, record_off[i]), Py_NewRef(values[i]));
+    result = rec;
+    rec = NULL;
+    goto finally;
+plain_none:
+    result = Py_NewRef(Py_None);
+finally:
+    Py_DECREF(d);
+    Py_XDECREF(body);
+    Py_XDECREF(md);
+    Py_XDECREF(where);
+    Py_XDECREF(ctx);
+    Py_XDECREF(t);
+    Py_XDECREF(rec);
+    return result;
 }
 
 /* The event of a log message or instant Record, as EventConversion._to_event makes it, when nothing in it
@@ -2372,8 +2521,12 @@ static PyMethodDef methods[] = {
     {"make_span", make_span, METH_VARARGS, "make_span(py_span, off_type, doc): the compiled span()."},
     {"configure_sampling", configure_sampling, METH_VARARGS,
      "configure_sampling(dropped_type, sampled_span, getrandbits, mask): what span() reads when sampling."},
-    {"configure_records", configure_records, METH_O,
-     "configure_records(Record): where the slots of the records span_events converts sit."},
+    {"configure_records", configure_records, METH_VARARGS,
+     "configure_records(Record, logging.LogRecord): where the slots of the records span_events converts "
+     "and log_record makes sit."},
+    {"log_record", (PyCFunction)(void (*)(void))log_record, METH_FASTCALL,
+     "log_record(record, frames, levels, context, clock, plain_fields): the Record of a plain log record "
+     "(None: record_from_log makes it)."},
     {"join_chunks", join_chunks, METH_VARARGS,
      "join_chunks(packets, limit): the packets joined in runs of at most limit bytes."},
     {"span_events", span_events, METH_VARARGS,
@@ -2421,6 +2574,20 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_file, "file");
     INTERN(s_function, "function");
     INTERN(s_line, "line");
+    INTERN(s_msg, "msg");
+    INTERN(s_args, "args");
+    INTERN(s_exc_info, "exc_info");
+    INTERN(s_logger, "logger");
+    INTERN(s_message_template, "message_template");
+    INTERN(s_message, "message");
+    INTERN(s_asctime, "asctime");
+    INTERN(s_trace_id, "trace_id");
+    INTERN(s_funcName, "funcName");
+    INTERN(s_pathname, "pathname");
+    INTERN(s_lineno, "lineno");
+    INTERN(s_levelno, "levelno");
+    INTERN(s_dict, "__dict__");
+    INTERN(s_name, "name");
     INTERN(sp.s_state_key, "tracebridge._speedups.thread_state");
     INTERN(sp.s_state, "state");
     INTERN(sp.s_place, "_place");

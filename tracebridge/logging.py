@@ -25,6 +25,7 @@ from typing import Any
 from weakref import WeakSet
 
 from . import _safety
+from ._accel import speedups
 from ._backtrace import error_info
 from ._hooks import before_stop
 from ._intake import admit, snapshot_metadata
@@ -169,6 +170,10 @@ def record_from_log(record: logging.LogRecord) -> Record:
     source location, ``logger`` and ``extra=`` fields as metadata, the failure from ``exc_info``, and the
     ids of the current span. Never raises: a message that cannot be formatted arrives as its parts,
     marked ``format_error``."""
+    if _fast_record is not None:  # the plain record, compiled (None: anything out of the ordinary)
+        rec: Record | None = _fast_record(record, _frames, _levels, trace_context, now_ns, _PLAIN_FIELDS)
+        if rec is not None:
+            return rec
     fields = record.__dict__
     metadata: dict[str, Any] = {"logger": record.name}
     try:
@@ -223,6 +228,7 @@ _frames: dict[tuple[Any, Any, Any], Frame] = {}
 #: (trace level, Perfetto priority) by logging level.
 _levels: dict[int, tuple[int, int]] = {}
 _PLAIN_FIELDS = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+_fast_record = None if speedups is None else speedups.log_record
 
 
 def _frame(where: tuple[Any, Any, Any], cache: bool = True) -> Frame:

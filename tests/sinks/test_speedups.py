@@ -118,9 +118,9 @@ def test_the_compiled_loop_takes_the_common_events(trace_path: Path, monkeypatch
 
 
 @compiled
-def test_both_paths_write_log_priorities_alike(tmp_path: Path) -> None:
+def test_both_paths_write_log_priorities_and_names_alike(tmp_path: Path) -> None:
     """Priorities outside Perfetto's range (or not ints) are written as INFO on both paths; bools and int
-    subclasses as the ints they are."""
+    subclasses as the ints they are. A log's slice is named after its template."""
     import enum
 
     class Prio(enum.IntEnum):
@@ -131,8 +131,17 @@ def test_both_paths_write_log_priorities_alike(tmp_path: Path) -> None:
         Event("log", f"m{i}", 1_000 + i, 1_000 + i, value=v)
         for i, v in enumerate([-1, 8, True, None, 3, 2.0, Prio.WARN, 2**70, "6"])
     ]
+    # Named after their template, unless it is the message itself or not a string.
+    events += [
+        Event("log", f"m{i}", 2_000 + i, 2_000 + i, metadata={"message_template": t, "k": 1}, value=4)
+        for i, t in enumerate(["m%d", "m%d", "m1", 7, "", "mé%d"])
+    ]
     batches = [(me, events), (me, [dataclasses.replace(e, start_ns=e.start_ns + 100) for e in events])]
     assert write(tmp_path / "c.pt", batches, True) == write(tmp_path / "py.pt", batches, False)
+    names = [n for n, _, _, _ in perfetto_import(tmp_path / "c.pt").slices]  # (in time order)
+    assert names[18:24] == ["m%d", "m%d", "m1", "m3", "", "mé%d"]  # (m3: its template 7 is no string)
+    back = tracebridge.read(tmp_path / "c.pt")[18:24]
+    assert [e.metadata.get("message_template") for e in back] == ["m%d", "m%d", "m1", 7, "", "mé%d"]
 
 
 def test_which_path_runs_and_the_pure_path_can_be_forced() -> None:

@@ -173,6 +173,8 @@ def test_a_log_heavy_trace(ui: PerfettoUI, tmp_path: Path) -> None:
             assert one(ui, "select count(*) from android_logs") == "302"
             assert one(ui, "select msg from android_logs where prio = 6") == "order failed"
             assert one(ui, "select count(*) from android_logs where msg = 'order 7 loaded from db'") == "1"
+            # Their slices named after the statement's template, so that they group by it.
+            assert one(ui, "select count(*) from slice where name = 'order %d loaded from %s'") == "300"
 
 
 def test_a_trace_with_losses(ui: PerfettoUI, tmp_path: Path) -> None:

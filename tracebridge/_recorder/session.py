@@ -3,6 +3,7 @@ the sink (rounds, back-off after sink errors, gaps marked), and back-pressure (`
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -51,7 +52,7 @@ OutputFormat = Literal["perfetto", "json", "memory", "none"]
 SPECIAL_KEYS = frozenset({"category", "track", "flows", "terminating_flows"}) | RESERVED_KEYS
 if speedups is not None:  # the events the compiled step makes start as copies of this one; records it reads
     speedups.configure_events(Event("span", "", 0, 0), tuple(f.name for f in fields(Event)))
-    speedups.configure_records(Record)
+    speedups.configure_records(Record, logging.LogRecord)
 
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096

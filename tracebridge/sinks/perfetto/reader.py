@@ -28,6 +28,7 @@ from ..._model import (
     ERROR_STACKTRACE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
+    MESSAGE_TEMPLATE_KEY,
     ErrorInfo,
     Event,
     Frame,
@@ -682,6 +683,8 @@ class _Reader:
                 named = track.name
         if raw.type == INSTANT:
             if raw.log_body is not None:
+                if raw.name != raw.log_body and MESSAGE_TEMPLATE_KEY not in md:  # named after its template
+                    md[MESSAGE_TEMPLATE_KEY] = raw.name
                 return Event(
                     "log",
                     raw.log_body,

@@ -34,6 +34,7 @@ from ..._model import (
     ERROR_TYPE_KEY,
     LEVEL_KEY,
     MAX_STACKTRACE_TEXT,
+    MESSAGE_TEMPLATE_KEY,
     STATS_CATEGORY,
     STATS_TRACK,
     ErrorInfo,
@@ -401,11 +402,15 @@ class _Sequence:
             if phase == SLICE_BEGIN:
                 tracks[id(ev)] = uuid
             parts = [TYPE_BEGIN if phase == SLICE_BEGIN else TYPE_INSTANT, E_TRACK.uint(uuid)]
-        ref = self.name_refs.get(ev.name)
+        name, md = ev.name, ev.metadata
+        if ev.kind == "log":  # named after its template (interned once), the message is the body
+            template = md.get(MESSAGE_TEMPLATE_KEY)
+            if type(template) is str and template != name:
+                name = template
+                md = {k: v for k, v in md.items() if k != MESSAGE_TEMPLATE_KEY}
+        ref = self.name_refs.get(name)
         if ref is None:
-            ref = self.name_refs[ev.name] = E_NAME_IID.uint(
-                self._intern(self.names, ev.name, I_NAMES, interned)
-            )
+            ref = self.name_refs[name] = E_NAME_IID.uint(self._intern(self.names, name, I_NAMES, interned))
         parts.append(ref)
         for cat in ev.categories:
             ref = self.category_refs.get(cat)
@@ -421,7 +426,6 @@ class _Sequence:
         if ev.adjusted_count != 1.0:
             parts.append(self._annotation(ADJUSTED_COUNT_KEY, float(ev.adjusted_count), interned))
         refs = self.annotation_refs
-        md = ev.metadata
         if CODE_FILE in md:  # where the code is (instrumented calls): an interned source location
             file, line, function = md[CODE_FILE], md.get(CODE_LINE), md.get(CODE_FUNCTION, "")
             if type(file) is str and type(line) is int and type(function) is str:
