@@ -32,7 +32,9 @@ enum {
     TAG_STRING, TAG_BOOL, TAG_INT, TAG_UINT, TAG_DOUBLE, TAG_SOURCE_LOCATION,
     /* interning (names, log bodies) and log messages */
     TAG_NAME_IID, TAG_INTERNED, TAG_I_NAMES, TAG_I_BODIES, TAG_INTERNED_IID, TAG_INTERNED_NAME, TAG_LOG,
-    TAG_LOG_SOURCE, TAG_LOG_BODY, TAG_LOG_PRIO, TAG_COUNT
+    TAG_LOG_SOURCE, TAG_LOG_BODY, TAG_LOG_PRIO,
+    /* flows and the correlation id (OpenTelemetry spans, spans with flows) */
+    TAG_FLOWS, TAG_TERMINATING_FLOWS, TAG_CORRELATION, TAG_COUNT
 };
 static PyObject *tags[TAG_COUNT];
 
@@ -339,6 +341,33 @@ static int enc_read_last(Enc *e) {
     return 0;
 }
 
+/* f"{n:032x}" for an int 0 < n < 2**128 into out (33 chars with the NUL): 1 done, 0 out of that range,
+ * -1 error. */
+static int hex128(PyObject *n, char out[33]) {
+    unsigned char bytes[16];
+    if (_PyLong_Sign(n) < 0)
+        return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t need = PyLong_AsNativeBytes(n, bytes, 16, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+    if (need < 0)
+        return -1;
+    if (need > 16)
+        return 0;
+#else
+    if (_PyLong_NumBits(n) > 128)
+        return 0;
+    if (_PyLong_AsByteArray((PyLongObject *)n, bytes, 16, 0, 0) < 0)
+        return -1;
+#endif
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 0xF];
+    }
+    out[32] = 0;
+    return 1;
+}
+
 /* A name or log body to intern when the event is taken here: its new iid, or the iid it has in the table
  * while its encoded reference is not cached yet. */
 typedef struct {
@@ -442,16 +471,29 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
         goto done;
     GET(flows, F_FLOWS);
     GET(terminating, F_TERMINATING);
-    if (!PyTuple_CheckExact(flows) || PyTuple_GET_SIZE(flows) || !PyTuple_CheckExact(terminating) ||
-        PyTuple_GET_SIZE(terminating))
+    if (!PyTuple_CheckExact(flows) || !PyTuple_CheckExact(terminating))
         goto done;
-    if (begin) {
+    for (int k = 0; k < 2; k++) {
+        PyObject *ids = k ? terminating : flows;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ids); i++)
+            if (!PyLong_Check(PyTuple_GET_ITEM(ids, i)))
+                goto done;
+    }
+    char correlation[33] = {0}; /* the trace id as 32 hex digits, which the UI relates slices by */
+    if (begin && !is_log) {
         GET(trace_id, F_TRACE_ID);
         int t = PyObject_IsTrue(trace_id);
         if (t < 0)
             goto error;
-        if (t)
-            goto done; /* correlation id: the Python code */
+        if (t) {
+            if (!PyLong_Check(trace_id))
+                goto done;
+            int r = hex128(trace_id, correlation);
+            if (r < 0)
+                goto error;
+            if (r == 0)
+                goto done; /* negative, or beyond 128 bits: the Python code writes what it makes of it */
+        }
     }
     GET(adjusted, F_ADJUSTED);
     if (!PyFloat_CheckExact(adjusted) || PyFloat_AS_DOUBLE(adjusted) != 1.0)
@@ -559,6 +601,20 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
         if (r == 0)
             goto done;
     }
+    for (int k = 0; k < 2; k++) { /* flow ids (fixed64, as 64-bit two's complement) */
+        PyObject *ids = k ? terminating : flows;
+        PyObject *tag = tags[k ? TAG_TERMINATING_FLOWS : TAG_FLOWS];
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ids); i++) {
+            unsigned long long fid = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(ids, i));
+            if (fid == (unsigned long long)-1 && PyErr_Occurred())
+                goto error;
+            char le[8];
+            for (int b = 0; b < 8; b++)
+                le[b] = (char)((fid >> (8 * b)) & 0xFF);
+            if (put_obj(te, tag) < 0 || put(te, le, 8) < 0)
+                goto error;
+        }
+    }
     if (is_log) { /* LogMessage {body iid, source location iid, priority} (_Sequence._log_message) */
         int r = pending_iid(e->bodies, name, &new_body);
         if (r <= 0) {
@@ -607,6 +663,9 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
             put(te, scratch->data, scratch->len) < 0)
             goto error;
     }
+    if (correlation[0] != 0 &&
+        (put_obj(te, tags[TAG_CORRELATION]) < 0 || put_varint(te, 32) < 0 || put(te, correlation, 32) < 0))
+        goto error;
     /* Taken here: intern what is new, as the Python code would have (the name, then the body). */
     if (new_name.text != NULL) {
         if (commit_pending(e->names, &new_name, TAG_I_NAMES, &e->interned, scratch) < 0)

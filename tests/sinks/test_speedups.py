@@ -62,6 +62,16 @@ def repeated_batches(draw: st.DrawFn) -> list[tuple[ThreadInfo, list[Event]]]:
     for i in range(draw(st.integers(1, 2))):
         thread = ThreadInfo(PID, 5000 + i, f"t{i}")
         events = draw(thread_events(thread.tid, thread.name, draw(st.integers(10_000, 10**12))))
+        # Trace ids (the correlation id: 32 hex digits, or what Python makes of ids beyond 128 bits or
+        # negative) and flows that end here, as OpenTelemetry spans carry them.
+        ids = st.sampled_from([0, 0, 1, True, 2**64 + 5, 2**128 - 1, 2**128, -3])
+        flows = st.lists(st.one_of(st.integers(0, 2**64 - 1), st.just(-1), st.just(2**70)), max_size=2)
+        events = [
+            dataclasses.replace(e, trace_id=draw(ids), terminating_flows=tuple(draw(flows)))
+            if e.kind == "span"
+            else e
+            for e in events
+        ]
         shift = 10**9
         again = [
             dataclasses.replace(
@@ -106,13 +116,27 @@ def test_the_compiled_loop_takes_the_common_events(trace_path: Path, monkeypatch
         )
         for i in range(1000)
     ]
+    # Spans as OpenTelemetry's come: a trace id (the correlation id) and their own span id as a flow.
+    events += [
+        Event(
+            "span",
+            "otel",
+            40_000 + 10 * i,
+            40_005 + 10 * i,
+            1,
+            {"otel.scope": "b"},
+            trace_id=2**100 + i,
+            flows=(i + 1,),
+        )
+        for i in range(1000)
+    ]
     w = PerfettoWriter(trace_path, start_ts=0)
     w.write(me, events)
     w.close()
     # Only the first of each shape goes through the Python code (it interns what else is new).
-    assert calls[0] <= 6
+    assert calls[0] <= 8
     imported = perfetto_import(trace_path)
-    assert imported.stats == {} and len(imported.slices) == 3000
+    assert imported.stats == {} and len(imported.slices) == 4000
     back = tracebridge.read(trace_path)
     assert [e.metadata for e in back if e.name == "work"][999] == {"i": 999, "ok": True, "x": 0.5}
 

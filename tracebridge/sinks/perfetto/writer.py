@@ -178,6 +178,9 @@ if speedups is not None:  # the wire tags the compiled loop writes, from the sch
             LOG_SOURCE.varint_tag,
             LOG_BODY.varint_tag,
             LOG_PRIO.varint_tag,
+            E_FLOWS.fixed64_tag,
+            E_TERMINATING_FLOWS.fixed64_tag,
+            E_CORRELATION_STR.len_tag,
         )
     )
 
