@@ -512,3 +512,64 @@ def test_both_paths_make_the_same_record_of_a_log_record(monkeypatch: pytest.Mon
             is not None
         )
     assert taken == 5  # plain, no args (in a span), a mapping, a place and a level once seen
+
+
+@pytest.mark.skipif(not tracebridge.accelerated, reason="the compiled accelerator is not in use here")
+def test_the_compiled_record_survives_what_python_code_does_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Formatting and the clock run Python code: the caches may be cleared and the record changed
+    meanwhile (another thread logging from a 4097th place clears the cache of places), Ctrl-C must go
+    through, a message is formatted once, and a replaced LogRecord.getMessage is used."""
+    from tracebridge import logging as tl
+
+    def make(msg: str, args: tuple[object, ...]) -> logging.LogRecord:
+        return logging.LogRecord("shop", logging.INFO, "/srv/app.py", 77, msg, args, None, "handle")
+
+    tl.record_from_log(make("warm %d", (1,)))  # (the place and the level cached)
+
+    def clearing_clock() -> int:
+        tl._frames.clear()
+        tl._levels.clear()
+        return 5
+
+    monkeypatch.setattr(tl, "now_ns", clearing_clock)
+    for _ in range(50):
+        rec = tl.record_from_log(make("order %d", (2,)))
+        assert rec.source == tracebridge.Frame("handle", "/srv/app.py", 77) and rec.level == 2
+        tl.record_from_log(make("warm %d", (1,)))  # (cached again, for the compiled path)
+
+    class Counting:
+        calls = 0
+
+        def __init__(self, record: logging.LogRecord, interrupt: bool = False) -> None:
+            self.record, self.interrupt = record, interrupt
+
+        def __str__(self) -> str:
+            Counting.calls += 1
+            if self.interrupt:
+                raise KeyboardInterrupt
+            self.record.msg = "replaced %s"  # (the record changes under the formatting)
+            return "value"
+
+    monkeypatch.setattr(tl, "now_ns", lambda: 5)
+    tl.record_from_log(make("warm %d", (1,)))  # (cached again: the records below take the compiled path)
+    assert tl._fast_record(
+        make("warm %d", (1,)), tl._frames, tl._levels, tl.trace_context, tl.now_ns, tl._PLAIN_FIELDS
+    )
+    rec = make("placed %s", ())
+    rec.args = (Counting(rec),)
+    made = tl.record_from_log(rec)
+    assert made.name == "placed value" and Counting.calls == 1
+    assert made.metadata == {"logger": "shop", "message_template": "replaced %s"}  # (read after, as Python)
+    rec = make("placed %s", ())
+    rec.args = (Counting(rec, interrupt=True),)
+    with pytest.raises(KeyboardInterrupt):
+        tl.record_from_log(rec)
+    assert Counting.calls == 2
+
+    def braces(self: logging.LogRecord) -> str:
+        return str(self.msg).format(*self.args)
+
+    monkeypatch.setattr(logging.LogRecord, "getMessage", braces)
+    assert tl.record_from_log(make("{} items", (3,))).name == "3 items"

@@ -45,7 +45,7 @@ static PyObject *s_last_ts, *s_name_refs, *s_category_refs, *s_level_annotations
     *s_function, *s_line;
 /* ... and those log_record reads. */
 static PyObject *s_msg, *s_args, *s_exc_info, *s_logger, *s_message_template, *s_message, *s_asctime,
-    *s_trace_id, *s_funcName, *s_pathname, *s_lineno, *s_levelno, *s_dict, *s_name;
+    *s_trace_id, *s_funcName, *s_pathname, *s_lineno, *s_levelno, *s_dict, *s_name, *s_getMessage;
 
 
 /* -- Event's fields ------------------------------------------------------------------------------ */
@@ -442,7 +442,7 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
     PyObject *kind = NULL, *track = NULL, *overlapping = NULL, *name = NULL, *categories = NULL,
              *level = NULL, *adjusted = NULL, *md = NULL, *error = NULL, *flows = NULL,
              *terminating = NULL, *trace_id = NULL, *source_key = NULL, *value = NULL, *source = NULL,
-             *src_file = NULL, *src_function = NULL, *src_line = NULL, *log_key = NULL;
+             *src_file = NULL, *src_function = NULL, *src_line = NULL, *log_key = NULL, *template = NULL;
     Pending new_name = {NULL, 0, 0}, new_body = {NULL, 0, 0};
     int code_handled = 0;
     e->interned.len = 0;
@@ -507,18 +507,16 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
     if (!PyUnicode_CheckExact(name) || !PyDict_CheckExact(md))
         goto done;
     /* A log message is named after its template (its message is the body), unless that is the message. */
-    PyObject *slice_name = name, *template = NULL;
-    if (is_log) {
-        template = PyDict_GetItemWithError(md, s_message_template);
+    if (is_log) { /* (held: user code may run before it is used, and change the metadata) */
+        template = Py_XNewRef(PyDict_GetItemWithError(md, s_message_template));
         if (template == NULL && PyErr_Occurred())
             goto error;
-        if (template != NULL && PyUnicode_CheckExact(template) && PyUnicode_Compare(template, name) != 0)
-            slice_name = template;
-        else
-            template = NULL;
+        if (template != NULL && !(PyUnicode_CheckExact(template) && PyUnicode_Compare(template, name) != 0))
+            Py_CLEAR(template);
         if (PyErr_Occurred())
             goto error;
     }
+    PyObject *slice_name = template != NULL ? template : name;
     int got = put_ref(te, name_refs, slice_name);
     if (got < 0)
         goto error;
@@ -642,7 +640,9 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
             source_iid = v;
         }
         GET(value, F_VALUE);
-        long prio = 4; /* (any int from 0 to 7, bools and int subclasses too, as isinstance(value, int)) */
+        long prio = 4; /* (an int from 0 to 7, or a bool; other int subclasses compare their own way) */
+        if (PyLong_Check(value) && !PyLong_CheckExact(value) && !PyBool_Check(value))
+            goto done;
         if (PyLong_Check(value)) {
             int overflow = 0;
             long p = PyLong_AsLongAndOverflow(value, &overflow);
@@ -712,6 +712,7 @@ done:
     Py_XDECREF(src_function);
     Py_XDECREF(src_line);
     Py_XDECREF(log_key);
+    Py_XDECREF(template);
     return handled;
 #undef GET
 }
@@ -2157,6 +2158,7 @@ static Py_ssize_t record_off[R_COUNT];
 static PyTypeObject *record_type;
 
 static PyTypeObject *log_record_type; /* logging.LogRecord */
+static PyObject *log_get_message;     /* its getMessage, as configured (a replaced one: the Python code) */
 
 static PyObject *configure_records(PyObject *self, PyObject *args) {
     PyObject *type, *log_type;
@@ -2166,9 +2168,15 @@ static PyObject *configure_records(PyObject *self, PyObject *args) {
     for (int i = 0; i < R_COUNT; i++)
         if ((off[i] = slot_offset((PyTypeObject *)type, record_slot_names[i])) < 0)
             return NULL;
+    PyObject *get_message = _PyType_Lookup((PyTypeObject *)log_type, s_getMessage);
+    if (get_message == NULL) {
+        PyErr_SetString(PyExc_TypeError, "configure_records: LogRecord has no getMessage");
+        return NULL;
+    }
     memcpy(record_off, off, sizeof(off));
     Py_XSETREF(record_type, (PyTypeObject *)Py_NewRef(type));
     Py_XSETREF(log_record_type, (PyTypeObject *)Py_NewRef(log_type));
+    Py_XSETREF(log_get_message, Py_NewRef(get_message));
     Py_RETURN_NONE;
 }
 
@@ -2187,20 +2195,28 @@ static PyObject *log_record(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     PyObject *record = args[0], *frames = args[1], *levels = args[2], *context = args[3], *clock = args[4];
-    if (record_type == NULL || Py_TYPE(record) != log_record_type)
-        Py_RETURN_NONE;
+    if (record_type == NULL || Py_TYPE(record) != log_record_type ||
+        _PyType_Lookup(log_record_type, s_getMessage) != log_get_message)
+        Py_RETURN_NONE; /* (a subclass, or getMessage replaced: the Python code calls it) */
     PyObject *d = PyObject_GetAttr(record, s_dict);
     if (d == NULL)
         return NULL;
-    PyObject *result = NULL, *body = NULL, *md = NULL, *where = NULL, *ctx = NULL, *t = NULL, *rec = NULL;
+    /* Every object read is held here: formatting and the callbacks run Python code that may change the
+     * record or the caches. */
+    enum { V_EXC, V_MSG, V_ARGS, V_NAME, V_LEVELNO, V_FUNC, V_PATH, V_LINENO, V_COUNT };
+    PyObject *const keys[V_COUNT] = {s_exc_info, s_msg,      s_args,     s_name,
+                                     s_levelno,  s_funcName, s_pathname, s_lineno};
+    PyObject *v[V_COUNT] = {NULL};
+    PyObject *result = NULL, *body = NULL, *md = NULL, *where = NULL, *ctx = NULL, *t = NULL, *rec = NULL,
+             *levels_of = NULL, *source = NULL;
     if (!PyDict_CheckExact(d))
         goto plain_none;
     Py_ssize_t known = PyLong_AsSsize_t(args[5]);
     if (known == -1 && PyErr_Occurred())
         goto finally;
-    PyObject *keys[2] = {s_message, s_asctime};
+    PyObject *optional[2] = {s_message, s_asctime};
     for (int i = 0; i < 2; i++) {
-        int has = PyDict_Contains(d, keys[i]);
+        int has = PyDict_Contains(d, optional[i]);
         if (has < 0)
             goto finally;
         known += has;
@@ -2210,31 +2226,25 @@ static PyObject *log_record(PyObject *self, PyObject *const *args, Py_ssize_t na
         goto finally;
     if (has_ids || PyDict_GET_SIZE(d) != known)
         goto plain_none; /* extra= fields, or ids a filter set: record_from_log */
-    PyObject *exc_info = PyDict_GetItemWithError(d, s_exc_info), *msg = PyDict_GetItemWithError(d, s_msg),
-             *margs = PyDict_GetItemWithError(d, s_args), *name = PyDict_GetItemWithError(d, s_name),
-             *levelno = PyDict_GetItemWithError(d, s_levelno);
-    if (PyErr_Occurred())
-        goto finally;
-    if (exc_info == NULL || msg == NULL || margs == NULL || name == NULL || levelno == NULL ||
-        !PyUnicode_CheckExact(msg))
+    for (int i = 0; i < V_COUNT; i++) {
+        v[i] = Py_XNewRef(PyDict_GetItemWithError(d, keys[i]));
+        if (v[i] == NULL) {
+            if (PyErr_Occurred())
+                goto finally;
+            goto plain_none;
+        }
+    }
+    if (!PyUnicode_CheckExact(v[V_MSG]))
         goto plain_none;
-    int failing = PyObject_IsTrue(exc_info);
+    int failing = PyObject_IsTrue(v[V_EXC]);
     if (failing < 0)
-        goto finally;
-    int with_args = PyObject_IsTrue(margs);
-    if (with_args < 0)
         goto finally;
     if (failing)
         goto plain_none;
-    if (with_args) {
-        body = PyUnicode_Format(msg, margs);
-        if (body == NULL) { /* a message that does not format: record_from_log says why */
-            PyErr_Clear();
-            goto plain_none;
-        }
-    } else
-        body = Py_NewRef(msg);
-    PyObject *levels_of = PyDict_GetItemWithError(levels, levelno);
+    int with_args = PyObject_IsTrue(v[V_ARGS]);
+    if (with_args < 0)
+        goto finally;
+    levels_of = Py_XNewRef(PyDict_GetItemWithError(levels, v[V_LEVELNO]));
     if (levels_of == NULL) {
         if (PyErr_Occurred())
             goto finally;
@@ -2242,27 +2252,18 @@ static PyObject *log_record(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     if (!PyTuple_CheckExact(levels_of) || PyTuple_GET_SIZE(levels_of) != 2)
         goto plain_none;
-    PyObject *func = PyDict_GetItemWithError(d, s_funcName), *path = PyDict_GetItemWithError(d, s_pathname),
-             *lineno = PyDict_GetItemWithError(d, s_lineno);
-    if (PyErr_Occurred())
-        goto finally;
-    if (func == NULL || path == NULL || lineno == NULL)
-        goto plain_none;
-    where = PyTuple_Pack(3, func, path, lineno);
+    where = PyTuple_Pack(3, v[V_FUNC], v[V_PATH], v[V_LINENO]);
     if (where == NULL)
         goto finally;
-    PyObject *source = PyDict_GetItemWithError(frames, where);
+    source = Py_XNewRef(PyDict_GetItemWithError(frames, where));
     if (source == NULL) {
-        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear(); /* not seen yet, or not hashable: record_from_log */
-            goto plain_none;
-        }
-        goto finally;
+        if (!PyErr_Occurred())
+            goto plain_none; /* a place not seen yet: record_from_log caches it */
+        if (!PyErr_ExceptionMatches(PyExc_TypeError))
+            goto finally;
+        PyErr_Clear(); /* not hashable: record_from_log */
+        goto plain_none;
     }
-    md = PyDict_New();
-    if (md == NULL || PyDict_SetItem(md, s_logger, name) < 0 ||
-        (with_args && PyDict_SetItem(md, s_message_template, msg) < 0))
-        goto finally;
     ctx = PyObject_CallNoArgs(context);
     if (ctx == NULL)
         goto finally;
@@ -2272,9 +2273,38 @@ static PyObject *log_record(PyObject *self, PyObject *const *args, Py_ssize_t na
             goto plain_none;
         trace_id = PyTuple_GET_ITEM(ctx, 0), span_id = PyTuple_GET_ITEM(ctx, 1);
     }
+    /* Formatted last, so that nothing formats it twice (record_from_log formats a record this leaves). */
+    if (with_args) {
+        body = PyUnicode_Format(v[V_MSG], v[V_ARGS]);
+        if (body == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                goto finally; /* (KeyboardInterrupt, SystemExit: as getMessage would raise them) */
+            PyErr_Clear(); /* a message that does not format: record_from_log says why */
+            goto plain_none;
+        }
+    } else
+        body = Py_NewRef(v[V_MSG]);
     t = PyObject_CallNoArgs(clock);
     if (t == NULL)
         goto finally;
+    md = PyDict_New();
+    if (md == NULL || PyDict_SetItem(md, s_logger, v[V_NAME]) < 0)
+        goto finally;
+    if (with_args) { /* the template as record_from_log reads it: after formatting (which may change it) */
+        PyObject *msg = PyDict_GetItemWithError(d, s_msg), *margs = PyDict_GetItemWithError(d, s_args);
+        if (PyErr_Occurred())
+            goto finally;
+        int keep = msg != NULL && margs != NULL && PyUnicode_Check(msg);
+        if (keep) {
+            Py_INCREF(msg);
+            keep = PyObject_IsTrue(margs);
+            if (keep > 0 && PyDict_SetItem(md, s_message_template, msg) < 0)
+                keep = -1;
+            Py_DECREF(msg);
+            if (keep < 0)
+                goto finally;
+        }
+    }
     rec = record_type->tp_alloc(record_type, 0);
     if (rec == NULL)
         goto finally;
@@ -2293,12 +2323,16 @@ plain_none:
     result = Py_NewRef(Py_None);
 finally:
     Py_DECREF(d);
+    for (int i = 0; i < V_COUNT; i++)
+        Py_XDECREF(v[i]);
     Py_XDECREF(body);
     Py_XDECREF(md);
     Py_XDECREF(where);
     Py_XDECREF(ctx);
     Py_XDECREF(t);
     Py_XDECREF(rec);
+    Py_XDECREF(levels_of);
+    Py_XDECREF(source);
     return result;
 }
 
@@ -2384,7 +2418,8 @@ static PyObject *span_events(PyObject *self, PyObject *args) {
             secret_cache = NULL;
     }
     if (offset <= -TS_LIMIT || offset >= TS_LIMIT) /* (never: the trace clock's offset) */
-        return Py_BuildValue("(Onn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records));
+        return Py_BuildValue("(Onnnn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records), (Py_ssize_t)0,
+                             (Py_ssize_t)0);
     Py_ssize_t n = PyList_GET_SIZE(records), outside = 0, left = 0, logs = 0, instants = 0;
     PyObject *out = PyList_New(0);
     if (out == NULL)
@@ -2647,6 +2682,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_levelno, "levelno");
     INTERN(s_dict, "__dict__");
     INTERN(s_name, "name");
+    INTERN(s_getMessage, "getMessage");
     INTERN(sp.s_state_key, "tracebridge._speedups.thread_state");
     INTERN(sp.s_state, "state");
     INTERN(sp.s_place, "_place");
