@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def per_op_ns(fn: Callable[[int], None], n: int, repeat: int = 7) -> float:
@@ -21,6 +22,17 @@ def per_op_ns(fn: Callable[[int], None], n: int, repeat: int = 7) -> float:
             gc.enable()
         best = min(best, (t1 - t0) / n)
     return best
+
+
+@contextlib.contextmanager
+def gc_off() -> Iterator[None]:
+    """Collect, then keep the garbage collector off while timing (as :func:`per_op_ns` does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def row(label: str, ours: float, anchor: float, target: str, unit: str = "ns/op") -> str:
