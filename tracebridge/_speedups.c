@@ -345,16 +345,19 @@ static int enc_read_last(Enc *e) {
  * -1 error. */
 static int hex128(PyObject *n, char out[33]) {
     unsigned char bytes[16];
-    if (_PyLong_Sign(n) < 0)
-        return 0;
 #if PY_VERSION_HEX >= 0x030D0000
-    Py_ssize_t need = PyLong_AsNativeBytes(n, bytes, 16, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
-    if (need < 0)
-        return -1;
+    Py_ssize_t need = PyLong_AsNativeBytes(
+        n, bytes, 16, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    if (need < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return -1;
+        PyErr_Clear(); /* negative */
+        return 0;
+    }
     if (need > 16)
         return 0;
 #else
-    if (_PyLong_NumBits(n) > 128)
+    if (_PyLong_Sign(n) < 0 || _PyLong_NumBits(n) > 128)
         return 0;
     if (_PyLong_AsByteArray((PyLongObject *)n, bytes, 16, 0, 0) < 0)
         return -1;
@@ -433,7 +436,8 @@ static int commit_pending(PyObject *table, Pending *pending, int entry_tag, Buf 
  * e->interned: 1 done, 0 not handled here, -1 error. What is new in it may be its name and a log
  * message's body (interned here, in the order _Sequence._packet interns them: name first, body last);
  * anything else new (a category, an annotation name, a source location) goes to the Python code, and so
- * does anything rare (tracks, errors, flows, correlation ids, sampling weights, values to repair). */
+ * does anything rare (tracks, errors, sampling weights, values to repair, ids and flows that are int
+ * subclasses). Flows and the correlation id (the trace id, on a BEGIN) are written here. */
 static int track_event(Enc *e, PyObject *ev, int begin) {
     PyObject *name_refs = e->refs[0], *category_refs = e->refs[1], *level_annotations = e->refs[2],
              *annotation_refs = e->refs[3];
@@ -473,21 +477,21 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
     GET(terminating, F_TERMINATING);
     if (!PyTuple_CheckExact(flows) || !PyTuple_CheckExact(terminating))
         goto done;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2; k++) { /* (ints and bools only: a subclass masks and formats its own way) */
         PyObject *ids = k ? terminating : flows;
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ids); i++)
-            if (!PyLong_Check(PyTuple_GET_ITEM(ids, i)))
+            if (!PyLong_CheckExact(PyTuple_GET_ITEM(ids, i)) && !PyBool_Check(PyTuple_GET_ITEM(ids, i)))
                 goto done;
     }
     char correlation[33] = {0}; /* the trace id as 32 hex digits, which the UI relates slices by */
     if (begin && !is_log) {
         GET(trace_id, F_TRACE_ID);
+        if (!PyLong_CheckExact(trace_id) && !PyBool_Check(trace_id))
+            goto done;
         int t = PyObject_IsTrue(trace_id);
         if (t < 0)
             goto error;
         if (t) {
-            if (!PyLong_Check(trace_id))
-                goto done;
             int r = hex128(trace_id, correlation);
             if (r < 0)
                 goto error;
@@ -511,7 +515,8 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
         template = Py_XNewRef(PyDict_GetItemWithError(md, s_message_template));
         if (template == NULL && PyErr_Occurred())
             goto error;
-        if (template != NULL && !(PyUnicode_CheckExact(template) && PyUnicode_Compare(template, name) != 0))
+        if (template != NULL && !(PyUnicode_CheckExact(template) && PyUnicode_GET_LENGTH(template) > 0 &&
+                                  PyUnicode_Compare(template, name) != 0))
             Py_CLEAR(template);
         if (PyErr_Occurred())
             goto error;

@@ -53,6 +53,15 @@ adjusted_counts = st.one_of(st.just(1.0), st.floats(min_value=1.0, max_value=1e1
 flow_ids = st.lists(st.integers(min_value=1, max_value=(1 << 64) - 1), max_size=2, unique=True).map(tuple)
 
 
+#: A log's format string (its slice's name in Perfetto, unless it is empty or the message), or none.
+templates = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {"message_template": st.one_of(text(max_size=12), st.just(""), st.integers(-(2**63), 2**63 - 1))}
+    ),
+)
+
+
 @st.composite
 def thread_events(draw: st.DrawFn, tid: int, thread_name: str, t0: int) -> list[Event]:
     """One thread's events in the order the recorder queues them (spans at their end): properly nested
@@ -126,7 +135,7 @@ def thread_events(draw: st.DrawFn, tid: int, thread_name: str, t0: int) -> list[
                     t,
                     t,
                     draw(levels),
-                    draw(metadata),
+                    {**draw(metadata), **draw(templates)},
                     tid,
                     thread_name,
                     value=draw(st.integers(2, 7)),

@@ -54,6 +54,16 @@ def write(path: Path, batches: list[tuple[ThreadInfo, list[Event]]], compiled: b
     return packets(path)[3:-1]
 
 
+class _Formatted(int):  # (an id that formats its own way: the Python code writes it)
+    def __format__(self, spec: str) -> str:
+        return "custom-" + int.__format__(self, spec)
+
+
+class _Masked(int):  # (a flow id that masks its own way)
+    def __and__(self, other: object) -> int:
+        return int(self) & 0xFF
+
+
 @st.composite
 def repeated_batches(draw: st.DrawFn) -> list[tuple[ThreadInfo, list[Event]]]:
     """A thread's events, then the same events again later (names, metadata and levels then interned:
@@ -64,8 +74,13 @@ def repeated_batches(draw: st.DrawFn) -> list[tuple[ThreadInfo, list[Event]]]:
         events = draw(thread_events(thread.tid, thread.name, draw(st.integers(10_000, 10**12))))
         # Trace ids (the correlation id: 32 hex digits, or what Python makes of ids beyond 128 bits or
         # negative) and flows that end here, as OpenTelemetry spans carry them.
-        ids = st.sampled_from([0, 0, 1, True, 2**64 + 5, 2**128 - 1, 2**128, -3])
-        flows = st.lists(st.one_of(st.integers(0, 2**64 - 1), st.just(-1), st.just(2**70)), max_size=2)
+        ids = st.sampled_from(
+            [0, 0, 1, True, 2**64 + 5, 2**128 - 1, 2**128, -3, _Formatted(5), _Masked(2**40 + 1)]
+        )
+        flows = st.lists(
+            st.one_of(st.integers(0, 2**64 - 1), st.just(-1), st.just(2**70), st.just(_Masked(2**40 + 1))),
+            max_size=2,
+        )
         events = [
             dataclasses.replace(e, trace_id=draw(ids), terminating_flows=tuple(draw(flows)))
             if e.kind == "span"
@@ -170,7 +185,7 @@ def test_both_paths_write_log_priorities_and_names_alike(tmp_path: Path) -> None
     batches = [(me, events), (me, [dataclasses.replace(e, start_ns=e.start_ns + 100) for e in events])]
     assert write(tmp_path / "c.pt", batches, True) == write(tmp_path / "py.pt", batches, False)
     names = [n for n, _, _, _ in perfetto_import(tmp_path / "c.pt").slices]  # (in time order)
-    assert names[20:26] == ["m%d", "m%d", "m1", "m3", "", "mé%d"]  # (m3: its template 7 is no string)
+    assert names[20:26] == ["m%d", "m%d", "m1", "m3", "m4", "mé%d"]  # (no string, or empty: the message)
     back = tracebridge.read(tmp_path / "c.pt")[20:26]
     assert [e.metadata.get("message_template") for e in back] == ["m%d", "m%d", "m1", 7, "", "mé%d"]
 

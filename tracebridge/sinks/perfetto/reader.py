@@ -683,7 +683,7 @@ class _Reader:
                 named = track.name
         if raw.type == INSTANT:
             if raw.log_body is not None:
-                if raw.name != raw.log_body and MESSAGE_TEMPLATE_KEY not in md:  # named after its template
+                if raw.name and raw.name != raw.log_body and MESSAGE_TEMPLATE_KEY not in md:  # (its template)
                     md[MESSAGE_TEMPLATE_KEY] = raw.name
                 return Event(
                     "log",

@@ -408,7 +408,7 @@ class _Sequence:
         name, md = ev.name, ev.metadata
         if ev.kind == "log":  # named after its template (interned once), the message is the body
             template = md.get(MESSAGE_TEMPLATE_KEY)
-            if type(template) is str and template != name:
+            if type(template) is str and template and template != name:
                 name = template
                 md = {k: v for k, v in md.items() if k != MESSAGE_TEMPLATE_KEY}
         ref = self.name_refs.get(name)
