@@ -3,15 +3,18 @@
  *
  * - SpanScope: a span's __enter__ and __exit__ (spans._PyScope in Python); tests/test_span_paths.py runs
  *   one workload on both paths and compares what they record.
- * - span_events: the writer's record-to-event step for the commonest spans: those queued as (name,
- *   level, start, end) tuples, and recorded Span objects whose name and metadata need no work
- *   (Session._events, EventConversion._compact_event and _to_event).
+ * - span_events: the writer's record-to-event step for the commonest records: spans queued as (name,
+ *   level, start, end) tuples, recorded Span objects, and log messages and instants (Record objects),
+ *   whose name and metadata need no work (Session._events, EventConversion._compact_event and _to_event).
  * - encode_events: a batch of a thread's events sorted and encoded as framed Perfetto packets
- *   (_Sequence.encode). Events whose every part is already interned on the sequence (name, categories,
- *   level annotation, annotation names, source location) and whose values are plain (str, int, float,
- *   bool, None) are encoded here; every other event goes through seq._packet(), which interns what is new
- *   (so that the next such event is encoded here). tests/sinks/test_speedups.py compares the bytes of
- *   both paths on random event streams, and the events of both record-to-event steps.
+ *   (_Sequence.encode). Events whose parts are interned on the sequence (categories, level annotation,
+ *   annotation names, source locations), but for a new name or log body (interned here), and whose
+ *   values are plain (str, int, float, bool, None) are encoded here, flows, correlation ids and log
+ *   messages included; every other event goes through seq._packet(), which interns what is new (so that
+ *   the next such event is encoded here). tests/sinks/test_speedups.py compares the bytes of both paths
+ *   on random event streams, and the events of both record-to-event steps.
+ * - log_record: a plain logging.LogRecord's Record (tracebridge.logging.record_from_log), for records
+ *   with nothing out of the ordinary; tests/test_logging.py compares both.
  *
  * The wire tags come from the Python schema (configure()), so field numbers live in one place; objects'
  * fields are read at the offsets of their __slots__, checked when configured.
