@@ -108,3 +108,36 @@ def test_rendered_lines_are_scrubbed_as_the_trace_is() -> None:
         None, "info", {"event": "hello", "user": "bob", "password": "pw", "cfg": {"token": "t"}}
     )
     assert line == "[INFO] hello {user=bob, password=[scrubbed], cfg={'token': '[scrubbed]'}}"
+
+
+def test_positional_arguments_name_the_slice_after_the_format_string(trace_path: Path, configure) -> None:  # type: ignore[no-untyped-def]
+    """``log.info("order %d", n)``: with the processor before structlog's PositionalArgumentsFormatter, the
+    message is formatted as that formatter would, and the slice is named after the format string (as a
+    stdlib record's); after it, the event is the message."""
+    from tracebridge.structlog import _positional
+
+    from helpers import perfetto_import
+
+    configure(
+        processors=[PerfettoProcessor(trace_path), structlog.stdlib.PositionalArgumentsFormatter()],
+        logger_factory=structlog.ReturnLoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    log = structlog.get_logger("shop")
+    for i in range(3):
+        log.info("order %d loaded from %s", i, "db")
+    log.info("%(n)s items", {"n": 4})
+    tracebridge.stop()
+    logs = [e for e in tracebridge.read(trace_path) if e.kind == "log"]
+    assert [e.name for e in logs] == [
+        "order 0 loaded from db",
+        "order 1 loaded from db",
+        "order 2 loaded from db",
+        "4 items",
+    ]
+    assert logs[0].metadata["message_template"] == "order %d loaded from %s"
+    assert "positional_args" not in logs[0].metadata
+    # A message that does not format stays the body, and its arguments metadata.
+    assert _positional("bad %d", ("x",)) is None and _positional("ok", ()) is None
+    names = [n for n, _, _, _ in perfetto_import(trace_path).slices]
+    assert names.count("order %d loaded from %s") == 3 and "%(n)s items" in names

@@ -203,7 +203,8 @@ class PerfettoProcessor:
 
     def _record(self, logger: Any, method_name: str, event_dict: EventDict) -> Record:
         levelno = _levelno(method_name, event_dict)
-        body = _safety.safe_str(event_dict.get("event", ""))
+        event = event_dict.get("event", "")
+        body = _safety.safe_str(event)
         skip = {
             "event",
             "level",
@@ -214,7 +215,13 @@ class PerfettoProcessor:
             "trace_id",
             "span_id",
         }
+        template = _positional(event, event_dict.get("positional_args"))
+        if template is not None:  # ``log.info("order %d", n)`` before PositionalArgumentsFormatter ran
+            body = template
+            skip.add("positional_args")
         metadata: dict[str, Any] = {k: v for k, v in event_dict.items() if k not in skip}
+        if template is not None:
+            metadata.setdefault("message_template", event)
         name = getattr(logger, "name", None)
         if isinstance(name, str) and "logger" not in metadata:
             metadata["logger"] = name
@@ -241,6 +248,20 @@ class PerfettoProcessor:
             trace_id=trace_id,
             span_id=span_id,
         )
+
+
+def _positional(event: Any, args: Any) -> str | None:
+    """The message ``event`` formats to with ``positional_args``, as structlog's
+    PositionalArgumentsFormatter formats it (a lone non-empty dict: named arguments); ``None`` when
+    there are none or it does not format (the event is then the body, the arguments metadata)."""
+    if not args or not isinstance(event, str) or not isinstance(args, tuple):
+        return None
+    if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+        args = args[0]
+    try:
+        return str(event % args)
+    except Exception:
+        return None
 
 
 def _caller() -> Frame | None:
