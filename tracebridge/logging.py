@@ -29,7 +29,7 @@ from ._accel import speedups
 from ._backtrace import error_info
 from ._hooks import before_stop
 from ._intake import admit, snapshot_metadata
-from ._model import ErrorInfo, Frame, Record
+from ._model import MESSAGE_TEMPLATE_KEY, ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._safety import errors_named
@@ -182,7 +182,7 @@ def record_from_log(record: logging.LogRecord) -> Record:
         body = f"{_safety.safe_str(record.msg)} % {_safety.safe_str(record.args)}"
         metadata["format_error"] = f"{type(exc).__name__}: {_safety.safe_str(exc)}"
     if record.args and isinstance(record.msg, str):
-        metadata["message_template"] = record.msg
+        metadata[MESSAGE_TEMPLATE_KEY] = record.msg
     # Fields beyond a plain record's come from ``extra=`` (or from filters); most records have none.
     known = _PLAIN_FIELDS + ("message" in fields) + ("asctime" in fields) + 4 * ("trace_id" in fields)
     if len(fields) != known:

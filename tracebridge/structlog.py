@@ -25,7 +25,7 @@ import structlog
 from . import _safety
 from ._backtrace import error_info
 from ._intake import admit, snapshot_metadata
-from ._model import ErrorInfo, Frame, Record
+from ._model import MESSAGE_TEMPLATE_KEY, ErrorInfo, Frame, Record
 from ._recorder import Session, record_into
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
@@ -215,13 +215,13 @@ class PerfettoProcessor:
             "trace_id",
             "span_id",
         }
-        template = _positional(event, event_dict.get("positional_args"))
-        if template is not None:  # ``log.info("order %d", n)`` before PositionalArgumentsFormatter ran
-            body = template
+        formatted = _positional(event, event_dict.get("positional_args"))
+        if formatted is not None:  # ``log.info("order %d", n)`` before PositionalArgumentsFormatter ran
+            body = formatted
             skip.add("positional_args")
         metadata: dict[str, Any] = {k: v for k, v in event_dict.items() if k not in skip}
-        if template is not None:
-            metadata.setdefault("message_template", event)
+        if formatted is not None:
+            metadata.setdefault(MESSAGE_TEMPLATE_KEY, event)
         name = getattr(logger, "name", None)
         if isinstance(name, str) and "logger" not in metadata:
             metadata["logger"] = name

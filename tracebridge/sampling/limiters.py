@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from .._model import MESSAGE_TEMPLATE_KEY
 from ._stage import SampledEvent, Stage, event_name
 
 
@@ -177,5 +178,5 @@ def _key_function(key: str | Callable[[Any], Any]) -> Callable[[Any], Any]:
     if key == "logger":
         return lambda ev: (ev.metadata or {}).get("logger", event_name(ev))
     if key == "message":
-        return lambda ev: (ev.metadata or {}).get("message_template", event_name(ev))
+        return lambda ev: (ev.metadata or {}).get(MESSAGE_TEMPLATE_KEY, event_name(ev))
     raise ValueError(f"KeyedRateLimiter(key) must be 'name', 'logger', 'message' or a callable, got {key!r}")
