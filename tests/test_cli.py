@@ -99,7 +99,7 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     cut = tmp_path / "cut.json"
     cut.write_text('{"traceEvents": [{"ph": "X"')
     assert main(["convert", str(cut), "-o", str(tmp_path / "o.json")]) == 2
-    assert "not valid JSON" in capsys.readouterr().err
+    assert "truncated: no complete event" in capsys.readouterr().err
 
 
 def test_truncated_perfetto_is_read_with_a_note(

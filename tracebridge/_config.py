@@ -56,6 +56,12 @@ class Config:
     #: OpenTelemetry span; OTel spans begun inside tracebridge spans are their children and the other
     #: way round. With no session active, one that records nothing starts (level 2), so that spans are on.
     otel: Any = None
+    #: Child processes record into the trace too (fork, spawn, forkserver, multiprocessing pools and
+    #: executors): each writes a file beside it while it runs, added to the trace as a process of its own.
+    children: bool = True
+    #: A process whose SIGTERM is left at its default (it dies) finishes the trace first, then dies of
+    #: the signal as it would have; a handler the program installs itself is left alone.
+    sigterm: bool = True
 
     def validate(self) -> None:
         for name in ("max_string", "max_depth", "max_items", "thread_buffer", "max_events"):
@@ -66,6 +72,9 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("children", "sigterm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.on_full not in ("drop", "block"):
             raise ValueError(f"on_full must be 'drop' or 'block', got {self.on_full!r}")
         compile_secret_keys(self.scrub)

@@ -6,6 +6,8 @@
   moments of every session (the logging bridge reports floods before a session stops; auto-
   instrumentation starts a new budget generation with each session and adds its demotions to the
   session's stats).
+* ``session_began``, ``session_ended``: called with the session once it records, and once its file is
+  closed (child processes and SIGTERM plug in there: ``_recorder/children.py``).
 """
 
 from __future__ import annotations
@@ -49,3 +51,6 @@ before_stop: list[Callable[[], None]] = []
 session_started: list[Callable[[], None]] = []
 #: Called with a session's stats as it closes its output (before they are written).
 session_closing: list[Callable[[Stats], None]] = []
+#: Called with a session once it records (its writer running), and once it is stopped and its file closed.
+session_began: list[Callable[[Any], None]] = []
+session_ended: list[Callable[[Any], None]] = []

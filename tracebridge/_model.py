@@ -171,7 +171,8 @@ class Stats:
     writer was dead or made no room within the timeout), ``sink_error`` (the file could not be written),
     ``stop_timeout`` (still queued when ``stop()``'s deadline passed), ``memory_cap`` (an in-memory
     session reached ``max_events``), ``outside_session`` (a span began in one session and ended after it
-    stopped), ``internal_error`` (tracebridge failed on it): these are the :data:`LOSS_REASONS`. The
+    stopped), ``other_file`` (a logging handler or another source named another trace file than the one
+    being recorded), ``internal_error`` (tracebridge failed on it): these are the :data:`LOSS_REASONS`. The
     others are not faults: the sampling stages' reasons (``sampled_out``, ``rate_limited``, ...),
     ``fork_inherited`` (queued when the process forked: the parent writes them, the child does not),
     ``unknown_activity`` (an activity ended that never began, or twice).
@@ -305,6 +306,7 @@ LOSS_REASONS: Final = frozenset(
         "stop_timeout",
         "memory_cap",
         "outside_session",
+        "other_file",
         "internal_error",
     }
 )

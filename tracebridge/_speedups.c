@@ -1172,20 +1172,23 @@ static int check_thread_state(PyObject *st) {
     return 0;
 }
 
+static PyObject *take_error(void);
+static void give_error(PyObject *exc);
+
+/* Everything that may run Python code (the thread's state made the first time, _place, a clock set by
+ * tests, a stack that is not a list) comes first, and the span becomes current last: an exception on the
+ * way (KeyboardInterrupt raised by a signal handler in such code) leaves the current span and the thread's
+ * stack as they were, and nothing after the context variable is set can fail but for memory. */
 static PyObject *scope_enter(PyObject *self, PyObject *unused) {
     if (check_span(self) < 0)
         return NULL;
-    PyObject *parent = NULL, *st = NULL, *stack = NULL;
+    PyObject *parent = NULL, *st = NULL, *stack = NULL, *start = NULL;
+    int appended = 0;
     if (PyContextVar_Get(sp.current, NULL, &parent) < 0)
         return NULL;
     if (parent == NULL) /* (the variable has a default: not reached) */
         parent = Py_NewRef(Py_None);
-    if (set_slot(self, sp.span_off[S_PARENT], Py_NewRef(parent)) < 0 ||
-        set_slot(self, sp.span_off[S_TOKEN], PyContextVar_Set(sp.current, self)) < 0)
-        goto error;
     if ((st = thread_state_now()) == NULL || check_thread_state(st) < 0)
-        goto error;
-    if (set_slot(self, sp.span_off[S_ST], Py_NewRef(st)) < 0)
         goto error;
     PyObject *md = SPAN_BORROW(self, S_METADATA);
     int on_track = 0;
@@ -1199,9 +1202,6 @@ static PyObject *scope_enter(PyObject *self, PyObject *unused) {
         if (stack == NULL)
             goto error;
         PyList_SET_ITEM(stack, 0, Py_NewRef(self));
-        if (set_slot(self, sp.span_off[S_STACK], stack) < 0)
-            goto error;
-        stack = NULL;
     } else {
         stack = get_slot(st, sp.thread_off[TS_STACK], "stack");
         if (stack == NULL)
@@ -1213,8 +1213,10 @@ static PyObject *scope_enter(PyObject *self, PyObject *unused) {
             if (stack == NULL)
                 goto error;
         }
-        if (set_slot(self, sp.span_off[S_STACK], Py_NewRef(stack)) < 0)
-            goto error;
+    }
+    if ((start = clock_now()) == NULL)
+        goto error;
+    if (!on_track) {
         if (PyList_CheckExact(stack)) {
             if (PyList_Append(stack, self) < 0)
                 goto error;
@@ -1224,17 +1226,30 @@ static PyObject *scope_enter(PyObject *self, PyObject *unused) {
                 goto error;
             Py_DECREF(r);
         }
+        appended = 1;
     }
-    if (set_slot(self, sp.span_off[S_START], clock_now()) < 0)
+    PyObject *token = PyContextVar_Set(sp.current, self);
+    if (token == NULL)
         goto error;
-    Py_DECREF(parent);
-    Py_XDECREF(st);
-    Py_XDECREF(stack);
+    set_slot(self, sp.span_off[S_TOKEN], token);
+    set_slot(self, sp.span_off[S_PARENT], parent);
+    set_slot(self, sp.span_off[S_ST], st);
+    set_slot(self, sp.span_off[S_STACK], stack);
+    set_slot(self, sp.span_off[S_START], start);
     return Py_NewRef(self);
 error:
+    if (appended && PyList_CheckExact(stack) && PyList_GET_SIZE(stack) &&
+        PyList_GET_ITEM(stack, PyList_GET_SIZE(stack) - 1) == self) {
+        PyObject *exc = take_error();
+        if (PyList_SetSlice(stack, PyList_GET_SIZE(stack) - 1, PyList_GET_SIZE(stack), NULL) < 0)
+            PyErr_Clear();
+        if (exc != NULL)
+            give_error(exc);
+    }
     Py_XDECREF(parent);
     Py_XDECREF(st);
     Py_XDECREF(stack);
+    Py_XDECREF(start);
     return NULL;
 }
 
@@ -1269,32 +1284,23 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (check_span(self) < 0)
         return NULL;
     PyObject *exc_type = args[0], *exc = args[1], *tb = args[2];
-    PyObject *end = clock_now(), *st = NULL, *stack = NULL, *rec = NULL;
-    if (end == NULL)
-        return NULL;
+    PyObject *end = NULL, *st = NULL, *stack = NULL, *rec = NULL, *clock_error = NULL;
     st = SPAN_GET(self, S_ST);
     if (st == NULL)
         goto error;
     if (st == Py_None) { /* already stopped */
-        Py_DECREF(end);
         Py_DECREF(st);
         Py_RETURN_NONE;
     }
+    /* A clock that failed (one set by tests, interrupted): the span still stops being current, then
+     * the error is raised. */
+    end = clock_now();
+    if (end == NULL)
+        clock_error = take_error();
     if (check_thread_state(st) < 0 || set_slot(self, sp.span_off[S_ST], Py_NewRef(Py_None)) < 0 ||
-        set_slot(self, sp.span_off[S_END], Py_NewRef(end)) < 0)
+        (end != NULL && set_slot(self, sp.span_off[S_END], Py_NewRef(end)) < 0))
         goto error;
-    if ((stack = SPAN_GET(self, S_STACK)) == NULL)
-        goto error;
-    if (PyList_CheckExact(stack) && PyList_GET_SIZE(stack) &&
-        PyList_GET_ITEM(stack, PyList_GET_SIZE(stack) - 1) == self) {
-        if (PyList_SetSlice(stack, PyList_GET_SIZE(stack) - 1, PyList_GET_SIZE(stack), NULL) < 0)
-            goto error;
-    } else {
-        PyObject *r = PyObject_CallMethodObjArgs(self, sp.s_left, stack, NULL);
-        if (r == NULL)
-            goto error;
-        Py_DECREF(r);
-    }
+    /* The current span first: what follows may run Python code (an interrupt there leaves it right). */
     PyObject *token = SPAN_GET(self, S_TOKEN);
     if (token == NULL)
         goto error;
@@ -1322,6 +1328,23 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     if (set_slot(self, sp.span_off[S_TOKEN], Py_NewRef(Py_None)) < 0)
         goto error;
+    if ((stack = SPAN_GET(self, S_STACK)) == NULL)
+        goto error;
+    if (PyList_CheckExact(stack) && PyList_GET_SIZE(stack) &&
+        PyList_GET_ITEM(stack, PyList_GET_SIZE(stack) - 1) == self) {
+        if (PyList_SetSlice(stack, PyList_GET_SIZE(stack) - 1, PyList_GET_SIZE(stack), NULL) < 0)
+            goto error;
+    } else {
+        PyObject *r = PyObject_CallMethodObjArgs(self, sp.s_left, stack, NULL);
+        if (r == NULL)
+            goto error;
+        Py_DECREF(r);
+    }
+    if (clock_error != NULL) {
+        give_error(clock_error);
+        clock_error = NULL;
+        goto error;
+    }
     if (exc_type != Py_None) {
         PyObject *failed = PyObject_CallFunctionObjArgs(sp.is_failure, exc_type, exc, NULL);
         if (failed == NULL)
@@ -1390,6 +1413,7 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_DECREF(rec);
     Py_RETURN_NONE;
 error:
+    Py_XDECREF(clock_error);
     Py_XDECREF(end);
     Py_XDECREF(st);
     Py_XDECREF(stack);
@@ -1402,9 +1426,14 @@ error:
 static PyObject *dropped_enter(PyObject *self, PyObject *unused) {
     if (check_span(self) < 0)
         return NULL;
-    if (set_slot(self, sp.span_off[S_TOKEN], PyContextVar_Set(sp.current, self)) < 0 ||
-        set_slot(self, sp.span_off[S_START], clock_now()) < 0)
+    PyObject *start = clock_now(); /* (first: the span becomes current last, see scope_enter) */
+    if (start == NULL)
         return NULL;
+    if (set_slot(self, sp.span_off[S_TOKEN], PyContextVar_Set(sp.current, self)) < 0) {
+        Py_DECREF(start);
+        return NULL;
+    }
+    set_slot(self, sp.span_off[S_START], start);
     return Py_NewRef(self);
 }
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from ._model import Loss, TraceFile
@@ -61,6 +62,17 @@ def _load(path: str) -> TraceFile:
 def _notes(trace: TraceFile, path: str) -> None:
     for note in trace.notes:
         print(f"{path}: note: {note}", file=sys.stderr)
+    from ._recorder.children import children_dir
+
+    folder = children_dir(Path(path))
+    if folder.is_dir():
+        files = sorted(f.name for f in folder.iterdir() if f.is_file())
+        if files:
+            print(
+                f"{path}: note: {len(files)} child process(es) outlived the recording; their traces are "
+                f"not in this file but in {folder}: {', '.join(files)} (tracebridge merge adds them)",
+                file=sys.stderr,
+            )
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

@@ -30,8 +30,9 @@ from ._backtrace import error_info
 from ._hooks import before_stop
 from ._intake import admit, snapshot_metadata
 from ._model import MESSAGE_TEMPLATE_KEY, ErrorInfo, Frame, Record
-from ._recorder import Session, record_into
+from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
+from ._recorder.targets import Target
 from ._safety import errors_named
 from ._sanitize import needs_snapshot
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
@@ -309,14 +310,18 @@ class PerfettoHandler(logging.Handler):
         trace_level: int = 2,
     ) -> None:
         super().__init__(level)
-        if isinstance(filename, Session):
-            self.session = filename
-            self.filename = str(filename.path) if filename.path is not None else f"<{filename.format}>"
-        else:
-            self.filename = os.fspath(filename)
-            self.session = record_into(self.filename, trace_level)
-        self.dropped = 0
-        self._reported = False
+        self.target = Target(filename, trace_level, "log", "PerfettoHandler", quiet_io=True)
+        self.filename = self.target.name
+
+    @property
+    def session(self) -> Session | None:
+        """The session this handler records into now (``None`` while nothing records its file)."""
+        return self.target.current
+
+    @property
+    def dropped(self) -> int:
+        """Records given to the handler while nothing recorded its file (or another file was recorded)."""
+        return self.target.dropped
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit as :meth:`logging.Handler.handle` does, without taking the handler's lock:
@@ -335,9 +340,7 @@ class PerfettoHandler(logging.Handler):
             return  # tracebridge's own records, or a record logged while this handler emits one
         token = _emitting.set(True)
         try:
-            session = self.session
-            if session.stopped or RT.session is not session:
-                self._drop("the trace was stopped" if session.stopped else "another recording is active")
+            if self.target.session() is None:
                 return
             if record.exc_info:
                 fail_current_span(record)
@@ -349,26 +352,19 @@ class PerfettoHandler(logging.Handler):
                 rec.metadata = snapshot_metadata(rec.metadata)
             thread_state().push(rec)
         except Exception as exc:
-            self.dropped += 1
+            self.target.dropped += 1
             _safety.internal_error("PerfettoHandler.emit", exc)
         finally:
             _emitting.reset(token)
-
-    def _drop(self, why: str) -> None:
-        self.dropped += 1
-        if not self._reported:
-            self._reported = True
-            problem = RuntimeError(f"{self.filename}: {why}; later records are counted, not written")
-            _safety.internal_error("PerfettoHandler", problem, raise_in_strict=False)
 
     def flush(self) -> None:
         """Ask the writer to write what is queued, without waiting: logging calls this with the handler's
         lock held (at shutdown, and when dictConfig is applied again), and other threads wait on that
         lock. The trace is complete when the recording stops (at the latest, at exit)."""
         try:
-            session = getattr(self, "session", None)  # (None: its __init__ failed; logging still has it)
-            if session is not None and not session.stopped:
-                session.nudge()
+            target = getattr(self, "target", None)  # (None: its __init__ failed; logging still has it)
+            if target is not None:
+                target.nudge()
         except Exception as exc:
             _safety.internal_error("PerfettoHandler.flush", exc, raise_in_strict=False)
 

@@ -92,46 +92,70 @@ class _PyScope:
     __slots__ = ()
 
     def __enter__(self) -> Span:
+        # An interrupt (a signal handler raising KeyboardInterrupt after any call returns) must not leave
+        # this span current or on its thread's stack when ``with`` never entered: the span becomes
+        # current last, and what was done is undone if anything on the way raises.
         span: Span = self  # type: ignore[assignment]  # (a base of Span only)
-        span.parent = parent = _current.get()
-        span._token = _current.set(span)
+        stack = None
         try:
-            st = thread_local.state
-        except AttributeError:
-            st = thread_state()
-        span._st = st
-        md = span.metadata
-        if md is not None and "track" in md:
-            span._stack = [span]  # a named track: the writer lays it out, not the thread's stack
-        else:
-            stack = st.stack
-            if stack and stack[-1] is not parent:
-                stack = span._place(st, parent)
-            span._stack = stack
-            stack.append(span)
-        span.start_ns = now_ns()
+            parent = _current.get()
+            try:
+                st = thread_local.state
+            except AttributeError:
+                st = thread_state()
+            md = span.metadata
+            if md is not None and "track" in md:
+                span._stack = [span]  # a named track: the writer lays it out, not the thread's stack
+            else:
+                stack = st.stack
+                if stack and stack[-1] is not parent:
+                    stack = span._place(st, parent)
+                span._stack = stack
+            span.parent = parent
+            span._st = st
+            span.start_ns = now_ns()
+            if stack is not None:
+                stack.append(span)
+            token = _current.set(span)
+        except BaseException:
+            span._undo_enter(stack)
+            raise
+        span._token = token
         return span
+
+    def _undo_enter(self, stack: list[Any] | None) -> None:
+        span: Span = self  # type: ignore[assignment]
+        span._st = None
+        if _current.get() is span:
+            _current.set(span.parent)  # (what was current before: the same as resetting the token)
+        if stack and stack[-1] is span:
+            stack.pop()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         span: Span = self  # type: ignore[assignment]
-        end = now_ns()
         st = span._st
         if st is None:  # already stopped
             return None
-        span._st = None
-        span.end_ns = end
-        stack = span._stack
-        if stack and stack[-1] is span:
-            stack.pop()
-        else:
-            span._left_out_of_order(stack)
+        # An interrupt at any call below still leaves the span off its stack and no longer current.
         try:
-            _current.reset(span._token)
-        except ValueError:  # ended in another context than it began in (another task or thread)
-            if _current.get() is span:
-                parent = span.parent
-                _current.set(parent if isinstance(parent, Span) else None)
-        span._token = None  # type: ignore[assignment]  # (a queued span keeps no context token alive)
+            end = now_ns()
+        finally:
+            span._st = None
+            try:
+                stack = span._stack
+                if stack and stack[-1] is span:
+                    stack.pop()
+                else:
+                    span._left_out_of_order(stack)
+            finally:
+                try:
+                    _current.reset(span._token)
+                except ValueError:  # ended in another context than it began in (another task or thread)
+                    if _current.get() is span:
+                        parent = span.parent
+                        _current.set(parent if isinstance(parent, Span) else None)
+                span._token = None  # type: ignore[assignment]  # (a queued span keeps no token alive)
+        span.end_ns = end
         if exc_type is not None and is_failure(exc_type, exc):
             span.error = error_info(exc, tb)
         rec: Any = span
@@ -476,8 +500,15 @@ class DroppedSpan(Span):
     recorded_class: type[Span] = Span  # what it becomes when it fails after all
 
     def __enter__(self) -> Span:
-        self._token = _current.set(self)
         self.start_ns = now_ns()
+        before = _current.get()
+        try:
+            token = _current.set(self)  # (last, as Span.__enter__ does)
+        except BaseException:
+            if _current.get() is self:
+                _current.set(before)
+            raise
+        self._token = token
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -26,8 +26,9 @@ from . import _safety
 from ._backtrace import error_info
 from ._intake import admit, snapshot_metadata
 from ._model import MESSAGE_TEMPLATE_KEY, ErrorInfo, Frame, Record
-from ._recorder import Session, record_into
+from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
+from ._recorder.targets import Target
 from ._sanitize import Counts, needs_snapshot, sanitize_metadata
 from .logging import LogSampling, count_log_drop, keyed_limiter, level_number, log_priority, trace_context
 from .sinks.lines import format_metadata, trace_line
@@ -179,16 +180,23 @@ class PerfettoProcessor:
     """
 
     def __init__(self, target: str | os.PathLike[str] | Session, *, trace_level: int = 2) -> None:
-        self.session = target if isinstance(target, Session) else record_into(target, trace_level)
-        self.dropped = 0
+        self.target = Target(target, trace_level, "log", "structlog's PerfettoProcessor")
+
+    @property
+    def session(self) -> Session | None:
+        """The session this processor records into now (``None`` while nothing records its file)."""
+        return self.target.current
+
+    @property
+    def dropped(self) -> int:
+        """Events given to the processor while nothing recorded its file (or another file was recorded)."""
+        return self.target.dropped
 
     def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
         if _safety.inside.get():
             return event_dict
         try:
-            session = self.session
-            if session.stopped or RT.session is not session:
-                self.dropped += 1
+            if self.target.session() is None:
                 return event_dict
             rec = self._record(logger, method_name, event_dict)
             pipe = RT.pipeline
@@ -197,7 +205,7 @@ class PerfettoProcessor:
                     rec.metadata = snapshot_metadata(rec.metadata)
                 thread_state().push(rec)
         except Exception as exc:
-            self.dropped += 1
+            self.target.dropped += 1
             _safety.internal_error("PerfettoProcessor", exc)
         return event_dict
 

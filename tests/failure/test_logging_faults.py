@@ -159,14 +159,102 @@ def test_hostile_records_arrive_marked(trace_path: Path) -> None:
     assert mapping.name == "{'a': 1}"
 
 
-def test_a_handler_whose_setup_failed_is_left_quiet(tmp_path: Path) -> None:
+def test_a_handler_that_cannot_work_is_left_quiet(tmp_path: Path) -> None:
     before = _safety.error_counts().get("PerfettoHandler.flush", 0)
-    tracebridge.start(level=2, output=tmp_path / "a.perfetto-trace")
-    try:
-        with pytest.raises(ValueError, match="already recording") as failed:
-            PerfettoHandler(tmp_path / "b.perfetto-trace")  # logging has registered it already
-    finally:
-        tracebridge.stop()
-    assert failed.value.__traceback__ is not None  # (which keeps the half-made handler alive)
-    logging.shutdown()  # flushes every handler logging knows, the half-made one too
+    handler = PerfettoHandler(tmp_path / "missing" / "dir" / "a.perfetto-trace")  # cannot be created
+    assert handler.session is None
+    logging.shutdown()  # flushes every handler logging knows
     assert _safety.error_counts().get("PerfettoHandler.flush", 0) == before
+
+
+def test_a_handler_goes_on_across_stop_and_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "again.perfetto-trace"
+    log = logging.getLogger("again")
+    log.propagate = False
+    handler = PerfettoHandler(path)
+    log.addHandler(handler)
+    try:
+        log.warning("first")
+        tracebridge.stop()
+        log.warning("between")  # nothing records the file: counted, said once
+        log.warning("between again")
+        assert handler.dropped == 2
+        session = tracebridge.start(output=path)
+        log.warning("second")
+        assert handler.session is session
+        tracebridge.stop()
+    finally:
+        log.removeHandler(handler)
+    assert [e.name for e in tracebridge.read(path)] == ["second"]
+    err = capsys.readouterr().err
+    assert err.count("the recording stopped") == 1 and str(path) in err
+
+
+def test_two_handlers_for_two_files_never_abort_dictconfig(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.perfetto-trace", tmp_path / "b.perfetto-trace"
+    bad = tmp_path / "no" / "such" / "dir.perfetto-trace"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "a": {"class": "tracebridge.logging.PerfettoHandler", "filename": str(a)},
+            "b": {"class": "tracebridge.logging.PerfettoHandler", "filename": str(b)},
+            "0bad": {"class": "tracebridge.logging.PerfettoHandler", "filename": str(bad)},  # (built first)
+            "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+        },
+        "loggers": {"two": {"handlers": ["a", "b", "0bad", "console"], "level": "INFO", "propagate": False}},
+    }
+    logging.config.dictConfig(config)  # (no exception: every handler is installed)
+    log = logging.getLogger("two")
+    try:
+        assert [type(h).__name__ for h in log.handlers] == [
+            "PerfettoHandler",
+            "PerfettoHandler",
+            "PerfettoHandler",
+            "StreamHandler",
+        ]
+        log.info("hello")
+        session = tracebridge.stop()
+    finally:
+        for h in list(log.handlers):
+            log.removeHandler(h)
+    out, err = capsys.readouterr()
+    assert out == "hello\n"  # the console handler of the same config works
+    assert [e.name for e in tracebridge.read(a)] == ["hello"]
+    assert not b.exists()
+    assert session.stats.dropped["other_file"] == {"log": 2}  # b's and bad's, in the stats of what ran
+    lines = err.splitlines()
+    assert len(lines) == 2, lines
+    assert f"for {bad} writes nothing: the file cannot be written (FileNotFoundError" in lines[0]
+    assert f"for {b} writes nothing: tracebridge is recording into {a}" in lines[1]
+
+
+def test_a_handler_in_a_forked_child_records_into_the_trace(tmp_path: Path) -> None:
+    path = tmp_path / "logs.perfetto-trace"
+    code = f"""
+        import logging, os
+        import tracebridge
+        from tracebridge.logging import PerfettoHandler
+        logging.basicConfig(handlers=[PerfettoHandler({str(path)!r})], level=logging.INFO)
+        logging.info("in the parent")
+        pid = os.fork()
+        if pid == 0:
+            logging.info("in the child")
+            tracebridge.stop()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(pid)
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    pid = int(result.stdout)
+    trace = read_trace(path)
+    assert sorted((e.name, e.thread_id == pid) for e in trace.events) == [
+        ("in the child", True),
+        ("in the parent", False),
+    ]
+    assert trace.stats is not None and trace.stats.recorded["log"] == 2

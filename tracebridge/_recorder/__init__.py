@@ -8,12 +8,13 @@ counts) or waits, as ``on_full`` says; the writer marks every gap in the trace.
 * ``session.py``: :class:`Session`, its writer thread, back-pressure and sink back-off;
 * ``convert.py``: what the writer makes of each record;
 * ``lifecycle.py``: ``configure``, ``start``, ``stop`` and the implicit sessions; the exit hook;
-* ``fork.py``: a forked child records into a file of its own.
+* ``children.py``: child processes (fork, spawn, forkserver, pools) record into the trace too;
+* ``exits.py``: SIGTERM finishes the trace before the process dies of it.
 """
 
 from __future__ import annotations
 
-from . import fork as _fork  # noqa: F401  (registers the fork handlers)
+from . import children as _children  # noqa: F401  (registers the fork handlers)
 from .lifecycle import (
     configure,
     current_session,

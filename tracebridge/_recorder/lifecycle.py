@@ -20,6 +20,7 @@ from .._model import (
 from ..sampling.filters import Directives
 from ..sampling.pipeline import Pipeline
 from ..sinks.lines import TraceLines
+from . import exits
 from .runtime import (
     RT,
     all_threads,
@@ -147,7 +148,17 @@ def _begin(
     RT.pipeline = pipeline
     RT.level = level
     update_compact()
+    session_began(session)
     return session
+
+
+def session_began(session: Session) -> None:
+    """A session records now (in this process or, see children.py, in a child): the hooks learn it."""
+    for hook in _hooks.session_began:
+        try:
+            hook(session)
+        except Exception as exc:
+            _safety.internal_error("session began hook", exc, raise_in_strict=False)
 
 
 def _settle(session: Session) -> None:
@@ -291,6 +302,15 @@ def stop(timeout: float | None = None) -> Session:
 
 
 def _stop(timeout: float | None, resume: bool) -> Session:
+    exits.stopping += 1
+    try:
+        return _stop_now(timeout, resume)
+    finally:
+        exits.stopping -= 1
+        exits.stop_ended()
+
+
+def _stop_now(timeout: float | None, resume: bool) -> Session:
     if RT.session is not None:
         for hook in _hooks.before_stop:  # outside the lock: hooks log, and handlers take their own locks
             try:
@@ -308,6 +328,11 @@ def _stop(timeout: float | None, resume: bool) -> Session:
         RT.compact = False
         session._finish(session.config.timeout if timeout is None else timeout)
         session.stopped = True
+        for ended in _hooks.session_ended:
+            try:
+                ended(session)
+            except Exception as exc:
+                _safety.internal_error("session ended hook", exc, raise_in_strict=False)
         _last_session[0] = session
         if session.format == "memory":
             session.events.sort(key=_start_key)

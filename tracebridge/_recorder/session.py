@@ -32,6 +32,7 @@ from .._sanitize import Counts
 from ..sampling.pipeline import Pipeline
 from ..sinks.memory import MemorySink, NullSink
 from .convert import EventConversion
+from .exits import block_in_this_thread
 from .runtime import (
     RT,
     ThreadState,
@@ -54,8 +55,13 @@ if speedups is not None:  # the events the compiled step makes start as copies o
     speedups.configure_events(Event("span", "", 0, 0), tuple(f.name for f in fields(Event)))
     speedups.configure_records(Record, logging.LogRecord)
 
+#: Losses that mean the sink or the writer failed (reported on stderr when the session ends).
+FAULT_REASONS = frozenset({"sink_error", "writer_stalled", "stop_timeout", "internal_error"})
+
 #: Records converted and written per batch by the writer thread.
 WRITE_CHUNK = 4096
+#: Events per write when a batch did not fit (a disk filling up): what still fits is written.
+WRITE_PIECE = 64
 
 
 def default_output_format(output: str | os.PathLike[str] | None) -> OutputFormat:
@@ -95,6 +101,11 @@ class Session(EventConversion):
         self.wall_offset_ns = time.time_ns() - trace_clock_ns()
         self._sampling_at_start = pipeline.counts() if pipeline is not None else {}
         self.path: Path | None = None if output is None else Path(output)
+        #: A child process's session: the trace file of the recording it belongs to (see children.py).
+        self.root: Path | None = None
+        #: After the file is closed: the packet sequence id the next process appended to it gets.
+        self.next_sequence: int | None = None
+        self._children_pending = False
         self.format: OutputFormat = fmt
         self.stats = Stats(recorded=dict.fromkeys(KINDS, 0))
         self.events: list[Event] = []
@@ -119,6 +130,7 @@ class Session(EventConversion):
         self.process_name: str | None = None
         self._rename: str | None = None
         self._errors_at_start = sum(_safety.error_counts().values())
+        self._causes_at_start = _safety.cause_counts()
         self._sink_factory = sink_factory
         self._sink: Sink | None = None
         self._sink_backoff = 0.0
@@ -215,6 +227,7 @@ class Session(EventConversion):
 
     def _run(self) -> None:
         token = _safety.inside.set(True)
+        block_in_this_thread()
         try:
             busy = False
             while True:
@@ -621,6 +634,11 @@ class Session(EventConversion):
                 reason = sink.drop_reason
                 gap = None
             except Exception as exc:
+                if isinstance(exc, OSError) and len(events) > WRITE_PIECE:
+                    # A disk filling up: what still fits goes in, a piece at a time.
+                    written = self._write_pieces(sink, info, events, gap)
+                    if written:
+                        gap = None
                 self._sink_backoff = min(30.0, max(1.0, self._sink_backoff * 2))
                 self._sink_retry_at = time.monotonic() + self._sink_backoff
                 _safety.defer_error("sink.write", exc)
@@ -643,6 +661,17 @@ class Session(EventConversion):
                 lines.observe(events, self.wall_offset_ns)
             except Exception as exc:
                 _safety.defer_error("trace_lines", exc)
+
+    def _write_pieces(self, sink: Sink, info: ThreadInfo, events: list[Event], gap: Loss | None) -> int:
+        """After a batch failed to write: its events in pieces of WRITE_PIECE, until one fails; how many
+        were written (a prefix of ``events``)."""
+        written = 0
+        for i in range(0, len(events), WRITE_PIECE):
+            try:
+                written += sink.write(info, events[i : i + WRITE_PIECE], gap if i == 0 else None)
+            except Exception:
+                break
+        return written
 
     def _close_sink(self) -> None:
         sink = self._sink
@@ -667,10 +696,31 @@ class Session(EventConversion):
                 span.end_ns = None
                 span.overlapping = True
                 opened.append(self._to_event(span, info))
+            self.next_sequence = getattr(sink, "next_sequence", None)
             sink.close(self.stats, opened)
         except Exception as exc:
             _safety.defer_error("sink.close", exc)
         self._sink = None
+        self._report_faults()
+
+    def _report_faults(self) -> None:
+        """A session that lost events to a failing sink or writer says so on stderr as it ends, with the
+        counts and the errors behind them: the trace file (a full disk, a deleted file) may not hold its
+        own stats, and logging may have no other handler than the one that failed."""
+        lost = {r: n for r, n in self.stats.lost.items() if r in FAULT_REASONS}
+        if not lost:
+            return
+        where = self.path if self.path is not None else "the recording"
+        causes = []
+        for key, (n, first) in _safety.cause_counts().items():
+            n -= self._causes_at_start.get(key, (0, ""))[0]
+            if n > 0:
+                causes.append(first + (f" ({n:,} times)" if n > 1 else ""))
+        text = ", ".join(f"{reason} {n:,}" for reason, n in lost.items())
+        _safety.report(
+            f"tracebridge: {where}: {sum(lost.values()):,} events lost ({text}), "
+            f"{self.stats.total_recorded:,} recorded" + (f"; {'; '.join(causes)}" if causes else "")
+        )
 
     def _settle_stats(self) -> None:
         """What the session's stats take from outside it (errors, sampling stages, session hooks), once:

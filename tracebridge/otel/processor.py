@@ -17,8 +17,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from .. import _safety
 from .._model import Deferred, ErrorInfo, Frame, Record, SpanRecord
-from .._recorder import Session, configure, record_into, source_failed
+from .._recorder import Session, configure, source_failed
 from .._recorder.runtime import RT, revive, thread_state
+from .._recorder.targets import Target
 from ._shared import BRIDGE_SCOPE, bridged_events, open_spans, plain
 
 #: Metadata keys the recorder reads as instructions (tracks, flows, categories): attributes of these
@@ -339,16 +340,17 @@ class PerfettoSpanProcessor(SpanProcessor):
     """
 
     def __init__(self, target: str | os.PathLike[str] | Session, *, trace_level: int = 2) -> None:
-        self._recorder = _FileRecorder(target, trace_level)
+        self._recorder = _FileRecorder(target, trace_level, "PerfettoSpanProcessor")
 
     @property
-    def session(self) -> Session:
-        return self._recorder.target
+    def session(self) -> Session | None:
+        """The session this processor records into now (``None`` while nothing records its file)."""
+        return self._recorder.target.current
 
     @property
     def dropped(self) -> int:
-        """Spans that ended after the recording stopped (or while another one was active)."""
-        return self._recorder.dropped
+        """Spans that began or ended while nothing recorded its file (or another file was recorded)."""
+        return self._recorder.dropped + self._recorder.target.dropped
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         try:
@@ -367,23 +369,19 @@ class PerfettoSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         try:
-            session = self._recorder.target
-            if session.stopped:
-                return True
-            return session.flush(max(0.0, timeout_millis / 1000))
+            return self._recorder.target.flush(max(0.0, timeout_millis / 1000))
         except Exception as exc:
             _safety.internal_error("PerfettoSpanProcessor.force_flush", exc, raise_in_strict=False)
             return False
 
 
 class _FileRecorder(_Recorder):
-    def __init__(self, target: str | os.PathLike[str] | Session, trace_level: int) -> None:
+    def __init__(self, target: str | os.PathLike[str] | Session, trace_level: int, who: str) -> None:
         super().__init__(trace_level)
-        self.target = target if isinstance(target, Session) else record_into(target, trace_level)
+        self.target = Target(target, trace_level, "span", who)
 
     def session(self) -> Session | None:
-        target = self.target
-        return target if RT.session is target else None
+        return self.target.session()
 
 
 class _ActiveRecorder(_Recorder):
@@ -439,21 +437,25 @@ class PerfettoSpanExporter(SpanExporter):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, trace_level: int = 2) -> None:
-        self._recorder = _FileRecorder(path, trace_level)
+        self._recorder = _FileRecorder(path, trace_level, "PerfettoSpanExporter")
         self._stopped = False
 
     @property
-    def session(self) -> Session:
-        return self._recorder.target
+    def session(self) -> Session | None:
+        """The session this exporter records into now (``None`` while nothing records its file)."""
+        return self._recorder.target.current
+
+    @property
+    def dropped(self) -> int:
+        """Spans exported while nothing recorded its file (or another file was recorded)."""
+        return self._recorder.dropped + self._recorder.target.dropped
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._stopped:
             return SpanExportResult.FAILURE
         try:
             recorder = self._recorder
-            session = recorder.session()
-            if session is None or session.stopped:
-                recorder.dropped += len(spans)
+            if recorder.target.session(len(spans)) is None:
                 return SpanExportResult.FAILURE
             st = thread_state()
             st.deferred = True
@@ -475,8 +477,7 @@ class PerfettoSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         try:
-            session = self._recorder.target
-            return True if session.stopped else session.flush(max(0.0, timeout_millis / 1000))
+            return self._recorder.target.flush(max(0.0, timeout_millis / 1000))
         except Exception as exc:
             _safety.internal_error("PerfettoSpanExporter.force_flush", exc, raise_in_strict=False)
             return False

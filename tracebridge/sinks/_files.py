@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections import deque
 from pathlib import Path
 from typing import BinaryIO
@@ -38,8 +40,44 @@ class AppendOnlyFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self.file: BinaryIO | None = create_trace_file(path)
+        self.file: BinaryIO | None = None
         self.size = 0  # bytes written by complete appends
+        #: How many times the file was found deleted or replaced, and made anew (see :meth:`renew`).
+        self.renewed = 0
+        self._identity: tuple[int, int] | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self.file = create_trace_file(self.path)
+        self.size = 0
+        st = os.fstat(self.file.fileno())
+        self._identity = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+    def replaced(self) -> bool:
+        """Whether the file at ``path`` is no longer the one being written (deleted, or renamed away and
+        another put in its place, as log rotation does). Pipes and devices are never replaced."""
+        if self.file is None or self._identity is None:
+            return False
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) != self._identity
+
+    def renew(self) -> bool:
+        """Make the file anew at ``path`` when it was deleted or replaced (the caller then writes a trace
+        from its beginning); True if it did."""
+        if not self.replaced():
+            return False
+        old, self.file = self.file, None
+        if old is not None:
+            with contextlib.suppress(OSError):
+                old.close()
+        self._open()
+        self.renewed += 1
+        return True
 
     @property
     def closed(self) -> bool:
@@ -69,6 +107,17 @@ class AppendOnlyFile:
         f, self.file = self.file, None
         if f is not None:
             f.close()
+
+
+def renewed(path: str, times: int) -> None:
+    """Say on stderr (the first time) that a trace file was deleted or replaced and made anew."""
+    if times == 1:
+        from .. import _safety
+
+        _safety.report(
+            f"tracebridge: {path} was deleted or replaced while recording; the recording goes on in a new "
+            "file there, from this point (what was written before is not in it)"
+        )
 
 
 class Lanes:

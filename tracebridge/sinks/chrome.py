@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterable
 from decimal import Decimal
@@ -40,7 +41,7 @@ from .._model import (
     TraceReadError,
     trace_clock_ns,
 )
-from ._files import AppendOnlyFile, Lanes
+from ._files import AppendOnlyFile, Lanes, renewed
 
 #: The top-level key of an event that holds tracebridge's own fields (level, frames, flows, ...).
 OWN_KEY = "tb"
@@ -124,13 +125,37 @@ class ChromeJsonWriter:
         self._flows: list[tuple[int, int, int, str]] = []  # (flow id, ts, tid, "step" or "end")
         self._named: set[int] = set()  # thread ids whose thread_name event is in the file
         self._named_now: list[int] = []
-        name = process_name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python")
-        self._pending.append('{"traceEvents":[\n')
-        self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
+        self.process_name = process_name or (
+            os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        )
+        self._head()
         self._commit()
+
+    def _head(self) -> None:
+        self._pending.append('{"traceEvents":[\n')
+        self._emit(
+            {
+                "ph": "M",
+                "pid": self.pid,
+                "tid": 0,
+                "name": "process_name",
+                "args": {"name": self.process_name},
+            }
+        )
+
+    def _renew_file(self) -> None:
+        """The file was deleted or replaced while recording: the trace starts afresh in a new file."""
+        if not self._out.renew():
+            return
+        self._pending = []  # (a rename waiting for the next batch: the new head names the process so)
+        self._first = True
+        self._named.clear()
+        self._head()
+        renewed(self.path, self._out.renewed)
 
     def rename_process(self, name: str) -> None:
         """Name the process again (readers take the last ``process_name``); written with the next batch."""
+        self.process_name = name
         self._emit({"ph": "M", "pid": self.pid, "tid": 0, "name": "process_name", "args": {"name": name}})
 
     def _emit(self, obj: dict[str, Any]) -> None:
@@ -166,6 +191,7 @@ class ChromeJsonWriter:
         return tid
 
     def write(self, thread: ThreadInfo, events: list[Event], loss: Loss | None = None) -> int:
+        self._renew_file()
         flows_before = len(self._flows)
         first_before = self._first
         try:
@@ -299,13 +325,14 @@ class ChromeJsonWriter:
         if self._out.closed:
             return
         try:
+            self._renew_file()
             for ev in open_activities:
                 self._name_thread(ev.thread_id, {"name": ev.thread_name})
                 self._event(ThreadInfo(self.pid, ev.thread_id, ev.thread_name), ev)
             self._write_flows()
             if stats is not None:
                 self._stats_event(stats)
-            self._pending.append('\n],"displayTimeUnit":"ns"}\n')
+            self._pending.append(_TAIL)
             self._commit()
         finally:
             self._out.close()
@@ -350,10 +377,17 @@ def _ns(v: Any) -> int:
 
 def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     p = Path(path)
+    text = p.read_text(encoding="utf-8", errors="replace")
+    cut: int | None = None
     try:
-        doc = json.loads(p.read_text(encoding="utf-8", errors="replace"), parse_float=Decimal)
+        doc = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
-        raise TraceReadError(f"{p}: not valid JSON (truncated?): {exc.msg} at line {exc.lineno}") from None
+        salvaged = _cut_off_events(text)
+        if salvaged is None:
+            raise TraceReadError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        doc, cut = salvaged
+        if not doc:
+            raise TraceReadError(f"{p}: truncated: no complete event") from None
     if isinstance(doc, list):
         raw_events = doc
     elif isinstance(doc, dict) and isinstance(doc.get("traceEvents"), list):
@@ -361,6 +395,12 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     else:
         raise TraceReadError(f"{p}: JSON but not a Chrome trace (no traceEvents list)")
     out = TraceFile("json", size=p.stat().st_size)
+    if cut is not None:
+        out.truncated_bytes = cut
+        out.notes.append(
+            "the trace was cut off (the process died while writing it): "
+            + (f"its last {cut} bytes are an incomplete event; ignored" if cut else "it ends after an event")
+        )
     thread_names: dict[int, str] = {}
     for e in raw_events:
         if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "process_name":
@@ -422,6 +462,78 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     out.events.sort(key=lambda ev: ev.start_ns)
     out.losses.sort(key=lambda ev: ev.start_ns)
     return out
+
+
+_TAIL = '\n],"displayTimeUnit":"ns"}\n'
+
+
+def append_chrome_traces(target: str | os.PathLike[str], paths: Iterable[Path]) -> None:
+    """Append the events of the Chrome JSON traces ``paths`` (child processes; a file cut off adds its
+    complete events) to ``target``, a finished trace this writer made, before its closing bracket."""
+    bodies = []
+    for src in paths:
+        text = src.read_text(encoding="utf-8", errors="replace")
+        found = _event_array(text)
+        if found is not None and found[1] > found[0]:
+            bodies.append(text[found[0] : found[1]])
+    if not bodies:
+        return
+    tail = _TAIL.encode()
+    with open(target, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - len(tail)))
+        if f.read() != tail:
+            raise ValueError(f"{target} does not end as a finished Chrome JSON trace")
+        f.seek(size - len(tail))
+        f.truncate()
+        f.write(("".join(",\n" + body for body in bodies) + _TAIL).encode("utf-8", "replace"))
+
+
+def _event_array(text: str) -> tuple[int, int] | None:
+    """Where the complete events of a Chrome trace's event array are: (start, end) offsets, from its
+    first event to the end of its last complete one."""
+    start = _ARRAY_START.match(text)
+    if start is None:
+        return None
+    decoder = json.JSONDecoder()
+    pos = first = _SEPARATOR.match(text, start.end()).end()  # type: ignore[union-attr]
+    end = first
+    while pos < len(text) and text[pos] != "]":
+        try:
+            _, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        pos = _SEPARATOR.match(text, end).end()  # type: ignore[union-attr]
+    return first, end
+
+
+_ARRAY_START = re.compile(r'\s*(?:\{\s*"traceEvents"\s*:\s*)?\[')
+_SEPARATOR = re.compile(r"\s*,?\s*")
+
+
+def _cut_off_events(text: str) -> tuple[list[Any], int] | None:
+    """A trace cut off while it was written (the process died): the complete events of its array, as
+    trace_processor imports such a file, and how many bytes at the end were left out. ``None`` when
+    the text does not start as a Chrome trace, or when its event array is complete (then the JSON is
+    broken somewhere else, not cut off)."""
+    start = _ARRAY_START.match(text)
+    if start is None:
+        return None
+    decoder = json.JSONDecoder(parse_float=Decimal)
+    events: list[Any] = []
+    pos = start.end()
+    while True:
+        pos = _SEPARATOR.match(text, pos).end()  # type: ignore[union-attr]
+        if pos >= len(text):
+            return events, 0
+        if text[pos] == "]":
+            return None
+        try:
+            event, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return events, len(text[pos:].encode("utf-8", "replace"))
+        events.append(event)
 
 
 def _json_event(

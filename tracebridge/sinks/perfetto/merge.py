@@ -19,7 +19,7 @@ from . import tracebridge_perfetto_pb2 as pb
 from .reader import iter_frames
 from .schema import BOOTTIME, frame
 
-__all__ = ["MergeError", "merge_traces"]
+__all__ = ["MergeError", "append_traces", "merge_traces"]
 
 _TracePacket: Any = pb.TracePacket  # type: ignore[attr-defined]
 _Trace: Any = pb.Trace  # type: ignore[attr-defined]
@@ -34,8 +34,8 @@ class _Merger:
     process of a machine) in time order, as trace_processor requires of the trace clock: a snapshot
     earlier than one already written only restates what the machine's clocks were, so it is left out."""
 
-    def __init__(self) -> None:
-        self.next_id = 1
+    def __init__(self, first_id: int = 1) -> None:
+        self.next_id = first_id
         self.last_snapshot: dict[tuple[int, ...], int] = {}
         self.dropped_snapshots = 0
 
@@ -123,3 +123,46 @@ def merge_traces(paths: Iterable[str | os.PathLike[str]], output: str | os.PathL
                     written += 1
     os.replace(tmp, out_path)
     return written
+
+
+def append_traces(target: str | os.PathLike[str], paths: Iterable[Path], first_sequence: int | None) -> int:
+    """Append the Perfetto traces ``paths`` (child processes) to ``target``, a finished trace whose
+    sequence ids are below ``first_sequence`` (``None``: read them from it), the trace that began first
+    first; each gets sequence ids of its own. A file cut off (a child that died) adds its complete
+    packets. Returns the sequence id that follows the last one used."""
+    if first_sequence is None:
+        first_sequence = _max_sequence(Path(target).read_bytes()) + 1
+    datas = []
+    for src in paths:
+        data = src.read_bytes()
+        if data[:1] == b"\x0a":
+            datas.append((_first_snapshot(data), data))
+    datas.sort(key=lambda d: d[0])
+    merger = _Merger(first_sequence)
+    with open(target, "ab") as out:
+        for _, data in datas:
+            seqs: dict[int, int] = {}
+            chunk = []
+            next_id = merger.next_id
+            try:
+                for _, _, raw in iter_frames(data):
+                    packet = merger.packet(bytes(raw), seqs)
+                    if packet is not None:
+                        chunk.append(frame(packet))
+            except Exception:  # a corrupt packet: its complete packets up to there (ids stay unique)
+                merger.next_id = max(merger.next_id, next_id)
+            out.write(b"".join(chunk))  # (one process at a time)
+    return merger.next_id
+
+
+def _max_sequence(data: bytes) -> int:
+    top = 0
+    for _, _, raw in iter_frames(data):
+        msg = _TracePacket()
+        msg.ParseFromString(bytes(raw))
+        top = max(top, msg.trusted_packet_sequence_id)
+        if msg.HasField("compressed_packets"):
+            inner = _Trace()
+            inner.ParseFromString(zlib.decompress(msg.compressed_packets))
+            top = max([top, *(p.trusted_packet_sequence_id for p in inner.packet)])
+    return top

@@ -45,7 +45,7 @@ from ..._model import (
     ThreadInfo,
     trace_clock_ns,
 )
-from .._files import AppendOnlyFile, Lanes
+from .._files import AppendOnlyFile, Lanes, renewed
 from .schema import (
     A_ARRAY,
     A_BOOL,
@@ -730,7 +730,21 @@ class PerfettoWriter:
 
     # -- sink interface ----------------------------------------------------------------------------
 
+    def _renew_file(self) -> None:
+        """The file was deleted or replaced while recording: a new one is made at the path, and the trace
+        starts there from its beginning (process, clocks, every sequence's state and track)."""
+        if not self._out.renew():
+            return
+        self._described.clear()
+        self._named = False
+        for seq in self._sequences.values():
+            seq.started = False
+            seq.first = True
+        self._pending.insert(0, self._preamble())
+        renewed(self.path, self._out.renewed)
+
     def write(self, thread: ThreadInfo, events: list[Event], loss: Loss | None = None) -> int:
+        self._renew_file()
         seq = self._sequences.get(thread.tid)
         if seq is None or seq.thread.pid != thread.pid:
             seq = _Sequence(self, self._next_seq, thread)
@@ -787,10 +801,16 @@ class PerfettoWriter:
     def flush(self) -> None:
         """Nothing to do: every ``write`` reaches the file before it returns."""
 
+    @property
+    def next_sequence(self) -> int:
+        """The packet sequence id the writer would use next: every id in the file is below it."""
+        return self._next_seq
+
     def close(self, stats: Stats | None = None, open_activities: Iterable[Event] = ()) -> None:
         if self._out.closed:
             return
         try:
+            self._renew_file()
             by_thread: dict[tuple[int, str], list[Event]] = {}
             for ev in open_activities:
                 by_thread.setdefault((ev.thread_id, ev.thread_name), []).append(ev)

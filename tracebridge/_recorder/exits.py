@@ -1,0 +1,130 @@
+"""Exits: SIGTERM finishes the trace before the process dies of it.
+
+A process whose SIGTERM is at its default disposition dies at once: no ``atexit``, no ``finally``, so the
+writer's last round and the session's stats would be lost (``Pool.terminate()`` ends its workers so,
+and so do service managers). While a session writes a file, tracebridge puts a handler there (only if the
+disposition is the default, and only from the main thread, where Python runs signal handlers): it ends
+the session under a short deadline, then restores the default and sends the signal again, so that the
+process dies of SIGTERM as it would have (same exit status). A handler the program installed is left
+alone, before or after: a program that installs its own after tracebridge and calls the one it replaced
+gets this behaviour at the end of its own.
+
+The writer thread blocks SIGTERM and SIGINT (see :func:`block_in_this_thread`), so that the kernel
+delivers them to a thread that runs Python's handlers promptly: the main thread, even when it is
+blocked reading a pipe (a pool worker waiting for its next task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from .runtime import RT
+
+#: At most this long (or the session's ``timeout``, if shorter) to finish the trace on SIGTERM.
+SIGTERM_DEADLINE = 5.0
+
+
+#: Threads inside ``stop()`` now: a SIGTERM that lands then lets that stop finish, and the process
+#: dies of the signal once it has (see :func:`stop_ended`).
+stopping = 0
+_die_after_stop = False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _die_after_stop
+    if stopping:
+        _die_after_stop = True  # (this thread may be the one stopping: waiting for it would deadlock)
+        return
+    session = RT.session
+    shutdown = _shutdown
+    if session is not None and shutdown is not None:
+        # On a thread of its own: the main thread may be inside tracebridge holding a lock that the
+        # stop needs; then the deadline passes and the process dies as it would have.
+        timeout = min(SIGTERM_DEADLINE, session.config.timeout)
+        stopper = threading.Thread(target=shutdown, args=(timeout,), name="tracebridge-sigterm", daemon=True)
+        try:
+            stopper.start()
+            stopper.join(timeout + 1.0)
+        except Exception:
+            pass
+    _die()
+
+
+def _die() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_ended() -> None:
+    """Called as every ``stop()`` ends: a SIGTERM that came during it takes effect now."""
+    if _die_after_stop and not stopping:
+        _die()
+
+
+_shutdown: Callable[[float], object] | None = None
+
+
+def install(shutdown: Callable[[float], object]) -> None:
+    """Put the handler on SIGTERM if it is at its default and this is the main thread; on SIGTERM it
+    calls ``shutdown(timeout)`` (``tracebridge.shutdown``)."""
+    global _shutdown
+    _shutdown = shutdown
+    if not RT.config.sigterm or not hasattr(signal, "SIGTERM"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # (an embedded interpreter without signals)
+        pass
+
+
+def uninstall() -> None:
+    """Back to the default disposition, if the handler is still tracebridge's."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
+_mask_at_fork: set[int | signal.Signals] | None = None
+
+
+def hold_for_fork() -> None:
+    """Before ``fork()``: a SIGTERM that reaches the child before its interpreter is ready would be lost
+    (CPython forgets signals that arrive before the child's after-fork steps), and the child would live
+    on, so the forking thread holds SIGTERM back; the child gets it (pending) once it records."""
+    global _mask_at_fork
+    _mask_at_fork = None
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            _mask_at_fork = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (ValueError, OSError):
+        pass
+
+
+def release_after_fork() -> None:
+    """After ``fork()``, in the parent and in the child (once it records): SIGTERM as it was."""
+    global _mask_at_fork
+    mask, _mask_at_fork = _mask_at_fork, None
+    if mask is not None:
+        with contextlib.suppress(ValueError, OSError):
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def block_in_this_thread() -> None:
+    """Called by the writer thread: SIGTERM and SIGINT go to the application's threads instead."""
+    if hasattr(signal, "pthread_sigmask"):
+        with contextlib.suppress(ValueError, OSError):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
