@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tracebridge.structlog",
             "tracebridge.otel",
             "tracebridge.instrument",
+            "tracebridge.pools",
         ],
     ),
     (

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import inspect
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -725,3 +726,26 @@ def test_an_exit_that_raises_the_exception_it_was_given_makes_no_context_cycle()
         run()
     finally:
         tracebridge.stop()
+
+
+def test_a_span_that_ends_out_of_order_never_leaves_an_ended_span_current() -> None:
+    # A generator's span, begun inside ``a`` and closed after ``a`` ended: resetting its context token
+    # would make ``a`` current again, ended; the innermost span still open is current instead.
+    def gen() -> Iterator[None]:
+        with tracebridge.span("in generator"):
+            yield
+
+    tracebridge.start(level=2)
+    try:
+        with tracebridge.span("outer") as outer:
+            g = gen()
+            with tracebridge.span("a"):
+                next(g)
+            g.close()
+            assert tracebridge.current_span() is outer
+            with tracebridge.span("after") as after:
+                assert after.parent is outer
+        assert tracebridge.current_span() is None
+    finally:
+        session = tracebridge.stop()
+    assert sorted(e.name for e in session.events) == ["a", "after", "in generator", "outer"]

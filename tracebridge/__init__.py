@@ -13,7 +13,7 @@ Quick start::
 
 from __future__ import annotations
 
-from . import _hooks, sampling
+from . import _hooks, pools, sampling  # noqa: F401  (pools: patches the pools as the first session begins)
 from ._accel import accelerated
 from ._codec import decode, encode
 from ._config import Config

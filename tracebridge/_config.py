@@ -59,6 +59,10 @@ class Config:
     #: Child processes record into the trace too (fork, spawn, forkserver, multiprocessing pools and
     #: executors): each writes a file beside it while it runs, added to the trace as a process of its own.
     children: bool = True
+    #: Trace context crosses into thread and process pools (``concurrent.futures``, ``multiprocessing``):
+    #: a task submitted inside a span runs as a span (``pool.task <function>``), its child, which the
+    #: submitting span's flow points to.
+    pools: bool = True
     #: A process whose SIGTERM is left at its default (it dies) finishes the trace first, then dies of
     #: the signal as it would have; a handler the program installs itself is left alone.
     sigterm: bool = True
@@ -72,7 +76,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("children", "sigterm"):
+        for name in ("children", "sigterm", "pools"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.on_full not in ("drop", "block"):

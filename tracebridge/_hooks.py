@@ -7,7 +7,8 @@
   instrumentation starts a new budget generation with each session and adds its demotions to the
   session's stats).
 * ``session_began``, ``session_ended``: called with the session once it records, and once its file is
-  closed (child processes and SIGTERM plug in there: ``_recorder/children.py``).
+  closed (child processes and SIGTERM plug in there: ``_recorder/children.py``); ``child_state``: what
+  a spawned child takes over from its parent (auto-instrumentation).
 """
 
 from __future__ import annotations
@@ -54,3 +55,7 @@ session_closing: list[Callable[[Stats], None]] = []
 #: Called with a session once it records (its writer running), and once it is stopped and its file closed.
 session_began: list[Callable[[Any], None]] = []
 session_ended: list[Callable[[Any], None]] = []
+#: What a spawned child process takes over from its parent, by the name of the module that registers it
+#: (the child imports it): ``capture()`` in the parent gives a picklable value (``None``: nothing),
+#: ``apply(value)`` in the child, before it starts recording.
+child_state: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}

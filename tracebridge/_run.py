@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"tracebridge: {session.stats.total_recorded} events in {session.path}"
             f" (modules instrumented: {len(handle.modules) if handle else 0})"
-            + (f"; {dropped} dropped ({why})" if dropped else ""),
+            + (f"; {dropped} dropped ({why})" if dropped else "")
+            + (f"; {session.children_added} child processes' traces added" if session.children_added else ""),
             file=sys.stderr,
         )

@@ -1175,6 +1175,31 @@ static int check_thread_state(PyObject *st) {
 static PyObject *take_error(void);
 static void give_error(PyObject *exc);
 
+/* After a span's token is reset: when the span it restored as current has ended too (spans that ended out
+ * of order: a generator's span closed after the span it was resumed in, spans entered by hand), the
+ * innermost of its ancestors still open becomes current instead (as spans.py's _skip_ended). */
+static int skip_ended(void) {
+    PyObject *cur;
+    if (PyContextVar_Get(sp.current, NULL, &cur) < 0)
+        return -1;
+    if (cur == NULL)
+        return 0;
+    PyObject *p = cur; /* borrowed along the chain: cur holds the first, each span its parent */
+    while (p != Py_None && PyObject_TypeCheck(p, sp.span_type) && SLOT(p, sp.span_off[S_TOKEN]) == Py_None) {
+        PyObject *parent = SLOT(p, sp.span_off[S_PARENT]);
+        p = parent == NULL ? Py_None : parent;
+    }
+    int rc = 0;
+    if (p != cur) {
+        PyObject *t = PyContextVar_Set(sp.current, p);
+        if (t == NULL)
+            rc = -1;
+        Py_XDECREF(t);
+    }
+    Py_DECREF(cur);
+    return rc;
+}
+
 /* Everything that may run Python code (the thread's state made the first time, _place, a clock set by
  * tests, a stack that is not a list) comes first, and the span becomes current last: an exception on the
  * way (KeyboardInterrupt raised by a signal handler in such code) leaves the current span and the thread's
@@ -1306,6 +1331,8 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
         goto error;
     int reset = PyContextVar_Reset(sp.current, token);
     Py_DECREF(token);
+    if (reset == 0 && skip_ended() < 0)
+        goto error;
     if (reset < 0) { /* ended in another context than it began in (another task or thread) */
         if (!PyErr_ExceptionMatches(PyExc_ValueError))
             goto error;
@@ -1335,6 +1362,15 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
         if (PyList_SetSlice(stack, PyList_GET_SIZE(stack) - 1, PyList_GET_SIZE(stack), NULL) < 0)
             goto error;
     } else {
+        if (PyList_CheckExact(stack)) { /* off the stack here, before any Python code runs */
+            for (Py_ssize_t i = PyList_GET_SIZE(stack) - 1; i >= 0; i--) {
+                if (PyList_GET_ITEM(stack, i) == self) {
+                    if (PyList_SetSlice(stack, i, i + 1, NULL) < 0)
+                        goto error;
+                    break;
+                }
+            }
+        }
         PyObject *r = PyObject_CallMethodObjArgs(self, sp.s_left, stack, NULL);
         if (r == NULL)
             goto error;
@@ -1413,7 +1449,14 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_DECREF(rec);
     Py_RETURN_NONE;
 error:
-    Py_XDECREF(clock_error);
+    if (clock_error != NULL) { /* the clock's error is the context of the one raised since (as in Python) */
+        PyObject *now = take_error();
+        if (now != NULL) {
+            PyException_SetContext(now, clock_error); /* (steals clock_error) */
+            give_error(now);
+        } else
+            give_error(clock_error);
+    }
     Py_XDECREF(end);
     Py_XDECREF(st);
     Py_XDECREF(stack);
@@ -1457,6 +1500,8 @@ static PyObject *dropped_exit(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     int reset = PyContextVar_Reset(sp.current, token);
     Py_DECREF(token);
+    if (reset == 0 && skip_ended() < 0)
+        return NULL;
     if (reset < 0) { /* ended in another context than it began in */
         if (!PyErr_ExceptionMatches(PyExc_ValueError))
             return NULL;

@@ -80,8 +80,31 @@ def active(level: int = 1) -> bool:
 
 def current_span() -> Span | None:
     """The innermost open span of the calling task or thread, if one is being recorded."""
-    s: Span | None = _current.get()
-    return s
+    s: Any = _current.get()
+    return None if type(s) is RemoteParent else s
+
+
+class RemoteParent(SpanRecord):
+    """The span that submitted a pool task in another process (see ``pools.py``): its ids and sampling
+    decision, the parent of the task's span, never recorded here. ``current_span()`` does not return it."""
+
+    __slots__ = ("sampled",)
+
+    @classmethod
+    def of_ids(cls, trace_id: int, span_id: int, sampled: bool, level: int) -> RemoteParent:
+        rec: RemoteParent = cls.of("", level, 0, None, trace_id=trace_id, span_id=span_id)
+        rec.sampled = sampled
+        return rec
+
+
+def _skip_ended(restored: Any) -> None:
+    """A span's end restored, as current, a span that has ended too (they ended out of order: a
+    generator's span closed after the span it was resumed in, spans entered and exited by hand): the
+    innermost of its ancestors still open becomes current instead."""
+    cur = restored
+    while cur is not None and getattr(cur, "_token", 0) is None:
+        cur = cur.parent
+    _current.set(cur)
 
 
 class _PyScope:
@@ -112,7 +135,6 @@ class _PyScope:
                     stack = span._place(st, parent)
                 span._stack = stack
             span.parent = parent
-            span._st = st
             span.start_ns = now_ns()
             if stack is not None:
                 stack.append(span)
@@ -120,12 +142,12 @@ class _PyScope:
         except BaseException:
             span._undo_enter(stack)
             raise
+        span._st = st
         span._token = token
         return span
 
     def _undo_enter(self, stack: list[Any] | None) -> None:
         span: Span = self  # type: ignore[assignment]
-        span._st = None
         if _current.get() is span:
             _current.set(span.parent)  # (what was current before: the same as resetting the token)
         if stack and stack[-1] is span:
@@ -146,15 +168,24 @@ class _PyScope:
                 if stack and stack[-1] is span:
                     stack.pop()
                 else:
+                    # Off the stack in one C call, here: a call to Python code could be interrupted
+                    # as it begins (so no contextlib.suppress either).
+                    try:  # noqa: SIM105
+                        stack.remove(span)
+                    except ValueError:  # (ended on a thread other than the one it began on)
+                        pass
                     span._left_out_of_order(stack)
             finally:
+                token = span._token
+                span._token = None  # type: ignore[assignment]  # (ended, whatever comes; no token kept)
                 try:
-                    _current.reset(span._token)
+                    _current.reset(token)
+                    if getattr(token.old_value, "_token", 0) is None:  # it ended too (out of order)
+                        _skip_ended(token.old_value)
                 except ValueError:  # ended in another context than it began in (another task or thread)
                     if _current.get() is span:
                         parent = span.parent
                         _current.set(parent if isinstance(parent, Span) else None)
-                span._token = None  # type: ignore[assignment]  # (a queued span keeps no token alive)
         span.end_ns = end
         if exc_type is not None and is_failure(exc_type, exc):
             span.error = error_info(exc, tb)
@@ -203,10 +234,10 @@ class Span(SpanRecord, _Scope):
     def _left_out_of_order(self, stack: list[SpanRecord]) -> None:
         # Another span of this thread began after this one and is still open: the two overlap without
         # nesting (asyncio tasks do this). This one goes on a track of its own (its task's, if any).
+        with contextlib.suppress(ValueError):  # ended on a thread other than the one it began on
+            stack.remove(self)  # (first: an interrupt in what follows leaves the stack right)
         self.overlapping = True
         self._task = _task_name()
-        with contextlib.suppress(ValueError):  # ended on a thread other than the one it began on
-            stack.remove(self)
 
     def _place(self, st: ThreadState, parent: Any) -> list[Any]:
         """The stack this span goes on, when the top of its thread's stack is not its parent. Its parent
@@ -518,6 +549,8 @@ class DroppedSpan(Span):
         self._token = None  # type: ignore[assignment]
         try:
             _current.reset(token)
+            if getattr(token.old_value, "_token", 0) is None:  # it ended too (out of order)
+                _skip_ended(token.old_value)
         except ValueError:  # ended in another context than it began in
             if _current.get() is self:
                 _current.set(None)
@@ -707,39 +740,53 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
             s.adjusted_count = 1.0
             s._lazy = None
             s._trace_id = s._span_id = 0
-            s.parent = parent = _current.get()
-            s._token = token = _current.set(s)
-            try:
-                st = thread_local.state
-            except AttributeError:
-                st = thread_state()
+            stack = None
+            try:  # (in the order of _PyScope.__enter__: current last, undone if interrupted)
+                s.parent = parent = _current.get()
+                try:
+                    st = thread_local.state
+                except AttributeError:
+                    st = thread_state()
+                stack = st.stack
+                if stack and stack[-1] is not parent:
+                    stack = s._place(st, parent)
+                s._stack = stack
+                s.start_ns = now_ns()
+                stack.append(s)
+                token = _current.set(s)
+            except BaseException:
+                s._undo_enter(stack)
+                raise
             s._st = st
-            stack = st.stack
-            if stack and stack[-1] is not parent:
-                stack = s._place(st, parent)
-            s._stack = stack
-            stack.append(s)
-            s.start_ns = now_ns()
+            s._token = token
             try:
                 result = fn(*args, **kwargs)
+                end = now_ns()
             except BaseException as exc:
                 s.__exit__(type(exc), exc, exc.__traceback__)
                 raise
-            end = now_ns()
             if s._st is None:  # stopped inside (current_span().stop())
                 return result
             s._st = None
             s.end_ns = end
-            if stack and stack[-1] is s:
-                stack.pop()
-            else:
-                s._left_out_of_order(stack)
-            try:
-                _current.reset(token)
-            except ValueError:  # (a context switch the call made: as __exit__ handles it)
-                if _current.get() is s:
-                    _current.set(s.parent if isinstance(s.parent, Span) else None)
-            s._token = None  # type: ignore[assignment]
+            try:  # (as _PyScope.__exit__: an interrupt still leaves the stack and the current span right)
+                if stack and stack[-1] is s:
+                    stack.pop()
+                else:
+                    try:  # noqa: SIM105  (off the stack in one C call, as in _PyScope.__exit__)
+                        stack.remove(s)
+                    except ValueError:
+                        pass
+                    s._left_out_of_order(stack)
+            finally:
+                s._token = None  # type: ignore[assignment]
+                try:
+                    _current.reset(token)
+                    if getattr(token.old_value, "_token", 0) is None:  # (as __exit__ handles it)
+                        _skip_ended(token.old_value)
+                except ValueError:  # (a context switch the call made: as __exit__ handles it)
+                    if _current.get() is s:
+                        _current.set(s.parent if isinstance(s.parent, Span) else None)
             rec: Any = s
             if s._lazy is not None:  # the call added lazy metadata to its span
                 s._resolve()

@@ -89,13 +89,13 @@ def test_pools_executors_and_processes_are_in_the_parents_trace(tmp_path: Path, 
     trace = read_trace(path)
     assert trace.problems == []
     names = Counter(e.name for e in trace.events)
-    assert names == {"parent": 1, "task": 200, "child_span": 400}
+    assert names == {"parent": 1, "pool.task task": 200, "task": 200, "child_span": 400}  # (see test_pools)
     assert sorted(e.metadata["i"] for e in trace.events if e.name == "task") == sorted(
         [*range(150), *range(50)]
     )
     assert pids <= processes(path)  # every worker a process of its own in the one file
     assert perfetto_import(path).stats == {}  # sequences renumbered: nothing the importer skips
-    assert trace.stats is not None and trace.stats.recorded["span"] == 601
+    assert trace.stats is not None and trace.stats.recorded["span"] == 801
     assert not (tmp_path / "pool.perfetto-trace.children").exists()
 
 
@@ -292,3 +292,254 @@ def test_a_cut_off_chrome_json_trace_reads_up_to_its_last_event(tmp_path: Path) 
         assert trace.problems == [] and "cut off" in trace.notes[0]
         assert [e.metadata["i"] for e in trace.events] == list(range(300 if cut == len(data) else 299))
         assert cli(["convert", str(path), "-o", str(tmp_path / "out.perfetto-trace")]) == 0
+
+
+def test_tracebridge_run_follows_spawned_children_and_instruments_them_too(tmp_path: Path) -> None:
+    (tmp_path / "helper.py").write_text("def compute(i):\n    return i * i\n")
+    (tmp_path / "prog.py").write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing as mp
+            import helper
+
+            def work(i):
+                return helper.compute(i)
+
+            if __name__ == "__main__":
+                with mp.get_context("spawn").Pool(2) as pool:
+                    print(sum(pool.map(work, range(20))))
+            """
+        )
+    )
+    path = tmp_path / "run.perfetto-trace"
+    result = subprocess.run(
+        [sys.executable, "-m", "tracebridge", "run", "-o", str(path), "prog.py"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2470\n"
+    trace = read_trace(path)
+    assert trace.problems == []
+    computed = [e for e in trace.events if e.name == "helper.compute"]
+    assert len(computed) == 20  # instrumented in the spawned workers as in the parent
+    assert len(processes(path)) >= 2  # the parent and its workers
+    assert not (tmp_path / "run.perfetto-trace.children").exists()
+    assert "child processes' traces added" in result.stderr
+
+
+def test_a_handler_made_at_import_in_a_spawned_child_joins_the_parents_trace(tmp_path: Path) -> None:
+    # The child imports the main module again before it knows it is a child: the handler made there
+    # must not start a recording of its own into the parent's file (which would wipe it).
+    path = tmp_path / "logs.perfetto-trace"
+    script = tmp_path / "prog.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import logging, multiprocessing as mp
+            import tracebridge
+            from tracebridge.logging import PerfettoHandler
+            logging.basicConfig(handlers=[PerfettoHandler({str(path)!r})], level=logging.INFO)
+            log = logging.getLogger("prog")
+
+            def task(i):
+                log.info("task %d", i)
+
+            if __name__ == "__main__":
+                log.info("parent before")
+                with mp.get_context("spawn").Pool(2) as pool:
+                    pool.map(task, range(20))
+                log.info("parent after")
+                tracebridge.stop()
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    trace = read_trace(path)
+    assert trace.problems == []
+    names = Counter(e.metadata.get("message_template", e.name) for e in trace.events)
+    assert names == {"parent before": 1, "parent after": 1, "task %d": 20}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_child_started_just_before_stop_is_taken_at_exit(tmp_path: Path, method: str) -> None:
+    path = tmp_path / "late.perfetto-trace"
+    script = tmp_path / "prog.py"
+    script.write_text(
+        TASKS
+        + textwrap.dedent(
+            f"""
+            if __name__ == "__main__":
+                tracebridge.start(output={str(path)!r})
+                p = mp.get_context({method!r}).Process(target=spans, args=(30,))
+                p.start()
+                tracebridge.stop()  # (the child may not have begun recording yet)
+                p.join()
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert Counter(e.name for e in read_trace(path).events) == {"child_span": 30}
+    assert not (tmp_path / "late.perfetto-trace.children").exists()
+
+
+def test_sigterm_while_another_thread_stops_still_ends_the_process(tmp_path: Path) -> None:
+    path = tmp_path / "slow.perfetto-trace"
+    code = f"""
+        import os, signal, threading, time, tracebridge
+        from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+        class SlowToClose(PerfettoWriter):
+            def close(self, *args, **kwargs):
+                time.sleep(0.5)
+                super().close(*args, **kwargs)
+
+        tracebridge.start(output={str(path)!r}, sink=lambda s: SlowToClose(s.path))
+        with tracebridge.span("work"):
+            pass
+        stopper = threading.Thread(target=tracebridge.stop)
+        stopper.start()
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)  # while the other thread stops
+        stopper.join()
+        time.sleep(30)
+        print("still alive")
+    """
+    result = run(code)
+    assert result.returncode == -signal.SIGTERM, (result.returncode, result.stderr)
+    assert result.stdout == "" and result.stderr == ""
+    assert [e.name for e in read_trace(path).events] == ["work"]
+
+
+def test_threads_forking_at_once_leave_sigterm_to_every_child(tmp_path: Path) -> None:
+    path = tmp_path / "forks.perfetto-trace"
+    result = run(
+        f"""
+        import multiprocessing as mp, sys, threading, time, tracebridge
+        sys.setswitchinterval(1e-6)  # (threads interleave as often as they can)
+        tracebridge.start(output={str(path)!r})
+        procs, lock = [], threading.Lock()
+
+        def start_some():
+            for _ in range(5):
+                p = mp.get_context("fork").Process(target=time.sleep, args=(60,))
+                p.start()
+                with lock:
+                    procs.append(p)
+
+        threads = [threading.Thread(target=start_some) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(20)
+        print(sorted({{p.exitcode for p in procs}}, key=str))
+        tracebridge.stop()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[-15]"  # every child died of its SIGTERM (none had it blocked)
+
+
+def test_a_relative_trace_path_and_a_chdir_make_one_trace(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import os, tracebridge
+                tracebridge.start(output="t.perfetto-trace")
+                for i in range(100):
+                    with tracebridge.span("before"):
+                        pass
+                tracebridge.flush()
+                os.chdir("../b")
+                for i in range(50):
+                    with tracebridge.span("after"):
+                        pass
+                tracebridge.stop()
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path / "a",
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert Counter(e.name for e in read_trace(tmp_path / "a" / "t.perfetto-trace").events) == {
+        "before": 100,
+        "after": 50,
+    }
+    assert not (tmp_path / "b" / "t.perfetto-trace").exists()
+
+
+def test_sequences_stay_apart_and_clock_snapshots_in_order_across_late_merges(tmp_path: Path) -> None:
+    # An activity left open on a thread that wrote nothing (its sequence begins as the file closes), a
+    # short child taken at stop() and a long one taken at exit: every sequence id is one process's, and
+    # the machine's clock snapshots in the file never go back in time.
+    path = tmp_path / "late.perfetto-trace"
+    result = run(
+        TASKS
+        + f"""
+import time
+tracebridge.start(output={str(path)!r})
+threading_id = tracebridge.activity_start("left open")
+long = mp.get_context("fork").Process(target=lambda: (spans(5), time.sleep(0.5)))
+long.start()
+short = mp.get_context("fork").Process(target=spans, args=(3,))
+short.start()
+short.join()
+tracebridge.stop()
+long.join()
+"""
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    view = official_view(path)
+    pid_of_sequence: dict[int, set[int]] = {}
+    snapshots = []
+    for p in view["trace"].packet:
+        if p.HasField("track_descriptor"):
+            d = p.track_descriptor
+            pid = d.process.pid if d.HasField("process") else d.thread.pid if d.HasField("thread") else None
+            if pid is not None:
+                pid_of_sequence.setdefault(p.trusted_packet_sequence_id, set()).add(pid)
+        if p.HasField("clock_snapshot"):
+            clocks = {c.clock_id: c.timestamp for c in p.clock_snapshot.clocks}
+            if 6 in clocks and 64 not in clocks:
+                snapshots.append(clocks[6])
+    assert all(len(pids) == 1 for pids in pid_of_sequence.values()), pid_of_sequence
+    assert len({pid for pids in pid_of_sequence.values() for pid in pids}) == 3
+    assert snapshots == sorted(snapshots) and len(snapshots) >= 2
+    assert Counter(e.name for e in read_trace(path).events)["child_span"] == 8
+    assert perfetto_import(path).stats == {}
+
+
+def test_a_fork_while_recording_in_memory_records_the_child_in_memory(tmp_path: Path) -> None:
+    result = run(
+        """
+        import os, tracebridge
+        tracebridge.start(level=2)
+        pid = os.fork()
+        with tracebridge.span("here"):
+            pass
+        s = tracebridge.stop()
+        print(os.getpid(), [e.name for e in s.events], flush=True)
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        """
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(line.endswith("['here']") for line in lines)

@@ -51,9 +51,16 @@ def interrupted_at(k: int, fn: Callable[[], None]) -> bool:
     return False
 
 
+@tracebridge.traced
+def decorated() -> None:
+    pass
+
+
 def nested() -> None:
     with tracebridge.span("outer", level=1), tracebridge.span("inner", level=1, n=1):
-        pass
+        decorated()
+        with tracebridge.span("on a track", level=1, track="jobs"):
+            pass
 
 
 @pytest.fixture(params=["real clock", "clock in Python"])
@@ -70,20 +77,43 @@ def clock(request: pytest.FixtureRequest) -> Iterator[None]:
 def test_an_interrupt_anywhere_in_enter_and_exit_leaves_the_current_span_right(
     clock: None, sampling: Any
 ) -> None:
+    workload = nested
     session = tracebridge.start(level=2, sampling=sampling)
     interrupts = 0
     try:
-        for k in range(1, 400):
-            if not interrupted_at(k, nested):
+        for k in range(1, 1000):
+            if not interrupted_at(k, workload):
                 break
             interrupts += 1
             assert tracebridge.current_span() is None, (k, where[-1])
             assert thread_state().stack == [], (k, where[-1])
         else:
             pytest.fail("the profile function interrupted every run")
-        nested()  # and spans go on as before
+        workload()  # and spans go on as before
     finally:
         tracebridge.stop()
-    assert interrupts >= 2
+    assert interrupts >= 10
     if sampling is None:
-        assert [e.name for e in session.events][-2:] == ["outer", "inner"]
+        assert [e.name for e in session.events][-4:] == ["outer", "inner", "decorated", "on a track"]
+
+
+def test_an_interrupt_in_an_exit_out_of_order_leaves_the_stack_right(clock: None) -> None:
+    # ``a`` ends while ``b``, begun after it on the same thread, is still open (as asyncio tasks do): it
+    # leaves the thread's stack for a track of its own, whatever point an interrupt comes at.
+    tracebridge.start(level=2)
+    try:
+        for k in range(1, 200):
+            a, b = tracebridge.span("a", level=1), tracebridge.span("b", level=1)
+            a.__enter__()
+            b.__enter__()
+            hit = interrupted_at(k, lambda: a.__exit__(None, None, None))  # noqa: B023
+            assert thread_state().stack == [b], (k, where[-1] if hit else None)
+            b.__exit__(None, None, None)
+            assert thread_state().stack == []
+            if not hit:
+                break
+        else:
+            pytest.fail("the profile function interrupted every run")
+    finally:
+        tracebridge.stop()
+    assert k > 3

@@ -159,12 +159,16 @@ def test_hostile_records_arrive_marked(trace_path: Path) -> None:
     assert mapping.name == "{'a': 1}"
 
 
-def test_a_handler_that_cannot_work_is_left_quiet(tmp_path: Path) -> None:
+def test_a_handler_that_cannot_work_is_left_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _safety.error_counts().get("PerfettoHandler.flush", 0)
     handler = PerfettoHandler(tmp_path / "missing" / "dir" / "a.perfetto-trace")  # cannot be created
     assert handler.session is None
-    logging.shutdown()  # flushes every handler logging knows
+    with pytest.raises(ValueError, match="level must be an integer"):
+        PerfettoHandler(tmp_path / "b.perfetto-trace", trace_level=0)  # (logging has registered it already)
+    logging.shutdown()  # flushes every handler logging knows, the half-made one too
     assert _safety.error_counts().get("PerfettoHandler.flush", 0) == before
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "the file cannot be written (FileNotFoundError" in lines[0]
 
 
 def test_a_handler_goes_on_across_stop_and_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -258,3 +262,28 @@ def test_a_handler_in_a_forked_child_records_into_the_trace(tmp_path: Path) -> N
         ("in the parent", False),
     ]
     assert trace.stats is not None and trace.stats.recorded["log"] == 2
+
+
+def test_a_handler_given_a_session_records_in_its_forked_children(tmp_path: Path) -> None:
+    path = tmp_path / "given.perfetto-trace"
+    code = f"""
+        import logging, os
+        import tracebridge
+        from tracebridge.logging import PerfettoHandler
+        session = tracebridge.start(output={str(path)!r})
+        logging.basicConfig(handlers=[PerfettoHandler(session)], level=logging.INFO)
+        logging.info("in the parent")
+        pid = os.fork()
+        if pid == 0:
+            logging.info("in the child")
+            tracebridge.stop()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(tracebridge.stop().stats.dropped)
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.strip() == "{}"
+    assert sorted(e.name for e in read_trace(path).events) == ["in the child", "in the parent"]

@@ -71,4 +71,6 @@ def test_toolz_suite_unchanged_when_instrumented(tmp_path: Path) -> None:
     assert trace.problems == []
     names = {e.name for e in trace.events if e.kind == "span"}
     assert {"toolz.itertoolz.groupby", "toolz.dicttoolz.merge"} <= names
-    assert len(trace.events) == instrumented["recorded"]
+    # (its own and its pool workers': toolz's parallel tests fork a Pool, whose traces join this one)
+    assert trace.stats is not None and len(trace.events) == trace.stats.total_recorded
+    assert trace.stats.total_recorded >= instrumented["recorded"]  # type: ignore[operator]

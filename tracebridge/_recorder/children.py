@@ -24,6 +24,7 @@ appends the traces of those that ended meanwhile.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import threading
@@ -71,14 +72,30 @@ _PLAIN = (bool, int, float, str, type(None))
 class ChildPlan:
     """What a spawned child needs to record as its parent does: unpickling it starts the recording."""
 
-    def __init__(self, level: int, fmt: str, root: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, level: int, fmt: str, root: str, options: dict[str, Any], state: dict[str, Any] | None = None
+    ) -> None:
         self.level = level
         self.fmt = fmt
         self.root = root
         self.options = options
+        self.state = state
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_resume, (self.level, self.fmt, self.root, self.options))
+        session = RT.session
+        if session is not None and session.root is None and session.path is not None:
+            session.children_started += 1  # (a Process pickled to start: see take_children)
+        state = self.state
+        if state is None:  # (captured as the child is started: instrument() may have run since)
+            state = {}
+            for name, (capture, _) in _hooks.child_state.items():
+                try:
+                    value = capture()
+                    if value:
+                        state[name] = value
+                except Exception as exc:
+                    _safety.internal_error("child process", exc, raise_in_strict=False)
+        return (_resume, (self.level, self.fmt, self.root, self.options, state))
 
 
 def _plan_for(session: Session) -> ChildPlan | None:
@@ -99,10 +116,20 @@ def _plan_for(session: Session) -> ChildPlan | None:
     return ChildPlan(session.level, session.format, str(root), options)
 
 
-def _resume(level: int, fmt: str, root: str, options: dict[str, Any]) -> ChildPlan:
-    """In a spawned (or forkserver) child, as multiprocessing unpickles its process: start recording."""
-    plan = ChildPlan(level, fmt, root, options)
+def _resume(
+    level: int, fmt: str, root: str, options: dict[str, Any], state: dict[str, Any] | None = None
+) -> ChildPlan:
+    """In a spawned (or forkserver) child, as multiprocessing unpickles its process: take over what the
+    parent set up (auto-instrumentation) and start recording."""
+    plan = ChildPlan(level, fmt, root, options, state)
     if RT.session is None and not _in_root(Path(root)):
+        for name, value in (state or {}).items():
+            try:
+                if name not in _hooks.child_state:  # (keyed by the module that registers it)
+                    importlib.import_module(name)
+                _hooks.child_state[name][1](value)
+            except Exception as exc:
+                _safety.internal_error("child process", exc, raise_in_strict=False)
         try:
             cfg = Config(**{k: v for k, v in options.items() if k in Config.__dataclass_fields__})
             cfg.validate()
@@ -114,15 +141,23 @@ def _resume(level: int, fmt: str, root: str, options: dict[str, Any]) -> ChildPl
     return plan
 
 
+def inheriting() -> bool:
+    """Whether this process is a spawned child still being set up by multiprocessing (importing its
+    parent's main module, unpickling its process object)."""
+    return bool(getattr(mp_process.current_process(), "_inheriting", False))
+
+
 def _in_root(root: Path) -> bool:
     """Whether this process is the one recording into ``root`` itself (it unpickled its own plan)."""
     s = RT.session
     return s is not None and s.path is not None and s.path == root
 
 
-def _start_child(level: int, fmt: str, root: Path, config: Config, pipeline: Any = None) -> Session | None:
+def _start_child(
+    level: int, fmt: str, root: Path, config: Config, pipeline: Any = None, sink_factory: Any = None
+) -> Session | None:
     path = child_path(root, os.getpid())
-    session = Session(level, path, fmt, config, None, pipeline)  # type: ignore[arg-type]
+    session = Session(level, path, fmt, config, sink_factory, pipeline)  # type: ignore[arg-type]
     session.root = root
     for attempt in range(3):
         path.parent.mkdir(exist_ok=True)
@@ -178,6 +213,8 @@ def _before_fork() -> None:
     session = RT.session
     if session is not None and not session.stopped:
         session._request_round(min(1.0, session.config.timeout))
+        if session.root is None and session.path is not None:
+            session.children_started += 1
     exits.hold_for_fork()
 
 
@@ -202,11 +239,23 @@ def _child_records() -> None:
     pipeline = parent.pipeline
     if pipeline is not None:
         pipeline.after_fork()
-    if parent.path is None or parent.format not in ("perfetto", "json") or not parent.config.children:
-        return
     try:
-        root = parent.root if parent.root is not None else parent.path
-        child = _start_child(parent.level, parent.format, root, parent.config, pipeline)
+        if parent.path is not None and parent.format in ("perfetto", "json"):
+            if not parent.config.children:
+                return
+            root = parent.root if parent.root is not None else parent.path
+            child = _start_child(
+                parent.level, parent.format, root, parent.config, pipeline, parent._sink_factory
+            )
+        else:  # in memory (or nothing but trace lines): the child records on its own, as its parent does
+            child = Session(parent.level, None, parent.format, parent.config, parent._sink_factory, pipeline)
+            child.implicit = parent.implicit
+            child._open()
+            RT.session = child
+            RT.pipeline = pipeline
+            lifecycle.update_compact()
+            RT.level = child.level
+            lifecycle.session_began(child)
         if child is not None and inherited:
             child.count_drop("fork_inherited", "span", inherited)
     except Exception as exc:
@@ -264,13 +313,11 @@ def take_children(session: Session, final: bool = False) -> None:
     if session.root is not None or session.path is None:
         return
     folder = children_dir(session.path)
+    done: list[Path] = []
+    running: list[Path] = []
     try:
         with _merge_lock:
-            if not folder.is_dir():
-                return
-            done: list[Path] = []
-            running: list[Path] = []
-            for f in sorted(folder.iterdir()):
+            for f in sorted(folder.iterdir()) if folder.is_dir() else ():
                 pid = _pid_of(f)
                 if pid is None or not f.is_file():
                     continue
@@ -279,23 +326,27 @@ def take_children(session: Session, final: bool = False) -> None:
                 _append(session, done)
                 for f in done:
                     f.unlink()
-            if not running:
+                session.children_added += len(done)
+            # Children started that have no file yet (forked or spawned just now): taken later.
+            starting = session.children_started - session.children_added - len(running) > 0
+            if not running and (final or not starting):
                 with contextlib.suppress(OSError):
                     folder.rmdir()
     except Exception as exc:
         _safety.internal_error("merging child processes", exc, raise_in_strict=False)
         return
-    if not running:
+    if not running and (final or not starting):
         return
     if not final and not getattr(mp_util, "_exiting", False):
         if not session._children_pending:  # (multiprocessing's exit runs this after joining children)
             session._children_pending = True
             mp_util.Finalize(None, take_children, args=(session, True), exitpriority=-100)
         return
-    _safety.report(
-        f"tracebridge: {len(running)} child process(es) of {session.path} still recording as it ended: "
-        f"their traces stay in {folder} (tracebridge merge adds them)"
-    )
+    if running:
+        _safety.report(
+            f"tracebridge: {len(running)} child process(es) of {session.path} still recording as it ended: "
+            f"their traces stay in {folder} (tracebridge merge adds them)"
+        )
 
 
 def _append(session: Session, files: list[Path]) -> None:
@@ -307,7 +358,9 @@ def _append(session: Session, files: list[Path]) -> None:
     else:
         from ..sinks.perfetto.merge import append_traces
 
-        session.next_sequence = append_traces(session.path, files, session.next_sequence)
+        session.next_sequence, session.merged_snapshots = append_traces(
+            session.path, files, session.next_sequence, session.merged_snapshots
+        )
 
 
 # -- what every session that writes a file does as it begins and ends -------------------------------
@@ -325,17 +378,19 @@ def _ended(session: Session) -> None:
     traces of its children that ended."""
     if session.format not in ("perfetto", "json") or session.path is None:
         return
-    exits.uninstall()
     withdraw()
-    if session.timed_out:
-        return  # (the writer closes the file later)
-    if session.root is not None:
-        try:
-            os.replace(session.path, finished_path(session.path))
-        except OSError as exc:
-            _safety.internal_error("child process", exc, raise_in_strict=False)
-    else:
-        take_children(session)
+    try:
+        if session.timed_out:
+            return  # (the writer closes the file later)
+        if session.root is not None:
+            try:
+                os.replace(session.path, finished_path(session.path))
+            except OSError as exc:
+                _safety.internal_error("child process", exc, raise_in_strict=False)
+        else:
+            take_children(session)  # (SIGTERM still finishes this first: see exits.stopping)
+    finally:
+        exits.uninstall()
 
 
 _hooks.session_began.append(_began)

@@ -61,9 +61,20 @@ def _die() -> None:
 
 
 def stop_ended() -> None:
-    """Called as every ``stop()`` ends: a SIGTERM that came during it takes effect now."""
-    if _die_after_stop and not stopping:
-        _die()
+    """Called as every ``stop()`` ends: a SIGTERM that came during it takes effect now. Off the main
+    thread (which alone may change a handler) the signal is sent again: the handler, on the main
+    thread, then finds nothing recording and dies of it."""
+    global _die_after_stop
+    if not _die_after_stop or stopping:
+        return
+    _die_after_stop = False
+    try:
+        if threading.current_thread() is threading.main_thread():
+            _die()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (ValueError, OSError):
+        pass
 
 
 _shutdown: Callable[[float], object] | None = None
@@ -96,28 +107,27 @@ def uninstall() -> None:
         pass
 
 
-_mask_at_fork: set[int | signal.Signals] | None = None
+_forking = threading.local()  # (the mask each forking thread had: threads may fork at once)
 
 
 def hold_for_fork() -> None:
     """Before ``fork()``: a SIGTERM that reaches the child before its interpreter is ready would be lost
     (CPython forgets signals that arrive before the child's after-fork steps), and the child would live
     on, so the forking thread holds SIGTERM back; the child gets it (pending) once it records."""
-    global _mask_at_fork
-    _mask_at_fork = None
+    _forking.mask = None
     if not hasattr(signal, "pthread_sigmask"):
         return
     try:
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            _mask_at_fork = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            _forking.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     except (ValueError, OSError):
         pass
 
 
 def release_after_fork() -> None:
     """After ``fork()``, in the parent and in the child (once it records): SIGTERM as it was."""
-    global _mask_at_fork
-    mask, _mask_at_fork = _mask_at_fork, None
+    mask = getattr(_forking, "mask", None)
+    _forking.mask = None
     if mask is not None:
         with contextlib.suppress(ValueError, OSError):
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)

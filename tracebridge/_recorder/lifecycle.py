@@ -203,11 +203,16 @@ def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return os.path.abspath(os.fspath(a)) == os.path.abspath(os.fspath(b))
 
 
+class OtherFileError(ValueError):
+    """Another trace file than the one asked for is being recorded (see :func:`record_into`)."""
+
+
 def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
     """The session recording into ``path``; one is started (implicit) if none is active.
 
     Used by :class:`tracebridge.logging.PerfettoHandler`: a handler and a session (or two handlers) that
-    name the same file share one recording. Raises ``ValueError`` when another file is being recorded.
+    name the same file share one recording. Raises :class:`OtherFileError` when another file is being
+    recorded.
     """
     level = _validate_level(level)
     with _session_lock:
@@ -220,7 +225,7 @@ def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
             return _begin(level, path, default_output_format(path), pipeline, implicit=True)
         if current.path is not None and _same_file(current.path, path):
             return current
-        raise ValueError(
+        raise OtherFileError(
             f"tracebridge is already recording into {current.path or 'memory'}: a trace for "
             f"{os.fspath(path)!r} cannot start; one trace file at a time (name the same file, or stop the "
             "other recording)"

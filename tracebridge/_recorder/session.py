@@ -100,12 +100,19 @@ class Session(EventConversion):
         self.lines = config.trace_lines()
         self.wall_offset_ns = time.time_ns() - trace_clock_ns()
         self._sampling_at_start = pipeline.counts() if pipeline is not None else {}
-        self.path: Path | None = None if output is None else Path(output)
+        #: Absolute (as it was when the session began: a later chdir changes nothing).
+        self.path: Path | None = None if output is None else Path(os.path.abspath(output))
         #: A child process's session: the trace file of the recording it belongs to (see children.py).
         self.root: Path | None = None
         #: After the file is closed: the packet sequence id the next process appended to it gets.
         self.next_sequence: int | None = None
         self._children_pending = False
+        #: Child processes started while this session recorded (forked, or spawned: see children.py).
+        self.children_started = 0
+        #: The clock snapshots of the file and of the children appended to it (merge.append_traces).
+        self.merged_snapshots: dict[tuple[int, ...], int] | None = None
+        #: How many child processes' traces were appended to the file (see children.py).
+        self.children_added = 0
         self.format: OutputFormat = fmt
         self.stats = Stats(recorded=dict.fromkeys(KINDS, 0))
         self.events: list[Event] = []
@@ -696,8 +703,8 @@ class Session(EventConversion):
                 span.end_ns = None
                 span.overlapping = True
                 opened.append(self._to_event(span, info))
-            self.next_sequence = getattr(sink, "next_sequence", None)
             sink.close(self.stats, opened)
+            self.next_sequence = getattr(sink, "next_sequence", None)  # (close may begin sequences)
         except Exception as exc:
             _safety.defer_error("sink.close", exc)
         self._sink = None

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 
 from .. import _safety
-from .lifecycle import record_into
+from .children import inheriting
+from .lifecycle import OtherFileError, record_into
 from .runtime import RT
 from .session import Session
 
@@ -51,9 +52,14 @@ class Target:
             return
         self.name = os.fspath(target)
         self.path = os.path.abspath(self.name)
+        if inheriting():
+            # A spawned child importing its parent's main module (a handler made at import): the file is
+            # the parent's, whose share this process records once it has unpickled its process object.
+            self.current = None
+            return
         try:
             self.current = record_into(target, level)
-        except ValueError:  # another file is being recorded: this source writes nothing (said once)
+        except OtherFileError:  # another file is being recorded: this source writes nothing (said once)
             self.current = None
             self._say("other_file")
         except OSError as exc:
@@ -84,9 +90,9 @@ class Target:
         return None
 
     def _records_mine(self, s: Session) -> bool:
-        if self.fixed is not None:
-            return s is self.fixed
-        return any(p is not None and os.path.abspath(p) == self.path for p in (s.path, s.root))
+        if self.fixed is not None:  # (or, in a child process, its share of that session's file)
+            return s is self.fixed or (s.root is not None and s.root == self.fixed.path)
+        return any(p is not None and str(p) == self.path for p in (s.path, s.root))
 
     def _say(self, why: str) -> None:
         if why in self._said:

@@ -29,7 +29,7 @@ from typing import Any
 
 import wrapt
 
-from .. import _safety
+from .. import _hooks, _safety
 from .._units import parse_duration
 from ._budget import new_generation
 from ._wrap import DEMOTE_AFTER, Options, Result, instrument_module, undo
@@ -77,6 +77,7 @@ class Instrumentation:
         self.modules: list[str] = []
         self.result = Result()
         self.active = True
+        self.arguments: tuple[list[str], list[str], dict[str, Any]] = ([], [], {})
 
     def matches(self, name: str) -> bool:
         if _never(name) or not self._include.match(name):
@@ -186,6 +187,17 @@ def instrument(
     inst = Instrumentation(
         include, excluded, Options(level, bool(include_private), min_ns, bool(capture_args))
     )
+    #: What a spawned child process calls instrument() with to instrument as this process does.
+    inst.arguments = (
+        [patterns] if isinstance(patterns, str) else list(patterns),
+        [exclude] if isinstance(exclude, str) else list(exclude),
+        {
+            "level": level,
+            "min_duration": min_duration,
+            "include_private": bool(include_private),
+            "capture_args": bool(capture_args),
+        },
+    )
     new_generation()
     with _lock:
         _active.append(inst)
@@ -194,3 +206,17 @@ def instrument(
             if isinstance(module, types.ModuleType) and inst.matches(name):
                 inst._apply(module)
     return inst
+
+
+def _active_arguments() -> list[tuple[list[str], list[str], dict[str, Any]]]:
+    with _lock:
+        return [inst.arguments for inst in _active if inst.active]
+
+
+def _instrument_as_parent(arguments: list[tuple[list[str], list[str], dict[str, Any]]]) -> None:
+    for patterns, exclude, options in arguments:
+        instrument(patterns, exclude, **options)
+
+
+# A spawned child process instruments the modules its parent instrumented (see _recorder/children.py).
+_hooks.child_state[__name__] = (_active_arguments, _instrument_as_parent)

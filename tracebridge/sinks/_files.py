@@ -39,7 +39,7 @@ class AppendOnlyFile:
     later appends raise."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(path)  # (a chdir while recording must not look like a deleted file)
         self.file: BinaryIO | None = None
         self.size = 0  # bytes written by complete appends
         #: How many times the file was found deleted or replaced, and made anew (see :meth:`renew`).

@@ -125,11 +125,18 @@ def merge_traces(paths: Iterable[str | os.PathLike[str]], output: str | os.PathL
     return written
 
 
-def append_traces(target: str | os.PathLike[str], paths: Iterable[Path], first_sequence: int | None) -> int:
+def append_traces(
+    target: str | os.PathLike[str],
+    paths: Iterable[Path],
+    first_sequence: int | None,
+    snapshots: dict[tuple[int, ...], int] | None = None,
+) -> tuple[int, dict[tuple[int, ...], int]]:
     """Append the Perfetto traces ``paths`` (child processes) to ``target``, a finished trace whose
     sequence ids are below ``first_sequence`` (``None``: read them from it), the trace that began first
     first; each gets sequence ids of its own. A file cut off (a child that died) adds its complete
-    packets. Returns the sequence id that follows the last one used."""
+    packets. ``snapshots``: the global clock snapshots the file has so far, by clocks (``None``: read
+    from it), so that those appended stay in time order across calls. Returns the sequence id that
+    follows the last one used, and the snapshots."""
     if first_sequence is None:
         first_sequence = _max_sequence(Path(target).read_bytes()) + 1
     datas = []
@@ -139,6 +146,16 @@ def append_traces(target: str | os.PathLike[str], paths: Iterable[Path], first_s
             datas.append((_first_snapshot(data), data))
     datas.sort(key=lambda d: d[0])
     merger = _Merger(first_sequence)
+    if snapshots is None:  # the file's own (its writer puts them at its start)
+        with open(target, "rb") as f:
+            head = f.read(1 << 16)
+        for _, _, raw in iter_frames(head):
+            msg = _TracePacket()
+            msg.ParseFromString(bytes(raw))
+            if msg.HasField("clock_snapshot"):
+                merger._in_order(msg)
+        snapshots = merger.last_snapshot
+    merger.last_snapshot = snapshots
     with open(target, "ab") as out:
         for _, data in datas:
             seqs: dict[int, int] = {}
@@ -152,7 +169,7 @@ def append_traces(target: str | os.PathLike[str], paths: Iterable[Path], first_s
             except Exception:  # a corrupt packet: its complete packets up to there (ids stay unique)
                 merger.next_id = max(merger.next_id, next_id)
             out.write(b"".join(chunk))  # (one process at a time)
-    return merger.next_id
+    return merger.next_id, snapshots
 
 
 def _max_sequence(data: bytes) -> int:

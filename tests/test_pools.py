@@ -1,0 +1,122 @@
+"""Trace context into thread and process pools (``pools.py``): a task runs as a span, a child of the span
+that submitted it, and a task submitted as one call is the end of a flow from that span."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import pytest
+
+import tracebridge
+from tracebridge import Event
+from tracebridge.reading import read_trace
+
+from helpers import configured, perfetto_import
+
+
+def task(i: int) -> int:
+    with tracebridge.span("inner", i=i):
+        pass
+    return i
+
+
+def by_name(events: list[Event], name: str) -> list[Event]:
+    return [e for e in events if e.name == name]
+
+
+def test_a_thread_pool_task_is_a_child_of_the_submitting_span() -> None:
+    session = tracebridge.start(level=2)
+    with ThreadPoolExecutor(2) as ex:
+        with tracebridge.span("submit"):
+            assert ex.submit(task, 1).result() == 1
+            assert tracebridge.current_span() is not None
+        assert ex.submit(task, 2).result() == 2  # no span current: handed on as it is
+    tracebridge.stop()
+    (submit,) = by_name(session.events, "submit")
+    (run,) = by_name(session.events, "pool.task task")
+    inner = {e.metadata["i"]: e for e in by_name(session.events, "inner")}
+    assert run.parent_id == submit.span_id and run.trace_id == submit.trace_id
+    assert run.thread_id != submit.thread_id
+    assert inner[1].parent_id == run.span_id and inner[1].trace_id == submit.trace_id
+    assert inner[2].parent_id == 0 and inner[2].trace_id != submit.trace_id
+    assert submit.flows == run.terminating_flows and len(run.terminating_flows) == 1
+
+
+def test_a_map_makes_children_without_arrows_and_pools_false_turns_it_off() -> None:
+    session = tracebridge.start(level=2)
+    with ThreadPool(2) as pool, tracebridge.span("mapping"):
+        assert pool.map(task, range(5)) == list(range(5))
+    with configured(pools=False), ThreadPoolExecutor(1) as ex, tracebridge.span("off"):
+        ex.submit(task, 9).result()
+    tracebridge.stop()
+    (mapping,) = by_name(session.events, "mapping")
+    runs = by_name(session.events, "pool.task task")
+    assert len(runs) == 5 and all(r.parent_id == mapping.span_id for r in runs)
+    assert mapping.flows == () and all(r.terminating_flows == () for r in runs)
+    (off,) = by_name(session.events, "off")
+    (nine,) = [e for e in by_name(session.events, "inner") if e.metadata["i"] == 9]
+    assert nine.parent_id == 0 and nine.trace_id != off.trace_id
+
+
+def test_a_failing_task_fails_its_span_and_the_caller_gets_the_exception() -> None:
+    def boom() -> None:
+        raise KeyError("x")
+
+    session = tracebridge.start(level=2)
+    with ThreadPoolExecutor(1) as ex, tracebridge.span("submit"), pytest.raises(KeyError):
+        ex.submit(boom).result()
+    tracebridge.stop()
+    (run,) = [e for e in session.events if e.name.startswith("pool.task")]
+    assert run.name.endswith("boom") and run.error is not None and run.error.type == "KeyError"
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_process_pool_tasks_are_arrows_from_the_submitting_span(tmp_path: Path, method: str) -> None:
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method}")
+    path = tmp_path / "tasks.perfetto-trace"
+    script = tmp_path / "prog.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import multiprocessing as mp, tracebridge
+            from concurrent.futures import ProcessPoolExecutor
+
+            def task(i):
+                with tracebridge.span("inner", i=i):
+                    pass
+                return i
+
+            if __name__ == "__main__":
+                tracebridge.start(output={str(path)!r})
+                ctx = mp.get_context({method!r})
+                with tracebridge.span("submit"):
+                    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+                        assert [f.result() for f in [ex.submit(task, i) for i in range(4)]] == [0, 1, 2, 3]
+                    with ctx.Pool(2) as pool:
+                        assert pool.apply(task, (4,)) == 4
+                        assert pool.map(task, range(5, 10)) == list(range(5, 10))
+                tracebridge.stop()
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    trace = read_trace(path)
+    assert trace.problems == []  # every flow that ends began (and each ends once)
+    names = Counter(e.name for e in trace.events)
+    assert names == {"submit": 1, "pool.task task": 10, "inner": 10}
+    (submit,) = by_name(trace.events, "submit")
+    runs = by_name(trace.events, "pool.task task")
+    arrows = [r for r in runs if r.terminating_flows]
+    assert len(arrows) == 5  # 4 submits and an apply; the map's 5 calls have none
+    assert sorted(f for r in arrows for f in r.terminating_flows) == sorted(submit.flows)
+    assert all(r.thread_id != submit.thread_id for r in runs)  # (other processes' main threads)
+    assert perfetto_import(path).stats == {}
