@@ -89,6 +89,7 @@ class RemoteParent(SpanRecord):
     decision, the parent of the task's span, never recorded here. ``current_span()`` does not return it."""
 
     __slots__ = ("sampled",)
+    _token = 0  # (never ends here: see _skip_ended)
 
     @classmethod
     def of_ids(cls, trace_id: int, span_id: int, sampled: bool, level: int) -> RemoteParent:
@@ -98,9 +99,11 @@ class RemoteParent(SpanRecord):
 
 
 def _skip_ended(restored: Any) -> None:
-    """A span's end restored, as current, a span that has ended too (they ended out of order: a
-    generator's span closed after the span it was resumed in, spans entered and exited by hand): the
-    innermost of its ancestors still open becomes current instead."""
+    """A span's end restored its parent as current, and the parent has ended too (they ended out of
+    order: a generator's span closed after the span it was resumed in, spans entered and exited by
+    hand): the innermost of its ancestors still open becomes current instead."""
+    if _current.get() is not restored:
+        return
     cur = restored
     while cur is not None and getattr(cur, "_token", 0) is None:
         cur = cur.parent
@@ -180,8 +183,9 @@ class _PyScope:
                 span._token = None  # type: ignore[assignment]  # (ended, whatever comes; no token kept)
                 try:
                     _current.reset(token)
-                    if getattr(token.old_value, "_token", 0) is None:  # it ended too (out of order)
-                        _skip_ended(token.old_value)
+                    parent: Any = span.parent
+                    if parent is not None and parent._token is None:
+                        _skip_ended(parent)  # it ended too (out of order)
                 except ValueError:  # ended in another context than it began in (another task or thread)
                     if _current.get() is span:
                         parent = span.parent
@@ -549,8 +553,9 @@ class DroppedSpan(Span):
         self._token = None  # type: ignore[assignment]
         try:
             _current.reset(token)
-            if getattr(token.old_value, "_token", 0) is None:  # it ended too (out of order)
-                _skip_ended(token.old_value)
+            parent: Any = self.parent
+            if parent is not None and parent._token is None:
+                _skip_ended(parent)  # it ended too (out of order)
         except ValueError:  # ended in another context than it began in
             if _current.get() is self:
                 _current.set(None)
@@ -782,8 +787,8 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
                 s._token = None  # type: ignore[assignment]
                 try:
                     _current.reset(token)
-                    if getattr(token.old_value, "_token", 0) is None:  # (as __exit__ handles it)
-                        _skip_ended(token.old_value)
+                    if parent is not None and parent._token is None:
+                        _skip_ended(parent)  # (as __exit__ handles it)
                 except ValueError:  # (a context switch the call made: as __exit__ handles it)
                     if _current.get() is s:
                         _current.set(s.parent if isinstance(s.parent, Span) else None)
