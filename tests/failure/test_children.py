@@ -159,8 +159,9 @@ print(pid)
     assert out.returncode == 0 and f"{sidecar.name}" in out.stderr and "tracebridge merge" in out.stderr
 
 
-def test_sigterm_finishes_the_trace_and_the_process_still_dies_of_it(tmp_path: Path) -> None:
-    path = tmp_path / "term.perfetto-trace"
+@pytest.mark.parametrize("suffix", [".perfetto-trace", ".json"])
+def test_sigterm_finishes_the_trace_and_the_process_still_dies_of_it(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"term{suffix}"
     code = f"""
         import sys, tracebridge
         tracebridge.configure(flush_interval=30)  # nothing written before the signal

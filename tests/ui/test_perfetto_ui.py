@@ -212,3 +212,47 @@ def test_a_trace_with_losses(ui: PerfettoUI, tmp_path: Path) -> None:
         work = "select min(ts) as first, max(ts + dur) as last from slice where name = 'work'"
         (span,) = ui.query(work)
         assert int(row["ts"]) <= int(span["first"]) and int(row["ts"]) + int(row["dur"]) >= int(span["last"])
+
+
+def test_child_processes_and_pool_tasks(ui: PerfettoUI, tmp_path: Path) -> None:
+    """A program with a pool of forked workers: one file, each worker a process of its own, and an arrow
+    from the span that submitted each task to the task's span in the worker."""
+    path = tmp_path / "pool.perfetto-trace"
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import multiprocessing as mp, tracebridge\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "def task(i):\n"
+        "    with tracebridge.span('inner', i=i):\n"
+        "        return i\n"
+        "if __name__ == '__main__':\n"
+        f"    tracebridge.start(output={str(path)!r})\n"
+        "    with tracebridge.span('submit'):\n"
+        "        with ProcessPoolExecutor(2, mp_context=mp.get_context('fork')) as ex:\n"
+        "            assert [f.result() for f in [ex.submit(task, i) for i in range(6)]] == list(range(6))\n"
+        "    tracebridge.stop()\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    ui.open(path)
+    assert problems(ui, failures=0) == {}
+    names = Counter(r["name"] for r in ui.query("select name from slice"))
+    assert names["submit"] == 1 and names["pool.task task"] == 6 and names["inner"] == 6
+    where = (
+        "select s.name, thread.upid as upid from slice s join thread_track tt on s.track_id = tt.id"
+        " join thread using(utid) where s.name in ('submit', 'pool.task task')"
+    )
+    upids: dict[str, set[int]] = {}
+    for r in ui.query(where):
+        upids.setdefault(r["name"], set()).add(r["upid"])
+    assert len(upids["submit"]) == 1 and upids["pool.task task"].isdisjoint(upids["submit"])
+    arrows = (
+        "select a.name as from_name, b.name as to_name from flow f join slice a on f.slice_out = a.id"
+        " join slice b on f.slice_in = b.id"
+    )
+    assert Counter((r["from_name"], r["to_name"]) for r in ui.query(arrows)) == {
+        ("submit", "pool.task task"): 6
+    }
+    # Every process's session is on its own "tracebridge" track; the stats add up.
+    stats = ui.query("select name from slice where category = 'tracebridge.stats'")
+    assert len(stats) == 1 + len(upids["pool.task task"])
