@@ -155,6 +155,9 @@ class Event:
     #: For writers: the span's beginning is in the file already (a long-running OpenTelemetry span is
     #: written as begun while it runs, so that a killed process still shows it); only its end is left.
     begun: bool = False
+    #: The process that recorded it, as a trace read from a file says (a trace with child processes has
+    #: several); ``0`` for the process that records it now (``Session.events``).
+    pid: int = 0
 
     @property
     def duration_ns(self) -> int | None:
@@ -603,6 +606,8 @@ class TraceFile:
     notes: list[str] = field(default_factory=list)
     pid: int = 0
     process_name: str = ""
+    #: Every process of the trace (its own first, then child processes appended to it): pid -> name.
+    processes: dict[int, str] = field(default_factory=dict)
     packets: int = 0
     size: int = 0
     #: Bytes at the end that do not form a complete record (a trace cut off by a killed process).

@@ -544,3 +544,34 @@ def test_a_fork_while_recording_in_memory_records_the_child_in_memory(tmp_path: 
     assert result.returncode == 0 and result.stderr == "", result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all(line.endswith("['here']") for line in lines)
+
+
+def test_a_trace_of_several_processes_converts_with_its_processes(tmp_path: Path) -> None:
+    path = tmp_path / "procs.perfetto-trace"
+    result = run(
+        TASKS
+        + f"""
+tracebridge.start(output={str(path)!r})
+tracebridge.instant("in the parent")
+with mp.get_context("fork").Pool(2) as pool:
+    pool.map(task, range(10))
+tracebridge.stop()
+"""
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    original = read_trace(path)
+    assert len(original.processes) >= 2 and original.pid in original.processes
+
+    def by_process(trace: object) -> Counter[tuple[int, str]]:
+        return Counter((e.pid, e.name) for e in trace.events)  # type: ignore[attr-defined]
+
+    json_path = tmp_path / "procs.json"
+    back = tmp_path / "back.perfetto-trace"
+    assert cli(["convert", str(path), "-o", str(json_path)]) == 0
+    assert cli(["convert", str(json_path), "-o", str(back)]) == 0
+    for converted in (json_path, back):
+        trace = read_trace(converted)
+        assert trace.problems == []
+        assert by_process(trace) == by_process(original)  # every event in the process that made it
+        assert trace.pid == original.pid and set(trace.processes) == set(original.processes)
+        assert trace.stats is not None and trace.stats.recorded == original.stats.recorded  # type: ignore[union-attr]

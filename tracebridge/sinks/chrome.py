@@ -401,24 +401,29 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
             "the trace was cut off (the process died while writing it): "
             + (f"its last {cut} bytes are an incomplete event; ignored" if cut else "it ends after an event")
         )
-    thread_names: dict[int, str] = {}
+    # Threads and lanes by (pid, tid): child processes appended to a trace number their lanes alike.
+    thread_names: dict[tuple[int, int], str] = {}
     for e in raw_events:
         if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "process_name":
-            out.pid = int(e.get("pid", 0))
-            out.process_name = str((e.get("args") or {}).get("name", ""))  # the last one wins
-    lanes: dict[int, tuple[str, int, str]] = {}  # lane tid -> (kind, real tid, track name)
+            pid = int(e.get("pid", 0))
+            name = str((e.get("args") or {}).get("name", ""))  # the last one wins
+            if not out.processes:
+                out.pid = pid  # (the trace's own process is named first; its children's after)
+            out.processes[pid] = name
+    out.process_name = out.processes.get(out.pid, "")
+    lanes: dict[tuple[int, int], tuple[str, int, str]] = {}  # lane -> (kind, real tid, track name)
     for e in raw_events:
         if isinstance(e, dict) and e.get("ph") == "M" and e.get("name") == "thread_name":
             args = e.get("args") or {}
-            tid = int(e.get("tid", 0))
+            key = (int(e.get("pid", 0)), int(e.get("tid", 0)))
             if LANE_KIND_KEY in args:
-                lanes[tid] = (
+                lanes[key] = (
                     str(args[LANE_KIND_KEY]),
                     int(args.get(LANE_THREAD_KEY, 0)),
                     str(args.get("name", "")),
                 )
             else:
-                thread_names[tid] = str(args.get("name", ""))
+                thread_names[key] = str(args.get("name", ""))
     activities: dict[tuple[str, str], Event] = {}
     for i, e in enumerate(raw_events):
         if not isinstance(e, dict):
@@ -427,7 +432,8 @@ def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
         ph = e.get("ph")
         if ph == "M":
             continue
-        lane = lanes.get(e["tid"]) if type(e.get("tid")) is int else None
+        pid = e.get("pid", 0)
+        lane = lanes.get((pid, e["tid"])) if type(e.get("tid")) is int and type(pid) is int else None
         if lane is not None and lane[0] == "stats" and ph == "X":  # the session, with its stats
             try:
                 start, dur = _ns(e["ts"]), _ns(e.get("dur", 0))
@@ -539,21 +545,35 @@ def _cut_off_events(text: str) -> tuple[list[Any], int] | None:
 def _json_event(
     e: dict[str, Any],
     ph: Any,
-    thread_names: dict[int, str],
-    lanes: dict[int, tuple[str, int, str]],
+    thread_names: dict[tuple[int, int], str],
+    lanes: dict[tuple[int, int], tuple[str, int, str]],
     activities: dict[tuple[str, str], Event],
 ) -> Event | None:
+    ev = _json_event_of(e, ph, thread_names, lanes, activities)
+    if ev is not None:
+        ev.pid = int(e.get("pid", 0))
+    return ev
+
+
+def _json_event_of(
+    e: dict[str, Any],
+    ph: Any,
+    thread_names: dict[tuple[int, int], str],
+    lanes: dict[tuple[int, int], tuple[str, int, str]],
+    activities: dict[tuple[str, str], Event],
+) -> Event | None:
+    pid = int(e.get("pid", 0))
     tid = int(e.get("tid", 0))
     track = None
     overlapping = False
-    if tid in lanes:
-        lane_kind, real_tid, lane_name = lanes[tid]
+    if (pid, tid) in lanes:
+        lane_kind, real_tid, lane_name = lanes[(pid, tid)]
         tid = real_tid
         if lane_kind == "named":
             track = lane_name
         else:
             overlapping = True
-    thread_name = thread_names.get(tid, "")
+    thread_name = thread_names.get((pid, tid), "")
     cat = str(e.get("cat", ""))
     categories = tuple(c for c in cat.split(",") if c) if cat else ()
     args = _num(dict(e.get("args") or {}))

@@ -381,7 +381,10 @@ class _Reader:
                         offset,
                     )
                 elif old.process and d.process.process_name:
-                    old.name = self.out.process_name = d.process.process_name
+                    old.name = d.process.process_name
+                    if d.process.pid == self.out.pid:
+                        self.out.process_name = d.process.process_name
+                    self.out.processes[d.process.pid] = d.process.process_name
             return
         t = _Track(d.uuid, d.name, d.parent_uuid, raw=raw, description=d.description)
         if d.HasField("thread"):
@@ -403,6 +406,8 @@ class _Reader:
             if not self.out.pid:
                 self.out.pid = d.process.pid
                 self.out.process_name = d.process.process_name
+            if d.process.process_name or d.process.pid not in self.out.processes:
+                self.out.processes[d.process.pid] = d.process.process_name
         if d.HasField("counter"):
             t.counter = True
             c = d.counter
@@ -541,16 +546,17 @@ class _Reader:
 
     # -- slices ------------------------------------------------------------------------------------
 
-    def thread_of(self, raw: _Raw) -> tuple[int, str]:
+    def thread_of(self, raw: _Raw) -> tuple[int, int, str]:
+        """(pid, tid, thread name) of an event: its thread track's, or its sequence's."""
         track = self.tracks.get(raw.track)
         if track is not None and track.tid is not None:
-            return track.tid, track.thread_name
+            return track.pid or 0, track.tid, track.thread_name
         seq = self.seqs.get(raw.seq)
         if seq is not None and seq.default_track is not None:
             t = self.tracks.get(seq.default_track)
             if t is not None and t.tid is not None:
-                return t.tid, t.thread_name
-        return 0, ""
+                return t.pid or 0, t.tid, t.thread_name
+        return 0, 0, ""
 
     def replay(self) -> None:
         self.raw.sort(key=lambda r: (r.ts, r.order))
@@ -597,7 +603,7 @@ class _Reader:
                         raw.offset,
                     )
                     continue
-                tid, tname = self.thread_of(raw)
+                pid, tid, tname = self.thread_of(raw)
                 events.append(
                     (
                         raw.order,
@@ -610,6 +616,7 @@ class _Reader:
                             thread_name=tname,
                             value=raw.value,
                             unit=track.unit,
+                            pid=pid,
                         ),
                     )
                 )
@@ -654,7 +661,7 @@ class _Reader:
         level = md.pop(LEVEL_KEY, 1)
         adjusted = md.pop(ADJUSTED_COUNT_KEY, 1.0)
         error = _pop_error(md, raw.frames)
-        tid, tname = self.thread_of(raw)
+        pid, tid, tname = self.thread_of(raw)
         if raw.type == SLICE_BEGIN and track is not None and track.description == STATS_TRACK_DESCRIPTION:
             self.stats_tracks.add(raw.track)
             self.stats_open.add(raw.track)
@@ -700,6 +707,7 @@ class _Reader:
                     value=raw.log_prio,
                     source=raw.log_source,
                     adjusted_count=float(adjusted),
+                    pid=pid,
                 )
             kind = "instant"
         ev = Event(
@@ -718,6 +726,7 @@ class _Reader:
             terminating_flows=raw.terminating,
             overlapping=overlapping,
             adjusted_count=float(adjusted),
+            pid=pid,
         )
         if len(raw.correlation) == 32 and all(c in _HEX for c in raw.correlation):
             ev.trace_id = int(raw.correlation, 16)  # else another writer's id: not a trace id
