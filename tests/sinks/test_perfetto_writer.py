@@ -522,3 +522,51 @@ def test_the_stats_of_merged_and_cut_off_traces(tmp_path: Path) -> None:
     w.close(Unreadable())
     bad = read_trace(tmp_path / "bad.perfetto-trace")
     assert bad.stats is None and [p.code for p in bad.problems] == ["track_event_parser_errors"]
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_appending_processes_as_they_are_or_renumbered(tmp_path: Path, compress: bool) -> None:
+    """A child's file numbered from a range of its own is appended as it is (a clock snapshot that would
+    go back in time left out); one numbered from 1 is renumbered. Either way every sequence is one
+    process's, and the importer skips nothing."""
+    from tracebridge.sinks.perfetto.merge import append_processes
+
+    def write(path: Path, pid: int, start: int, first_sequence: int) -> Path:
+        w = PerfettoWriter(path, pid=pid, start_ts=start, compress=compress, first_sequence=first_sequence)
+        for tid in (pid, pid + 1):
+            spans = [Event("span", f"s{pid}", start + 10 * i, start + 10 * i + 5) for i in range(300)]
+            w.write(ThreadInfo(pid, tid, "t"), spans)
+        w.close(tracebridge.Stats(recorded={"span": 600}))
+        return path
+
+    range_size = 1 << 20
+    # (Writers take a clock snapshot as they are made: "older" began before the parent.)
+    older = write(tmp_path / "o.perfetto-trace", 500, 5 * 10**9, 3 * range_size)
+    parent = write(tmp_path / "parent.perfetto-trace", 100, 10**9, 1)
+    first = write(tmp_path / "a.perfetto-trace", 200, 3 * 10**9, 2 * range_size)
+    second = write(tmp_path / "b.perfetto-trace", 300, 2 * 10**9, range_size)
+    plain = write(tmp_path / "c.perfetto-trace", 400, 4 * 10**9, 1)
+    as_they_were = {p: p.read_bytes() for p in (first, second, older)}
+    next_id, _ = append_processes(parent, [second, older, plain, first], None, None, range_size)
+    data = parent.read_bytes()
+    assert data.index(as_they_were[first]) < data.index(as_they_were[second])  # as they began, as they are
+    assert as_they_were[older] not in data  # (its snapshot, older than the parent's, is left out)
+    assert next_id == 7  # the renumbered one took 4..6 after the parent's 1..3 (its own and two threads)
+    trace = decode(parent)
+    pid_of: dict[int, set[int]] = {}
+    for p in trace.packet:
+        d = p.track_descriptor
+        if p.HasField("track_descriptor") and (d.HasField("process") or d.HasField("thread")):
+            pid = d.process.pid if d.HasField("process") else d.thread.pid
+            pid_of.setdefault(p.trusted_packet_sequence_id, set()).add(pid)
+    assert all(len(pids) == 1 for pids in pid_of.values()), pid_of
+    assert {next(iter(v)) for v in pid_of.values()} == {100, 200, 300, 400, 500}
+    snaps = [
+        c.timestamp for p in trace.packet if p.HasField("clock_snapshot")
+        for c in p.clock_snapshot.clocks if c.clock_id == 6 and len(p.clock_snapshot.clocks) == 3
+    ]  # fmt: skip
+    assert snaps == sorted(snaps)
+    assert perfetto_import(parent).stats == {}
+    read = read_trace(parent)
+    assert read.problems == [] and len(read.events) == 3000
+    assert set(read.processes) == {100, 200, 300, 400, 500}

@@ -15,10 +15,11 @@ session ends: at its ``stop()``, at exit, in multiprocessing's exit path (a fina
 with ``os._exit``, which runs no ``atexit``) or on SIGTERM (see ``exits.py``; ``Pool.terminate()``). When
 the parent's session ends, every finished child's trace (and the trace of a child that died without
 finishing it: it is valid up to its last complete packet) is appended to the parent's file as a process of
-its own, with its packet sequences renumbered (as ``tracebridge merge`` does), and the child's file is
-removed. A child still running then keeps its file in the ``.children`` folder, which the parent reports
-and ``tracebridge summary`` names; at multiprocessing's exit, after it has joined its children, the parent
-appends the traces of those that ended meanwhile.
+its own, and the child's file is removed. A child's packet sequences are numbered from a range of its
+own (``SEQUENCE_RANGE``), so that its file is appended as it is, without decoding every packet. Children
+still running (or still starting) are taken at multiprocessing's exit, after it has joined its children;
+one still running then keeps its file in the ``.children`` folder, which the parent names on stderr and
+``tracebridge summary`` names too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import contextlib
 import importlib
 import os
 import pickle
+import shutil
 import threading
 from multiprocessing import process as mp_process
 from multiprocessing import util as mp_util
@@ -162,6 +164,8 @@ def _start_child(
     for attempt in range(3):
         path.parent.mkdir(exist_ok=True)
         try:
+            if fmt == "perfetto":
+                session.first_sequence = _claim_sequences(path.parent)
             session._open()
             break
         except FileNotFoundError:  # the parent removed the empty folder just now: make it again
@@ -173,6 +177,27 @@ def _start_child(
     RT.level = level
     lifecycle.session_began(session)
     return session
+
+
+#: Each child's Perfetto file numbers its packet sequences from a range of its own, ``n << 20`` for the
+#: ``n``-th child of the recording (the parent's stay below ``1 << 20``): the parent appends it as it is,
+#: without decoding and renumbering every packet (see merge.append_processes).
+SEQUENCE_RANGE = 1 << 20
+_CLAIMS = ".sequences"
+
+
+def _claim_sequences(folder: Path) -> int:
+    """The first sequence id of a range no other process of the recording has: claimed by creating
+    ``<folder>/.sequences/<n>`` (O_EXCL: two processes cannot both create it)."""
+    claims = folder / _CLAIMS
+    claims.mkdir(exist_ok=True)
+    for n in range(1, 4096):
+        try:
+            os.close(os.open(claims / str(n), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue
+        return n * SEQUENCE_RANGE
+    return 1  # (more than 4,095 processes: numbered from 1, renumbered as they are appended)
 
 
 def publish(session: Session) -> None:
@@ -198,12 +223,16 @@ def _process_config() -> dict[str, Any]:
 
 
 def _clear(folder: Path) -> None:
+    """Remove the files of a children folder (and its sequence claims); the folder itself if it can."""
     if not folder.is_dir():
         return
+    shutil.rmtree(folder / _CLAIMS, ignore_errors=True)
     for f in folder.iterdir():
         if f.is_file():
             with contextlib.suppress(OSError):
                 f.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 # -- fork ------------------------------------------------------------------------------------------
@@ -330,8 +359,7 @@ def take_children(session: Session, final: bool = False) -> None:
             # Children started that have no file yet (forked or spawned just now): taken later.
             starting = session.children_started - session.children_added - len(running) > 0
             if not running and (final or not starting):
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+                _clear(folder)
     except Exception as exc:
         _safety.internal_error("merging child processes", exc, raise_in_strict=False)
         return
@@ -356,10 +384,10 @@ def _append(session: Session, files: list[Path]) -> None:
 
         append_chrome_traces(session.path, files)
     else:
-        from ..sinks.perfetto.merge import append_traces
+        from ..sinks.perfetto.merge import append_processes
 
-        session.next_sequence, session.merged_snapshots = append_traces(
-            session.path, files, session.next_sequence, session.merged_snapshots
+        session.next_sequence, session.merged_snapshots = append_processes(
+            session.path, files, session.next_sequence, session.merged_snapshots, SEQUENCE_RANGE
         )
 
 

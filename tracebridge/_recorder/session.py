@@ -104,6 +104,8 @@ class Session(EventConversion):
         self.path: Path | None = None if output is None else Path(os.path.abspath(output))
         #: A child process's session: the trace file of the recording it belongs to (see children.py).
         self.root: Path | None = None
+        #: The first packet sequence id of its Perfetto file (a child's: a range of its own).
+        self.first_sequence = 1
         #: After the file is closed: the packet sequence id the next process appended to it gets.
         self.next_sequence: int | None = None
         self._children_pending = False
@@ -220,7 +222,9 @@ class Session(EventConversion):
             return ChromeJsonWriter(self.path, start_ts=start_ts)
         from ..sinks.perfetto.writer import PerfettoWriter
 
-        return PerfettoWriter(self.path, start_ts=start_ts, compress=self.config.compress)
+        return PerfettoWriter(
+            self.path, start_ts=start_ts, compress=self.config.compress, first_sequence=self.first_sequence
+        )
 
     def _flood_end(self, key: Any, count: int) -> None:
         """A rate limiter's flood ended: one instant says how many similar events it suppressed."""

@@ -607,6 +607,7 @@ class PerfettoWriter:
         start_ts: int | None = None,
         end_ts: int | None = None,
         compress: bool = True,
+        first_sequence: int = 1,
     ) -> None:
         self.path = os.fspath(path)
         self.compress = compress
@@ -619,13 +620,16 @@ class PerfettoWriter:
         self.end_ts = end_ts
         self._pending: list[bytes] = []
         self._sequences: dict[int, _Sequence] = {}
-        self._next_seq = 2
+        #: Packet sequence ids: the writer's own first, then one per thread. A child process's writer
+        #: starts where its parent's range for it does (see _recorder/children.py), so that its file
+        #: appends to the parent's as it is.
+        self._next_seq = first_sequence + 1
         self._tracks: dict[Any, tuple[Lanes, list[int]]] = {}
         self._counter_tracks: dict[tuple[str, str | None], int] = {}
         self._descriptors: dict[int, bytes] = {}
         self._described: set[int] = set()
         self._described_now: list[int] = []
-        self._own = P_SEQUENCE_ID.uint(1)
+        self._own = P_SEQUENCE_ID.uint(first_sequence)
         #: The process's name: written once, with the first events (see _name_process).
         self.process_name = process_name or _process_name()
         self._named = self._named_now = False  # (named in the file; in the write under way)
