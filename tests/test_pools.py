@@ -120,3 +120,94 @@ def test_process_pool_tasks_are_arrows_from_the_submitting_span(tmp_path: Path, 
     assert sorted(f for r in arrows for f in r.terminating_flows) == sorted(submit.flows)
     assert all(r.thread_id != submit.thread_id for r in runs)  # (other processes' main threads)
     assert perfetto_import(path).stats == {}
+
+
+def test_executor_map_makes_children_without_arrows_and_arrows_are_bounded(tmp_path: Path) -> None:
+    from tracebridge.pools import MAX_ARROWS
+
+    path = tmp_path / "many.perfetto-trace"
+    tracebridge.start(level=2, output=path)
+    with ThreadPoolExecutor(2) as ex:
+        with tracebridge.span("mapping"):
+            assert list(ex.map(task, range(2000))) == list(range(2000))
+        with tracebridge.span("submitting"):
+            for f in [ex.submit(task, i) for i in range(MAX_ARROWS + 50)]:
+                f.result()
+    tracebridge.stop()
+    trace = read_trace(path)
+    assert trace.problems == []  # (every flow that ends began)
+    (mapping,) = by_name(trace.events, "mapping")
+    (submitting,) = by_name(trace.events, "submitting")
+    runs = by_name(trace.events, "pool.task task")
+    assert len(runs) == 2000 + MAX_ARROWS + 50
+    assert mapping.flows == () and len(submitting.flows) == MAX_ARROWS
+    assert sum(1 for r in runs if r.terminating_flows) == MAX_ARROWS
+
+
+def test_a_thread_pool_task_carries_the_submitters_context() -> None:
+    # The submitter's context goes with the task (as asyncio.to_thread does): OpenTelemetry's current
+    # span too, so that the bridge's twins share the submitter's trace.
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracebridge.configure(otel=provider)
+    try:
+        with ThreadPoolExecutor(1) as ex, tracebridge.span("submit", level=1):
+            ex.submit(task, 1).result()
+    finally:
+        tracebridge.configure(otel=None)
+        provider.shutdown()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {"submit", "pool.task task", "inner"} <= set(spans)
+    assert len({s.context.trace_id for s in spans.values()}) == 1
+    assert spans["pool.task task"].parent.span_id == spans["submit"].context.span_id  # type: ignore[union-attr]
+
+
+def test_asyncio_to_thread_keeps_its_own_context_unwrapped() -> None:
+    import asyncio
+
+    async def main() -> None:
+        with tracebridge.span("outer"):
+            await asyncio.to_thread(task, 1)
+
+    session = tracebridge.start(level=2)
+    asyncio.run(main())
+    tracebridge.stop()
+    (outer,) = by_name(session.events, "outer")
+    (inner,) = by_name(session.events, "inner")
+    assert inner.parent_id == outer.span_id  # (its context carries the span already: no task span)
+    assert not [e for e in session.events if e.name.startswith("pool.task")]
+
+
+def test_spawned_children_sample_as_their_parent(tmp_path: Path) -> None:
+    path = tmp_path / "sampled.perfetto-trace"
+    script = tmp_path / "prog.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import multiprocessing as mp, tracebridge
+            from tracebridge.sampling import ParentBased, TraceIdRatio
+
+            def task(i):
+                with tracebridge.span("inner", level=2, i=i):
+                    pass
+
+            if __name__ == "__main__":
+                tracebridge.configure(sampling=ParentBased(TraceIdRatio(0.0)))  # every root dropped
+                tracebridge.start(output={str(path)!r})
+                with tracebridge.span("root", level=2):
+                    with mp.get_context("spawn").Pool(2) as pool:
+                        pool.map(task, range(6))
+                tracebridge.stop()
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    trace = read_trace(path)
+    assert trace.problems == [] and trace.events == []  # the workers drop what the root's trace dropped
+    assert trace.stats is not None and trace.stats.dropped["sampled_out"]["span"] == 13

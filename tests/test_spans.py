@@ -745,7 +745,16 @@ def test_a_span_that_ends_out_of_order_never_leaves_an_ended_span_current() -> N
             assert tracebridge.current_span() is outer
             with tracebridge.span("after") as after:
                 assert after.parent is outer
+            g = gen()
+            with tracebridge.span("a again"):
+                next(g)
+            with tracebridge.span("b") as b:
+                g.close()  # (it ends inside another live span: that one stays current)
+                assert tracebridge.current_span() is b
+                with tracebridge.span("child of b") as child:
+                    assert child.parent is b
         assert tracebridge.current_span() is None
     finally:
         session = tracebridge.stop()
-    assert sorted(e.name for e in session.events) == ["a", "after", "in generator", "outer"]
+    names = sorted(e.name for e in session.events)
+    assert names == ["a", "a again", "after", "b", "child of b", "in generator", "in generator", "outer"]

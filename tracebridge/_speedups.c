@@ -1175,6 +1175,19 @@ static int check_thread_state(PyObject *st) {
 static PyObject *take_error(void);
 static void give_error(PyObject *exc);
 
+/* Whether an ending `span` resets the current span (1), or not (0: a span begun since, still open, is
+ * current and stays so), or an error (-1). It does when it is current, or when the current one has ended
+ * too (an interrupted exit, spans ended out of order). */
+static int resets_current(PyObject *span) {
+    PyObject *cur;
+    if (PyContextVar_Get(sp.current, NULL, &cur) < 0)
+        return -1;
+    int yes = cur == span || (cur != NULL && cur != Py_None && PyObject_TypeCheck(cur, sp.span_type) &&
+                              SLOT(cur, sp.span_off[S_TOKEN]) == Py_None);
+    Py_XDECREF(cur);
+    return yes;
+}
+
 /* After a span's token is reset: when the span it restored as current has ended too (spans that ended out
  * of order: a generator's span closed after the span it was resumed in, spans entered by hand), the
  * innermost of its ancestors still open becomes current instead (as spans.py's _skip_ended). */
@@ -1329,9 +1342,15 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *token = SPAN_GET(self, S_TOKEN);
     if (token == NULL)
         goto error;
-    int reset = PyContextVar_Reset(sp.current, token);
+    int is_current = resets_current(self);
+    if (is_current < 0) {
+        Py_DECREF(token);
+        goto error;
+    }
+    /* (else a span begun since is current: it stays so) */
+    int reset = is_current ? PyContextVar_Reset(sp.current, token) : 0;
     Py_DECREF(token);
-    if (reset == 0 && skip_ended() < 0)
+    if (is_current && reset == 0 && skip_ended() < 0)
         goto error;
     if (reset < 0) { /* ended in another context than it began in (another task or thread) */
         if (!PyErr_ExceptionMatches(PyExc_ValueError))
@@ -1498,9 +1517,14 @@ static PyObject *dropped_exit(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_DECREF(token);
         return NULL;
     }
-    int reset = PyContextVar_Reset(sp.current, token);
+    int is_current = resets_current(self);
+    if (is_current < 0) {
+        Py_DECREF(token);
+        return NULL;
+    }
+    int reset = is_current ? PyContextVar_Reset(sp.current, token) : 0; /* (as scope_exit) */
     Py_DECREF(token);
-    if (reset == 0 && skip_ended() < 0)
+    if (is_current && reset == 0 && skip_ended() < 0)
         return NULL;
     if (reset < 0) { /* ended in another context than it began in */
         if (!PyErr_ExceptionMatches(PyExc_ValueError))

@@ -101,7 +101,8 @@ class RemoteParent(SpanRecord):
 def _skip_ended(restored: Any) -> None:
     """A span's end restored its parent as current, and the parent has ended too (they ended out of
     order: a generator's span closed after the span it was resumed in, spans entered and exited by
-    hand): the innermost of its ancestors still open becomes current instead."""
+    hand): the innermost of its ancestors still open becomes current instead. (A span that ends while
+    another is current leaves it current: see the exits.)"""
     if _current.get() is not restored:
         return
     cur = restored
@@ -181,15 +182,21 @@ class _PyScope:
             finally:
                 token = span._token
                 span._token = None  # type: ignore[assignment]  # (ended, whatever comes; no token kept)
-                try:
-                    _current.reset(token)
-                    parent: Any = span.parent
-                    if parent is not None and parent._token is None:
-                        _skip_ended(parent)  # it ended too (out of order)
-                except ValueError:  # ended in another context than it began in (another task or thread)
-                    if _current.get() is span:
-                        parent = span.parent
-                        _current.set(parent if isinstance(parent, Span) else None)
+                # A span begun since that is still open stays current; one that has ended does not.
+                resets = True
+                try:  # (an interrupt as get() returns: reset all the same)
+                    cur: Any = _current.get()
+                    resets = cur is span or (cur is not None and cur._token is None)
+                finally:
+                    if resets:
+                        try:
+                            _current.reset(token)
+                            parent: Any = span.parent
+                            if parent is not None and parent._token is None:
+                                _skip_ended(parent)  # it ended too (out of order)
+                        except ValueError:  # ended in another context than it began in (a task, a thread)
+                            parent = span.parent
+                            _current.set(parent if isinstance(parent, Span) else None)
         span.end_ns = end
         if exc_type is not None and is_failure(exc_type, exc):
             span.error = error_info(exc, tb)
@@ -551,14 +558,19 @@ class DroppedSpan(Span):
         if token is None:  # already stopped
             return None
         self._token = None  # type: ignore[assignment]
-        try:
-            _current.reset(token)
-            parent: Any = self.parent
-            if parent is not None and parent._token is None:
-                _skip_ended(parent)  # it ended too (out of order)
-        except ValueError:  # ended in another context than it began in
-            if _current.get() is self:
-                _current.set(None)
+        resets = True
+        try:  # (as _PyScope.__exit__)
+            cur: Any = _current.get()
+            resets = cur is self or (cur is not None and cur._token is None)
+        finally:
+            if resets:
+                try:
+                    _current.reset(token)
+                    parent: Any = self.parent
+                    if parent is not None and parent._token is None:
+                        _skip_ended(parent)  # it ended too (out of order)
+                except ValueError:  # ended in another context than it began in
+                    _current.set(None)
         if exc_type is None and self.error is None:
             next(self._drop_counter)
             return None
@@ -785,13 +797,18 @@ def _decorate(fn: F, name: NameOrFactory, level: int, metadata: dict[str, Any]) 
                     s._left_out_of_order(stack)
             finally:
                 s._token = None  # type: ignore[assignment]
-                try:
-                    _current.reset(token)
-                    if parent is not None and parent._token is None:
-                        _skip_ended(parent)  # (as __exit__ handles it)
-                except ValueError:  # (a context switch the call made: as __exit__ handles it)
-                    if _current.get() is s:
-                        _current.set(s.parent if isinstance(s.parent, Span) else None)
+                resets = True
+                try:  # (as __exit__ handles it)
+                    cur = _current.get()
+                    resets = cur is s or (cur is not None and cur._token is None)
+                finally:
+                    if resets:
+                        try:
+                            _current.reset(token)
+                            if parent is not None and parent._token is None:
+                                _skip_ended(parent)
+                        except ValueError:  # (a context switch the call made)
+                            _current.set(s.parent if isinstance(s.parent, Span) else None)
             rec: Any = s
             if s._lazy is not None:  # the call added lazy metadata to its span
                 s._resolve()

@@ -551,16 +551,23 @@ def test_a_trace_of_several_processes_converts_with_its_processes(tmp_path: Path
     result = run(
         TASKS
         + f"""
+def opener(i):
+    tracebridge.activity_start("left open")  # (never ended: written as begun when the child stops)
+    return i
+
 tracebridge.start(output={str(path)!r})
 tracebridge.instant("in the parent")
 with mp.get_context("fork").Pool(2) as pool:
     pool.map(task, range(10))
+    pool.map(opener, range(2))
 tracebridge.stop()
 """
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     original = read_trace(path)
     assert len(original.processes) >= 2 and original.pid in original.processes
+    opened = [e for e in original.events if e.name == "left open"]
+    assert len(opened) == 2 and all(e.pid != original.pid and e.end_ns is None for e in opened)
 
     def by_process(trace: object) -> Counter[tuple[int, str]]:
         return Counter((e.pid, e.name) for e in trace.events)  # type: ignore[attr-defined]

@@ -137,7 +137,7 @@ def _resume(
             cfg.validate()
             RT.config = cfg
             lifecycle.configure()  # (applies the options that live outside the Config object)
-            _start_child(level, fmt, Path(root), cfg)
+            _start_child(level, fmt, Path(root), cfg, lifecycle.session_pipeline(cfg.sampling))
         except Exception as exc:
             _safety.internal_error("child process", exc, raise_in_strict=False)
     return plan
@@ -155,11 +155,9 @@ def _in_root(root: Path) -> bool:
     return s is not None and s.path is not None and s.path == root
 
 
-def _start_child(
-    level: int, fmt: str, root: Path, config: Config, pipeline: Any = None, sink_factory: Any = None
-) -> Session | None:
+def _start_child(level: int, fmt: str, root: Path, config: Config, pipeline: Any = None) -> Session | None:
     path = child_path(root, os.getpid())
-    session = Session(level, path, fmt, config, sink_factory, pipeline)  # type: ignore[arg-type]
+    session = Session(level, path, fmt, config, None, pipeline)  # type: ignore[arg-type]
     session.root = root
     for attempt in range(3):
         path.parent.mkdir(exist_ok=True)
@@ -268,16 +266,16 @@ def _child_records() -> None:
     pipeline = parent.pipeline
     if pipeline is not None:
         pipeline.after_fork()
+    if not parent.config.children:
+        return
+    # (A sink the program made for the parent is not called again in the child: it may write where the
+    # parent's does. The child writes its own file, or keeps its events in memory.)
     try:
         if parent.path is not None and parent.format in ("perfetto", "json"):
-            if not parent.config.children:
-                return
             root = parent.root if parent.root is not None else parent.path
-            child = _start_child(
-                parent.level, parent.format, root, parent.config, pipeline, parent._sink_factory
-            )
+            child = _start_child(parent.level, parent.format, root, parent.config, pipeline)
         else:  # in memory (or nothing but trace lines): the child records on its own, as its parent does
-            child = Session(parent.level, None, parent.format, parent.config, parent._sink_factory, pipeline)
+            child = Session(parent.level, None, parent.format, parent.config, None, pipeline)
             child.implicit = parent.implicit
             child._open()
             RT.session = child

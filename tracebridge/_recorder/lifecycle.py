@@ -107,7 +107,7 @@ def start(
     if fmt in ("perfetto", "json") and output is None:
         raise ValueError(f"format={fmt!r} needs an output path")
     with _session_lock:
-        pipeline = _session_pipeline(sampling if sampling is not None else RT.config.sampling)
+        pipeline = session_pipeline(sampling if sampling is not None else RT.config.sampling)
         current = RT.session
         if current is not None:
             if not current.implicit:
@@ -221,7 +221,7 @@ def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
             _stop(None, resume=False)
             current = None
         if current is None:
-            pipeline = _session_pipeline(RT.config.sampling)
+            pipeline = session_pipeline(RT.config.sampling)
             return _begin(level, path, default_output_format(path), pipeline, implicit=True)
         if current.path is not None and _same_file(current.path, path):
             return current
@@ -246,7 +246,7 @@ def _lines_changed(lines: TraceLines | None) -> None:
             update_compact()
         return
     if lines is not None:
-        _begin(lines.max_level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
+        _begin(lines.max_level, None, "none", session_pipeline(RT.config.sampling), implicit=True)
 
 
 def _otel_changed(value: Any) -> None:
@@ -267,13 +267,13 @@ def _otel_changed(value: Any) -> None:
         _settle(RT.session)
     RT.bridge = hook
     if RT.session is None:
-        _begin(2, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
+        _begin(2, None, "none", session_pipeline(RT.config.sampling), implicit=True)
     elif RT.pipeline is None:
         RT.pipeline = Pipeline([])
     update_compact()
 
 
-def _session_pipeline(sampling: Any) -> Pipeline | None:
+def session_pipeline(sampling: Any) -> Pipeline | None:
     """The session's pipeline, with ``TRACEBRIDGE_FILTER``'s directives in front when it is set."""
     pipeline = Pipeline.of(sampling)
     env = Directives.from_env()
@@ -344,7 +344,7 @@ def _stop_now(timeout: float | None, resume: bool) -> Session:
         if resume and not session.implicit and (RT.bridge is not None or RT.config.trace_lines() is not None):
             lines = RT.config.trace_lines()
             level = max(2, lines.max_level if lines is not None else 2)
-            _begin(level, None, "none", _session_pipeline(RT.config.sampling), implicit=True)
+            _begin(level, None, "none", session_pipeline(RT.config.sampling), implicit=True)
     _safety.raise_pending()
     return session
 

@@ -37,7 +37,9 @@ def write_trace(trace: TraceFile, output: str) -> None:
     processes (child processes appended to their parent's trace) stays so: each process is written on
     its own, then they are put together as ``tracebridge merge`` does; the stats (of all of them) go with
     the trace's own process."""
-    own = trace.pid or os.getpid()
+    # The trace's own process: as it says; else the one process its events name; else this one.
+    pids = {ev.pid for ev in trace.events if ev.pid}
+    own = trace.pid or (next(iter(pids)) if len(pids) == 1 else os.getpid())
     by_process: dict[int, tuple[list[Event], list[Event]]] = {}
     for pid in trace.processes:  # (a process that recorded nothing is in the trace all the same)
         by_process[pid] = ([], [])

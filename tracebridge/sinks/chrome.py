@@ -624,7 +624,7 @@ def _json_event_of(
         activities[key] = Event(
             "activity", name, ts, None, level=level, metadata=args, thread_id=tid,
             thread_name=thread_name, error=error, categories=cats,
-            track=None if on_track is None else str(on_track), adjusted_count=adjusted,
+            track=None if on_track is None else str(on_track), adjusted_count=adjusted, pid=pid,
         )  # fmt: skip
         return None
     if ph == "e":
