@@ -340,8 +340,10 @@ class PerfettoHandler(logging.Handler):
             return  # tracebridge's own records, or a record logged while this handler emits one
         token = _emitting.set(True)
         try:
-            if self.target.session() is None:
-                return
+            target = self.target
+            current = RT.session
+            if (current is None or current is not target.current) and target.session() is None:
+                return  # (the common case, the file's recording, costs no call)
             if record.exc_info:
                 fail_current_span(record)
             rec = record_from_log(record)

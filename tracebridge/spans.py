@@ -81,7 +81,7 @@ def active(level: int = 1) -> bool:
 def current_span() -> Span | None:
     """The innermost open span of the calling task or thread, if one is being recorded."""
     s: Any = _current.get()
-    return None if type(s) is RemoteParent else s
+    return s if s.__class__ is not RemoteParent else None
 
 
 class RemoteParent(SpanRecord):
