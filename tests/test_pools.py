@@ -103,6 +103,8 @@ def test_process_pool_tasks_are_arrows_from_the_submitting_span(tmp_path: Path, 
                     with ctx.Pool(2) as pool:
                         assert pool.apply(task, (4,)) == 4
                         assert pool.map(task, range(5, 10)) == list(range(5, 10))
+                        pool.close()  # (spawned workers die of terminate()'s SIGTERM at once)
+                        pool.join()
                 tracebridge.stop()
             """
         )
@@ -202,6 +204,8 @@ def test_spawned_children_sample_as_their_parent(tmp_path: Path) -> None:
                 with tracebridge.span("root", level=2):
                     with mp.get_context("spawn").Pool(2) as pool:
                         pool.map(task, range(6))
+                        pool.close()
+                        pool.join()
                 tracebridge.stop()
             """
         )

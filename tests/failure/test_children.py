@@ -69,6 +69,9 @@ def test_pools_executors_and_processes_are_in_the_parents_trace(tmp_path: Path, 
                 with tracebridge.span("parent"):
                     with ctx.Pool(3) as pool:  # (its __exit__ terminates the workers: SIGTERM)
                         pids = set(pool.map(task, range(150)))
+                        if {method!r} != "fork":  # (spawned workers die of SIGTERM at once: see README)
+                            pool.close()
+                            pool.join()
                     with ProcessPoolExecutor(2, mp_context=ctx) as ex:
                         pids |= set(ex.map(task, range(50)))
                     p = ctx.Process(target=spans, args=(400,))
@@ -309,6 +312,8 @@ def test_tracebridge_run_follows_spawned_children_and_instruments_them_too(tmp_p
             if __name__ == "__main__":
                 with mp.get_context("spawn").Pool(2) as pool:
                     print(sum(pool.map(work, range(20))))
+                    pool.close()  # (the workers end on their own, their traces finished)
+                    pool.join()
             """
         )
     )
@@ -352,6 +357,8 @@ def test_a_handler_made_at_import_in_a_spawned_child_joins_the_parents_trace(tmp
                 log.info("parent before")
                 with mp.get_context("spawn").Pool(2) as pool:
                     pool.map(task, range(20))
+                    pool.close()
+                    pool.join()
                 log.info("parent after")
                 tracebridge.stop()
             """

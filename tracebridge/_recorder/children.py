@@ -396,7 +396,11 @@ def _began(session: Session) -> None:
     if session.format not in ("perfetto", "json"):
         return
     publish(session)
-    exits.install(lifecycle.shutdown)
+    # A spawned (or forkserver) child keeps SIGTERM's default: with the handler, a pool worker now and
+    # then missed the SIGTERM of Pool.terminate() and lived on (its parent waiting for it), which is
+    # worse than losing what it had not written yet (at most a writer round). Not understood yet.
+    if not inheriting():
+        exits.install(lifecycle.shutdown)
 
 
 def _ended(session: Session) -> None:

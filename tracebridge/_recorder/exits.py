@@ -9,7 +9,7 @@ process dies of SIGTERM as it would have (same exit status). A handler the progr
 alone, before or after: a program that installs its own after tracebridge and calls the one it replaced
 gets this behaviour at the end of its own.
 
-The writer thread blocks SIGTERM and SIGINT (see :func:`block_in_this_thread`), so that the kernel
+The writer thread blocks SIGTERM and SIGINT from birth (see :func:`signals_held`), so that the kernel
 delivers them to a thread that runs Python's handlers promptly: the main thread, even when it is
 blocked reading a pipe (a pool worker waiting for its next task).
 """
@@ -20,7 +20,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from .runtime import RT
@@ -133,8 +133,21 @@ def release_after_fork() -> None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def block_in_this_thread() -> None:
-    """Called by the writer thread: SIGTERM and SIGINT go to the application's threads instead."""
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Around starting tracebridge's own threads: SIGTERM and SIGINT blocked in the starting thread, so
+    that the new thread is born blocking them (a thread inherits its creator's mask) and the kernel
+    delivers them to the application's threads only; one that arrives meanwhile waits, and comes when
+    the mask is restored. (A thread that blocked them only once it ran could receive one first, and
+    then Python, which runs handlers on the main thread, would run it only when the main thread runs
+    Python code again: never, for a pool worker blocked waiting for its next task.)"""
+    old = None
     if hasattr(signal, "pthread_sigmask"):
         with contextlib.suppress(ValueError, OSError):
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        if old is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)

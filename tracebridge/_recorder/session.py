@@ -32,7 +32,7 @@ from .._sanitize import Counts
 from ..sampling.pipeline import Pipeline
 from ..sinks.memory import MemorySink, NullSink
 from .convert import EventConversion
-from .exits import block_in_this_thread
+from .exits import signals_held
 from .runtime import (
     RT,
     ThreadState,
@@ -234,11 +234,11 @@ class Session(EventConversion):
 
     def _start_writer(self) -> None:
         self._writer = threading.Thread(target=self._run, name="tracebridge-writer", daemon=True)
-        self._writer.start()
+        with signals_held():  # (the writer is born blocking them: see exits.signals_held)
+            self._writer.start()
 
     def _run(self) -> None:
         token = _safety.inside.set(True)
-        block_in_this_thread()
         try:
             busy = False
             while True:
