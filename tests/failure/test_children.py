@@ -67,11 +67,10 @@ def test_pools_executors_and_processes_are_in_the_parents_trace(tmp_path: Path, 
                 tracebridge.start(output={str(path)!r})
                 ctx = mp.get_context({method!r})
                 with tracebridge.span("parent"):
-                    with ctx.Pool(3) as pool:  # (its __exit__ terminates the workers: SIGTERM)
+                    with ctx.Pool(3) as pool:
                         pids = set(pool.map(task, range(150)))
-                        if {method!r} != "fork":  # (spawned workers die of SIGTERM at once: see README)
-                            pool.close()
-                            pool.join()
+                        pool.close()  # (terminate() would end the workers at once: see README)
+                        pool.join()
                     with ProcessPoolExecutor(2, mp_context=ctx) as ex:
                         pids |= set(ex.map(task, range(50)))
                     p = ctx.Process(target=spans, args=(400,))
@@ -110,6 +109,8 @@ def test_children_in_a_chrome_json_trace(tmp_path: Path) -> None:
 tracebridge.start(output={str(path)!r})
 with mp.get_context("fork").Pool(2) as pool:
     pool.map(task, range(20))
+    pool.close()
+    pool.join()
 tracebridge.stop()
 """
     )
@@ -567,6 +568,8 @@ tracebridge.instant("in the parent")
 with mp.get_context("fork").Pool(2) as pool:
     pool.map(task, range(10))
     pool.map(opener, range(2))
+    pool.close()
+    pool.join()
 tracebridge.stop()
 """
     )
@@ -589,3 +592,32 @@ tracebridge.stop()
         assert by_process(trace) == by_process(original)  # every event in the process that made it
         assert trace.pid == original.pid and set(trace.processes) == set(original.processes)
         assert trace.stats is not None and trace.stats.recorded == original.stats.recorded  # type: ignore[union-attr]
+
+
+def test_child_processes_keep_sigterms_default(tmp_path: Path) -> None:
+    # (A Python-level handler in a pool worker could miss terminate()'s SIGTERM: see exits.py.)
+    path = tmp_path / "default.perfetto-trace"
+    script = tmp_path / "prog.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import multiprocessing as mp, signal, tracebridge
+
+            def handler(_):
+                return "default" if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else "other"
+
+            if __name__ == "__main__":
+                tracebridge.start(output={str(path)!r})
+                print(signal.getsignal(signal.SIGTERM).__name__)
+                for method in ("fork", "spawn"):
+                    with mp.get_context(method).Pool(1) as pool:
+                        print(pool.map(handler, [0])[0])
+                        pool.close()
+                        pool.join()
+                tracebridge.stop()
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.split() == ["_on_sigterm", "default", "default"]

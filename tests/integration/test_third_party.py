@@ -71,6 +71,6 @@ def test_toolz_suite_unchanged_when_instrumented(tmp_path: Path) -> None:
     assert trace.problems == []
     names = {e.name for e in trace.events if e.kind == "span"}
     assert {"toolz.itertoolz.groupby", "toolz.dicttoolz.merge"} <= names
-    # (its own and its pool workers': toolz's parallel tests fork a Pool, whose traces join this one)
-    assert trace.stats is not None and len(trace.events) == trace.stats.total_recorded
-    assert trace.stats.total_recorded >= instrumented["recorded"]  # type: ignore[operator]
+    # Its own, and its pool workers' (toolz's parallel tests fork a Pool, whose traces join this one; a
+    # worker that terminate() ended has no stats of its own).
+    assert sum(e.pid == trace.pid for e in trace.events) == instrumented["recorded"]

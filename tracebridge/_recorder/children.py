@@ -12,7 +12,7 @@ A recording that writes a file follows the program into its children, whatever s
 
 A child writes ``<trace>.children/<pid>.recording.<ext>`` and renames it ``<pid>.<ext>`` when its
 session ends: at its ``stop()``, at exit, in multiprocessing's exit path (a finalizer: its children end
-with ``os._exit``, which runs no ``atexit``) or on SIGTERM (see ``exits.py``; ``Pool.terminate()``). When
+with ``os._exit``, which runs no ``atexit``); a child keeps SIGTERM's default (see ``exits.py``). When
 the parent's session ends, every finished child's trace (and the trace of a child that died without
 finishing it: it is valid up to its last complete packet) is appended to the parent's file as a process of
 its own, and the child's file is removed. A child's packet sequences are numbered from a range of its
@@ -253,6 +253,7 @@ def _after_fork_in_child() -> None:
 
 
 def _child_records() -> None:
+    exits.default_in_child()  # (before SIGTERM is let through: see exits.py)
     # Locks held by threads that do not exist in the child must not be inherited held.
     lifecycle.renew_lock_after_fork()
     inherited = threads_after_fork()
@@ -396,10 +397,7 @@ def _began(session: Session) -> None:
     if session.format not in ("perfetto", "json"):
         return
     publish(session)
-    # A spawned (or forkserver) child keeps SIGTERM's default: with the handler, a pool worker now and
-    # then missed the SIGTERM of Pool.terminate() and lived on (its parent waiting for it), which is
-    # worse than losing what it had not written yet (at most a writer round). Not understood yet.
-    if not inheriting():
+    if session.root is None:  # (child processes keep SIGTERM's default: see exits.py)
         exits.install(lifecycle.shutdown)
 
 

@@ -9,6 +9,12 @@ process dies of SIGTERM as it would have (same exit status). A handler the progr
 alone, before or after: a program that installs its own after tracebridge and calls the one it replaced
 gets this behaviour at the end of its own.
 
+Child processes keep SIGTERM's default (a forked child gets it back; a spawned one never gets the handler):
+a Python-level handler runs only when the main thread runs Python code, and a signal that lands just as
+that thread enters a blocking call (a pool worker going back to wait for its next task, as
+``Pool.terminate()`` sends it) is handled only when the call returns: never, there. About one pool in a
+hundred hung so. A child ended by SIGTERM loses what it had not written (at most a writer round).
+
 The writer thread blocks SIGTERM and SIGINT from birth (see :func:`signals_held`), so that the kernel
 delivers them to a thread that runs Python's handlers promptly: the main thread, even when it is
 blocked reading a pipe (a pool worker waiting for its next task).
@@ -94,6 +100,14 @@ def install(shutdown: Callable[[float], object]) -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
     except (ValueError, OSError):  # (an embedded interpreter without signals)
         pass
+
+
+def default_in_child() -> None:
+    """In a forked child: SIGTERM back to its default, if the handler is tracebridge's (see the module's
+    doc: a child process keeps the default)."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def uninstall() -> None:
