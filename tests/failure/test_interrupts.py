@@ -5,6 +5,7 @@ the thread's stack must then be as they were before the ``with``."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from tracebridge._recorder.runtime import thread_state
 from tracebridge.spans import set_clock
 
 where: list[Any] = []
+#: Where the interrupts land: tracebridge's code, and this module's workloads.
+OURS = (os.path.dirname(tracebridge.__file__), __file__)
 
 
 def interrupted_at(k: int, fn: Callable[[], None]) -> bool:
@@ -27,6 +30,8 @@ def interrupted_at(k: int, fn: Callable[[], None]) -> bool:
 
     def profile(frame: Any, event: str, arg: Any) -> None:
         nonlocal seen
+        if not frame.f_code.co_filename.startswith(OURS):
+            return  # (other code that runs meanwhile: a weakref callback, the garbage collector)
         if frame is me or (frame.f_back is me and event != "c_return"):
             return  # (the driver's own calls: before and after the spans, not inside them)
         if event == "return" and frame.f_code.co_name == "__enter__":
