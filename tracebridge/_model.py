@@ -571,6 +571,37 @@ class TraceReadError(Exception):
     """A file is missing, is not a trace, or cannot be read as one."""
 
 
+@dataclass(frozen=True)
+class ReadLimits:
+    """What reading a trace may cost, whatever the file holds (a hostile file, a zip bomb): past a limit
+    the reader stops with one problem that names it (``tracebridge`` commands take a flag for each).
+    Time and memory stay linear in the file's size.
+
+    tracebridge's own traces inflate about 6.5 times (zlib level 1) and hold about 0.4 packets per byte
+    of file, the Perfetto SDK's a little more; the defaults leave ten times that room."""
+
+    #: One record of the file (a ``Trace.packet``) may be at most this long: a longer one is corrupt.
+    max_packet_size: int = 256 << 20
+    #: One ``compressed_packets`` record may inflate to at most this many bytes.
+    max_inflated_packet: int = 16 << 20
+    #: All ``compressed_packets`` of a file together may inflate to at most this many times the file's
+    #: size (and 1 MiB whatever the size).
+    max_inflate_ratio: int = 64
+    #: A file may hold at most this many packets (compressed ones included) per byte of file (and 16,384
+    #: whatever the size).
+    max_packets_per_byte: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("max_packet_size", "max_inflated_packet", "max_inflate_ratio", "max_packets_per_byte"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"ReadLimits.{name} must be a whole number of 1 or more, got {value!r}")
+
+
+#: How many offsets a problem keeps (and prints) of the places it occurs.
+MAX_OFFSETS = 5
+
+
 @dataclass
 class Problem:
     """Something wrong in a trace file. For Perfetto traces ``code`` is the name of the trace_processor
@@ -583,9 +614,17 @@ class Problem:
     count: int = 1
     #: Events that the problem keeps out of Perfetto (a skipped packet's slice, instant or counter).
     events: int = 0
+    #: Where the first few of them are (bytes into the file).
+    offsets: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.offset >= 0 and not self.offsets:
+            self.offsets.append(self.offset)
 
     def __str__(self) -> str:
-        where = f" (first at byte {self.offset})" if self.count > 1 else f" (at byte {self.offset})"
+        shown = ", ".join(str(o) for o in self.offsets[:MAX_OFFSETS])
+        more = ", ..." if self.count > len(self.offsets[:MAX_OFFSETS]) else ""
+        where = f" (first at bytes {shown}{more})" if self.count > 1 else f" (at byte {self.offset})"
         text = f"{self.code}: {self.message}{where if self.offset >= 0 else ''}"
         if self.count > 1:
             text += f"; {self.count:,} times"
@@ -612,8 +651,10 @@ class TraceFile:
     size: int = 0
     #: Bytes at the end that do not form a complete record (a trace cut off by a killed process).
     truncated_bytes: int = 0
-    #: The file could not be read past a point (not a trace, a malformed record).
+    #: The file could not be read past a point (not a trace, a malformed record, a limit of
+    #: :class:`ReadLimits`): :attr:`fatal_problem` says which.
     fatal: bool = False
+    fatal_problem: Problem | None = None
     #: The instants that mark where a thread's events went missing, in time order (not in ``events``;
     #: :meth:`Loss.from_marker` reads one).
     losses: list[Event] = field(default_factory=list)
@@ -625,3 +666,16 @@ class TraceFile:
     #: When the session began and ended (trace clock), as its stats slice says; ``None`` when the file
     #: has no such slice.
     session_ns: tuple[int, int] | None = None
+
+    def unreadable(self, partial: bool = True) -> str | None:
+        """Why this is not a usable trace, in a few words, or ``None``. ``partial``: a file that stops
+        making sense after some events still counts as usable (its problems say where it stopped)."""
+        if self.format == "perfetto" and self.packets == 0 and not self.fatal:
+            return "truncated: no complete packet" if self.truncated_bytes else "no packets"
+        if self.fatal and (not partial or not self.events):
+            problem = self.fatal_problem or (self.problems[0] if self.problems else None)
+            if problem is None:
+                return "not a readable trace"
+            where = f" at byte {problem.offset:,}" if problem.offset >= 0 else ""
+            return f"unreadable{where}: {problem.code}: {problem.message}"
+        return None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from ._model import Loss, TraceFile
+from ._model import Loss, ReadLimits, TraceFile
 from .reading import TraceReadError, read_trace
 from .sinks import write_trace
 
@@ -49,13 +49,22 @@ class _Progress:
         self.stream.flush()
 
 
-def _load(path: str) -> TraceFile:
-    trace = read_trace(path, _Progress(f"reading {os.path.basename(path)}"))
-    if trace.fatal and not trace.events:
-        first = trace.problems[0] if trace.problems else None
-        raise TraceReadError(f"{path}: not a readable trace: {first}")
-    if trace.packets == 0 and trace.format == "perfetto":
-        raise TraceReadError(f"{path}: truncated: no complete packet")
+def _limits(args: argparse.Namespace) -> ReadLimits:
+    return ReadLimits(
+        max_packet_size=args.max_packet_size,
+        max_inflated_packet=args.max_inflated_packet,
+        max_inflate_ratio=args.max_inflate_ratio,
+        max_packets_per_byte=args.max_packets_per_byte,
+    )
+
+
+def _load(path: str, args: argparse.Namespace) -> TraceFile:
+    trace = read_trace(path, _Progress(f"reading {os.path.basename(path)}"), _limits(args))
+    why = trace.unreadable()
+    if why is not None:
+        raise TraceReadError(f"{path}: {why}")
+    if trace.fatal:  # events up to a point, then something that does not read: say so, use what read
+        print(f"{path}: warning: {trace.unreadable(partial=False)}; read what came before", file=sys.stderr)
     return trace
 
 
@@ -78,7 +87,7 @@ def _notes(trace: TraceFile, path: str) -> None:
 def cmd_summary(args: argparse.Namespace) -> int:
     from .analysis import render, summarize
 
-    trace = _load(args.trace)
+    trace = _load(args.trace, args)
     summary = summarize(trace.events, trace.stats, trace.losses)
     if args.json:
         json.dump(summary.as_dict(), sys.stdout, indent=2)
@@ -99,8 +108,73 @@ def _positive(text: str) -> int:
     return n
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+}
+
+
+def _size(text: str) -> int:
+    """A size in bytes: ``1048576``, ``512KiB``, ``16M``, ``2GiB`` (units of 1024)."""
+    number = text.strip().rstrip("bBiIkKmMgG")
+    unit = text.strip()[len(number) :].lower()
+    try:
+        n = int(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a size such as 1048576, 512KiB or 16MiB, got {text!r}")
+    return n
+
+
+def _reading_options() -> argparse.ArgumentParser:
+    """The limits on what reading a trace may cost (ReadLimits), for every command that reads one."""
+    defaults = ReadLimits()
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "reading limits", "a file past them (a zip bomb, a corrupt length) stops being read, with one line"
+    )
+    group.add_argument(
+        "--max-packet-size",
+        type=_size,
+        default=defaults.max_packet_size,
+        metavar="SIZE",
+        help="the longest packet a file may hold (default 256MiB)",
+    )
+    group.add_argument(
+        "--max-inflated-packet",
+        type=_size,
+        default=defaults.max_inflated_packet,
+        metavar="SIZE",
+        help="what one compressed_packets record may inflate to (default 16MiB)",
+    )
+    group.add_argument(
+        "--max-inflate-ratio",
+        type=_positive,
+        default=defaults.max_inflate_ratio,
+        metavar="N",
+        help="compressed packets may inflate to N times the file's size (default 64)",
+    )
+    group.add_argument(
+        "--max-packets-per-byte",
+        type=_positive,
+        default=defaults.max_packets_per_byte,
+        metavar="N",
+        help="packets a file may hold per byte of it, compressed ones included (default 4)",
+    )
+    return parent
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
-    trace = _load(args.trace)
+    trace = _load(args.trace, args)
     write_trace(trace, args.output)
     kind = "Chrome JSON" if str(args.output).endswith(".json") else "Perfetto"
     print(f"wrote {args.output} ({kind}, {len(trace.events)} events)")
@@ -112,15 +186,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.trace:
         try:
-            trace = read_trace(path, _Progress(f"checking {os.path.basename(path)}"))
+            trace = read_trace(path, _Progress(f"checking {os.path.basename(path)}"), _limits(args))
         except TraceReadError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = max(status, EXIT_ERROR)
             continue
+        why = trace.unreadable(partial=False)
         for problem in trace.problems:
-            print(f"{path}: {problem}")
+            if why is None or problem is not trace.fatal_problem:  # (that one is the error line)
+                print(f"{path}: {problem}")
         _notes(trace, path)
-        if trace.problems:
+        if why is not None:
+            print(f"error: {path}: {why}", file=sys.stderr)
+            status = max(status, EXIT_ERROR)
+        elif trace.problems:
             status = max(status, EXIT_PROBLEMS)
             if trace.format == "perfetto":
                 print(f"{path}: Perfetto would show {trace.shown_events:,} of {trace.file_events:,} events")
@@ -143,7 +222,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .sinks.perfetto.merge import MergeError, merge_traces
 
     try:
-        packets = merge_traces(args.trace, args.output)
+        packets = merge_traces(args.trace, args.output, _limits(args))
     except MergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -177,24 +256,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"tracebridge {__version__} ({describe()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    reading = [_reading_options()]
 
     p = sub.add_parser("demo", help="record a sample program, print its trace lines and a summary")
     p.add_argument("-o", "--output", default="tracebridge-demo.perfetto-trace", help="trace file to write")
     p.add_argument("--json", metavar="PATH", help="also write the same events as Chrome JSON")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("summary", help="top time consumers, threads, failures and drops of a trace")
+    p = sub.add_parser(
+        "summary", parents=reading, help="top time consumers, threads, failures and drops of a trace"
+    )
     p.add_argument("trace")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--top", type=_positive, default=20, help="operations to list (default 20)")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("convert", help="convert a trace (Perfetto to Chrome JSON, or JSON to Perfetto)")
+    p = sub.add_parser(
+        "convert", parents=reading, help="convert a trace (Perfetto to Chrome JSON, or JSON to Perfetto)"
+    )
     p.add_argument("trace")
     p.add_argument("-o", "--output", required=True, help="output file: .json for Chrome JSON, else Perfetto")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("merge", help="combine Perfetto traces of several processes into one file")
+    p = sub.add_parser(
+        "merge", parents=reading, help="combine Perfetto traces of several processes into one file"
+    )
     p.add_argument("trace", nargs="+")
     p.add_argument("-o", "--output", required=True, help="the merged trace to write")
     p.set_defaults(func=cmd_merge)
@@ -211,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check traces as trace_processor would on import")
+    p = sub.add_parser("validate", parents=reading, help="check traces as trace_processor would on import")
     p.add_argument("trace", nargs="+")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.set_defaults(func=cmd_validate)

@@ -6,9 +6,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ._model import Event, TraceFile, TraceReadError
+from ._model import Event, ReadLimits, TraceFile, TraceReadError
 
-__all__ = ["TraceReadError", "detect_format", "read", "read_trace"]
+__all__ = ["ReadLimits", "TraceReadError", "detect_format", "read", "read_trace"]
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -37,24 +37,46 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     raise TraceReadError(f"{p}: not a trace (neither Perfetto protobuf nor Chrome JSON)")
 
 
-def read(path: str | os.PathLike[str]) -> list[Event]:
+def read(path: str | os.PathLike[str], limits: ReadLimits | None = None) -> list[Event]:
     """The events in a trace file written by tracebridge (Perfetto protobuf or Chrome JSON), in start
     order: the same records an in-memory session gives in ``Session.events``. A Perfetto trace cut off
     mid-packet (a killed process) gives the events of its complete packets.
 
+    Raises :class:`TraceReadError` (one line: what and where) for a file that is missing, empty, not a
+    trace, malformed past some point, or that would cost more to read than ``limits`` allow (a zip
+    bomb); :func:`read_trace` gives what could be read of such a file, with its problems.
+
     .. versionadded:: 0.1
     """
-    return read_trace(path).events
+    trace = read_trace(path, limits=limits)
+    why = trace.unreadable(partial=False)
+    if why is not None:
+        raise TraceReadError(f"{path}: {why}")
+    return trace.events
 
 
-def read_trace(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> TraceFile:
-    """Events, stats, problems and notes of a trace file. ``progress(done, total)`` is called now and
-    then while a Perfetto trace is read."""
+def read_trace(
+    path: str | os.PathLike[str],
+    progress: Callable[[int, int], None] | None = None,
+    limits: ReadLimits | None = None,
+) -> TraceFile:
+    """Events, stats, problems and notes of a trace file, as far as it reads. ``progress(done, total)``
+    is called now and then while a Perfetto trace is read. Reading costs time and memory linear in the
+    file's size: past ``limits`` (default :class:`ReadLimits`) it stops, with a problem that says so."""
     fmt = detect_format(path)
-    if fmt == "json":
-        from .sinks.chrome import read_chrome_json
+    try:
+        if fmt == "json":
+            from .sinks.chrome import read_chrome_json
 
-        return read_chrome_json(path)
-    from .sinks.perfetto.reader import read_perfetto
+            return read_chrome_json(path)
+        from .sinks.perfetto.reader import read_perfetto
 
-    return read_perfetto(path, progress)
+        return read_perfetto(path, progress, limits)
+    except (TraceReadError, KeyboardInterrupt):
+        raise
+    except MemoryError:
+        raise TraceReadError(f"{path}: ran out of memory reading it") from None
+    except Exception as exc:  # a reader's bug on a file nobody foresaw: still one line, never a traceback
+        raise TraceReadError(
+            f"{path}: internal error while reading ({type(exc).__name__}: {exc}); please report it"
+        ) from exc

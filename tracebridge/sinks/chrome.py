@@ -377,12 +377,24 @@ def _ns(v: Any) -> int:
 
 def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     p = Path(path)
-    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise TraceReadError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except MemoryError:
+        raise TraceReadError(f"{p}: too large to read as JSON in this process's memory") from None
     cut: int | None = None
     try:
         doc = json.loads(text, parse_float=Decimal)
+    except RecursionError:
+        raise TraceReadError(f"{p}: not a Chrome trace: JSON nested too deeply to read") from None
+    except MemoryError:
+        raise TraceReadError(f"{p}: too large to read as JSON in this process's memory") from None
     except json.JSONDecodeError as exc:
-        salvaged = _cut_off_events(text)
+        try:
+            salvaged = _cut_off_events(text)
+        except RecursionError:
+            raise TraceReadError(f"{p}: not a Chrome trace: JSON nested too deeply to read") from None
         if salvaged is None:
             raise TraceReadError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
         doc, cut = salvaged

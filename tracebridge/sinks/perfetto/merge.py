@@ -9,14 +9,16 @@ and thread descriptors) is kept byte for byte, so each process keeps its tracks 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..._model import ReadLimits
 from . import tracebridge_perfetto_pb2 as pb
-from .reader import iter_frames
+from .reader import iter_frames, read_perfetto
 from .schema import BOOTTIME, frame
 
 __all__ = ["MergeError", "append_processes", "append_traces", "merge_traces"]
@@ -91,11 +93,16 @@ def _first_snapshot(data: bytes) -> int:
     return 0
 
 
-def merge_traces(paths: Iterable[str | os.PathLike[str]], output: str | os.PathLike[str]) -> int:
+def merge_traces(
+    paths: Iterable[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    limits: ReadLimits | None = None,
+) -> int:
     """Write the packets of the Perfetto traces ``paths`` (processes of one machine) into ``output``,
     the trace that began first first, with sequence ids made unique across them; returns the number of
-    packets written. Raises :class:`MergeError` for a file that is not a Perfetto trace, ``OSError`` for
-    one that cannot be read."""
+    packets written. Every input is read first (within ``limits``): one that is not a Perfetto trace or
+    does not read raises :class:`MergeError`, and ``output`` is written whole or not at all (a file
+    beside it, renamed when complete)."""
     out_path = Path(output)
     sources = [Path(p) for p in paths]
     if not sources:
@@ -105,23 +112,37 @@ def merge_traces(paths: Iterable[str | os.PathLike[str]], output: str | os.PathL
             raise MergeError(f"{output}: the output is also an input")
     datas = []
     for src in sources:
-        data = src.read_bytes()
-        if data[:1] != b"\x0a":
+        try:
+            with open(src, "rb") as f:
+                head = f.read(1)
+        except OSError as exc:
+            raise MergeError(f"{src}: cannot read: {exc.strerror or exc}") from None
+        if head != b"\x0a":
             raise MergeError(f"{src}: not a Perfetto protobuf trace")
+        trace = read_perfetto(src, limits=limits)  # (every packet decodes, inflation stays bounded)
+        why = trace.unreadable(partial=False)
+        if why is not None:
+            raise MergeError(f"{src}: {why}")
+        data = src.read_bytes()
         datas.append((_first_snapshot(data), str(src), data))
     datas.sort(key=lambda d: d[0])
     merger = _Merger()
     written = 0
-    tmp = out_path.with_name(out_path.name + ".merging")
-    with open(tmp, "wb") as out:
-        for _, _, data in datas:
-            seqs: dict[int, int] = {}
-            for _, _, raw in iter_frames(data):
-                packet = merger.packet(bytes(raw), seqs)
-                if packet is not None:
-                    out.write(frame(packet))
-                    written += 1
-    os.replace(tmp, out_path)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.merging")
+    try:
+        with open(tmp, "xb") as out:
+            for _, _, data in datas:
+                seqs: dict[int, int] = {}
+                for _, _, raw in iter_frames(data):
+                    packet = merger.packet(bytes(raw), seqs)
+                    if packet is not None:
+                        out.write(frame(packet))
+                        written += 1
+        os.replace(tmp, out_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return written
 
 

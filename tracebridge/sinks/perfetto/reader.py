@@ -11,13 +11,15 @@ trace_processor's stat.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from google.protobuf.message import DecodeError
 
@@ -28,12 +30,14 @@ from ..._model import (
     ERROR_STACKTRACE_KEY,
     ERROR_TYPE_KEY,
     LEVEL_KEY,
+    MAX_OFFSETS,
     MESSAGE_TEMPLATE_KEY,
     ErrorInfo,
     Event,
     Frame,
     Loss,
     Problem,
+    ReadLimits,
     Stats,
     TraceFile,
     TraceReadError,
@@ -59,7 +63,7 @@ MAX_PROBLEMS = 100
 _TracePacket: Any = pb.TracePacket  # type: ignore[attr-defined]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Track:
     uuid: int
     name: str = ""
@@ -91,7 +95,7 @@ class _Seq:
 _HEX = frozenset("0123456789abcdef")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Raw:
     ts: int
     order: int
@@ -142,6 +146,97 @@ def iter_frames(data: bytes, problems: list[Problem] | None = None) -> Iterator[
         pos = end
 
 
+#: A run of empty packets (tag, length 0): they hold nothing, and a file of millions of them reads in
+#: one step.
+_EMPTY_PACKETS = re.compile(rb"(?:\x0a\x00)+")
+#: How much of a file is read at a time.
+_CHUNK = 1 << 20
+
+
+class _Split:
+    """Splits bytes into ``Trace.packet`` records for the reader: runs of empty packets are counted
+    without a step each, a record longer than the limit or not starting with the packet tag stops it
+    (a problem), and ``stop`` says where the last complete record ended."""
+
+    __slots__ = ("empty", "error", "stop")
+
+    def __init__(self) -> None:
+        self.stop = 0
+        self.empty = 0
+        self.error = False
+
+    def records(self, buf: bytes, base: int, reader: _Reader) -> Iterator[tuple[int, memoryview]]:
+        view = memoryview(buf)
+        pos = 0
+        n = len(buf)
+        limit = reader.limits.max_packet_size
+        while pos < n:
+            if buf[pos] != 0x0A:
+                self.error = True
+                reader.fail(
+                    "trace_tokenizer_errors", f"unexpected byte 0x{buf[pos]:02x}, not a packet", base + pos
+                )
+                break
+            if buf[pos + 1 : pos + 2] == b"\x00":
+                run = _EMPTY_PACKETS.match(buf, pos)
+                assert run is not None
+                self.empty += (run.end() - pos) // 2
+                pos = run.end()
+                continue
+            try:
+                length, body = read_varint(buf, pos + 1)
+            except IndexError:
+                break  # cut off in the record's header
+            except ValueError:
+                self.error = True
+                reader.fail("trace_tokenizer_errors", "bad packet length", base + pos)
+                break
+            if length > limit:
+                self.error = True
+                reader.fail(
+                    "trace_tokenizer_errors",
+                    f"a packet of {length:,} bytes, longer than the limit of {limit:,} (--max-packet-size)",
+                    base + pos,
+                )
+                break
+            end = body + length
+            if end > n:
+                break
+            yield base + pos, view[body:end]
+            pos = end
+        self.stop = pos
+
+
+def _file_records(f: BinaryIO, reader: _Reader) -> Iterator[tuple[int, memoryview]]:
+    """The records of a file, read a piece at a time (memory: one piece, or the longest record)."""
+    buf = b""
+    base = 0  # the file offset of buf[0]
+    need = _CHUNK
+    while True:
+        chunk = f.read(need)
+        eof = not chunk
+        buf = buf + chunk if buf else chunk
+        split = _Split()
+        yield from split.records(buf, base, reader)
+        reader.out.packets += split.empty
+        reader.count_packets(split.empty, base)
+        if split.error or reader.stopped:
+            return
+        if eof:
+            reader.complete = base + split.stop
+            return
+        rest = len(buf) - split.stop
+        buf = buf[split.stop :]
+        base += split.stop
+        need = _CHUNK
+        if rest >= 2:  # a record that does not fit: read the rest of it at once
+            try:
+                length, body = read_varint(buf, 1)
+                need = max(_CHUNK, body + length - rest)
+            except (IndexError, ValueError):
+                pass
+
+
 def _annotation_value(a: Any) -> Any:
     which = a.WhichOneof("value")
     if which is None:
@@ -159,10 +254,13 @@ def _annotation_value(a: Any) -> Any:
 
 
 class _Reader:
-    def __init__(self, data: bytes, progress: Callable[[int, int], None] | None) -> None:
-        self.data = data
+    def __init__(
+        self, size: int, progress: Callable[[int, int], None] | None, limits: ReadLimits | None = None
+    ) -> None:
+        self.size = size
         self.progress = progress
-        self.out = TraceFile("perfetto", size=len(data))
+        self.limits = limits = limits or ReadLimits()
+        self.out = TraceFile("perfetto", size=size)
         self.seqs: dict[int, _Seq] = {}
         self.tracks: dict[int, _Track] = {}
         self.raw: list[_Raw] = []
@@ -173,8 +271,15 @@ class _Reader:
         self.lost_seqs: set[int] = set()  # sequences invalid since a loss (until they clear)
         self.stats_tracks: set[int] = set()  # the tracks of the sessions' stats slices (several: merged)
         self.stats_open: set[int] = set()  # those whose slice has not ended yet
+        # What the file may cost (ReadLimits): bytes inflated and packets read, over the whole file.
+        self.inflate_budget = max(1 << 20, limits.max_inflate_ratio * size)
+        self.packet_budget = max(1 << 14, limits.max_packets_per_byte * size)
+        self.inflated = 0
+        self.work = 0  # packets read, inside compressed packets too
+        self.stopped = False  # a limit was reached, or the file stopped making sense: read no further
+        self.complete = 0  # where the last complete record of the file ends
 
-    def problem(self, code: str, message: str, offset: int = -1, events: int = 0) -> None:
+    def problem(self, code: str, message: str, offset: int = -1, events: int = 0) -> Problem:
         """Record a problem. The same problem again is counted on the first one (with the events they
         keep out of Perfetto); past MAX_PROBLEMS kinds, on the first of its code: a file with a
         million problems reads in bounded memory."""
@@ -188,48 +293,75 @@ class _Reader:
         else:
             found.count += 1
             found.events += events
+            if offset >= 0 and len(found.offsets) < MAX_OFFSETS:
+                found.offsets.append(offset)
+        return found
 
-    def run(self) -> TraceFile:
-        data = self.data
+    def fail(self, code: str, message: str, offset: int = -1) -> None:
+        """A problem past which the file cannot be trusted (what follows is not read when it is a
+        limit or the framing)."""
+        problem = self.problem(code, message, offset)
+        self.out.fatal = True
+        if self.out.fatal_problem is None:
+            self.out.fatal_problem = problem
+
+    def limit(self, message: str, offset: int) -> None:
+        self.fail("read_limit_exceeded", message, offset)
+        self.stopped = True
+
+    def run(self, f: BinaryIO) -> TraceFile:
         out = self.out
-        if data and data[0] != 0x0A:
-            out.fatal = True
-            self.problem(
-                "not_a_trace", f"first byte is 0x{data[0]:02x}, a Perfetto trace starts with 0x0a", 0
-            )
+        head = f.read(1)
+        if head and head[0] != 0x0A:
+            self.fail("not_a_trace", f"first byte is 0x{head[0]:02x}, a Perfetto trace starts with 0x0a", 0)
             return out
-        complete = 0  # where the last complete packet ends
-        step = max(1, len(data) // 100)
+        f.seek(0)
+        step = max(1, self.size // 100)
         next_report = step
-        for offset, end, packet in iter_frames(data, out.problems):
-            complete = end
+        for offset, packet in _file_records(f, self):
             out.packets += 1
+            self.count_packets(1, offset)
+            if self.stopped:
+                break
             try:
-                self.packet(_TracePacket.FromString(packet), offset)
+                self.packet(_TracePacket.FromString(packet), offset, False)
             except DecodeError as exc:
-                out.fatal = True
-                self.problem("trace_parser_errors", f"malformed packet: {exc}", offset)
+                self.fail("trace_parser_errors", f"malformed packet: {exc}", offset)
+            if self.stopped:
+                break
             if self.progress is not None and offset >= next_report:
-                self.progress(offset, len(data))
+                self.progress(offset, self.size)
                 next_report = offset + step
-        if any(p.code == "trace_tokenizer_errors" for p in out.problems):
-            out.fatal = True
-        elif complete < len(data):
-            out.truncated_bytes = len(data) - complete
+        if not out.fatal and self.complete < self.size:
+            out.truncated_bytes = self.size - self.complete
             out.notes.append(
                 f"the last {out.truncated_bytes} bytes are an incomplete packet (the trace was cut off); "
                 "ignored"
             )
         self.replay()
         if self.progress is not None:
-            self.progress(len(data), len(data))
+            self.progress(self.size, self.size)
         return out
+
+    def count_packets(self, n: int, offset: int) -> None:
+        self.work += n
+        if self.work > self.packet_budget and not self.stopped:
+            self.limit(
+                f"more than {self.packet_budget:,} packets, {self.limits.max_packets_per_byte} per byte of "
+                "file (--max-packets-per-byte); the rest is not read",
+                offset,
+            )
 
     # -- packets -----------------------------------------------------------------------------------
 
-    def packet(self, p: Any, offset: int) -> None:
+    def packet(self, p: Any, offset: int, inner: bool) -> None:
         if p.HasField("compressed_packets"):
-            self.compressed(p.compressed_packets, offset)
+            if inner:
+                self.fail(
+                    "compressed_packets_invalid", "compressed packets inside compressed packets", offset
+                )
+            else:
+                self.compressed(p.compressed_packets, offset)
             return
         has_seq = p.HasField("trusted_packet_sequence_id") and p.trusted_packet_sequence_id != 0
         seq_id = p.trusted_packet_sequence_id if has_seq else 0
@@ -295,25 +427,50 @@ class _Reader:
             self.track_event(p, seq, seq_id, offset)
 
     def compressed(self, blob: bytes, offset: int) -> None:
+        """Inflate a ``compressed_packets`` record, never past the limits (the output is bounded
+        before it is made), then read its packets."""
+        limits = self.limits
+        room = min(limits.max_inflated_packet, self.inflate_budget - self.inflated)
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header
         try:
-            data = zlib.decompress(blob, zlib.MAX_WBITS | 32)  # zlib or gzip header
+            data = inflater.decompress(blob, room + 1)
         except zlib.error as exc:
-            self.out.fatal = True
-            self.problem("compressed_packets_invalid", f"cannot inflate compressed packets: {exc}", offset)
+            self.fail("compressed_packets_invalid", f"cannot inflate compressed packets: {exc}", offset)
             return
-        complete = 0
-        for _start, end, packet in iter_frames(data, self.out.problems):
-            complete = end
-            try:
-                self.packet(_TracePacket.FromString(packet), offset)
-            except DecodeError as exc:
-                self.out.fatal = True
-                self.problem(
-                    "trace_parser_errors", f"malformed packet inside compressed packets: {exc}", offset
+        if len(data) > room:
+            if room < limits.max_inflated_packet:
+                self.limit(
+                    f"compressed packets inflate to more than {limits.max_inflate_ratio} times the file's "
+                    f"size, {self.inflate_budget:,} bytes (--max-inflate-ratio); the rest is not read",
+                    offset,
                 )
-        if complete != len(data):
-            self.out.fatal = True
-            self.problem("compressed_packets_invalid", "compressed packets end inside a packet", offset)
+            else:
+                self.limit(
+                    f"compressed packets inflate to more than {limits.max_inflated_packet:,} bytes "
+                    "(--max-inflated-packet); the rest is not read",
+                    offset,
+                )
+            return
+        self.inflated += len(data)
+        if not inflater.eof:
+            self.fail(
+                "compressed_packets_invalid", "compressed packets end inside their deflate stream", offset
+            )
+            return
+        split = _Split()
+        for _start, packet in split.records(data, 0, self):
+            self.count_packets(1, offset)
+            if self.stopped:
+                return
+            try:
+                self.packet(_TracePacket.FromString(packet), offset, True)
+            except DecodeError as exc:
+                self.fail("trace_parser_errors", f"malformed packet inside compressed packets: {exc}", offset)
+            if self.stopped:
+                return
+        self.count_packets(split.empty, offset)
+        if split.stop != len(data) and not split.error:
+            self.fail("compressed_packets_invalid", "compressed packets end inside a packet", offset)
 
     def clock_snapshot(self, cs: Any, seq: _Seq | None, seq_id: int, offset: int) -> None:
         values = {c.clock_id: c.timestamp for c in cs.clocks}
@@ -759,18 +916,24 @@ def starts_with_packet(head: bytes) -> bool:
 
 
 def read_perfetto(
-    path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None
+    path: str | os.PathLike[str],
+    progress: Callable[[int, int], None] | None = None,
+    limits: ReadLimits | None = None,
 ) -> TraceFile:
-    """Read a Perfetto trace file: its events, stats and import problems."""
+    """Read a Perfetto trace file, a piece at a time: its events, stats and import problems."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            return _Reader(os.fstat(f.fileno()).st_size, progress, limits).run(f)
     except FileNotFoundError:
         raise TraceReadError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise TraceReadError(f"{p}: is a directory") from None
     except OSError as exc:
         raise TraceReadError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    return read_perfetto_bytes(data, progress)
 
 
-def read_perfetto_bytes(data: bytes, progress: Callable[[int, int], None] | None = None) -> TraceFile:
-    return _Reader(data, progress).run()
+def read_perfetto_bytes(
+    data: bytes, progress: Callable[[int, int], None] | None = None, limits: ReadLimits | None = None
+) -> TraceFile:
+    return _Reader(len(data), progress, limits).run(io.BytesIO(data))
