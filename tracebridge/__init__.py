@@ -20,7 +20,7 @@ from ._config import Config
 from ._model import ErrorInfo, Event, Frame, Stats
 from ._recorder import Session, configure, flush, shutdown, start, stats, stop
 from .events import activity_end, activity_start, backtrace, counter, flow, instant
-from .reading import read
+from .reading import ReadLimits, TraceReadError, read
 from .spans import Span, active, current_span, span, traced
 
 __version__ = "0.1.0.dev0"
@@ -40,9 +40,11 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "Frame",
+    "ReadLimits",
     "Session",
     "Span",
     "Stats",
+    "TraceReadError",
     "__version__",
     "accelerated",
     "active",

@@ -3,8 +3,9 @@
 The output uses only ``None``, ``bool``, ``int``, ``float``, ``str``, ``list`` and ``dict`` with string
 keys. Strings are valid UTF-8 (lone surrogates become U+FFFD) and capped with a ``…[+N chars]`` marker;
 containers are capped in depth and size; values whose ``repr`` raises become ``<unrepresentable ...>``;
-cycles become ``<cycle>``. Keys that look like secrets have their values replaced by ``[scrubbed]``.
-Sanitizing an already sanitized value returns an equal value.
+cycles become ``<cycle>``. Keys that look like secrets have their values replaced by ``[scrubbed]``,
+and so do credentials inside text (:func:`scrub_text`: URL passwords, secret-named parameters, ``Bearer``
+and ``Basic`` tokens). Sanitizing an already sanitized value returns an equal value.
 """
 
 from __future__ import annotations
@@ -15,8 +16,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_SECRET_KEYS = r"password|passwd|secret|token|api_key|apikey|authorization|cookie|session|credential"
+#: Keys whose values are secrets (searched in the key, case-insensitive; ``api-key``, ``api_key``, ``apiKey``
+#: and ``X-Api-Key`` alike). ``auth`` and ``authorization`` but not ``author``.
+DEFAULT_SECRET_KEYS = (
+    r"passw(?:or)?d|pwd|passphrase|secret|token|api[-_. ]?key|access[-_. ]?key|private"
+    r"|auth(?!or(?!i[sz]))|bearer|cookie|session|credential|jwt|dsn|signature"
+)
 SCRUBBED = "[scrubbed]"
+#: Text that may carry a credential (what :func:`scrub_text` looks at more closely): ``=`` (a parameter),
+#: ``@`` (a URL's user), a quoted key and a colon (a dict's repr, JSON), an authorization scheme. The
+#: compiled writer checks the same (``may_hold_secret`` in _speedups.c).
+_TRIGGER = re.compile(r"[=@]|[\"']\s*:|(?:bearer|basic)\s", re.IGNORECASE)
+#: Credentials inside text, each bounded in length so that the scan stays linear in the text:
+#: a URL's password (``scheme://user:password@``), an authorization scheme's token, a quoted key with
+#: its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` parameter (query strings, command
+#: lines, log text). A key is a secret when the key pattern finds it (``is_secret_key``).
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/@?#]{1,1024})@"
+    r"|\b(?P<auth>[Bb]earer|[Bb]asic|BEARER|BASIC)\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)"
+    r"|(?P<q>[\"'])(?P<qkey>[^\"'\s]{1,64})(?P=q)(?P<qsep>\s*[:=]\s*)"
+    r"(?P<qval>\[scrubbed\]|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s,;&)}\]]{1,4096})"
+    r"|(?<![\w.-])(?P<key>[\w.-]{1,64})=(?P<val>\[scrubbed\]|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s&;,)}\]'\"]{1,4096})"
+)
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 _SCALARS = (bool, int, float, type(None))
@@ -103,7 +124,7 @@ class _Sanitizer:
     def value(self, v: Any, depth: int) -> Any:
         t = type(v)
         if t is str:
-            return clean_str(v, self.limits.max_string, self.counts)
+            return scrub_text(clean_str(v, self.limits.max_string, self.counts), self.limits, self.counts)
         if t is bool or v is None:
             return v
         if t is int:
@@ -125,7 +146,7 @@ class _Sanitizer:
                 )
             except Exception as exc:
                 text = f"<unrepresentable {t.__name__}: {type(exc).__name__}>"
-            return clean_str(text, self.limits.max_string)
+            return scrub_text(clean_str(text, self.limits.max_string), self.limits, self.counts)
         if isinstance(v, bool):
             return bool(v)
         if isinstance(v, int):
@@ -133,8 +154,10 @@ class _Sanitizer:
         if isinstance(v, float):
             return float(v)
         if isinstance(v, str):
-            return clean_str(str.__str__(v), self.limits.max_string)
-        return clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
+            text = clean_str(str.__str__(v), self.limits.max_string)
+        else:
+            text = clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
+        return scrub_text(text, self.limits, self.counts)
 
     def container(self, v: Any, depth: int) -> Any:
         if id(v) in self.path:
@@ -142,7 +165,8 @@ class _Sanitizer:
             return "<cycle>"
         if depth >= self.limits.max_depth:
             self.counts.sanitized += 1
-            return clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
+            text = clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
+            return scrub_text(text, self.limits, self.counts)
         self.path.add(id(v))
         try:
             if isinstance(v, Mapping):
@@ -210,16 +234,82 @@ def is_secret_key(key: str, limits: Limits) -> bool:
     return hit
 
 
+def may_hold_secret(s: str) -> bool:
+    """Whether ``s`` has what a credential in text needs (the quick test before :func:`scrub_text`)."""
+    return _TRIGGER.search(s) is not None
+
+
+def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
+    """``s`` with the credentials inside it replaced by ``[scrubbed]``: a URL's password
+    (``postgres://app:[scrubbed]@db``), the value of a parameter whose name looks like a secret
+    (``?token=[scrubbed]&page=2``, ``--db-password=[scrubbed]``, ``'password': [scrubbed]``), the token of a
+    ``Bearer`` or ``Basic`` authorization. Off when the key pattern is off. Linear in the text; never
+    raises; each credential is counted in ``counts.scrubbed``."""
+    if limits.secret_keys is None or _TRIGGER.search(s) is None:
+        return s
+    found = 0
+
+    def replace(m: re.Match[str]) -> str:
+        nonlocal found
+        if m.group("pw") is not None:
+            if m.group("pw") == SCRUBBED:
+                return m.group(0)
+            found += 1
+            return f"{m.group('scheme')}{m.group('user')}:{SCRUBBED}@"
+        if m.group("tok") is not None:
+            found += 1
+            return f"{m.group('auth')} {SCRUBBED}"
+        if m.group("qkey") is not None:
+            key, value, start = m.group("qkey"), m.group("qval"), m.start("qval")
+        else:
+            key, value, start = m.group("key"), m.group("val"), m.start("val")
+        if value == SCRUBBED or not is_secret_key(key, limits):
+            return m.group(0)
+        found += 1
+        return m.group(0)[: start - m.start()] + SCRUBBED
+
+    try:
+        out = _CREDENTIALS.sub(replace, s)
+    except Exception:  # (a key pattern that fails on some key): the text is not written as it was
+        found, out = 1, SCRUBBED
+    if not found:
+        return s
+    if counts is not None:
+        counts.scrubbed += found
+    return out
+
+
+def scrub_argv(argv: list[str], limits: Limits, counts: Counts | None = None) -> list[str]:
+    """A command line with its credentials scrubbed: ``--db-password=x`` and the ``x`` of
+    ``--db-password x`` (an option whose name is a secret key, and the argument after it), and what
+    :func:`scrub_text` finds in each argument."""
+    if limits.secret_keys is None:
+        return list(argv)
+    out = []
+    secret_next = False
+    for arg in argv:
+        if secret_next and not arg.startswith("-"):
+            out.append(SCRUBBED)
+            if counts is not None:
+                counts.scrubbed += 1
+            secret_next = False
+            continue
+        secret_next = arg.startswith("-") and "=" not in arg and is_secret_key(arg.lstrip("-"), limits)
+        out.append(scrub_text(arg, limits, counts))
+    return out
+
+
 def _already_clean(md: dict[Any, Any], limits: Limits) -> bool:
     """The common case, checked fast: string keys that are not secrets, and scalar values that need no
     change (ASCII strings within the cap, ints that fit 64 bits)."""
     max_string = limits.max_string
+    scrubbing = limits.secret_keys is not None
     for k, v in md.items():
         if type(k) is not str or is_secret_key(k, limits):
             return False
         t = type(v)
         if t is str:
-            if len(v) > max_string or not v.isascii() or "\x00" in v:
+            if len(v) > max_string or not v.isascii() or "\x00" in v or (scrubbing and _TRIGGER.search(v)):
                 return False
         elif t is int:
             if not _INT_MIN <= v <= _INT_MAX:

@@ -1023,13 +1023,42 @@ static PyObject *new_event(PyObject *fields[7]) {
     return ev;
 }
 
+/* Whether ASCII text at s (n chars) starts with the lowercase word w followed by a space. */
+static int word_then_space(const char *s, Py_ssize_t n, const char *w) {
+    Py_ssize_t i = 0;
+    for (; w[i]; i++)
+        if (i >= n || (s[i] | 0x20) != w[i])
+            return 0;
+    return i < n && (unsigned char)s[i] <= ' ';
+}
+
+/* What _sanitize._TRIGGER finds in ASCII text, or more: '=', '@', a quote then spaces and ':', "bearer" or
+ * "basic" then a space, in any case. Such text may carry a credential: the Python code looks closer. */
+static int may_hold_secret(const char *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '=' || c == '@')
+            return 1;
+        if (c == '"' || c == '\'') {
+            Py_ssize_t j = i + 1;
+            while (j < n && (unsigned char)s[j] <= ' ')
+                j++;
+            if (j < n && s[j] == ':')
+                return 1;
+        } else if ((c | 0x20) == 'b' && (word_then_space(s + i, n - i, "bearer") || word_then_space(s + i, n - i, "basic")))
+            return 1;
+    }
+    return 0;
+}
+
 /* A name the writer takes as it is (what _compact_event checks before its quick path). */
 static int plain_name(PyObject *name) {
     if (!PyUnicode_CheckExact(name) || !PyUnicode_IS_ASCII(name))
         return 0;
     Py_ssize_t len = PyUnicode_GET_LENGTH(name);
     const char *text = (const char *)PyUnicode_DATA(name);
-    return len <= 1024 && memchr(text, 0, (size_t)len) == NULL && (len == 0 || text[len - 1] != '#');
+    return len <= 1024 && memchr(text, 0, (size_t)len) == NULL && (len == 0 || text[len - 1] != '#') &&
+           !may_hold_secret(text, len);
 }
 
 /* -- spans: enter and exit ------------------------------------------------------------------------- */
@@ -2236,7 +2265,8 @@ static int plain_metadata(PyObject *md, PyObject *secret_cache, Py_ssize_t max_s
             return taken < 0 ? -1 : 0;
         if (PyUnicode_CheckExact(value)) {
             if (!PyUnicode_IS_ASCII(value) || PyUnicode_GET_LENGTH(value) > max_string ||
-                memchr(PyUnicode_DATA(value), 0, (size_t)PyUnicode_GET_LENGTH(value)) != NULL)
+                memchr(PyUnicode_DATA(value), 0, (size_t)PyUnicode_GET_LENGTH(value)) != NULL ||
+                may_hold_secret((const char *)PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)))
                 return 0;
         } else if (PyLong_CheckExact(value)) {
             int overflow = 0;

@@ -329,6 +329,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.command in ("run", "demo"):  # (a program's own exceptions show as python shows them)
+            raise
+        print(
+            f"error: {type(exc).__name__}: {exc} (an internal error of tracebridge {args.command}; "
+            "please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except BrokenPipeError:  # output piped into a command that stopped reading (head, less)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

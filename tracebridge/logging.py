@@ -34,7 +34,7 @@ from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._recorder.targets import Target
 from ._safety import errors_named
-from ._sanitize import needs_snapshot
+from ._sanitize import Counts, needs_snapshot, scrub_text
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
 from .spans import current_span
@@ -634,13 +634,25 @@ class TraceFormatter(logging.Formatter):
                 include_timing=self.include_timing,
                 include_thread=self.include_thread,
             )
+        else:  # (a trace line's event was scrubbed by the writer; a record's text is scrubbed here)
+            record.message = _scrubbed(record.message)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
         exc = ei[1] if ei else None
         if exc is None:
-            return super().formatException(ei)
-        return error_info(exc, ei[2]).format()
+            return _scrubbed(super().formatException(ei))
+        return _scrubbed(error_info(exc, ei[2]).format())
+
+
+def _scrubbed(text: str) -> str:
+    """``text`` with its credentials scrubbed (counted in the session's stats, if one records)."""
+    counts = Counts()
+    out = scrub_text(text, RT.config.limits, counts)
+    session = RT.session
+    if counts.scrubbed and session is not None:
+        session.add_counts(counts)
+    return out
 
 
 class TraceLines(logging.Filter):

@@ -29,7 +29,7 @@ from ._model import MESSAGE_TEMPLATE_KEY, ErrorInfo, Frame, Record
 from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._recorder.targets import Target
-from ._sanitize import Counts, needs_snapshot, sanitize_metadata
+from ._sanitize import Counts, needs_snapshot, sanitize_metadata, scrub_text
 from .logging import LogSampling, count_log_drop, keyed_limiter, level_number, log_priority, trace_context
 from .sinks.lines import format_metadata, trace_line
 from .spans import current_span
@@ -320,11 +320,12 @@ class TraceLineRenderer:
         parts = [f"[{level}]"]
         if "timestamp" in event_dict:
             parts.insert(0, _safety.safe_str(event_dict["timestamp"]))
-        parts.append(_safety.safe_str(event_dict.get("event", "")))
+        limits = RT.config.limits
+        parts.append(scrub_text(_safety.safe_str(event_dict.get("event", "")), limits))
         if self.include_metadata and rest:
             parts.append(format_metadata(rest))
         line = " ".join(parts)
         exc = _exc_info(event_dict.get("exc_info"))
         if exc is not None:
-            line += "\n" + error_info(exc[0], exc[1]).format()
+            line += "\n" + scrub_text(error_info(exc[0], exc[1]).format(), limits)
         return line

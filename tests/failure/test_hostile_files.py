@@ -217,7 +217,7 @@ def test_a_hundred_thousand_problems_of_one_kind_are_one_line(tmp_path: Path) ->
         packets.append(frame(e.SerializeToString()))
     path = tmp_path / "ends.perfetto-trace"
     path.write_bytes(b"".join(packets))
-    code, out, err = _run("validate", str(path))
+    code, out, _ = _run("validate", str(path))
     assert code == cli.EXIT_PROBLEMS
     lines = out.splitlines()
     assert lines[0] == (

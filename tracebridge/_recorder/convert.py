@@ -4,17 +4,19 @@ the trace clock)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .. import _codec, _safety
 from .._model import (
     CODE_LOCATIONS,
     RESERVED_KEYS,
+    ErrorInfo,
     Event,
     SpanRecord,
     ThreadInfo,
 )
-from .._sanitize import Counts, Limits, clean_str, sanitize_metadata
+from .._sanitize import Counts, Limits, clean_str, may_hold_secret, sanitize_metadata, scrub_text
 from ..sinks.lines import TraceLines
 from .runtime import (
     CompactSpan,
@@ -51,7 +53,13 @@ class EventConversion:
         """The event of a span queued as a CompactSpan: what ``_to_event`` makes of a span that carries
         nothing but its name, level and times (names that need work take that path)."""
         name, level, start, end = rec
-        if len(name) > 1024 or not name.isascii() or "\x00" in name or name.endswith("#"):
+        if (
+            len(name) > 1024
+            or not name.isascii()
+            or "\x00" in name
+            or name.endswith("#")
+            or (self.limits.secret_keys is not None and may_hold_secret(name))
+        ):
             return self._to_event(SpanRecord.of(name, level, start, end), info)
         where = CODE_LOCATIONS.get(name)
         md = (
@@ -89,6 +97,12 @@ class EventConversion:
                 md = {**encoded, **md}
         if len(name) > 1024 or not name.isascii() or "\x00" in name:
             name = clean_str(name, 1024, counts)
+        limits = self.limits
+        if limits.secret_keys is not None:
+            name = scrub_text(name, limits, counts)
+        error = rec.error
+        if error is not None and limits.secret_keys is not None:
+            error = scrub_error(error, limits, counts)
         if md:
             md = sanitize_metadata(md, self.limits, counts)
             if not RESERVED_KEYS.isdisjoint(md):  # the file's own fields: the metadata's go beside them
@@ -128,7 +142,7 @@ class EventConversion:
             md,  # metadata
             info.tid,  # thread_id
             info.name,  # thread_name
-            rec.error,  # error
+            error,  # error
             categories,  # categories
             track,  # track
             flows,  # flows
@@ -143,6 +157,15 @@ class EventConversion:
             rec.adjusted_count,  # adjusted_count
             begun,  # begun
         )
+
+
+def scrub_error(error: ErrorInfo, limits: Limits, counts: Counts) -> ErrorInfo:
+    """``error`` with the credentials in its messages (and its causes') scrubbed (itself if none)."""
+    message = scrub_text(error.message, limits, counts)
+    cause = None if error.cause is None else scrub_error(error.cause, limits, counts)
+    if message is error.message and cause is error.cause:
+        return error
+    return replace(error, message=message, cause=cause)
 
 
 def _as_strings(value: Any) -> tuple[str, ...]:

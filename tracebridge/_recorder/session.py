@@ -222,9 +222,15 @@ class Session(EventConversion):
             return ChromeJsonWriter(self.path, start_ts=start_ts)
         from ..sinks.perfetto.writer import PerfettoWriter
 
-        return PerfettoWriter(
-            self.path, start_ts=start_ts, compress=self.config.compress, first_sequence=self.first_sequence
+        writer = PerfettoWriter(
+            self.path,
+            start_ts=start_ts,
+            compress=self.config.compress,
+            first_sequence=self.first_sequence,
+            limits=self.limits,
         )
+        self.add_counts(writer.counts)  # (the command line's credentials)
+        return writer
 
     def _flood_end(self, key: Any, count: int) -> None:
         """A rate limiter's flood ended: one instant says how many similar events it suppressed."""

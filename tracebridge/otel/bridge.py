@@ -8,10 +8,11 @@ from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
 
-from .. import _safety
-from .._model import Record, new_trace_id
+from .. import _codec, _safety
+from .._backtrace import error_info
+from .._model import ErrorInfo, Record, new_trace_id
 from .._recorder.runtime import RT
-from .._sanitize import SCRUBBED, Counts, is_secret_key, sanitize_metadata
+from .._sanitize import SCRUBBED, Counts, is_secret_key, sanitize_metadata, scrub_text
 from ..spans import DroppedSpan, Span
 from ._shared import BRIDGE_SCOPE, MAX_BRIDGED_EVENTS, bridged_events, open_spans, plain
 
@@ -27,7 +28,9 @@ def otel_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
         key = key if type(key) is str else _safety.safe_str(key)
         if is_secret_key(key, limits):
             out[key] = SCRUBBED
-        elif isinstance(value, (str, bool, int, float)):
+        elif isinstance(value, str):
+            out[key] = scrub_text(value, limits)
+        elif isinstance(value, (bool, int, float)):
             out[key] = value
         elif (
             isinstance(value, (list, tuple))
@@ -35,12 +38,41 @@ def otel_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
             and len({type(v) for v in value}) == 1
             and isinstance(value[0], (str, bool, int, float))
         ):
-            out[key] = tuple(value)
+            out[key] = tuple(scrub_text(v, limits) if isinstance(v, str) else v for v in value)
         elif value is not None:
             # (The scrubs are counted once, when the writer sanitizes the same metadata for the trace.)
             clean = sanitize_metadata({key: value}, limits, Counts())
             out[key] = _safety.safe_str(next(iter(clean.values()), ""))
     return out
+
+
+def otel_name(name: str, metadata: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any] | None]:
+    """A span's name and attributes as an exporter gets them: TraceMe's ``name#k=v#`` split into the
+    name and attributes, credentials in the name scrubbed, attributes as :func:`otel_attributes`."""
+    merged: dict[str, Any] = dict(metadata) if metadata else {}
+    if _codec.maybe_encoded(name):
+        name, encoded = _codec.decode(name)
+        merged = {**encoded, **merged}
+    # (The scrubs are counted once, when the writer converts the same name for the trace.)
+    return scrub_text(name, RT.config.limits), (otel_attributes(merged) if merged else None)
+
+
+def _record_failure(twin: Any, error: ErrorInfo) -> None:
+    """The failure as OpenTelemetry records an exception (an ``exception`` event, ERROR status), with
+    its messages scrubbed as the trace has them (the SDK's ``record_exception`` would export them as
+    they are)."""
+    limits = RT.config.limits
+    message = scrub_text(error.message, limits)
+    twin.add_event(
+        "exception",
+        {
+            "exception.type": error.type,
+            "exception.message": message,
+            "exception.stacktrace": scrub_text(error.format(), limits),
+            "exception.escaped": False,
+        },
+    )
+    twin.set_status(Status(StatusCode.ERROR, f"{error.type}: {message}"))
 
 
 class _BridgedSpan(Span):
@@ -119,7 +151,7 @@ class Bridge:
             if type(name) is not str:
                 s.resolve_name()
                 name = s.name
-            attributes = otel_attributes(s.metadata) if s.metadata else None
+            name, attributes = otel_name(name, s.metadata)
             twin = self.tracer.start_span(name, attributes=attributes)
             ctx = twin.get_span_context()
             s._otel = twin
@@ -148,9 +180,7 @@ class Bridge:
                 twin.set_attributes(otel_attributes(s.metadata))
             error = s.error
             if error is not None:
-                if isinstance(exc, BaseException):
-                    twin.record_exception(exc)
-                twin.set_status(Status(StatusCode.ERROR, f"{error.type}: {error.message}"))
+                _record_failure(twin, error)
             twin.end()
         except Exception as err:
             _safety.internal_error("otel bridge: end", err)
@@ -167,17 +197,17 @@ class Bridge:
         if session is None:
             return
         offset = session.clock_offset + session.wall_offset_ns  # span clock -> ns since the epoch
-        twin = self.tracer.start_span(name, start_time=start_ns + offset)
+        name, attributes = otel_name(name)
+        twin = self.tracer.start_span(name, attributes=attributes, start_time=start_ns + offset)
         if exc is not None:
-            twin.record_exception(exc)
-            twin.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            _record_failure(twin, error_info(exc))
         twin.end(end_time=end_ns + offset)
 
     def instant(self, rec: Record) -> None:
         current = self._trace.get_current_span()
-        attributes = otel_attributes(rec.metadata) if rec.metadata else None
+        name, attributes = otel_name(_safety.safe_str(rec.name), rec.metadata)
         if current.is_recording():
-            current.add_event(rec.name, attributes)
+            current.add_event(name, attributes)
             span_id = current.get_span_context().span_id
             if span_id in open_spans:  # a processor of ours records that span: tracebridge has the instant
                 events = plain(current, "_events", "_dq", "events")
@@ -187,4 +217,4 @@ class Bridge:
                     if len(mine) > MAX_BRIDGED_EVENTS:  # (the SDK keeps no more than that many)
                         del mine[0]
         else:
-            self.tracer.start_span(rec.name, attributes=attributes).end()
+            self.tracer.start_span(name, attributes=attributes).end()

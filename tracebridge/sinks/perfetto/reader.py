@@ -237,20 +237,27 @@ def _file_records(f: BinaryIO, reader: _Reader) -> Iterator[tuple[int, memoryvie
                 pass
 
 
+def _text(value: str | bytes) -> str:
+    """A string field as text: the decoder gives bytes for one that is not valid UTF-8 (a damaged or
+    foreign file), repaired as trace_processor shows it."""
+    return value if type(value) is str else value.decode("utf-8", "replace")  # type: ignore[union-attr]
+
+
 def _annotation_value(a: Any) -> Any:
     which = a.WhichOneof("value")
     if which is None:
         if len(a.dict_entries):
-            return {d.name: _annotation_value(d) for d in a.dict_entries}
+            return {_text(d.name): _annotation_value(d) for d in a.dict_entries}
         if len(a.array_values):
             return [_annotation_value(v) for v in a.array_values]
         return None
     if which == "legacy_json_value":
         try:
-            return json.loads(a.legacy_json_value)
+            return json.loads(_text(a.legacy_json_value))
         except ValueError:
-            return a.legacy_json_value
-    return getattr(a, which)
+            return _text(a.legacy_json_value)
+    value = getattr(a, which)
+    return _text(value) if type(value) is bytes else value
 
 
 class _Reader:
@@ -501,15 +508,15 @@ class _Reader:
 
     def interned(self, d: Any, seq: _Seq) -> None:
         for e in d.event_names:
-            seq.names[e.iid] = e.name
+            seq.names[e.iid] = _text(e.name)
         for e in d.event_categories:
-            seq.categories[e.iid] = e.name
+            seq.categories[e.iid] = _text(e.name)
         for e in d.debug_annotation_names:
-            seq.annotation_names[e.iid] = e.name
+            seq.annotation_names[e.iid] = _text(e.name)
         for s in d.source_locations:
-            seq.sources[s.iid] = Frame(s.function_name, s.file_name, s.line_number)
+            seq.sources[s.iid] = Frame(_text(s.function_name), _text(s.file_name), s.line_number)
         for b in d.log_message_body:
-            seq.bodies[b.iid] = b.body
+            seq.bodies[b.iid] = _text(b.body)
 
     def descriptor(self, d: Any, offset: int) -> None:
         if not d.HasField("uuid"):
@@ -538,12 +545,12 @@ class _Reader:
                         offset,
                     )
                 elif old.process and d.process.process_name:
-                    old.name = d.process.process_name
+                    old.name = _text(d.process.process_name)
                     if d.process.pid == self.out.pid:
-                        self.out.process_name = d.process.process_name
-                    self.out.processes[d.process.pid] = d.process.process_name
+                        self.out.process_name = old.name
+                    self.out.processes[d.process.pid] = old.name
             return
-        t = _Track(d.uuid, d.name, d.parent_uuid, raw=raw, description=d.description)
+        t = _Track(d.uuid, _text(d.name), d.parent_uuid, raw=raw, description=_text(d.description))
         if d.HasField("thread"):
             if not (d.thread.HasField("pid") and d.thread.HasField("tid")):
                 self.problem(
@@ -551,7 +558,7 @@ class _Reader:
                     f"thread track {d.uuid} lacks pid or tid",
                     offset,
                 )
-            t.pid, t.tid, t.thread_name = d.thread.pid, d.thread.tid, d.thread.thread_name
+            t.pid, t.tid, t.thread_name = d.thread.pid, d.thread.tid, _text(d.thread.thread_name)
         if d.HasField("process"):
             if not d.process.HasField("pid"):
                 self.problem(
@@ -559,16 +566,17 @@ class _Reader:
                 )
             t.process = True
             t.pid = d.process.pid
-            t.name = t.name or d.process.process_name
+            process_name = _text(d.process.process_name)
+            t.name = t.name or process_name
             if not self.out.pid:
                 self.out.pid = d.process.pid
-                self.out.process_name = d.process.process_name
-            if d.process.process_name or d.process.pid not in self.out.processes:
-                self.out.processes[d.process.pid] = d.process.process_name
+                self.out.process_name = process_name
+            if process_name or d.process.pid not in self.out.processes:
+                self.out.processes[d.process.pid] = process_name
         if d.HasField("counter"):
             t.counter = True
             c = d.counter
-            t.unit = c.unit_name if c.HasField("unit_name") else UNIT_NAMES.get(c.unit)
+            t.unit = _text(c.unit_name) if c.HasField("unit_name") else UNIT_NAMES.get(c.unit)
         self.tracks[d.uuid] = t
 
     def timestamp(self, p: Any, seq: _Seq | None, offset: int) -> int | None:
@@ -637,7 +645,7 @@ class _Reader:
             else:
                 name = found
         elif te.HasField("name"):
-            name = te.name
+            name = _text(te.name)
         cats: list[str] = []
         for iid in te.category_iids:
             cat = seq.categories.get(iid)
@@ -645,7 +653,7 @@ class _Reader:
                 self.problem("track_event_parser_errors", f"category iid {iid} not interned", offset)
             else:
                 cats.append(cat)
-        cats.extend(te.categories)
+        cats.extend(_text(c) for c in te.categories)
         md: dict[str, Any] = {}
         for a in te.debug_annotations:
             if a.HasField("name_iid"):
@@ -656,9 +664,11 @@ class _Reader:
                     )
                     continue
             else:
-                key = a.name
+                key = _text(a.name)
             md[key] = _annotation_value(a)
-        frames = tuple(Frame(f.function_name, f.source_file, f.line_number) for f in te.callstack.frames)
+        frames = tuple(
+            Frame(_text(f.function_name), _text(f.source_file), f.line_number) for f in te.callstack.frames
+        )
         raw = _Raw(
             ts,
             len(self.raw),
@@ -674,7 +684,7 @@ class _Reader:
             offset=offset,
         )
         if te.HasField("correlation_id_str"):
-            raw.correlation = te.correlation_id_str
+            raw.correlation = _text(te.correlation_id_str)
         if te.HasField("source_location_iid"):
             src = seq.sources.get(te.source_location_iid)
             if src is None:

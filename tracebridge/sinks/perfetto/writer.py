@@ -45,6 +45,7 @@ from ..._model import (
     ThreadInfo,
     trace_clock_ns,
 )
+from ..._sanitize import Counts, Limits, scrub_argv
 from .._files import AppendOnlyFile, Lanes, renewed
 from .schema import (
     A_ARRAY,
@@ -608,8 +609,13 @@ class PerfettoWriter:
         end_ts: int | None = None,
         compress: bool = True,
         first_sequence: int = 1,
+        limits: Limits | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        #: The command line written into the trace, its credentials scrubbed (``limits``' key pattern).
+        self.counts = Counts()
+        argv = list(getattr(sys, "orig_argv", None) or sys.argv)[:64]
+        self.cmdline = scrub_argv(argv, limits or Limits(), self.counts)
         self.compress = compress
         self._out = AppendOnlyFile(path)
         self.pid = os.getpid() if pid is None else pid
@@ -643,7 +649,7 @@ class PerfettoWriter:
         proc = message(
             TD_PROCESS,
             PD_PID.uint(self.pid),
-            *(PD_CMDLINE.string(a) for a in (getattr(sys, "orig_argv", None) or sys.argv)[:64]),
+            *(PD_CMDLINE.string(a) for a in self.cmdline),
         )
         desc = frame(
             P_TRACK_DESCRIPTOR.bytes_(TD_UUID.uint(self.process_uuid) + proc)

