@@ -320,9 +320,45 @@ def test_trace_formatter_options(logger: logging.Logger) -> None:
         import sys
 
         record2 = logging.LogRecord("a", logging.ERROR, "", 0, "oops", (), sys.exc_info())
-    rendered = TraceFormatter("%(message)s").format(record2)
+    rendered = TraceFormatter("%(message)s", compact_tracebacks=True).format(record2)
     assert rendered.splitlines()[0] == "oops" and rendered.splitlines()[-1] == "RuntimeError: x"
     assert "test_trace_formatter_options" in rendered.splitlines()[-2]
+    # By default an ordinary record keeps Python's traceback, as tools and people read it (and the
+    # compact one above did not stay on the record for other handlers).
+    assert record2.exc_text is None
+    assert TraceFormatter("%(message)s").format(record2) == logging.Formatter("%(message)s").format(record2)
+    lines = TraceFormatter("%(message)s").format(record2).splitlines()
+    assert lines[1] == "Traceback (most recent call last):" and lines[-1] == "RuntimeError: x"
+    assert lines[2].startswith(f'  File "{__file__}", line ') and lines[2].endswith(
+        ", in test_trace_formatter_options"
+    )
+
+
+def test_a_record_that_does_not_format_arrives_marked(logger: logging.Logger, trace_path: Path) -> None:
+    class NoStr:
+        def __str__(self) -> str:
+            raise ValueError("no")
+
+    logger.handlers.clear()  # (pytest's capturing handlers would raise on such records)
+    stream = capture(logger, TraceFormatter("%(levelname)s %(message)s"))
+    logger.addHandler(PerfettoHandler(trace_path))
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        logger.warning("%d items for %s", "many", "ann")
+        logger.info(NoStr())
+        logger.info("fine %s", "after")
+    assert "Logging error" not in errors.getvalue()
+    assert stream.getvalue().splitlines() == [
+        "WARNING '%d items for %s' % ('many', 'ann') [format error: TypeError: %d format: a real number is "
+        "required, not str]",
+        "INFO '<unrepresentable NoStr: ValueError>' % () [format error: ValueError: no]",
+        "INFO fine after",
+    ], stream.getvalue()
+    tracebridge.stop()
+    logs = [ev for ev in tracebridge.read(trace_path) if ev.kind == "log"]
+    assert [ev.name.split(" [format error")[0] for ev in logs[:1]] == ["'%d items for %s' % ('many', 'ann')"]
+    assert logs[0].metadata["format_error"].startswith("TypeError: %d format")
+    assert logs[2].name == "fine after" and len(logs) == 3
 
 
 def test_chained_exceptions_keep_their_causes(logger: logging.Logger, trace_path: Path) -> None:
@@ -354,7 +390,7 @@ def test_chained_exceptions_keep_their_causes(logger: logging.Logger, trace_path
         import sys
 
         record = logging.LogRecord("a", logging.ERROR, "", 0, "oops", (), sys.exc_info())
-    lines = TraceFormatter("%(message)s").format(record).splitlines()
+    lines = TraceFormatter("%(message)s", compact_tracebacks=True).format(record).splitlines()
     assert lines[-1] == "RuntimeError: config unreadable" and "(which caused:)" in lines
     assert lines[lines.index("(which caused:)") - 1] == "KeyError: 'app.toml'"
 
@@ -366,7 +402,8 @@ def test_record_from_log_survives_bad_input() -> None:
 
     bad_args = logging.LogRecord("l", logging.INFO, "f.py", 1, "%d items", ("many",), None)
     rec = record_from_log(bad_args)
-    assert rec.name == "%d items % ('many',)" and rec.metadata is not None and "format_error" in rec.metadata
+    assert rec.name.startswith("'%d items' % ('many',) [format error: TypeError: ")
+    assert rec.metadata is not None and "format_error" in rec.metadata
     rec = record_from_log(logging.LogRecord("l", logging.INFO, "f.py", 1, NoStr(), (), None))
     assert "unrepresentable" in rec.name
     rec = record_from_log(logging.LogRecord("l", logging.INFO, "f.py", 1, "bad \udcff text", (), None))

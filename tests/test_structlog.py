@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -127,6 +128,8 @@ def test_positional_arguments_name_the_slice_after_the_format_string(trace_path:
     for i in range(3):
         log.info("order %d loaded from %s", i, "db")
     log.info("%(n)s items", {"n": 4})
+    with contextlib.suppress(TypeError):  # (structlog's own formatter, after ours, raises)
+        log.info("%d parts", "many")
     tracebridge.stop()
     logs = [e for e in tracebridge.read(trace_path) if e.kind == "log"]
     assert [e.name for e in logs] == [
@@ -134,10 +137,23 @@ def test_positional_arguments_name_the_slice_after_the_format_string(trace_path:
         "order 1 loaded from db",
         "order 2 loaded from db",
         "4 items",
+        "%d parts",
     ]
+    # It arrived, marked: the template as the body, the arguments and the error beside it.
+    assert logs[4].metadata["positional_args"] == ["many"]
+    assert logs[4].metadata["format_error"] == "TypeError: %d format: a real number is required, not str"
     assert logs[0].metadata["message_template"] == "order %d loaded from %s"
     assert "positional_args" not in logs[0].metadata
     # A message that does not format stays the body, and its arguments metadata.
-    assert _positional("bad %d", ("x",)) is None and _positional("ok", ()) is None
+    assert _positional("bad %d", ("x",)) == (None, "TypeError: %d format: a real number is required, not str")
+    assert _positional("ok", ()) == (None, None)
     names = [n for n, _, _, _ in perfetto_import(trace_path).slices]
     assert names.count("order %d loaded from %s") == 3 and "%(n)s items" in names
+
+
+def test_start_names_the_processor_that_holds_the_recording(trace_path: Path, tmp_path: Path, configure) -> None:  # type: ignore[no-untyped-def]
+    configure(processors=[PerfettoProcessor(trace_path)], logger_factory=structlog.ReturnLoggerFactory())
+    structlog.get_logger().info("hello")
+    with pytest.raises(RuntimeError, match=r"\(structlog's PerfettoProcessor started it\)"):
+        tracebridge.start(2, tmp_path / "other.perfetto-trace")
+    tracebridge.stop()

@@ -34,7 +34,7 @@ from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._recorder.targets import Target
 from ._safety import errors_named
-from ._sanitize import Counts, needs_snapshot, scrub_text
+from ._sanitize import Counts, needs_snapshot, safe_repr, scrub_text
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
 from .spans import current_span
@@ -180,7 +180,7 @@ def record_from_log(record: logging.LogRecord) -> Record:
     try:
         body = record.getMessage()
     except Exception as exc:
-        body = f"{_safety.safe_str(record.msg)} % {_safety.safe_str(record.args)}"
+        body = unformattable(record, exc)
         metadata["format_error"] = f"{type(exc).__name__}: {_safety.safe_str(exc)}"
     if record.args and isinstance(record.msg, str):
         metadata[MESSAGE_TEMPLATE_KEY] = record.msg
@@ -597,7 +597,11 @@ atexit.register(_report_floods)
 class TraceFormatter(logging.Formatter):
     """A formatter that renders trace lines (records of the ``tracebridge.trace`` logger) as
     ``[TRACE] name (1250us) {k=v}``, with ``include_metadata``, ``include_timing`` and ``include_thread``
-    choosing the parts, and their back-traces outermost frame first. A record without ``trace_id``,
+    choosing the parts, and their back-traces outermost frame first. Other records are formatted as
+    ``logging.Formatter`` formats them, Python's traceback included (``compact_tracebacks=True``: the
+    compact back-trace instead), with credentials in their text scrubbed; a record whose message does not
+    format (``msg % args`` raises) is not lost to logging's ``--- Logging error ---``: it is written as
+    its template, the arguments' reprs and the error. A record without ``trace_id``,
     ``span_id``, ``span_name`` and ``sampled`` gets them as :class:`TraceContextFilter` would (the
     current span's, empty strings outside a span), so a format string may use them with or without
     the filter.
@@ -615,12 +619,27 @@ class TraceFormatter(logging.Formatter):
         include_metadata: bool = True,
         include_timing: bool = True,
         include_thread: bool = False,
+        compact_tracebacks: bool = False,
         defaults: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(fmt, datefmt, style, validate, defaults=defaults)  # type: ignore[arg-type]
         self.include_metadata = include_metadata
         self.include_timing = include_timing
         self.include_thread = include_thread
+        self.compact_tracebacks = compact_tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Changes go to a copy: the other handlers get the record as it came (logging.Formatter keeps
+        # the traceback's text on the record, for every handler: the compact one must not be it).
+        try:
+            record.getMessage()
+        except Exception as exc:
+            record = logging.makeLogRecord(record.__dict__)
+            record.msg, record.args = unformattable(record, exc), None
+        if self.compact_tracebacks and record.exc_info:
+            record = logging.makeLogRecord(record.__dict__)
+            record.exc_text = None
+        return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         add_context_fields(record)
@@ -640,9 +659,18 @@ class TraceFormatter(logging.Formatter):
 
     def formatException(self, ei: Any) -> str:
         exc = ei[1] if ei else None
-        if exc is None:
+        if exc is None or not self.compact_tracebacks:
             return _scrubbed(super().formatException(ei))
         return _scrubbed(error_info(exc, ei[2]).format())
+
+
+def unformattable(record: logging.LogRecord, exc: BaseException) -> str:
+    """What a record whose message does not format says instead: its template, its arguments' reprs
+    and the error (``'%d items' % ('x',) [format error: TypeError: ...]``)."""
+    limit = RT.config.max_string
+    template = record.msg if isinstance(record.msg, str) else _safety.safe_str(record.msg)
+    args = safe_repr(record.args, limit)
+    return f"{template!r} % {args} [format error: {type(exc).__name__}: {_safety.safe_str(exc)}]"
 
 
 def _scrubbed(text: str) -> str:

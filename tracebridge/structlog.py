@@ -223,13 +223,15 @@ class PerfettoProcessor:
             "trace_id",
             "span_id",
         }
-        formatted = _positional(event, event_dict.get("positional_args"))
+        formatted, format_error = _positional(event, event_dict.get("positional_args"))
         if formatted is not None:  # ``log.info("order %d", n)`` before PositionalArgumentsFormatter ran
             body = formatted
             skip.add("positional_args")
         metadata: dict[str, Any] = {k: v for k, v in event_dict.items() if k not in skip}
         if formatted is not None:
             metadata.setdefault(MESSAGE_TEMPLATE_KEY, event)
+        elif format_error is not None:  # the template as the body, its arguments beside it, marked
+            metadata["format_error"] = format_error
         name = getattr(logger, "name", None)
         if isinstance(name, str) and "logger" not in metadata:
             metadata["logger"] = name
@@ -258,18 +260,19 @@ class PerfettoProcessor:
         )
 
 
-def _positional(event: Any, args: Any) -> str | None:
+def _positional(event: Any, args: Any) -> tuple[str | None, str | None]:
     """The message ``event`` formats to with ``positional_args``, as structlog's
-    PositionalArgumentsFormatter formats it (a lone non-empty dict: named arguments); ``None`` when
-    there are none or it does not format (the event is then the body, the arguments metadata)."""
+    PositionalArgumentsFormatter formats it (a lone non-empty dict: named arguments), and why it does
+    not format; ``(None, None)`` when there are none (the event is then the body, the arguments
+    metadata)."""
     if not args or not isinstance(event, str) or not isinstance(args, tuple):
-        return None
+        return None, None
     if len(args) == 1 and isinstance(args[0], dict) and args[0]:
         args = args[0]
     try:
-        return str(event % args)
-    except Exception:
-        return None
+        return str(event % args), None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {_safety.safe_str(exc)}"
 
 
 def _caller() -> Frame | None:

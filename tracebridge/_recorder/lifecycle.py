@@ -117,8 +117,9 @@ def start(
             if current.format != "none":
                 if output is None or current.path is None or not _same_file(current.path, output):
                     raise RuntimeError(
-                        f"tracebridge is already recording into {current.path} (a PerfettoHandler started "
-                        f"it); start(output={str(current.path)!r}) joins that recording, or stop() it first"
+                        f"tracebridge is already recording into {current.path} ({current.started_by} "
+                        f"started it); start(output={str(current.path)!r}) joins that recording, or stop() "
+                        "it first"
                     )
                 return _adopt(current, level, pipeline if sampling is not None else None)
             _stop(None, resume=False)  # a session that only fed trace lines: this one takes over
@@ -207,8 +208,8 @@ class OtherFileError(ValueError):
     """Another trace file than the one asked for is being recorded (see :func:`record_into`)."""
 
 
-def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
-    """The session recording into ``path``; one is started (implicit) if none is active.
+def record_into(path: str | os.PathLike[str], level: int = 2, who: str = "PerfettoHandler") -> Session:
+    """The session recording into ``path``; one is started (implicit, by ``who``) if none is active.
 
     Used by :class:`tracebridge.logging.PerfettoHandler`: a handler and a session (or two handlers) that
     name the same file share one recording. Raises :class:`OtherFileError` when another file is being
@@ -222,7 +223,9 @@ def record_into(path: str | os.PathLike[str], level: int = 2) -> Session:
             current = None
         if current is None:
             pipeline = session_pipeline(RT.config.sampling)
-            return _begin(level, path, default_output_format(path), pipeline, implicit=True)
+            session = _begin(level, path, default_output_format(path), pipeline, implicit=True)
+            session.started_by = who
+            return session
         if current.path is not None and _same_file(current.path, path):
             return current
         raise OtherFileError(

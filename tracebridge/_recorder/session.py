@@ -97,6 +97,8 @@ class Session(EventConversion):
         self.pipeline = pipeline
         #: Started by a PerfettoHandler or by trace lines, not by start(): start() may adopt it.
         self.implicit = False
+        #: What started an implicit session, as errors name it ("PerfettoHandler", ...).
+        self.started_by = "PerfettoHandler"
         self.lines = config.trace_lines()
         self.wall_offset_ns = time.time_ns() - trace_clock_ns()
         self._sampling_at_start = pipeline.counts() if pipeline is not None else {}

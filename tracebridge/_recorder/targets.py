@@ -58,7 +58,7 @@ class Target:
             self.current = None
             return
         try:
-            self.current = record_into(target, level)
+            self.current = record_into(target, level, who)
         except OtherFileError:  # another file is being recorded: this source writes nothing (said once)
             self.current = None
             self._say("other_file")
