@@ -151,7 +151,9 @@ def test_positional_arguments_name_the_slice_after_the_format_string(trace_path:
     assert names.count("order %d loaded from %s") == 3 and "%(n)s items" in names
 
 
-def test_start_names_the_processor_that_holds_the_recording(trace_path: Path, tmp_path: Path, configure) -> None:  # type: ignore[no-untyped-def]
+def test_start_names_the_processor_that_holds_the_recording(  # type: ignore[no-untyped-def]
+    trace_path: Path, tmp_path: Path, configure
+) -> None:
     configure(processors=[PerfettoProcessor(trace_path)], logger_factory=structlog.ReturnLoggerFactory())
     structlog.get_logger().info("hello")
     with pytest.raises(RuntimeError, match=r"\(structlog's PerfettoProcessor started it\)"):

@@ -87,12 +87,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="when the program outruns the trace writer: wait for it, losing nothing (block, the default),"
         " or drop events and mark the gaps (drop: the program runs at full speed)",
     )
+    p.add_argument(
+        "--open", action="store_true", help="open the trace in the Perfetto UI when the program ends"
+    )
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as python -m does")
     p.add_argument("target", nargs=argparse.REMAINDER, help="script.py and its arguments")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the target; its exit code is ours. Its exceptions propagate as they would under python."""
+    """Run the target; its exit code is ours. Its exceptions propagate as they would under python.
+    ``--open``: then open its trace in the Perfetto UI (however the program ended)."""
+    try:
+        return _run(args)
+    finally:
+        if getattr(args, "open", False) and os.path.isfile(args.output):
+            from ._open import open_trace
+
+            open_trace(args.output)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.module is None and not args.target:
         print("error: name a script, or -m MODULE", file=sys.stderr)
         return 2

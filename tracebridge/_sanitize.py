@@ -10,6 +10,8 @@ and ``Basic`` tokens). Sanitizing an already sanitized value returns an equal va
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import re
 from collections.abc import Mapping
@@ -17,26 +19,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Keys whose values are secrets (searched in the key, case-insensitive; ``api-key``, ``api_key``, ``apiKey``
-#: and ``X-Api-Key`` alike). ``auth`` and ``authorization`` but not ``author``.
+#: and ``X-Api-Key`` alike). ``auth`` and ``authorization`` but not ``author`` or ``authenticated``;
+#: ``token`` but not ``tokens`` (``max_tokens``) or ``tokenizer``.
 DEFAULT_SECRET_KEYS = (
-    r"passw(?:or)?d|pwd|passphrase|secret|token|api[-_. ]?key|access[-_. ]?key|private"
-    r"|auth(?!or(?!i[sz]))|bearer|cookie|session|credential|jwt|dsn|signature"
+    r"passw(?:or)?d|pwd|passphrase|secret|token(?!s|iz)|api[-_. ]?key|access[-_. ]?key|private"
+    r"|auth(?!or(?!i[sz])|entic)|bearer|cookie|session|credential|jwt|dsn|signature"
 )
 SCRUBBED = "[scrubbed]"
-#: Text that may carry a credential (what :func:`scrub_text` looks at more closely): ``=`` (a parameter),
-#: ``@`` (a URL's user), a quoted key and a colon (a dict's repr, JSON), an authorization scheme. The
-#: compiled writer checks the same (``may_hold_secret`` in _speedups.c).
-_TRIGGER = re.compile(r"[=@]|[\"']\s*:|(?:bearer|basic)\s", re.IGNORECASE)
+#: A quoted key and a colon (a dict's repr, JSON); an authorization scheme and a space.
+_QUOTED_COLON = re.compile(r"[\"']\s*:")
+_SCHEME = re.compile(r"(?i:bearer|basic)\s")
 #: Credentials inside text, each bounded in length so that the scan stays linear in the text:
 #: a URL's password (``scheme://user:password@``), an authorization scheme's token, a quoted key with
 #: its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` parameter (query strings, command
 #: lines, log text). A key is a secret when the key pattern finds it (``is_secret_key``).
 _CREDENTIALS = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/@?#]{1,1024})@"
-    r"|\b(?P<auth>[Bb]earer|[Bb]asic|BEARER|BASIC)\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)"
+    r"|\b(?P<auth>(?i:bearer|basic))\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)"
     r"|(?P<q>[\"'])(?P<qkey>[^\"'\s]{1,64})(?P=q)(?P<qsep>\s*[:=]\s*)"
-    r"(?P<qval>\[scrubbed\]|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s,;&)}\]]{1,4096})"
-    r"|(?<![\w.-])(?P<key>[\w.-]{1,64})=(?P<val>\[scrubbed\]|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s&;,)}\]'\"]{1,4096})"
+    r"(?P<qval>\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s,;&)}\]]{1,4096})"
+    r"|(?<![\w.-])(?P<key>[\w.-]{1,64})[ \t]{0,3}=[ \t]{0,3}"
+    r"(?P<val>\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s&;,)}\]'\"]{1,4096})"
+)
+#: Values a parameter may have that are not credentials: booleans and nulls, placeholders (a format
+#: string's ``%s``, ``{}``, ``{name}``), quoted or not. (Numbers are scrubbed: a PIN is a number.)
+_NOT_A_SECRET = re.compile(
+    r"[\"']?(?:(?i:true|false|none|null)|%[-#0 +]?\d*(?:\.\d+)?[sdifrxXeEgGc]|\{\w*\})[\"']?"
 )
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
@@ -123,8 +131,8 @@ class _Sanitizer:
 
     def value(self, v: Any, depth: int) -> Any:
         t = type(v)
-        if t is str:
-            return scrub_text(clean_str(v, self.limits.max_string, self.counts), self.limits, self.counts)
+        if t is str:  # (scrubbed before it is cut: a cut never splits a credential or its marker)
+            return clean_str(scrub_text(v, self.limits, self.counts), self.limits.max_string, self.counts)
         if t is bool or v is None:
             return v
         if t is int:
@@ -146,18 +154,15 @@ class _Sanitizer:
                 )
             except Exception as exc:
                 text = f"<unrepresentable {t.__name__}: {type(exc).__name__}>"
-            return scrub_text(clean_str(text, self.limits.max_string), self.limits, self.counts)
+            return clean_str(scrub_text(text, self.limits, self.counts), self.limits.max_string)
         if isinstance(v, bool):
             return bool(v)
         if isinstance(v, int):
             return self.value(int(v), depth)
         if isinstance(v, float):
             return float(v)
-        if isinstance(v, str):
-            text = clean_str(str.__str__(v), self.limits.max_string)
-        else:
-            text = clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
-        return scrub_text(text, self.limits, self.counts)
+        text = str.__str__(v) if isinstance(v, str) else safe_repr(v, self.limits.max_string)
+        return clean_str(scrub_text(text, self.limits, self.counts), self.limits.max_string)
 
     def container(self, v: Any, depth: int) -> Any:
         if id(v) in self.path:
@@ -165,8 +170,8 @@ class _Sanitizer:
             return "<cycle>"
         if depth >= self.limits.max_depth:
             self.counts.sanitized += 1
-            text = clean_str(safe_repr(v, self.limits.max_string), self.limits.max_string)
-            return scrub_text(text, self.limits, self.counts)
+            text = scrub_text(safe_repr(v, self.limits.max_string), self.limits, self.counts)
+            return clean_str(text, self.limits.max_string)
         self.path.add(id(v))
         try:
             if isinstance(v, Mapping):
@@ -211,7 +216,7 @@ class _Sanitizer:
                 key = str.__str__(k)
             else:
                 key = safe_repr(k, 200)
-            key = clean_str(key, 1024, self.counts)
+            key = clean_str(scrub_text(key, self.limits, self.counts), 1024, self.counts)
             if secret is not None and is_secret_key(key, self.limits):
                 if not (type(item) is str and item == SCRUBBED):
                     self.counts.scrubbed += 1
@@ -235,17 +240,37 @@ def is_secret_key(key: str, limits: Limits) -> bool:
 
 
 def may_hold_secret(s: str) -> bool:
-    """Whether ``s`` has what a credential in text needs (the quick test before :func:`scrub_text`)."""
-    return _TRIGGER.search(s) is not None
+    """Whether ``s`` has what a credential in text needs (the quick test before :func:`scrub_text`):
+    ``=`` (a parameter), ``@`` (a URL's user), a quoted key and a colon, ``bearer`` or ``basic`` and a space
+    (any case). The compiled writer tests the same, or more (``may_hold_secret`` in _speedups.c)."""
+    if "=" in s or "@" in s:
+        return True
+    if ("'" in s or '"' in s) and _QUOTED_COLON.search(s) is not None:
+        return True
+    low = s.lower()
+    return ("bearer" in low or "basic" in low) and _SCHEME.search(s) is not None
+
+
+def _token(scheme: str, token: str) -> bool:
+    """Whether ``token`` after ``Bearer``/``Basic`` looks like a credential, not a word of prose ("the
+    bearer of", "using basic settings"): a Basic one is base64 of ``user:password``; a Bearer one is 8
+    characters or more."""
+    if scheme.lower() == "basic":
+        try:
+            return b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        except (ValueError, binascii.Error):
+            return False
+    return len(token) >= 8
 
 
 def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
     """``s`` with the credentials inside it replaced by ``[scrubbed]``: a URL's password
     (``postgres://app:[scrubbed]@db``), the value of a parameter whose name looks like a secret
-    (``?token=[scrubbed]&page=2``, ``--db-password=[scrubbed]``, ``'password': [scrubbed]``), the token of a
-    ``Bearer`` or ``Basic`` authorization. Off when the key pattern is off. Linear in the text; never
-    raises; each credential is counted in ``counts.scrubbed``."""
-    if limits.secret_keys is None or _TRIGGER.search(s) is None:
+    (``?token=[scrubbed]&page=2``, ``--db-password=[scrubbed]``, ``'password': [scrubbed]``; not a number,
+    a boolean or a placeholder), the token of a ``Bearer`` or ``Basic`` authorization. Off when the key
+    pattern is off. Linear in the text; never raises; each credential is counted in ``counts.scrubbed``;
+    ``s`` itself is returned when it holds none."""
+    if limits.secret_keys is None or not may_hold_secret(s):
         return s
     found = 0
 
@@ -257,13 +282,15 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
             found += 1
             return f"{m.group('scheme')}{m.group('user')}:{SCRUBBED}@"
         if m.group("tok") is not None:
+            if not _token(m.group("auth"), m.group("tok")):
+                return m.group(0)
             found += 1
             return f"{m.group('auth')} {SCRUBBED}"
         if m.group("qkey") is not None:
             key, value, start = m.group("qkey"), m.group("qval"), m.start("qval")
         else:
             key, value, start = m.group("key"), m.group("val"), m.start("val")
-        if value == SCRUBBED or not is_secret_key(key, limits):
+        if value == SCRUBBED or _NOT_A_SECRET.fullmatch(value) or not is_secret_key(key, limits):
             return m.group(0)
         found += 1
         return m.group(0)[: start - m.start()] + SCRUBBED
@@ -281,9 +308,10 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
 
 def scrub_argv(argv: list[str], limits: Limits, counts: Counts | None = None) -> list[str]:
     """A command line with its credentials scrubbed: ``--db-password=x`` and the ``x`` of
-    ``--db-password x`` (an option whose name is a secret key, and the argument after it), and what
-    :func:`scrub_text` finds in each argument."""
-    if limits.secret_keys is None:
+    ``--db-password x`` (an option whose name ends with a secret key, not a ``--no-...`` one, and the
+    argument after it), and what :func:`scrub_text` finds in each argument."""
+    pattern = limits.secret_keys
+    if pattern is None:
         return list(argv)
     out = []
     secret_next = False
@@ -294,7 +322,13 @@ def scrub_argv(argv: list[str], limits: Limits, counts: Counts | None = None) ->
                 counts.scrubbed += 1
             secret_next = False
             continue
-        secret_next = arg.startswith("-") and "=" not in arg and is_secret_key(arg.lstrip("-"), limits)
+        name = arg.lstrip("-").lower()
+        secret_next = (
+            arg.startswith("-")
+            and "=" not in arg
+            and not name.startswith("no-")
+            and any(m.end() == len(name) for m in pattern.finditer(name))
+        )
         out.append(scrub_text(arg, limits, counts))
     return out
 
@@ -309,7 +343,9 @@ def _already_clean(md: dict[Any, Any], limits: Limits) -> bool:
             return False
         t = type(v)
         if t is str:
-            if len(v) > max_string or not v.isascii() or "\x00" in v or (scrubbing and _TRIGGER.search(v)):
+            if len(v) > max_string or not v.isascii() or "\x00" in v:
+                return False
+            if scrubbing and may_hold_secret(v) and scrub_text(v, limits) is not v:
                 return False
         elif t is int:
             if not _INT_MIN <= v <= _INT_MAX:

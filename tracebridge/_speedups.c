@@ -1032,7 +1032,7 @@ static int word_then_space(const char *s, Py_ssize_t n, const char *w) {
     return i < n && (unsigned char)s[i] <= ' ';
 }
 
-/* What _sanitize._TRIGGER finds in ASCII text, or more: '=', '@', a quote then spaces and ':', "bearer" or
+/* What _sanitize.may_hold_secret finds in ASCII text, or more: '=', '@', a quote then spaces and ':', "bearer" or
  * "basic" then a space, in any case. Such text may carry a credential: the Python code looks closer. */
 static int may_hold_secret(const char *s, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1051,6 +1051,27 @@ static int may_hold_secret(const char *s, Py_ssize_t n) {
     return 0;
 }
 
+/* What span_events was given to look closer at text that may hold a credential (borrowed, for the length
+ * of one call): _sanitize.scrub_text bound to the session's limits, which returns the text itself when it
+ * holds none; Py_None when scrubbing is off; NULL when not given (such text goes to the Python code). */
+static PyObject *text_check = NULL;
+
+/* ASCII text the writer takes as it is as far as credentials go: 1 yes, 0 no (the Python code scrubs it). */
+static int no_secret(PyObject *text) {
+    if (!may_hold_secret((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text)) || text_check == Py_None)
+        return 1;
+    if (text_check == NULL)
+        return 0;
+    PyObject *checked = PyObject_CallOneArg(text_check, text);
+    if (checked == NULL) { /* (never: scrub_text does not raise; the Python code looks again) */
+        PyErr_Clear();
+        return 0;
+    }
+    int same = checked == text;
+    Py_DECREF(checked);
+    return same;
+}
+
 /* A name the writer takes as it is (what _compact_event checks before its quick path). */
 static int plain_name(PyObject *name) {
     if (!PyUnicode_CheckExact(name) || !PyUnicode_IS_ASCII(name))
@@ -1058,7 +1079,7 @@ static int plain_name(PyObject *name) {
     Py_ssize_t len = PyUnicode_GET_LENGTH(name);
     const char *text = (const char *)PyUnicode_DATA(name);
     return len <= 1024 && memchr(text, 0, (size_t)len) == NULL && (len == 0 || text[len - 1] != '#') &&
-           !may_hold_secret(text, len);
+           no_secret(name);
 }
 
 /* -- spans: enter and exit ------------------------------------------------------------------------- */
@@ -2265,8 +2286,7 @@ static int plain_metadata(PyObject *md, PyObject *secret_cache, Py_ssize_t max_s
             return taken < 0 ? -1 : 0;
         if (PyUnicode_CheckExact(value)) {
             if (!PyUnicode_IS_ASCII(value) || PyUnicode_GET_LENGTH(value) > max_string ||
-                memchr(PyUnicode_DATA(value), 0, (size_t)PyUnicode_GET_LENGTH(value)) != NULL ||
-                may_hold_secret((const char *)PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)))
+                memchr(PyUnicode_DATA(value), 0, (size_t)PyUnicode_GET_LENGTH(value)) != NULL || !no_secret(value))
                 return 0;
         } else if (PyLong_CheckExact(value)) {
             int overflow = 0;
@@ -2534,7 +2554,7 @@ static int record_event(PyObject *rec, long long offset, PyObject *tid, PyObject
  * began before the session are counted in `outside` and left out; so does each log message and instant
  * recorded as a Record whose name and metadata need no work and that carries no error (counted in `logs`
  * and `instants`); every other record stays in place, counted in `left`, for the Python code to convert. */
-static PyObject *span_events(PyObject *self, PyObject *args) {
+static PyObject *span_events_of(PyObject *self, PyObject *args) {
     PyObject *records, *tid, *thread_name, *code_locations, *objects;
     long long session_start, offset;
     if (!PyArg_ParseTuple(args, "O!LLOUO!O:span_events", &PyList_Type, &records, &session_start, &offset, &tid,
@@ -2544,15 +2564,16 @@ static PyObject *span_events(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_events() was not called");
         return NULL;
     }
-    PyObject *secret_cache = NULL, *special = NULL;
+    PyObject *secret_cache = NULL, *special = NULL, *check = NULL;
     Py_ssize_t max_string = 0;
     if (objects != Py_None) {
-        if (!PyArg_ParseTuple(objects, "O!nO!:span_events", &PyDict_Type, &secret_cache, &max_string,
-                              &PyFrozenSet_Type, &special))
+        if (!PyArg_ParseTuple(objects, "O!nO!O:span_events", &PyDict_Type, &secret_cache, &max_string,
+                              &PyFrozenSet_Type, &special, &check))
             return NULL;
         if (sp.span_type == NULL) /* (the span scope is not configured: objects go to Python) */
             secret_cache = NULL;
     }
+    text_check = check; /* (span_events resets it) */
     if (offset <= -TS_LIMIT || offset >= TS_LIMIT) /* (never: the trace clock's offset) */
         return Py_BuildValue("(Onnnn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records), (Py_ssize_t)0,
                              (Py_ssize_t)0);
@@ -2668,6 +2689,12 @@ static PyObject *span_events(PyObject *self, PyObject *args) {
 error:
     Py_DECREF(out);
     return NULL;
+}
+
+static PyObject *span_events(PyObject *self, PyObject *args) {
+    PyObject *result = span_events_of(self, args);
+    text_check = NULL;
+    return result;
 }
 
 /* join_chunks(packets, limit) -> list of bytes: the packets joined in runs of at most `limit` bytes (a

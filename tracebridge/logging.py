@@ -34,7 +34,7 @@ from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._recorder.targets import Target
 from ._safety import errors_named
-from ._sanitize import Counts, needs_snapshot, safe_repr, scrub_text
+from ._sanitize import needs_snapshot, safe_repr, scrub_text
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
 from .spans import current_span
@@ -140,6 +140,7 @@ def add_context_fields(record: logging.LogRecord) -> None:
                 values = _NO_CONTEXT
             else:
                 trace_id, span_id, name, sampled = ctx
+                name = scrub_text(name, RT.config.limits) if type(name) is str else name  # (once a span)
                 values = (f"{trace_id:032x}", f"{span_id:016x}", name, "1" if sampled else "0")
             _last_fields = (span, values)
     except Exception as exc:
@@ -639,7 +640,9 @@ class TraceFormatter(logging.Formatter):
         if self.compact_tracebacks and record.exc_info:
             record = logging.makeLogRecord(record.__dict__)
             record.exc_text = None
-        return super().format(record)
+        # The whole text scrubbed, whatever put it there: the message, a traceback another formatter
+        # cached on the record, stack_info, %(span_name)s. (Counted where the record is recorded.)
+        return scrub_text(super().format(record), RT.config.limits)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         add_context_fields(record)
@@ -653,15 +656,13 @@ class TraceFormatter(logging.Formatter):
                 include_timing=self.include_timing,
                 include_thread=self.include_thread,
             )
-        else:  # (a trace line's event was scrubbed by the writer; a record's text is scrubbed here)
-            record.message = _scrubbed(record.message)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
         exc = ei[1] if ei else None
         if exc is None or not self.compact_tracebacks:
-            return _scrubbed(super().formatException(ei))
-        return _scrubbed(error_info(exc, ei[2]).format())
+            return super().formatException(ei)
+        return error_info(exc, ei[2]).format()
 
 
 def unformattable(record: logging.LogRecord, exc: BaseException) -> str:
@@ -671,16 +672,6 @@ def unformattable(record: logging.LogRecord, exc: BaseException) -> str:
     template = record.msg if isinstance(record.msg, str) else _safety.safe_str(record.msg)
     args = safe_repr(record.args, limit)
     return f"{template!r} % {args} [format error: {type(exc).__name__}: {_safety.safe_str(exc)}]"
-
-
-def _scrubbed(text: str) -> str:
-    """``text`` with its credentials scrubbed (counted in the session's stats, if one records)."""
-    counts = Counts()
-    out = scrub_text(text, RT.config.limits, counts)
-    session = RT.session
-    if counts.scrubbed and session is not None:
-        session.add_counts(counts)
-    return out
 
 
 class TraceLines(logging.Filter):

@@ -316,6 +316,11 @@ class TraceLineRenderer:
             )
         level = _safety.safe_str(event_dict.get("level") or method_name).upper()
         skip = {"event", "level", "exc_info", "_record", "_from_structlog", "timestamp"}
+        event = event_dict.get("event", "")
+        formatted, _ = _positional(event, event_dict.get("positional_args"))
+        if formatted is not None:  # (as PerfettoProcessor writes it: the message, not the template + args)
+            event = formatted
+            skip.add("positional_args")
         # Scrubbed as the trace has it (the scrubs are counted once, where the event is recorded).
         rest = sanitize_metadata(
             {k: v for k, v in event_dict.items() if k not in skip}, RT.config.limits, Counts()
@@ -324,7 +329,7 @@ class TraceLineRenderer:
         if "timestamp" in event_dict:
             parts.insert(0, _safety.safe_str(event_dict["timestamp"]))
         limits = RT.config.limits
-        parts.append(scrub_text(_safety.safe_str(event_dict.get("event", "")), limits))
+        parts.append(scrub_text(_safety.safe_str(event), limits))
         if self.include_metadata and rest:
             parts.append(format_metadata(rest))
         line = " ".join(parts)

@@ -11,6 +11,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,21 @@ def test_ordinary_keys_are_kept(key: str) -> None:
         ),
         ('{"api_key": "k-1", "n": 1}', '{"api_key": [scrubbed], "n": 1}'),
         ("Server=db;Password=hunter2;Database=x", "Server=db;Password=[scrubbed];Database=x"),
+        ("bEARER abcdefgh123", "bEARER [scrubbed]"),
+        ("password = hunter2", "password = [scrubbed]"),
+        ("pin=1234", "pin=1234"),
+        ("pwd=1234", "pwd=[scrubbed]"),
         # Kept: no credential in them.
         ("mail bob@example.com, see http://user@host/x", "mail bob@example.com, see http://user@host/x"),
         ("author=Bob x=1 a=b=c", "author=Bob x=1 a=b=c"),
         ("session started: 5 users", "session started: 5 users"),
+        ("using basic settings; the bearer of this token", "using basic settings; the bearer of this token"),
+        (
+            "max_tokens=256 tokenizer=gpt2 authenticated=True",
+            "max_tokens=256 tokenizer=gpt2 authenticated=True",
+        ),
+        ("user=%s password=%s token={}", "user=%s password=%s token={}"),
+        ("is_private=true password=None", "is_private=true password=None"),
     ],
 )
 def test_credentials_inside_text(text: str, expected: str) -> None:
@@ -128,6 +140,9 @@ def test_command_line() -> None:
     ]
     assert counts.scrubbed == 3
     assert scrub_argv(argv, Limits(secret_keys=None)) == argv
+    # A flag that takes no value, or whose name only starts like a secret, keeps the next argument.
+    flags = ["--no-auth", "in.csv", "--session-timeout", "30", "--private", "--password", "-x"]
+    assert scrub_argv(flags, Limits()) == flags
 
 
 def test_no_credential_reaches_the_trace_the_lines_or_an_exporter(tmp_path: Path) -> None:
@@ -173,6 +188,13 @@ def test_no_credential_reaches_the_trace_the_lines_or_an_exporter(tmp_path: Path
             rendered.append(
                 structlog.get_logger().info("call", api_key="S3CRET13", url="http://x/?apikey=S3CRET14")
             )
+            with tracebridge.span("tracked", track="https://u:S3CRET17@h", category="token=S3CRET18"):
+                tracebridge.instant("keys", **{"GET /?token=S3CRET19": 1})
+            worker = threading.Thread(
+                target=lambda: tracebridge.instant("in thread"), name="w password=S3CRET20"
+            )
+            worker.start()
+            worker.join()
             with otel_provider.get_tracer("t").start_as_current_span(
                 "query", attributes={"db.connection_string": "Server=x;Password=S3CRET15;", "jwt": "S3CRET16"}
             ):
@@ -208,7 +230,7 @@ def test_no_credential_reaches_the_trace_the_lines_or_an_exporter(tmp_path: Path
     assert "GET https://api.example.com/items?access_token=[scrubbed]&page=2" in names
     assert "connecting to postgres://app:[scrubbed]@db" in names
     assert "login" in names and "query" in names
-    assert session.stats.scrubbed >= 16
+    assert session.stats.scrubbed >= 20
 
 
 def test_the_command_line_in_the_trace_is_scrubbed(tmp_path: Path) -> None:
@@ -238,3 +260,60 @@ def test_the_command_line_in_the_trace_is_scrubbed(tmp_path: Path) -> None:
     assert int(done.stdout) == 2
     data = path.read_bytes()
     assert _secrets_in(data) == [] and b"--db-password=[scrubbed]" in data and b"ok" in data
+
+
+def test_formatters_scrub_whatever_put_the_text_there() -> None:
+    """A traceback another formatter cached on the record, %(span_name)s, a structlog event's
+    positional arguments: all scrubbed in the line."""
+    log = logging.getLogger("secrets.formatters")
+    log.propagate = False
+    plain, ours = io.StringIO(), io.StringIO()
+    first = logging.StreamHandler(plain)
+    first.setFormatter(logging.Formatter("%(message)s"))
+    second = logging.StreamHandler(ours)
+    second.setFormatter(TraceFormatter("%(span_name)s %(message)s"))
+    log.handlers = [first, second]
+    tracebridge.start(2)
+    try:
+        with tracebridge.span("GET /items?access_token=S3CRET1"):
+            try:
+                raise ValueError("cannot reach postgres://app:S3CRET2@db")
+            except ValueError:
+                log.exception("failed with password=S3CRET3")
+    finally:
+        tracebridge.stop()
+        log.handlers = []
+    assert "S3CRET2" in plain.getvalue()  # (the plain formatter's line is the program's business)
+    assert _secrets_in(ours.getvalue().encode()) == [], ours.getvalue()
+    assert "Traceback (most recent call last):" in ours.getvalue()
+    structlog.configure(
+        processors=[TraceLineRenderer()],
+        logger_factory=structlog.ReturnLoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    try:
+        line = structlog.get_logger().info("login password=%s", "S3CRET4")
+    finally:
+        structlog.reset_defaults()
+    assert line == "[INFO] login password=[scrubbed]"
+
+
+def test_the_bridge_records_exceptions_as_the_sdk_does_scrubbed() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracebridge.configure(otel=provider)
+    tracebridge.start(2)
+    try:
+        with pytest.raises(KeyError), tracebridge.span("load"):
+            raise KeyError("token=S3CRET1")
+    finally:
+        tracebridge.stop()
+        tracebridge.configure(otel=False)
+    (span,) = exporter.get_finished_spans()
+    (event,) = span.events
+    attributes = dict(event.attributes or {})
+    assert attributes["exception.type"] == "KeyError" and attributes["exception.escaped"] == "True"
+    assert str(attributes["exception.stacktrace"]).startswith("Traceback (most recent call last):")
+    assert attributes["exception.message"] == "'token=[scrubbed]'"
+    assert _secrets_in(repr(attributes).encode() + (span.status.description or "").encode()) == []

@@ -41,7 +41,7 @@ class EventConversion:
         """The track of an asyncio task's spans that overlap other tasks' (``None``: the thread's
         overlap lanes, once :data:`MAX_TASK_TRACKS` tasks have a track: a server runs tasks without end,
         and a trace is no use with a track for each)."""
-        name = clean_str(f"{_safety.safe_str(task)} ({info.name})", 1024)
+        name = clean_str(scrub_text(f"{_safety.safe_str(task)} ({info.name})", self.limits), 1024)
         tracks = self._task_tracks
         if name not in tracks:
             if len(tracks) >= MAX_TASK_TRACKS:
@@ -53,14 +53,10 @@ class EventConversion:
         """The event of a span queued as a CompactSpan: what ``_to_event`` makes of a span that carries
         nothing but its name, level and times (names that need work take that path)."""
         name, level, start, end = rec
-        if (
-            len(name) > 1024
-            or not name.isascii()
-            or "\x00" in name
-            or name.endswith("#")
-            or (self.limits.secret_keys is not None and may_hold_secret(name))
-        ):
+        if len(name) > 1024 or not name.isascii() or "\x00" in name or name.endswith("#"):
             return self._to_event(SpanRecord.of(name, level, start, end), info)
+        if self.limits.secret_keys is not None and may_hold_secret(name):
+            name = scrub_text(name, self.limits, self._writer_counts)
         where = CODE_LOCATIONS.get(name)
         md = (
             {}
@@ -103,6 +99,11 @@ class EventConversion:
         error = rec.error
         if error is not None and limits.secret_keys is not None:
             error = scrub_error(error, limits, counts)
+        if limits.secret_keys is not None:
+            if track is not None:
+                track = scrub_text(track, limits, counts)
+            if categories:
+                categories = tuple(scrub_text(c, limits, counts) for c in categories)
         if md:
             md = sanitize_metadata(md, self.limits, counts)
             if not RESERVED_KEYS.isdisjoint(md):  # the file's own fields: the metadata's go beside them

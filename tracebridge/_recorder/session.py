@@ -3,6 +3,7 @@ the sink (rounds, back-off after sink errors, gaps marked), and back-pressure (`
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -28,7 +29,7 @@ from .._model import (
     ThreadInfo,
     trace_clock_ns,
 )
-from .._sanitize import Counts
+from .._sanitize import Counts, may_hold_secret, scrub_text
 from ..sampling.pipeline import Pipeline
 from ..sinks.memory import MemorySink, NullSink
 from .convert import EventConversion
@@ -122,6 +123,12 @@ class Session(EventConversion):
         self.events: list[Event] = []
         self.config = config
         self.limits = config.limits
+        #: Threads whose names hold a credential: the name written instead (see _thread_info).
+        self._scrubbed_threads: dict[ThreadInfo, ThreadInfo] = {}
+        #: What the compiled conversion calls on text that may hold a credential (None: scrubbing is off).
+        self._text_check = (
+            None if self.limits.secret_keys is None else functools.partial(scrub_text, limits=self.limits)
+        )
         self.counts = Counts()  # sanitizing done on application threads (under _stats_lock)
         self._writer_counts = Counts()  # sanitizing done by the writer thread
         self.clock_offset = measure_clock_offset()
@@ -447,6 +454,9 @@ class Session(EventConversion):
 
     def rename_process(self, name: str) -> None:
         """Name the process in the trace (the writer does it in its next round)."""
+        counts = Counts()
+        name = scrub_text(name, self.limits, counts)
+        self.add_counts(counts)
         self.process_name = self._rename = name
 
     def _apply_rename(self) -> None:
@@ -585,7 +595,7 @@ class Session(EventConversion):
             objects = (
                 None
                 if self._make_ids or self.lines is not None
-                else (self.limits.secret_cache, self.limits.max_string, SPECIAL_KEYS)
+                else (self.limits.secret_cache, self.limits.max_string, SPECIAL_KEYS, self._text_check)
             )
             made, outside, left, logs, instants = speedups.span_events(
                 records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS, objects
@@ -629,7 +639,16 @@ class Session(EventConversion):
         t = st.thread()
         if t is not None and t.name != st.info.name:
             st.info = replace(st.info, name=t.name)
-        return st.info
+        info = st.info
+        if self.limits.secret_keys is not None and may_hold_secret(info.name):  # (a thread named after one)
+            clean = self._scrubbed_threads.get(info)
+            if clean is None:
+                if len(self._scrubbed_threads) >= 1024:
+                    self._scrubbed_threads.clear()
+                name = scrub_text(info.name, self.limits, self._writer_counts)
+                clean = self._scrubbed_threads[info] = replace(info, name=name)
+            return clean
+        return info
 
     def _write(self, info: ThreadInfo, events: list[Event], loss: Loss | None) -> None:
         """Hand a batch to the sink. A sink either takes a batch or raises having written none of it;

@@ -3,6 +3,7 @@ instants as events of the current OpenTelemetry span."""
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ def otel_attributes(metadata: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     limits = RT.config.limits
     for key, value in metadata.items():
-        key = key if type(key) is str else _safety.safe_str(key)
+        key = scrub_text(key if type(key) is str else _safety.safe_str(key), limits)
         if is_secret_key(key, limits):
             out[key] = SCRUBBED
         elif isinstance(value, str):
@@ -57,19 +58,30 @@ def otel_name(name: str, metadata: Mapping[str, Any] | None = None) -> tuple[str
     return scrub_text(name, RT.config.limits), (otel_attributes(merged) if merged else None)
 
 
-def _record_failure(twin: Any, error: ErrorInfo) -> None:
-    """The failure as OpenTelemetry records an exception (an ``exception`` event, ERROR status), with
-    its messages scrubbed as the trace has them (the SDK's ``record_exception`` would export them as
-    they are)."""
+def _record_failure(twin: Any, error: ErrorInfo, exc: BaseException | None = None) -> None:
+    """The failure as the SDK's ``record_exception`` records it (an ``exception`` event with the type's
+    qualified name, Python's traceback, ``escaped``; ERROR status), with the messages scrubbed as the
+    trace has them (``record_exception`` would export them as they are). ``exc``: the exception that
+    left the span, when there is one (else the failure the span was marked with)."""
     limits = RT.config.limits
     message = scrub_text(error.message, limits)
+    if exc is not None:
+        kind = type(exc)
+        module = kind.__module__
+        name = f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
+        try:
+            stacktrace = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+        except Exception:  # (an exception whose formatting raises)
+            stacktrace = error.format()
+    else:
+        name, stacktrace = error.type, error.format()
     twin.add_event(
         "exception",
         {
-            "exception.type": error.type,
+            "exception.type": name,
             "exception.message": message,
-            "exception.stacktrace": scrub_text(error.format(), limits),
-            "exception.escaped": False,
+            "exception.stacktrace": scrub_text(stacktrace, limits),
+            "exception.escaped": str(exc is not None),
         },
     )
     twin.set_status(Status(StatusCode.ERROR, f"{error.type}: {message}"))
@@ -180,7 +192,7 @@ class Bridge:
                 twin.set_attributes(otel_attributes(s.metadata))
             error = s.error
             if error is not None:
-                _record_failure(twin, error)
+                _record_failure(twin, error, exc if isinstance(exc, BaseException) else None)
             twin.end()
         except Exception as err:
             _safety.internal_error("otel bridge: end", err)
@@ -200,7 +212,7 @@ class Bridge:
         name, attributes = otel_name(name)
         twin = self.tracer.start_span(name, attributes=attributes, start_time=start_ns + offset)
         if exc is not None:
-            _record_failure(twin, error_info(exc))
+            _record_failure(twin, error_info(exc), exc)
         twin.end(end_time=end_ns + offset)
 
     def instant(self, rec: Record) -> None:
