@@ -29,18 +29,22 @@ SCRUBBED = "[scrubbed]"
 #: A quoted key and a colon (a dict's repr, JSON); an authorization scheme and a space.
 _QUOTED_COLON = re.compile(r"[\"']\s*:")
 _SCHEME = re.compile(r"(?i:bearer|basic)\s")
-#: Credentials inside text, each bounded in length so that the scan stays linear in the text:
+#: Credentials inside text, each pattern bounded in length so that a scan stays linear in the text, and
+#: each run only when the text has what it needs (``@`` and ``://``, a scheme, a quote, ``=``):
 #: a URL's password (``scheme://user:password@``), an authorization scheme's token, a quoted key with
 #: its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` parameter (query strings, command
 #: lines, log text). A key is a secret when the key pattern finds it (``is_secret_key``).
-_CREDENTIALS = re.compile(
+_URL_PASSWORD = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/@?#]{1,1024})@"
-    r"|\b(?P<auth>(?i:bearer|basic))\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)"
-    r"|(?P<q>[\"'])(?P<qkey>[^\"'\s]{1,64})(?P=q)(?P<qsep>\s*[:=]\s*)"
-    r"(?P<qval>\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s,;&)}\]]{1,4096})"
-    r"|(?<![\w.-])(?P<key>[\w.-]{1,64})[ \t]{0,3}=[ \t]{0,3}"
-    r"(?P<val>\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s&;,)}\]'\"]{1,4096})"
 )
+_AUTHORIZATION = re.compile(r"\b(?P<auth>(?i:bearer|basic))\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)")
+_VALUE = r"\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'"
+_QUOTED_KEY = re.compile(
+    r"(?P<q>[\"'])(?P<key>[^\"'\s]{1,64})(?P=q)\s*[:=]\s*(?P<val>" + _VALUE + r"|[^\s,;&)}\]]{1,4096})"
+)
+#: What follows ``key=`` as its value (after up to 3 spaces or tabs).
+_PARAMETER_VALUE = re.compile(_VALUE + r"|[^\s&;,)}\]'\"]{1,4096}")
+_KEY_PUNCTUATION = frozenset("_.-")
 #: Values a parameter may have that are not credentials: booleans and nulls, placeholders (a format
 #: string's ``%s``, ``{}``, ``{name}``), quoted or not. (Numbers are scrubbed: a PIN is a number.)
 _NOT_A_SECRET = re.compile(
@@ -274,29 +278,39 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
         return s
     found = 0
 
-    def replace(m: re.Match[str]) -> str:
+    def password(m: re.Match[str]) -> str:
         nonlocal found
-        if m.group("pw") is not None:
-            if m.group("pw") == SCRUBBED:
-                return m.group(0)
-            found += 1
-            return f"{m.group('scheme')}{m.group('user')}:{SCRUBBED}@"
-        if m.group("tok") is not None:
-            if not _token(m.group("auth"), m.group("tok")):
-                return m.group(0)
-            found += 1
-            return f"{m.group('auth')} {SCRUBBED}"
-        if m.group("qkey") is not None:
-            key, value, start = m.group("qkey"), m.group("qval"), m.start("qval")
-        else:
-            key, value, start = m.group("key"), m.group("val"), m.start("val")
-        if value == SCRUBBED or _NOT_A_SECRET.fullmatch(value) or not is_secret_key(key, limits):
+        if m.group("pw") == SCRUBBED:
             return m.group(0)
         found += 1
-        return m.group(0)[: start - m.start()] + SCRUBBED
+        return f"{m.group('scheme')}{m.group('user')}:{SCRUBBED}@"
 
+    def authorization(m: re.Match[str]) -> str:
+        nonlocal found
+        if not _token(m.group("auth"), m.group("tok")):
+            return m.group(0)
+        found += 1
+        return f"{m.group('auth')} {SCRUBBED}"
+
+    def parameter(m: re.Match[str]) -> str:
+        nonlocal found
+        value = m.group("val")
+        if not is_secret_key(m.group("key"), limits) or value == SCRUBBED or _NOT_A_SECRET.fullmatch(value):
+            return m.group(0)
+        found += 1
+        return m.group(0)[: m.start("val") - m.start()] + SCRUBBED
+
+    out = s
     try:
-        out = _CREDENTIALS.sub(replace, s)
+        if "@" in out and "://" in out:
+            out = _URL_PASSWORD.sub(password, out)
+        if _SCHEME.search(out) is not None:
+            out = _AUTHORIZATION.sub(authorization, out)
+        if ("'" in out or '"' in out) and _QUOTED_COLON.search(out) is not None:
+            out = _QUOTED_KEY.sub(parameter, out)
+        if "=" in out:
+            out, n = _parameters(out, limits)
+            found += n
     except Exception:  # (a key pattern that fails on some key): the text is not written as it was
         found, out = 1, SCRUBBED
     if not found:
@@ -304,6 +318,54 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
     if counts is not None:
         counts.scrubbed += found
     return out
+
+
+def parameter_key(s: str, equals: int) -> str:
+    """The key of the ``=`` at ``equals`` in ``s``: the word before it (letters, digits, ``_ . -``; up to 3
+    spaces or tabs between), ``""`` when there is none or it is longer than 64 characters. (The compiled
+    writer finds keys the same way: ``parameter_key`` in _speedups.c.)"""
+    j = equals
+    while j > 0 and equals - j < 3 and s[j - 1] in " \t":
+        j -= 1
+    end = j
+    while j > 0 and end - j <= 64 and (s[j - 1].isalnum() or s[j - 1] in _KEY_PUNCTUATION):
+        j -= 1
+    return s[j:end] if end - j <= 64 else ""
+
+
+def _parameters(s: str, limits: Limits) -> tuple[str, int]:
+    """``s`` with the values of its secret-named ``key=value`` parameters scrubbed, and how many. Found
+    from each ``=`` (a scan of the text for ``=``, then a few characters around each), not by a pattern
+    tried at every position: linear, and cheap where text has a few."""
+    pieces: list[str] = []
+    last = found = 0
+    pos = s.find("=")
+    while pos != -1:
+        start = pos + 1
+        while start < len(s) and start - pos <= 3 and s[start] in " \t":
+            start += 1
+        m = _PARAMETER_VALUE.match(s, start)
+        if m is None:
+            pos = s.find("=", pos + 1)
+            continue
+        key = parameter_key(s, pos)
+        value = m.group()
+        if (
+            key
+            and pos - len(key) >= last
+            and is_secret_key(key, limits)
+            and value != SCRUBBED
+            and not _NOT_A_SECRET.fullmatch(value)
+        ):
+            pieces.append(s[last:start])
+            pieces.append(SCRUBBED)
+            last = m.end()
+            found += 1
+        pos = s.find("=", m.end())
+    if not found:
+        return s, 0
+    pieces.append(s[last:])
+    return "".join(pieces), found
 
 
 def scrub_argv(argv: list[str], limits: Limits, counts: Counts | None = None) -> list[str]:

@@ -1032,14 +1032,54 @@ static int word_then_space(const char *s, Py_ssize_t n, const char *w) {
     return i < n && (unsigned char)s[i] <= ' ';
 }
 
-/* What _sanitize.may_hold_secret finds in ASCII text, or more: '=', '@', a quote then spaces and ':', "bearer" or
- * "basic" then a space, in any case. Such text may carry a credential: the Python code looks closer. */
+/* What span_events was given to look closer at text that may hold a credential (borrowed, for the length
+ * of one call): _sanitize.scrub_text bound to the session's limits, which returns the text itself when it
+ * holds none; Py_None when scrubbing is off; NULL when not given (such text goes to the Python code). And
+ * the sanitizer's cache of keys (key -> whether it names a secret), which the Python code fills. */
+static PyObject *text_check = NULL, *key_cache = NULL;
+
+static int key_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+           c == '-';
+}
+
+/* Whether the key of the '=' at s[eq] (as _sanitize.parameter_key finds it) may name a secret: 0 when the
+ * sanitizer's cache says it does not (or there is no key), 1 otherwise, -1 on error. */
+static int key_may_be_secret(const char *s, Py_ssize_t eq) {
+    Py_ssize_t j = eq;
+    while (j > 0 && eq - j < 3 && (s[j - 1] == ' ' || s[j - 1] == '\t'))
+        j--;
+    Py_ssize_t end = j;
+    while (j > 0 && end - j <= 64 && key_char(s[j - 1]))
+        j--;
+    if (end == j || end - j > 64)
+        return 0;
+    if (key_cache == NULL)
+        return 1;
+    PyObject *key = PyUnicode_FromStringAndSize(s + j, end - j);
+    if (key == NULL)
+        return -1;
+    PyObject *secret = PyDict_GetItemWithError(key_cache, key);
+    Py_DECREF(key);
+    if (secret == NULL && PyErr_Occurred())
+        return -1;
+    return secret != Py_False;
+}
+
+/* What _sanitize.may_hold_secret finds in ASCII text, or more: '@', a quote then spaces and ':', "bearer" or
+ * "basic" then a space, in any case; and '=' after a key that may name a secret (not one the sanitizer's
+ * cache knows is none: "page=2" does not). Such text may carry a credential: the Python code looks closer.
+ * 1 yes, 0 no, -1 error. */
 static int may_hold_secret(const char *s, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         char c = s[i];
-        if (c == '=' || c == '@')
+        if (c == '@')
             return 1;
-        if (c == '"' || c == '\'') {
+        if (c == '=') {
+            int k = key_may_be_secret(s, i);
+            if (k != 0)
+                return k;
+        } else if (c == '"' || c == '\'') {
             Py_ssize_t j = i + 1;
             while (j < n && (unsigned char)s[j] <= ' ')
                 j++;
@@ -1051,15 +1091,16 @@ static int may_hold_secret(const char *s, Py_ssize_t n) {
     return 0;
 }
 
-/* What span_events was given to look closer at text that may hold a credential (borrowed, for the length
- * of one call): _sanitize.scrub_text bound to the session's limits, which returns the text itself when it
- * holds none; Py_None when scrubbing is off; NULL when not given (such text goes to the Python code). */
-static PyObject *text_check = NULL;
-
 /* ASCII text the writer takes as it is as far as credentials go: 1 yes, 0 no (the Python code scrubs it). */
 static int no_secret(PyObject *text) {
-    if (!may_hold_secret((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text)) || text_check == Py_None)
+    if (text_check == Py_None)
         return 1;
+    int may = may_hold_secret((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text));
+    if (may <= 0) {
+        if (may < 0) /* (the Python code looks again) */
+            PyErr_Clear();
+        return may == 0;
+    }
     if (text_check == NULL)
         return 0;
     PyObject *checked = PyObject_CallOneArg(text_check, text);
@@ -2573,7 +2614,8 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
         if (sp.span_type == NULL) /* (the span scope is not configured: objects go to Python) */
             secret_cache = NULL;
     }
-    text_check = check; /* (span_events resets it) */
+    text_check = check; /* (span_events resets them) */
+    key_cache = secret_cache;
     if (offset <= -TS_LIMIT || offset >= TS_LIMIT) /* (never: the trace clock's offset) */
         return Py_BuildValue("(Onnnn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records), (Py_ssize_t)0,
                              (Py_ssize_t)0);
@@ -2693,7 +2735,7 @@ error:
 
 static PyObject *span_events(PyObject *self, PyObject *args) {
     PyObject *result = span_events_of(self, args);
-    text_check = NULL;
+    text_check = key_cache = NULL;
     return result;
 }
 

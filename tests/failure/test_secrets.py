@@ -13,9 +13,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -317,3 +320,55 @@ def test_the_bridge_records_exceptions_as_the_sdk_does_scrubbed() -> None:
     assert str(attributes["exception.stacktrace"]).startswith("Traceback (most recent call last):")
     assert attributes["exception.message"] == "'token=[scrubbed]'"
     assert _secrets_in(repr(attributes).encode() + (span.status.description or "").encode()) == []
+
+
+_PIECES = [
+    "password",
+    "token",
+    "page",
+    "api_key",
+    "=",
+    " = ",
+    " ",
+    "@",
+    "x",
+    "://",
+    "'",
+    '"',
+    ":",
+    "Bearer ",
+    "basic ",
+    "abcdefgh12",
+    "dXNlcjpwYXNz",
+    ".",
+    "-",
+    "_",
+    "&",
+    "?",
+    "%s",
+    "{}",
+    "True",
+    ",",
+]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.lists(st.sampled_from(_PIECES), max_size=12).map("".join), min_size=1, max_size=60))
+def test_the_trace_holds_what_scrub_text_makes_of_any_text(tmp_path_factory: Any, texts: list[str]) -> None:
+    """Whatever the text, a span named by it and a value holding it are written as ``scrub_text`` makes
+    them, on the compiled path too (which asks Python only about text that may hold a credential, and
+    knows from the sanitizer's cache which parameter names are none)."""
+    path = tmp_path_factory.mktemp("scrub") / "t.perfetto-trace"
+    tracebridge.start(2, path)
+    try:
+        for _ in range(2):  # (the second time, the keys are in the sanitizer's cache)
+            for text in texts:
+                with tracebridge.span(text or "x", value=text):
+                    pass
+    finally:
+        tracebridge.stop()
+    spans = [ev for ev in tracebridge.read(path) if ev.kind == "span"]
+    limits = Limits()
+    expected = [(scrub_text(t or "x", limits), scrub_text(t, limits)) for t in texts] * 2
+    got = [(ev.name, ev.metadata.get("value")) for ev in spans]
+    assert sorted(got) == sorted(expected)

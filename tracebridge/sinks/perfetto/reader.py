@@ -726,11 +726,15 @@ class _Reader:
         return 0, 0, ""
 
     def replay(self) -> None:
-        self.raw.sort(key=lambda r: (r.ts, r.order))
+        raws, self.raw = self.raw, []
+        raws.sort(key=lambda r: (r.ts, r.order))
+        last_ts = raws[-1].ts if raws else 0
         open_slices: dict[int, list[tuple[_Raw, Event]]] = {}
         flows_open: set[int] = set()
         events: list[tuple[int, Event]] = []
-        for raw in self.raw:
+        for i in range(len(raws)):
+            raw = raws[i]
+            raws[i] = None  # type: ignore[call-overload]  # (freed as its event is made: memory is what is kept)
             t = raw.type
             if t == SLICE_END:
                 if raw.track in self.stats_tracks:  # the end of a session's slice
@@ -807,8 +811,8 @@ class _Reader:
                 ev.end_ns = None
                 stack.append((raw, ev))
             events.append((raw.order, ev))
-        if self.stats_open and self.raw:  # (a file cut off before its session's end)
-            self.session(self.raw[-1].ts)
+        if self.stats_open and raws:  # (a file cut off before its session's end)
+            self.session(last_ts)
             self.out.notes.append("the session's slice did not end: its end is the last event's time")
         unfinished = sum(len(s) for s in open_slices.values())
         if unfinished:
