@@ -10,6 +10,7 @@ at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -169,14 +170,28 @@ def _reading_options() -> argparse.ArgumentParser:
         type=_positive,
         default=defaults.max_packets_per_byte,
         metavar="N",
-        help="packets a file may hold per byte of it, compressed ones included (default 4)",
+        help="packets a file may hold per byte of it, compressed ones included (default 2)",
     )
     return parent
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .sinks.perfetto.merge import MergeError
+
     trace = _load(args.trace, args)
-    write_trace(trace, args.output)
+    out = Path(args.output)
+    json_out = out.name.lower().endswith(".json")
+    # Written whole or not at all: beside the output, renamed when complete.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.converting" + (".json" if json_out else ""))
+    try:
+        write_trace(trace, str(tmp))
+        os.replace(tmp, out)
+    except MergeError as exc:  # (processes written apart did not come together)
+        print(f"error: {args.trace}: cannot convert: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     kind = "Chrome JSON" if str(args.output).endswith(".json") else "Perfetto"
     print(f"wrote {args.output} ({kind}, {len(trace.events)} events)")
     _notes(trace, args.trace)
@@ -194,8 +209,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         why = trace.unreadable(partial=False)
         for problem in trace.problems:
-            if why is None or problem is not trace.fatal_problem:  # (that one is the error line)
-                print(f"{path}: {problem}")
+            print(f"{path}: {problem}")
         _notes(trace, path)
         if why is not None:
             print(f"error: {path}: {why}", file=sys.stderr)

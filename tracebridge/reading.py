@@ -64,6 +64,8 @@ def read_trace(
     is called now and then while a Perfetto trace is read. Reading costs time and memory linear in the
     file's size: past ``limits`` (default :class:`ReadLimits`) it stops, with a problem that says so."""
     fmt = detect_format(path)
+    if progress is not None:
+        progress = _Progress(progress)
     try:
         if fmt == "json":
             from .sinks.chrome import read_chrome_json
@@ -74,9 +76,30 @@ def read_trace(
         return read_perfetto(path, progress, limits)
     except (TraceReadError, KeyboardInterrupt):
         raise
+    except _ProgressError as exc:  # the caller's own callback raised (to cancel, say): its exception
+        raise exc.raised from None
     except MemoryError:
         raise TraceReadError(f"{path}: ran out of memory reading it") from None
     except Exception as exc:  # a reader's bug on a file nobody foresaw: still one line, never a traceback
         raise TraceReadError(
             f"{path}: internal error while reading ({type(exc).__name__}: {exc}); please report it"
         ) from exc
+
+
+class _ProgressError(Exception):
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(raised)
+        self.raised = raised
+
+
+class _Progress:
+    """The caller's progress callback, whose exceptions are told apart from the reader's own."""
+
+    def __init__(self, callback: Callable[[int, int], None]) -> None:
+        self.callback = callback
+
+    def __call__(self, done: int, total: int) -> None:
+        try:
+            self.callback(done, total)
+        except Exception as exc:
+            raise _ProgressError(exc) from exc

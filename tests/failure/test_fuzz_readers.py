@@ -70,6 +70,12 @@ def _seeds(folder: Path) -> dict[str, bytes]:
     z = zlib.compressobj(9)
     bomb = z.compress(frame(inner.SerializeToString()) * 5000) + z.flush()
     seeds["crafted.perfetto-trace"] = frame(pb.TracePacket(compressed_packets=bomb).SerializeToString())
+    deep = b"[" * 600 + b"]" * 600
+    seeds["deep.json"] = (
+        b'{"traceEvents": [{"ph": "i", "name": "x", "ts": 1, "pid": 1, "tid": 1, "args": {"a": '
+        + deep
+        + b"}}]}"
+    )
     seeds["crafted.json"] = (
         b'{"traceEvents": [' + b'{"ph": "X", "ts": 1, "dur": 2, "pid": 1, "tid": 1, "name": "a"},' * 3
     )
@@ -148,7 +154,14 @@ def _check(path: Path) -> None:
         tracebridge.read(path)
     except TraceReadError as exc:
         assert "internal error" not in str(exc), exc
-    for argv in (["validate"], ["summary"], ["convert", "-o", str(path.with_suffix(".out.json"))]):
+    commands = (
+        ["validate"],
+        ["summary"],
+        ["convert", "-o", str(path.with_suffix(".out.json"))],
+        ["convert", "-o", str(path.with_suffix(".out.perfetto-trace"))],
+        ["merge", "-o", str(path.with_suffix(".merged.perfetto-trace"))],
+    )
+    for argv in commands:
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli.main([*argv, str(path)])
@@ -203,7 +216,7 @@ def test_readers_survive_mutated_traces() -> None:
         f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_CAP}, {MEMORY_CAP})); "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
         "import test_fuzz_readers as f; "
-        f"f.run({examples or 120}, {seeded})"
+        f"f.run({examples or 80}, {seeded})"
     )
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(
@@ -211,4 +224,4 @@ def test_readers_survive_mutated_traces() -> None:
     )
     failures = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
     assert done.returncode == 0 and not failures, "\n".join(failures[:5]) or done.stderr[-4000:]
-    assert done.stdout.count("cases") == 5, done.stdout
+    assert done.stdout.count("cases") == 6, done.stdout

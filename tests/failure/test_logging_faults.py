@@ -154,8 +154,9 @@ def test_hostile_records_arrive_marked(trace_path: Path) -> None:
     assert surrogate.name == "lone \ufffd surrogate"
     kept = huge.name.index("…")
     assert huge.name == "x" * kept + f"…[+{10_000_000 - kept} chars]" and kept < 100_000
-    assert nostr.name.startswith("<unrepresentable NoStr")
-    assert badargs.name == "%d widgets % ('not a number',)" and "format_error" in badargs.metadata
+    assert nostr.name == "'<unrepresentable NoStr: RuntimeError>' % () [format error: RuntimeError: cannot]"
+    assert badargs.name.startswith("'%d widgets' % ('not a number',) [format error: TypeError: ")
+    assert "format_error" in badargs.metadata
     assert mapping.name == "{'a': 1}"
 
 

@@ -83,7 +83,16 @@ def test_exception_in_span(tmp_path: Path) -> None:
     assert lines[0] == "ERROR import_invoice invoice 1 is not valid JSON; skipped"
     failed = next(i for i, line in enumerate(lines) if "failed: JSONDecodeError" in line)
     assert lines[failed].startswith("ERROR import_invoice [TRACE] import_invoice (")
-    assert lines[failed + 1 : failed + 5] == lines[1:5]  # the same back-trace in both
+    # The record keeps Python's traceback; the trace line has the span's compact back-trace (outermost
+    # frame first): the same frames in both.
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[lines.index("Traceback (most recent call last):") + 1].endswith(", in import_invoices")
+    assert [line.split(" (")[0].strip() for line in lines[failed + 1 : failed + 5]] == [
+        "<module>",
+        "main",
+        "import_invoices",
+        "parse_invoice",
+    ]
     assert lines[-1] == "2 of 3 invoices imported"
     trace = read_trace(out)
     spans = [e for e in trace.events if e.kind == "span"]

@@ -376,6 +376,15 @@ def _ns(v: Any) -> int:
 
 
 def read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
+    try:
+        return _read_chrome_json(path)
+    except RecursionError:  # (legal JSON nested deeper than its events' values can be converted)
+        raise TraceReadError(
+            f"{path}: not a Chrome trace tracebridge reads: values nested too deeply"
+        ) from None
+
+
+def _read_chrome_json(path: str | os.PathLike[str]) -> TraceFile:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8", errors="replace")
@@ -625,6 +634,8 @@ def _json_event_of(
         )  # fmt: skip
     if ph == "C":
         value = next(iter(args.values())) if args else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"counter value {value!r} is not a number")
         return Event(
             "counter", name, ts, ts, thread_id=tid, thread_name=thread_name, value=value,
             unit=own.get("unit"),

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..._model import ReadLimits
 from . import tracebridge_perfetto_pb2 as pb
-from .reader import iter_frames, read_perfetto
+from .reader import check_perfetto_bytes, iter_frames
 from .schema import BOOTTIME, frame
 
 __all__ = ["MergeError", "append_processes", "append_traces", "merge_traces"]
@@ -59,7 +59,7 @@ class _Merger:
                 changed = True
         if msg.HasField("compressed_packets"):
             inner = _Trace()
-            inner.ParseFromString(zlib.decompress(msg.compressed_packets))
+            inner.ParseFromString(zlib.decompress(msg.compressed_packets, zlib.MAX_WBITS | 32))  # (or gzip)
             kept = (self.packet(p.SerializeToString(), seqs) for p in inner.packet)
             msg.compressed_packets = zlib.compress(b"".join(frame(p) for p in kept if p is not None), 1)
             changed = True
@@ -119,18 +119,18 @@ def merge_traces(
             raise MergeError(f"{src}: cannot read: {exc.strerror or exc}") from None
         if head != b"\x0a":
             raise MergeError(f"{src}: not a Perfetto protobuf trace")
-        trace = read_perfetto(src, limits=limits)  # (every packet decodes, inflation stays bounded)
-        why = trace.unreadable(partial=False)
+        data = src.read_bytes()
+        checked = check_perfetto_bytes(data, limits)  # (every packet decodes, inflation stays bounded)
+        why = checked.unreadable(partial=False)
         if why is not None:
             raise MergeError(f"{src}: {why}")
-        data = src.read_bytes()
         datas.append((_first_snapshot(data), str(src), data))
     datas.sort(key=lambda d: d[0])
     merger = _Merger()
     written = 0
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.merging")
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.merging")  # (one of a dead process: replaced)
     try:
-        with open(tmp, "xb") as out:
+        with open(tmp, "wb") as out:
             for _, _, data in datas:
                 seqs: dict[int, int] = {}
                 for _, _, raw in iter_frames(data):
@@ -258,6 +258,6 @@ def _max_sequence(data: bytes) -> int:
         top = max(top, msg.trusted_packet_sequence_id)
         if msg.HasField("compressed_packets"):
             inner = _Trace()
-            inner.ParseFromString(zlib.decompress(msg.compressed_packets))
+            inner.ParseFromString(zlib.decompress(msg.compressed_packets, zlib.MAX_WBITS | 32))
             top = max([top, *(p.trusted_packet_sequence_id for p in inner.packet)])
     return top

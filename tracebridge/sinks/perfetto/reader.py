@@ -158,12 +158,13 @@ class _Split:
     without a step each, a record longer than the limit or not starting with the packet tag stops it
     (a problem), and ``stop`` says where the last complete record ended."""
 
-    __slots__ = ("empty", "error", "stop")
+    __slots__ = ("empty", "error", "stop", "zeros")
 
     def __init__(self) -> None:
         self.stop = 0
         self.empty = 0
         self.error = False
+        self.zeros = False  # stopped at a zero byte where a packet would begin (a crash's leftover?)
 
     def records(self, buf: bytes, base: int, reader: _Reader) -> Iterator[tuple[int, memoryview]]:
         view = memoryview(buf)
@@ -171,6 +172,9 @@ class _Split:
         n = len(buf)
         limit = reader.limits.max_packet_size
         while pos < n:
+            if buf[pos] == 0:
+                self.zeros = True  # (the caller says whether the rest is all zeros)
+                break
             if buf[pos] != 0x0A:
                 self.error = True
                 reader.fail(
@@ -222,19 +226,37 @@ def _file_records(f: BinaryIO, reader: _Reader) -> Iterator[tuple[int, memoryvie
         reader.count_packets(split.empty, base)
         if split.error or reader.stopped:
             return
+        if split.zeros:
+            _zero_tail(f, buf[split.stop :], base + split.stop, reader)
+            return
         if eof:
             reader.complete = base + split.stop
+            reader.reached_end = True
             return
         rest = len(buf) - split.stop
         buf = buf[split.stop :]
         base += split.stop
         need = _CHUNK
-        if rest >= 2:  # a record that does not fit: read the rest of it at once
+        if rest >= 2:  # a record that does not fit: read the rest of it at once (no more than the file has)
             try:
                 length, body = read_varint(buf, 1)
-                need = max(_CHUNK, body + length - rest)
+                need = max(_CHUNK, min(body + length - rest, reader.size - base - rest))
             except (IndexError, ValueError):
                 pass
+
+
+def _zero_tail(f: BinaryIO, head: bytes, at: int, reader: _Reader) -> None:
+    """A zero byte where a packet would begin: the end of a file whose last writes the file system had
+    not made when the process died (it shows them as zeros), when nothing but zeros follows; else a
+    damaged file."""
+    piece = head
+    while piece:
+        if piece.count(0) != len(piece):
+            reader.fail("trace_tokenizer_errors", "unexpected byte 0x00, not a packet", at)
+            return
+        piece = f.read(_CHUNK)
+    reader.complete = at
+    reader.reached_end = reader.zero_tail = True
 
 
 def _text(value: str | bytes) -> str:
@@ -278,6 +300,9 @@ class _Reader:
         self.lost_seqs: set[int] = set()  # sequences invalid since a loss (until they clear)
         self.stats_tracks: set[int] = set()  # the tracks of the sessions' stats slices (several: merged)
         self.stats_open: set[int] = set()  # those whose slice has not ended yet
+        self.stats_parts: list[Stats] = []
+        self.reached_end = False  # the whole file was read (a cut-off tail may then be noted)
+        self.zero_tail = False  # it ends in zero bytes where a packet would begin
         # What the file may cost (ReadLimits): bytes inflated and packets read, over the whole file.
         self.inflate_budget = max(1 << 20, limits.max_inflate_ratio * size)
         self.packet_budget = max(1 << 14, limits.max_packets_per_byte * size)
@@ -300,7 +325,7 @@ class _Reader:
         else:
             found.count += 1
             found.events += events
-            if offset >= 0 and len(found.offsets) < MAX_OFFSETS:
+            if offset >= 0 and len(found.offsets) < MAX_OFFSETS and offset not in found.offsets:
                 found.offsets.append(offset)
         return found
 
@@ -339,11 +364,14 @@ class _Reader:
             if self.progress is not None and offset >= next_report:
                 self.progress(offset, self.size)
                 next_report = offset + step
-        if not out.fatal and self.complete < self.size:
+        if self.reached_end and self.complete < self.size:
             out.truncated_bytes = self.size - self.complete
             out.notes.append(
-                f"the last {out.truncated_bytes} bytes are an incomplete packet (the trace was cut off); "
-                "ignored"
+                f"the last {out.truncated_bytes} bytes are zeros (the process died before the file system "
+                "wrote them: the trace was cut off); ignored"
+                if self.zero_tail
+                else f"the last {out.truncated_bytes} bytes are an incomplete packet (the trace was cut "
+                "off); ignored"
             )
         self.replay()
         if self.progress is not None:
@@ -817,6 +845,9 @@ class _Reader:
         unfinished = sum(len(s) for s in open_slices.values())
         if unfinished:
             self.out.notes.append(f"{unfinished} slices did not end (written as begun only)")
+        if self.stats_parts:
+            parts = self.stats_parts
+            self.out.stats = parts[0] if len(parts) == 1 else Stats.total(parts)
         events.sort(key=lambda pair: (pair[1].start_ns, pair[0]))
         self.out.events = [ev for _, ev in events]
         self.out.shown_events = len(events)
@@ -844,7 +875,7 @@ class _Reader:
                     "track_event_parser_errors", f"the session's stats do not read: {exc}", raw.offset
                 )
                 return None
-            self.out.stats = stats if self.out.stats is None else self.out.stats.merge(stats)
+            self.stats_parts.append(stats)  # (added up once, at the end: linear in the slices)
             return None
         kind = "span"
         named = None
@@ -945,6 +976,28 @@ def read_perfetto(
         raise TraceReadError(f"{p}: is a directory") from None
     except OSError as exc:
         raise TraceReadError(f"{p}: cannot read: {exc.strerror or exc}") from None
+
+
+class _Checker(_Reader):
+    """Reads a trace only as far as decoding goes: every packet decodes and compressed packets inflate
+    within the limits; no events are made (what ``tracebridge merge`` checks of its inputs)."""
+
+    def packet(self, p: Any, offset: int, inner: bool) -> None:
+        if p.HasField("compressed_packets"):
+            if inner:
+                self.fail(
+                    "compressed_packets_invalid", "compressed packets inside compressed packets", offset
+                )
+            else:
+                self.compressed(p.compressed_packets, offset)
+
+    def replay(self) -> None:
+        pass
+
+
+def check_perfetto_bytes(data: bytes, limits: ReadLimits | None = None) -> TraceFile:
+    """What :class:`_Checker` finds in ``data``: packets, problems, ``fatal``; no events."""
+    return _Checker(len(data), None, limits).run(io.BytesIO(data))
 
 
 def read_perfetto_bytes(
