@@ -320,6 +320,13 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
     return out
 
 
+def names_a_secret(template: str, limits: Limits) -> bool:
+    """Whether a format string gives a secret-named parameter a value (``password=%s``,
+    ``'token': {}``): its arguments are then not written where the message could not be formatted."""
+    filled = template.replace("%", "X").replace("{", "X").replace("}", "X")
+    return scrub_text(filled, limits) is not filled
+
+
 def parameter_key(s: str, equals: int) -> str:
     """The key of the ``=`` at ``equals`` in ``s``: the word before it (letters, digits, ``_ . -``; up to 3
     spaces or tabs between), ``""`` when there is none or it is longer than 64 characters. (The compiled

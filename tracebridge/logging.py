@@ -34,7 +34,7 @@ from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._recorder.targets import Target
 from ._safety import errors_named
-from ._sanitize import needs_snapshot, safe_repr, scrub_text
+from ._sanitize import names_a_secret, needs_snapshot, safe_repr, scrub_text
 from .sampling.limiters import KeyedRateLimiter, RateLimiter
 from .sinks.lines import trace_line
 from .spans import current_span
@@ -668,9 +668,13 @@ class TraceFormatter(logging.Formatter):
 def unformattable(record: logging.LogRecord, exc: BaseException) -> str:
     """What a record whose message does not format says instead: its template, its arguments' reprs
     and the error (``'%d items' % ('x',) [format error: TypeError: ...]``)."""
-    limit = RT.config.max_string
+    limits = RT.config.limits
     template = record.msg if isinstance(record.msg, str) else _safety.safe_str(record.msg)
-    args = safe_repr(record.args, limit)
+    if limits.secret_keys is not None and names_a_secret(template, limits):
+        count = len(record.args) if isinstance(record.args, (tuple, dict)) else 1
+        args = f"({count} arguments, not shown: the message gives one to a secret)"
+    else:
+        args = safe_repr(record.args, limits.max_string)
     return f"{template!r} % {args} [format error: {type(exc).__name__}: {_safety.safe_str(exc)}]"
 
 

@@ -29,7 +29,7 @@ from ._model import MESSAGE_TEMPLATE_KEY, ErrorInfo, Frame, Record
 from ._recorder import Session
 from ._recorder.runtime import RT, now_ns, thread_state
 from ._recorder.targets import Target
-from ._sanitize import Counts, needs_snapshot, sanitize_metadata, scrub_text
+from ._sanitize import Counts, names_a_secret, needs_snapshot, sanitize_metadata, scrub_text
 from .logging import LogSampling, count_log_drop, keyed_limiter, level_number, log_priority, trace_context
 from .sinks.lines import format_metadata, trace_line
 from .spans import current_span
@@ -232,6 +232,12 @@ class PerfettoProcessor:
             metadata.setdefault(MESSAGE_TEMPLATE_KEY, event)
         elif format_error is not None:  # the template as the body, its arguments beside it, marked
             metadata["format_error"] = format_error
+            limits = RT.config.limits
+            if limits.secret_keys is not None and isinstance(event, str) and names_a_secret(event, limits):
+                count = len(event_dict.get("positional_args") or ())
+                metadata["positional_args"] = (
+                    f"({count} arguments, not shown: the message gives one to a secret)"
+                )
         name = getattr(logger, "name", None)
         if isinstance(name, str) and "logger" not in metadata:
             metadata["logger"] = name

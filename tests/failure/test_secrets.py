@@ -372,3 +372,24 @@ def test_the_trace_holds_what_scrub_text_makes_of_any_text(tmp_path_factory: Any
     expected = [(scrub_text(t or "x", limits), scrub_text(t, limits)) for t in texts] * 2
     got = [(ev.name, ev.metadata.get("value")) for ev in spans]
     assert sorted(got) == sorted(expected)
+
+
+def test_a_message_that_does_not_format_keeps_a_secret_argument_out(tmp_path: Path) -> None:
+    path = tmp_path / "t.perfetto-trace"
+    log = logging.getLogger("secrets.unformatted")
+    log.propagate = False
+    log.handlers = [PerfettoHandler(path)]
+    stream = io.StringIO()
+    line = logging.StreamHandler(stream)
+    line.setFormatter(TraceFormatter("%(message)s"))
+    log.handlers.append(line)
+    try:
+        log.warning("login password=%d", "S3CRET1")
+        log.warning("%d items", "many")  # (nothing secret: the arguments are shown)
+        tracebridge.stop()
+    finally:
+        for h in log.handlers:
+            h.close()
+        log.handlers = []
+    assert _secrets_in(stream.getvalue().encode()) == [] and "('many',)" in stream.getvalue()
+    assert _secrets_in(expand(path.read_bytes())) == []
