@@ -2,9 +2,10 @@
 
     python examples/exception_in_span.py [failure.perfetto-trace]
 
-The code handles the exception and carries on; the log shows the error record (with Python's traceback)
-and the failed span's trace line (with the span's back-trace, outermost frame first); the Perfetto trace has the span marked failed (its callstack is the
-back-trace) and the error record inside it.
+The code handles the exception and carries on; the log shows the error record (with Python's
+traceback) and the failed span's trace line (with the span's back-trace, outermost frame first); the
+Perfetto trace has the span marked failed (its callstack is the back-trace) and the error record inside
+it.
 """
 
 from __future__ import annotations
