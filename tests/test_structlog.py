@@ -53,6 +53,8 @@ def test_processors_end_to_end(trace_path: Path, configure, capsys: pytest.Captu
 
 def test_sampling_and_rate_limiting_drop_events(configure, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     limiter = RateLimitProcessor(1000.0, burst=2)
+    frozen = time.monotonic()
+    limiter._limiter._clock = lambda: frozen  # (an injected clock: a loaded machine refills nothing)
     sampler = SamplingProcessor(probability=0.0)
     configure(
         processors=[sampler, limiter, TraceLineRenderer()], logger_factory=structlog.PrintLoggerFactory()
@@ -68,7 +70,7 @@ def test_sampling_and_rate_limiting_drop_events(configure, capsys: pytest.Captur
         log.info("outside")  # probability 0
         for _ in range(5):
             log.error("flood")
-        limiter._limiter._clock = lambda: time.monotonic() + 1.0
+        limiter._limiter._clock = lambda: frozen + 1.0
         log.error("flood")
     finally:
         tracebridge.stop()
