@@ -30,7 +30,7 @@ N = 20_000 if "--quick" in sys.argv else 100_000
 REPEAT = 5
 
 
-def spans(path: str, scrub: bool, **metadata: object) -> float:
+def spans(output: str, scrub: bool, **metadata: object) -> float:
     def run(n: int) -> None:
         for _ in range(n):
             with tracebridge.span("load", level=2, **metadata):
@@ -38,7 +38,7 @@ def spans(path: str, scrub: bool, **metadata: object) -> float:
         tracebridge.flush()
 
     tracebridge.configure(on_full="block", scrub=tracebridge.Config().scrub if scrub else None)
-    tracebridge.start(level=2, output=path)
+    tracebridge.start(level=2, output=output)
     cost = per_op_ns(run, N, REPEAT)
     session = tracebridge.stop()
     assert session.stats.total_dropped == 0, session.stats

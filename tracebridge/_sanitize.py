@@ -44,7 +44,7 @@ _QUOTED_KEY = re.compile(
 )
 #: What follows ``key=`` as its value (after up to 3 spaces or tabs).
 _PARAMETER_VALUE = re.compile(_VALUE + r"|[^\s&;,)}\]'\"]{1,4096}")
-_KEY_PUNCTUATION = frozenset("_.-")
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 #: Values a parameter may have that are not credentials: booleans and nulls, placeholders (a format
 #: string's ``%s``, ``{}``, ``{name}``), quoted or not. (Numbers are scrubbed: a PIN is a number.)
 _NOT_A_SECRET = re.compile(
@@ -301,10 +301,11 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
         return m.group(0)[: m.start("val") - m.start()] + SCRUBBED
 
     out = s
+    low = s.lower()
     try:
         if "@" in out and "://" in out:
             out = _URL_PASSWORD.sub(password, out)
-        if _SCHEME.search(out) is not None:
+        if ("bearer" in low or "basic" in low) and _SCHEME.search(out) is not None:
             out = _AUTHORIZATION.sub(authorization, out)
         if ("'" in out or '"' in out) and _QUOTED_COLON.search(out) is not None:
             out = _QUOTED_KEY.sub(parameter, out)
@@ -328,14 +329,14 @@ def names_a_secret(template: str, limits: Limits) -> bool:
 
 
 def parameter_key(s: str, equals: int) -> str:
-    """The key of the ``=`` at ``equals`` in ``s``: the word before it (letters, digits, ``_ . -``; up to 3
-    spaces or tabs between), ``""`` when there is none or it is longer than 64 characters. (The compiled
-    writer finds keys the same way: ``parameter_key`` in _speedups.c.)"""
+    """The key of the ``=`` at ``equals`` in ``s``: the word before it (ASCII letters, digits, ``_ . -``;
+    up to 3 spaces or tabs between), ``""`` when there is none or it is longer than 64 characters. (The
+    compiled writer finds keys the same way: ``key_may_be_secret`` in _speedups.c.)"""
     j = equals
     while j > 0 and equals - j < 3 and s[j - 1] in " \t":
         j -= 1
     end = j
-    while j > 0 and end - j <= 64 and (s[j - 1].isalnum() or s[j - 1] in _KEY_PUNCTUATION):
+    while j > 0 and end - j <= 64 and s[j - 1] in _KEY_CHARS:
         j -= 1
     return s[j:end] if end - j <= 64 else ""
 
@@ -343,11 +344,16 @@ def parameter_key(s: str, equals: int) -> str:
 def _parameters(s: str, limits: Limits) -> tuple[str, int]:
     """``s`` with the values of its secret-named ``key=value`` parameters scrubbed, and how many. Found
     from each ``=`` (a scan of the text for ``=``, then a few characters around each), not by a pattern
-    tried at every position: linear, and cheap where text has a few."""
+    tried at every position: linear, and cheap where text has a few (a key the sanitizer's cache knows
+    is no secret costs a dictionary lookup)."""
     pieces: list[str] = []
     last = found = 0
     pos = s.find("=")
     while pos != -1:
+        key = parameter_key(s, pos)
+        if not key or pos - len(key) < last or not is_secret_key(key, limits):
+            pos = s.find("=", pos + 1)
+            continue
         start = pos + 1
         while start < len(s) and start - pos <= 3 and s[start] in " \t":
             start += 1
@@ -355,15 +361,8 @@ def _parameters(s: str, limits: Limits) -> tuple[str, int]:
         if m is None:
             pos = s.find("=", pos + 1)
             continue
-        key = parameter_key(s, pos)
         value = m.group()
-        if (
-            key
-            and pos - len(key) >= last
-            and is_secret_key(key, limits)
-            and value != SCRUBBED
-            and not _NOT_A_SECRET.fullmatch(value)
-        ):
+        if value != SCRUBBED and not _NOT_A_SECRET.fullmatch(value):
             pieces.append(s[last:start])
             pieces.append(SCRUBBED)
             last = m.end()
