@@ -401,6 +401,25 @@ def scrub_argv(argv: list[str], limits: Limits, counts: Counts | None = None) ->
     return out
 
 
+def _known_clean(s: str, limits: Limits) -> bool:
+    """Whether text that :func:`may_hold_secret` picked holds no credential, as far as is known without
+    scrubbing it: no ``@``, quoted key or authorization scheme, and every ``=``'s key known (from the key
+    cache) to be no secret (``page=2``). As the compiled writer tests it (``may_hold_secret`` there)."""
+    if "@" in s or (("'" in s or '"' in s) and _QUOTED_COLON.search(s) is not None):
+        return False
+    low = s.lower()
+    if ("bearer" in low or "basic" in low) and _SCHEME.search(s) is not None:
+        return False
+    cache = limits.secret_cache
+    pos = s.find("=")
+    while pos != -1:
+        key = parameter_key(s, pos)
+        if key and cache.get(key) is not False:
+            return False
+        pos = s.find("=", pos + 1)
+    return True
+
+
 def _already_clean(md: dict[Any, Any], limits: Limits) -> bool:
     """The common case, checked fast: string keys that are not secrets, and scalar values that need no
     change (ASCII strings within the cap, ints that fit 64 bits)."""
@@ -413,7 +432,7 @@ def _already_clean(md: dict[Any, Any], limits: Limits) -> bool:
         if t is str:
             if len(v) > max_string or not v.isascii() or "\x00" in v:
                 return False
-            if scrubbing and may_hold_secret(v) and scrub_text(v, limits) is not v:
+            if scrubbing and may_hold_secret(v) and not _known_clean(v, limits):
                 return False
         elif t is int:
             if not _INT_MIN <= v <= _INT_MAX:
