@@ -389,14 +389,19 @@ class _Reader:
 
     # -- packets -----------------------------------------------------------------------------------
 
+    def compressed_record(self, p: Any, offset: int, inner: bool) -> bool:
+        """Read ``p``'s packets if it is a ``compressed_packets`` record (one inside another is not
+        read); False when it is not one."""
+        if not p.HasField("compressed_packets"):
+            return False
+        if inner:
+            self.fail("compressed_packets_invalid", "compressed packets inside compressed packets", offset)
+        else:
+            self.compressed(p.compressed_packets, offset)
+        return True
+
     def packet(self, p: Any, offset: int, inner: bool) -> None:
-        if p.HasField("compressed_packets"):
-            if inner:
-                self.fail(
-                    "compressed_packets_invalid", "compressed packets inside compressed packets", offset
-                )
-            else:
-                self.compressed(p.compressed_packets, offset)
+        if self.compressed_record(p, offset, inner):
             return
         has_seq = p.HasField("trusted_packet_sequence_id") and p.trusted_packet_sequence_id != 0
         seq_id = p.trusted_packet_sequence_id if has_seq else 0
@@ -983,13 +988,7 @@ class _Checker(_Reader):
     within the limits; no events are made (what ``tracebridge merge`` checks of its inputs)."""
 
     def packet(self, p: Any, offset: int, inner: bool) -> None:
-        if p.HasField("compressed_packets"):
-            if inner:
-                self.fail(
-                    "compressed_packets_invalid", "compressed packets inside compressed packets", offset
-                )
-            else:
-                self.compressed(p.compressed_packets, offset)
+        self.compressed_record(p, offset, inner)
 
     def replay(self) -> None:
         pass
