@@ -122,7 +122,7 @@ def test_module_entry_point_and_demo(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "[TRACE] load_config (" in result.stdout
-    assert "ui.perfetto.dev" in result.stdout
+    assert f"tracebridge open {out}" in result.stdout
     assert main(["validate", str(out), str(tmp_path / "demo.json")]) == 0
     events = tracebridge.read(out)
     kinds = {e.kind for e in events}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import random
 import threading
@@ -104,7 +103,7 @@ def run_demo(output: str, json_output: str | None = None) -> int:
         write_trace(read_trace(output), json_output)
         print(f"\nAlso wrote Chrome JSON: {json_output}")
     print(
-        f"\nOpen {os.path.abspath(output)} in https://ui.perfetto.dev (Open trace file), or run\n"
+        f"\nOpen it in the Perfetto UI with\n  tracebridge open {output}\nor run\n"
         f"  tracebridge summary {output}\n  tracebridge validate {output}"
     )
     return 0
