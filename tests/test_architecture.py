@@ -28,7 +28,15 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("pipeline", ["tracebridge.sampling"]),
     ("sinks", ["tracebridge.sinks"]),
-    ("recorder", ["tracebridge._config", "tracebridge._recorder.runtime", "tracebridge._recorder"]),
+    (
+        "recorder",
+        [
+            "tracebridge._config",
+            "tracebridge._environment",
+            "tracebridge._recorder.runtime",
+            "tracebridge._recorder",
+        ],
+    ),
     (
         "sources",
         [

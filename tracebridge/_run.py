@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import _recorder
+from ._environment import ENV_LEVEL, ENV_OUTPUT, EnvironmentSettingError, from_environment
 from ._recorder.runtime import RT
 from ._units import parse_duration
 from .instrument import instrument
@@ -64,6 +65,9 @@ class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().emit(record)
 
 
+DEFAULT_OUTPUT = "tracebridge-run.perfetto-trace"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-i",
@@ -74,8 +78,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"modules to instrument (names or globs; repeatable; also ${ENV_PATTERNS}, comma-separated);"
         " default: the modules and packages next to the script (or in the current directory for -m)",
     )
-    p.add_argument("-o", "--output", default="tracebridge-run.perfetto-trace", help="trace file to write")
-    p.add_argument("--level", type=int, default=2, help="trace level to record (default 2)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help=f"trace file to write (default ${ENV_OUTPUT}, else {DEFAULT_OUTPUT})",
+    )
+    p.add_argument(
+        "--level", type=int, default=None, help=f"trace level to record (default ${ENV_LEVEL}, else 2)"
+    )
     p.add_argument(
         "--min-duration", metavar="DURATION", help="leave out calls shorter than this (e.g. 100us)"
     )
@@ -100,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     finally:
-        if getattr(args, "open", False) and os.path.isfile(args.output):
+        if getattr(args, "open", False) and args.output and os.path.isfile(args.output):
             from ._open import open_trace
 
             open_trace(args.output)
@@ -115,6 +126,14 @@ def _run(args: argparse.Namespace) -> int:
     if script is not None and not os.path.isfile(script):
         print(f"error: {script}: no such file", file=sys.stderr)
         return 2
+    try:  # (TRACEBRIDGE_SAMPLING and TRACEBRIDGE_FILTER: start() reads them)
+        env = from_environment()
+    except EnvironmentSettingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.output = args.output or env.output or DEFAULT_OUTPUT
+    args.level = env.level or 2 if args.level is None else args.level
+    args.log_lines = args.log_lines or env.log_lines
     patterns = [p for p in args.instrument]
     patterns += [p.strip() for p in os.environ.get(ENV_PATTERNS, "").split(",") if p.strip()]
     if not patterns:

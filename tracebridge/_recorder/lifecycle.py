@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -13,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _hooks, _safety
 from .._config import Config
+from .._environment import EnvironmentSettingError, from_environment
 from .._model import (
     Event,
     Stats,
 )
 from ..sampling.filters import Directives
 from ..sampling.pipeline import Pipeline
+from ..sampling.samplers import AlwaysOff
 from ..sinks.lines import TraceLines
 from . import exits
 from .runtime import (
@@ -84,22 +87,49 @@ def _validate_level(level: Any) -> int:
 
 
 def start(
-    level: int = 2,
+    level: int | None = None,
     output: str | os.PathLike[str] | None = None,
     *,
     format: OutputFormat | None = None,
     sampling: Any = None,
     sink: Callable[[Session], Sink] | None = None,
 ) -> Session:
-    """Start recording events of ``level`` and below.
+    """Start recording events of ``level`` and below (default 2).
 
     ``output`` is a trace file (``.json`` for Chrome JSON, anything else for Perfetto protobuf) or ``None``
     to keep events in memory (``Session.events``). ``sampling`` is a stage, a list of stages or a
     :class:`~tracebridge.sampling.Pipeline` (default: ``configure(sampling=...)``). Starting while a
     session is active, a bad level, bad sampling and an unwritable path raise at once.
 
+    What the call leaves out comes from the environment when set: ``TRACEBRIDGE_LEVEL``,
+    ``TRACEBRIDGE_OUTPUT``, ``TRACEBRIDGE_SAMPLING`` (``ratio:0.1,ratelimit:100``; see
+    ``tracebridge._environment``), ``TRACEBRIDGE_LOG_LINES``, ``TRACEBRIDGE_FILTER``. A bad value there
+    is one line on stderr naming the variable, and the session records nothing (it does not fail the
+    program).
+
     .. versionadded:: 0.1
     """
+    try:
+        env = from_environment()
+    except EnvironmentSettingError as exc:
+        print(f"tracebridge: {exc}; tracebridge records nothing", file=sys.stderr)
+        with _session_lock:
+            if RT.session is not None and not RT.session.implicit:
+                raise RuntimeError(
+                    f"a tracebridge session is already active ({RT.session!r}); call tracebridge.stop() first"
+                ) from None
+            if RT.session is not None:
+                _stop(None, resume=False)
+            nothing = Pipeline([AlwaysOff()], keep_critical=False, keep_failures=False)
+            return _begin(_validate_level(level or 2), None, "none", nothing)
+    if level is None:
+        level = env.level or 2
+    if output is None and format is None and sink is None:
+        output = env.output
+    if sampling is None and env.sampling:
+        sampling = env.sampling
+    if env.log_lines and RT.config.trace_lines() is None:
+        configure(log_lines=True)
     level = _validate_level(level)
     fmt = format or default_output_format(output)
     if fmt not in ("perfetto", "json", "memory", "none"):
