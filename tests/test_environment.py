@@ -110,3 +110,31 @@ def test_run_reads_the_environment_and_refuses_a_bad_value(tmp_path: Path) -> No
         "error: TRACEBRIDGE_SAMPLING: 'sometimes' is not one of ratio:P, probability:P, adaptive:N, "
         "ratelimit:N"
     ]
+
+
+def test_a_bad_value_leaves_a_handlers_recording_as_it_was(
+    monkeypatch: Any, capsys: Any, tmp_path: Path
+) -> None:
+    import logging
+
+    from tracebridge.logging import PerfettoHandler
+
+    path = tmp_path / "handler.perfetto-trace"
+    log = logging.getLogger("env.handler")
+    log.propagate = False
+    log.handlers = [PerfettoHandler(path)]
+    try:
+        log.warning("before")
+        monkeypatch.setenv("TRACEBRIDGE_LEVEL", "loud")
+        session = tracebridge.start()
+        assert session.path == path and session.format == "perfetto"
+        log.warning("after")
+        tracebridge.stop()
+    finally:
+        for h in log.handlers:
+            h.close()
+        log.handlers = []
+    assert capsys.readouterr().err.splitlines() == [
+        "tracebridge: TRACEBRIDGE_LEVEL: 'loud' is not a whole number; start() changes nothing"
+    ]
+    assert [e.name for e in tracebridge.read(path)] == ["before", "after"]

@@ -112,14 +112,16 @@ def start(
     try:
         env = from_environment()
     except EnvironmentSettingError as exc:
-        print(f"tracebridge: {exc}; tracebridge records nothing", file=sys.stderr)
         with _session_lock:
-            if RT.session is not None and not RT.session.implicit:
+            current = RT.session
+            if current is not None and not current.implicit:
                 raise RuntimeError(
-                    f"a tracebridge session is already active ({RT.session!r}); call tracebridge.stop() first"
+                    f"a tracebridge session is already active ({current!r}); call tracebridge.stop() first"
                 ) from None
-            if RT.session is not None:
-                _stop(None, resume=False)
+            if current is not None:  # (a handler's recording goes on as it was)
+                print(f"tracebridge: {exc}; start() changes nothing", file=sys.stderr)
+                return current
+            print(f"tracebridge: {exc}; tracebridge records nothing", file=sys.stderr)
             nothing = Pipeline([AlwaysOff()], keep_critical=False, keep_failures=False)
             return _begin(_validate_level(level or 2), None, "none", nothing)
     if level is None:
