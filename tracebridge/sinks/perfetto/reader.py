@@ -116,33 +116,21 @@ class _Raw:
     offset: int = 0
 
 
-def iter_frames(data: bytes, problems: list[Problem] | None = None) -> Iterator[tuple[int, int, memoryview]]:
+def iter_frames(data: bytes) -> Iterator[tuple[int, int, memoryview]]:
     """The complete ``Trace.packet`` records of ``data`` as (start offset, end offset, packet bytes).
-    Stops at the first incomplete record."""
+    Stops at the first incomplete or malformed record (the reader's :class:`_Split` says which)."""
     view = memoryview(data)
     pos = 0
     n = len(data)
-    while pos < n:
-        start = pos
-        tag = data[pos]
-        if tag != 0x0A:
-            if problems is not None:
-                problems.append(
-                    Problem("trace_tokenizer_errors", f"unexpected byte 0x{tag:02x}, not a packet", pos)
-                )
-            return
+    while pos < n and data[pos] == 0x0A:
         try:
-            length, pos = read_varint(data, pos + 1)
-        except IndexError:
+            length, body = read_varint(data, pos + 1)
+        except (IndexError, ValueError):
             return
-        except ValueError:
-            if problems is not None:
-                problems.append(Problem("trace_tokenizer_errors", "bad packet length", start))
-            return
-        end = pos + length
+        end = body + length
         if end > n:
             return
-        yield start, end, view[pos:end]
+        yield pos, end, view[body:end]
         pos = end
 
 
