@@ -115,9 +115,7 @@ def start(
         with _session_lock:
             current = RT.session
             if current is not None and not current.implicit:
-                raise RuntimeError(
-                    f"a tracebridge session is already active ({current!r}); call tracebridge.stop() first"
-                ) from None
+                raise _already_active(current) from None
             if current is not None:  # (a handler's recording goes on as it was)
                 print(f"tracebridge: {exc}; start() changes nothing", file=sys.stderr)
                 return current
@@ -143,9 +141,7 @@ def start(
         current = RT.session
         if current is not None:
             if not current.implicit:
-                raise RuntimeError(
-                    f"a tracebridge session is already active ({current!r}); call tracebridge.stop() first"
-                )
+                raise _already_active(current)
             if current.format != "none":
                 if output is None or current.path is None or not _same_file(current.path, output):
                     raise RuntimeError(
@@ -156,6 +152,12 @@ def start(
                 return _adopt(current, level, pipeline if sampling is not None else None)
             _stop(None, resume=False)  # a session that only fed trace lines: this one takes over
         return _begin(level, output, fmt, pipeline, sink)
+
+
+def _already_active(current: Session) -> RuntimeError:
+    return RuntimeError(
+        f"a tracebridge session is already active ({current!r}); call tracebridge.stop() first"
+    )
 
 
 def _begin(
