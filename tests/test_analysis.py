@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from tracebridge._model import ErrorInfo, Event, Loss, Stats, ThreadInfo
-from tracebridge.analysis import render, summarize
+import pytest
+
+from tracebridge import analysis
+from tracebridge._model import ErrorInfo, Event, Frame, Loss, Stats, ThreadInfo
+from tracebridge.analysis import EXACT_DURATIONS, OTHER, render, summarize
 
 
 def span(name: str, start: int, end: int, tid: int = 1, **kw: object) -> Event:
@@ -72,3 +75,41 @@ def test_where_events_went_missing() -> None:
         "+1000us",
         "+8000us",
     ]
+
+
+def test_percentiles_past_the_exact_ones_are_within_one_percent() -> None:
+    import random
+
+    rng = random.Random(7)
+    durations = [int(rng.lognormvariate(10, 1.5)) + 1 for _ in range(EXACT_DURATIONS * 5)]
+    s = summarize([span("op", 0, d) for d in durations])
+    op = s.operations[0]
+    ordered = sorted(durations)
+    for got, q in ((op.p50_ns, 0.50), (op.p95_ns, 0.95)):
+        exact = ordered[round(q * len(ordered) + 0.5 - 1e-9) - 1]
+        assert abs(got - exact) <= 0.01 * exact + 1, (q, got, exact)
+    assert op.max_ns == ordered[-1] and op.count == len(durations)
+
+
+def test_names_and_failures_past_the_caps_are_added_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analysis, "MAX_OPERATIONS", 3)
+    monkeypatch.setattr(analysis, "MAX_FAILURES", 2)
+    events = [span(f"n{i}", 10 * i, 10 * i + 5, error=ErrorInfo("E", f"m{i}")) for i in range(6)]
+    s = summarize(events)
+    assert sorted(o.name for o in s.operations) == [OTHER, "n0", "n1", "n2"]
+    other = next(o for o in s.operations if o.name == OTHER)
+    assert (other.count, other.total_ns, other.errors) == (3, 15, 3)
+    assert sorted((f.name, f.count) for f in s.failures) == [(OTHER, 4), ("n0", 1), ("n1", 1)]
+
+
+def test_a_summary_does_not_depend_on_the_order_of_events() -> None:
+    events = [
+        span("outer", 0, 100),
+        span("inner", 10, 40, error=ErrorInfo("E", "x", (Frame("f", "a.py", 1),))),
+        span("inner", 50, 60, error=ErrorInfo("E", "x", (Frame("g", "b.py", 2),))),
+        span("outer", 200, 300, tid=2),
+        span("leaf", 400, 401, tid=2),
+    ]
+    first = summarize(events).as_dict()
+    assert summarize(events[::-1]).as_dict() == first
+    assert first["failures"][0]["where"] == "f (a.py:1)"  # (the earliest)

@@ -9,6 +9,7 @@ import pytest
 
 import tracebridge
 from tracebridge.cli import main
+from tracebridge.reading import read_trace
 
 
 @pytest.fixture
@@ -57,6 +58,45 @@ def test_summary_json(trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert ops["outer"]["count"] == 5 and ops["bad"]["errors"] == 1
     assert ops["outer"]["self_ns"] + ops["inner"]["total_ns"] == ops["outer"]["total_ns"]
     assert doc["stats"]["recorded"]["span"] == 11
+
+
+@pytest.mark.parametrize("suffix", [".perfetto-trace", ".json"])
+def test_summary_streams_what_a_whole_read_summarizes(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``summary`` reads the trace into a SummaryBuilder (sorted on disk a few hundred records at a
+    time): the same summary as ``summarize`` of the whole list of events."""
+    import threading
+
+    from tracebridge.analysis import summarize
+    from tracebridge.sinks.perfetto import reader
+
+    path = tmp_path / f"t{suffix}"
+
+    def work(k: int) -> None:
+        for i in range(300):
+            with tracebridge.span("outer", k=k), tracebridge.span(f"inner{i % 3}"):
+                tracebridge.instant("tick")
+            if i % 50 == 0:
+                try:
+                    with tracebridge.span("fails"):
+                        raise ValueError(f"bad {i % 4}")
+                except ValueError:
+                    pass
+
+    tracebridge.start(level=2, output=path)
+    threads = [threading.Thread(target=work, args=(k,), name=f"w{k}") for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tracebridge.stop()
+    monkeypatch.setattr(reader, "RUN_RECORDS", 250)
+    assert main(["summary", "--json", str(path)]) == 0
+    streamed = json.loads(capsys.readouterr().out)
+    whole = read_trace(path)
+    assert streamed == json.loads(json.dumps(summarize(whole.events, whole.stats, whole.losses).as_dict()))
+    assert streamed["events"]["span"] == 3 * (300 * 2 + 6)
 
 
 def test_validate(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

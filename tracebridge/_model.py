@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 
 def trace_clock_ns() -> int:
@@ -658,6 +658,19 @@ class Problem:
         return text
 
 
+class EventSink(Protocol):
+    """Takes a trace's events as reading completes each one, instead of a list (a trace read in bounded
+    memory: :func:`tracebridge.read_trace` with ``sink=``): instants, logs and counter samples as they
+    come, a slice when it ends (or, if it never does, at the end of the trace, with ``self_ns`` ``None``).
+    Perfetto traces give them in time order; the order is not part of the contract.
+
+    ``self_ns``: a slice's duration less its children's on the same track; ``depth``: how many slices
+    enclose it there (``-1`` for events that are not slices).
+    """
+
+    def event(self, ev: Event, self_ns: int | None, depth: int) -> None: ...
+
+
 @dataclass
 class TraceFile:
     """What reading a trace file found: its events (in start order), the session's stats if the file
@@ -697,7 +710,7 @@ class TraceFile:
         making sense after some events still counts as usable (its problems say where it stopped)."""
         if self.format == "perfetto" and self.packets == 0 and not self.fatal:
             return "truncated: no complete packet" if self.truncated_bytes else "no packets"
-        if self.fatal and (not partial or not self.events):
+        if self.fatal and (not partial or not (self.events or self.shown_events)):
             problem = self.fatal_problem or (self.problems[0] if self.problems else None)
             if problem is None:
                 return "not a readable trace"

@@ -3,6 +3,7 @@ and what was dropped (TraceMe's ProfileAnalyzer and performance dashboard, for a
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,101 +79,170 @@ class Summary:
 #: Why logging filters and structlog processors drop records (see tracebridge.logging.count_log_drop).
 _LOG_FILTER_REASONS = ("sampled_out", "rate_limited")
 
+#: Durations of one operation kept exactly; past this many, percentiles come from a histogram whose
+#: buckets are 2% wide (each value is within 1% of its bucket's middle).
+EXACT_DURATIONS = 1024
+#: Distinct names (and failures) summarized apart; more are added up under OTHER.
+MAX_OPERATIONS = 10_000
+MAX_FAILURES = 1_000
+OTHER = "(other names)"
+_GAMMA = 1.02
+_LOG_GAMMA = math.log(_GAMMA)
 
-def _percentile(sorted_values: list[int], q: float) -> int:
-    if not sorted_values:
-        return 0
-    rank = max(1, round(q * len(sorted_values) + 0.5 - 1e-9))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+def _rank(n: int, q: float) -> int:
+    return min(max(1, round(q * n + 0.5 - 1e-9)), n)
 
 
-def _self_times(spans: list[Event]) -> dict[int, int]:
-    """Self time of each span (its duration minus its children's) for spans of one thread track."""
-    out: dict[int, int] = {}
-    ordered = sorted(spans, key=lambda e: (e.start_ns, -(e.end_ns or 0)))
-    stack: list[Event] = []
-    for ev in ordered:
-        end = ev.end_ns or ev.start_ns
-        while stack and (stack[-1].end_ns or 0) <= ev.start_ns:
-            stack.pop()
-        out[id(ev)] = end - ev.start_ns
-        if stack and end <= (stack[-1].end_ns or 0):
-            parent = stack[-1]
-            out[id(parent)] -= end - ev.start_ns
-        stack.append(ev)
-    return out
+class _Durations:
+    """The durations of one operation, for its percentiles: exact up to EXACT_DURATIONS, then a
+    histogram (memory bounded whatever the count)."""
+
+    __slots__ = ("buckets", "exact", "n")
+
+    def __init__(self) -> None:
+        self.exact: list[int] | None = []
+        self.buckets: dict[int, int] = {}
+        self.n = 0
+
+    def add(self, d: int) -> None:
+        self.n += 1
+        if self.exact is not None:
+            self.exact.append(d)
+            if len(self.exact) > EXACT_DURATIONS:
+                for v in self.exact:
+                    self._count(v)
+                self.exact = None
+        else:
+            self._count(d)
+
+    def _count(self, d: int) -> None:
+        b = -1 if d <= 0 else int(math.log(d) / _LOG_GAMMA)
+        self.buckets[b] = self.buckets.get(b, 0) + 1
+
+    def percentile(self, q: float, high: int) -> int:
+        if not self.n:
+            return 0
+        rank = _rank(self.n, q)
+        if self.exact is not None:
+            return sorted(self.exact)[rank - 1]
+        seen = 0
+        for b in sorted(self.buckets):
+            seen += self.buckets[b]
+            if seen >= rank:
+                middle = 0 if b < 0 else round(_GAMMA ** (b + 0.5))
+                return min(middle, high)
+        return high
+
+
+class SummaryBuilder:
+    """A :class:`Summary` built one event at a time (an :class:`~tracebridge.reading.EventSink`), so
+    that a trace of any size is summarized in bounded memory: ``read_trace(path, sink=builder)``, then
+    :meth:`finish`. :func:`summarize` does the same for a list of events.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self) -> None:
+        self.s = Summary()
+        self.first: int | None = None
+        self.last: int | None = None
+        self.ops: dict[str, tuple[Operation, _Durations]] = {}
+        self.threads: dict[int, ThreadTotal] = {}
+        self.thread_seen: dict[int, int] = {}  # tid -> start of the earliest span that named it
+        self.failures: dict[tuple[str, str, str], Failure] = {}
+        self.failure_seen: dict[tuple[str, str, str], int] = {}  # -> start of its earliest occurrence
+
+    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
+        s = self.s
+        s.events[ev.kind] = s.events.get(ev.kind, 0) + 1
+        end = ev.end_ns if ev.end_ns is not None else ev.start_ns
+        if self.first is None or ev.start_ns < self.first:
+            self.first = ev.start_ns
+        if self.last is None or end > self.last:
+            self.last = end
+        if ev.error is not None:
+            self._failure(ev)
+        if ev.kind not in ("span", "activity"):
+            return
+        if ev.end_ns is None:
+            s.unfinished += 1
+            return
+        d = ev.end_ns - ev.start_ns
+        on_thread = ev.kind == "span" and ev.track is None and not ev.overlapping
+        found = self.ops.get(ev.name)
+        if found is None:
+            name = ev.name if len(self.ops) < MAX_OPERATIONS else OTHER
+            found = self.ops.get(name)
+            if found is None:
+                found = self.ops[name] = (Operation(name), _Durations())
+        op, durations = found
+        op.count += 1
+        op.estimated += ev.adjusted_count
+        op.total_ns += d
+        op.self_ns += self_ns if on_thread and self_ns is not None else d
+        op.max_ns = max(op.max_ns, d)
+        durations.add(d)
+        if ev.error is not None:
+            op.errors += 1
+        if on_thread:
+            t = self.threads.get(ev.thread_id)
+            if t is None:
+                t = self.threads[ev.thread_id] = ThreadTotal(ev.thread_id, ev.thread_name)
+                self.thread_seen[ev.thread_id] = ev.start_ns
+            elif ev.start_ns < self.thread_seen[ev.thread_id]:  # (the same name, whatever the order)
+                t.thread_name = ev.thread_name
+                self.thread_seen[ev.thread_id] = ev.start_ns
+            t.spans += 1
+            if depth == 0:  # an outermost span: the thread was busy for all of it
+                t.busy_ns += d
+
+    def _failure(self, ev: Event) -> None:
+        assert ev.error is not None
+        key = (ev.name, ev.error.type, ev.error.message)
+        f = self.failures.get(key)
+        if f is None:
+            if len(self.failures) >= MAX_FAILURES:
+                key = (OTHER, "", "")
+                f = self.failures.get(key)
+            if f is None:
+                where = str(ev.error.frames[-1]) if ev.error.frames else ""
+                self.failures[key] = Failure(key[0], key[1], key[2], 1, where)
+                self.failure_seen[key] = ev.start_ns
+                return
+        f.count += 1
+        if ev.start_ns < self.failure_seen[key] and ev.error.frames and key[0] != OTHER:
+            f.where = str(ev.error.frames[-1])  # (where it failed first, whatever the order)
+            self.failure_seen[key] = ev.start_ns
+
+    def finish(self, stats: Stats | None = None, losses: list[Event] | None = None) -> Summary:
+        """The summary of the events given, with the trace's ``stats`` and loss markers
+        (:attr:`TraceFile.losses`)."""
+        s = self.s
+        s.stats = stats
+        if self.first is not None and self.last is not None:
+            s.duration_ns = self.last - self.first
+        if losses:  # times from the start of the trace: its first event, or a gap before it
+            origin = min(m.start_ns for m in losses)
+            s.gaps = _gaps(losses, origin if self.first is None else min(origin, self.first))
+        for op, durations in self.ops.values():
+            op.mean_ns = op.total_ns // op.count
+            op.p50_ns = durations.percentile(0.50, op.max_ns)
+            op.p95_ns = durations.percentile(0.95, op.max_ns)
+        s.operations = sorted((op for op, _ in self.ops.values()), key=lambda o: (-o.total_ns, o.name))
+        s.threads = sorted(self.threads.values(), key=lambda t: (-t.busy_ns, t.thread_id))
+        s.failures = sorted(self.failures.values(), key=lambda f: (-f.count, f.name, f.type, f.message))
+        return s
 
 
 def summarize(events: list[Event], stats: Stats | None = None, losses: list[Event] | None = None) -> Summary:
-    """``losses``: the trace's loss markers (:attr:`TraceFile.losses`)."""
-    s = Summary(stats=stats)
-    for ev in events:
-        s.events[ev.kind] = s.events.get(ev.kind, 0) + 1
-    timed = [e for e in events if e.kind in ("span", "activity")]
-    markers = losses or []
-    if events:
-        first = min(e.start_ns for e in events)
-        last = max((e.end_ns if e.end_ns is not None else e.start_ns) for e in events)
-        s.duration_ns = last - first
-    if markers:  # times from the start of the trace: its first event, or a gap before it
-        origin = min(m.start_ns for m in markers)
-        s.gaps = _gaps(markers, min(origin, first) if events else origin)
-    by_thread_track: dict[int, list[Event]] = {}
-    for e in timed:
-        if e.end_ns is None:
-            s.unfinished += 1
-        elif e.kind == "span" and e.track is None and not e.overlapping:
-            by_thread_track.setdefault(e.thread_id, []).append(e)
-    self_ns: dict[int, int] = {}
-    for spans in by_thread_track.values():
-        self_ns.update(_self_times(spans))
-    ops: dict[str, tuple[Operation, list[int]]] = {}
-    for e in timed:
-        if e.end_ns is None:
-            continue
-        op, durations = ops.setdefault(e.name, (Operation(e.name), []))
-        d = e.end_ns - e.start_ns
-        op.count += 1
-        op.estimated += e.adjusted_count
-        op.total_ns += d
-        op.self_ns += self_ns.get(id(e), d)
-        durations.append(d)
-        if e.error is not None:
-            op.errors += 1
-    for op, durations in ops.values():
-        durations.sort()
-        op.mean_ns = op.total_ns // op.count
-        op.p50_ns = _percentile(durations, 0.50)
-        op.p95_ns = _percentile(durations, 0.95)
-        op.max_ns = durations[-1]
-    s.operations = sorted((op for op, _ in ops.values()), key=lambda o: (-o.total_ns, o.name))
-    threads: dict[int, ThreadTotal] = {}
-    for tid, spans in by_thread_track.items():
-        t = threads.setdefault(tid, ThreadTotal(tid, spans[0].thread_name))
-        t.spans = len(spans)
-        covered_until = -1
-        for ev in sorted(spans, key=lambda e: e.start_ns):
-            end = ev.end_ns or ev.start_ns
-            if ev.start_ns >= covered_until:
-                t.busy_ns += end - ev.start_ns
-                covered_until = end
-            elif end > covered_until:
-                t.busy_ns += end - covered_until
-                covered_until = end
-    s.threads = sorted(threads.values(), key=lambda t: -t.busy_ns)
-    failures: dict[tuple[str, str, str], Failure] = {}
-    for e in events:
-        if e.error is None:
-            continue
-        key = (e.name, e.error.type, e.error.message)
-        f = failures.get(key)
-        if f is None:
-            where = str(e.error.frames[-1]) if e.error.frames else ""
-            failures[key] = Failure(e.name, e.error.type, e.error.message, 1, where)
-        else:
-            f.count += 1
-    s.failures = sorted(failures.values(), key=lambda f: -f.count)
-    return s
+    """The summary of a list of events (of a session, or a trace read whole); ``losses``: the trace's
+    loss markers (:attr:`TraceFile.losses`)."""
+    from .reading import feed
+
+    builder = SummaryBuilder()
+    feed(events, builder)
+    return builder.finish(stats, losses)
 
 
 def _gaps(markers: list[Event], origin: int) -> list[Gaps]:

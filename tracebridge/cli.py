@@ -19,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TextIO
 
-from ._model import Loss, ReadLimits, TraceFile
+from ._model import Event, EventSink, Loss, ReadLimits, TraceFile
 from ._units import parse_duration
 from .reading import TraceReadError, read_trace
 from .sinks import write_trace
@@ -57,8 +57,8 @@ def _limits(args: argparse.Namespace) -> ReadLimits:
     return ReadLimits(**{f.name: getattr(args, f.name) for f in fields(ReadLimits)})
 
 
-def _load(path: str, args: argparse.Namespace) -> TraceFile:
-    trace = read_trace(path, _Progress(f"reading {os.path.basename(path)}"), _limits(args))
+def _load(path: str, args: argparse.Namespace, sink: EventSink | None = None) -> TraceFile:
+    trace = read_trace(path, _Progress(f"reading {os.path.basename(path)}"), _limits(args), sink)
     why = trace.unreadable()
     if why is not None:
         raise TraceReadError(f"{path}: {why}")
@@ -84,10 +84,11 @@ def _notes(trace: TraceFile, path: str) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .analysis import render, summarize
+    from .analysis import SummaryBuilder, render
 
-    trace = _load(args.trace, args)
-    summary = summarize(trace.events, trace.stats, trace.losses)
+    builder = SummaryBuilder()  # (events go to it as they are read: a trace of any size, bounded memory)
+    trace = _load(args.trace, args, builder)
+    summary = builder.finish(trace.stats, trace.losses)
     if args.json:
         json.dump(summary.as_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -190,7 +191,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.trace:
         try:
-            trace = read_trace(path, _Progress(f"checking {os.path.basename(path)}"), _limits(args))
+            trace = read_trace(path, _Progress(f"checking {os.path.basename(path)}"), _limits(args), _Count())
         except TraceReadError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = max(status, EXIT_ERROR)
@@ -208,8 +209,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{path}: Perfetto would show {trace.shown_events:,} of {trace.file_events:,} events")
         elif not args.quiet:
             what = f"{trace.packets:,} packets" if trace.format == "perfetto" else "Chrome JSON"
-            print(f"{path}: ok ({what}, {len(trace.events):,} events{_losses(trace)})")
+            print(f"{path}: ok ({what}, {trace.shown_events:,} events{_losses(trace)})")
     return status
+
+
+class _Count:
+    """An event sink that keeps nothing (``validate``: the reader counts the events)."""
+
+    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
+        pass
 
 
 def _losses(trace: TraceFile) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from ._model import Event, ReadLimits, TraceFile, TraceReadError
+from ._model import Event, EventSink, ReadLimits, TraceFile, TraceReadError
 
-__all__ = ["ReadLimits", "TraceReadError", "detect_format", "read", "read_trace"]
+__all__ = ["EventSink", "ReadLimits", "TraceReadError", "detect_format", "feed", "read", "read_trace"]
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -59,10 +60,17 @@ def read_trace(
     path: str | os.PathLike[str],
     progress: Callable[[int, int], None] | None = None,
     limits: ReadLimits | None = None,
+    sink: EventSink | None = None,
 ) -> TraceFile:
     """Events, stats, problems and notes of a trace file, as far as it reads. ``progress(done, total)``
-    is called now and then while a Perfetto trace is read. Reading costs time and memory linear in the
-    file's size: past ``limits`` (default :class:`ReadLimits`) it stops, with a problem that says so."""
+    is called now and then while a Perfetto trace is read. Reading costs time linear in the file's size:
+    past ``limits`` (default :class:`ReadLimits`) it stops, with a problem that says so.
+
+    Memory: what is kept, the events (about 0.5 KB each). With a ``sink`` (an :class:`EventSink`, such as
+    :class:`tracebridge.analysis.SummaryBuilder`), none are kept: each goes to the sink as it completes,
+    ``TraceFile.events`` stays empty and ``TraceFile.shown_events`` counts them; a Perfetto trace of any
+    size is then read in bounded memory (the events wait, sorted, in temporary files). A Chrome JSON
+    trace is one document and is read whole either way."""
     fmt = detect_format(path)
     if progress is not None:
         progress = _CallerProgress(progress)
@@ -70,10 +78,14 @@ def read_trace(
         if fmt == "json":
             from .sinks.chrome import read_chrome_json
 
-            return read_chrome_json(path)
+            trace = read_chrome_json(path)
+            if sink is not None:
+                feed(trace.events, sink)
+                trace.shown_events, trace.events = len(trace.events), []
+            return trace
         from .sinks.perfetto.reader import read_perfetto
 
-        return read_perfetto(path, progress, limits)
+        return read_perfetto(path, progress, limits, sink)
     except (TraceReadError, KeyboardInterrupt):
         raise
     except _ProgressError as exc:  # the caller's own callback raised (to cancel, say): its exception
@@ -84,6 +96,42 @@ def read_trace(
         raise TraceReadError(
             f"{path}: internal error while reading ({type(exc).__name__}: {exc}); please report it"
         ) from exc
+
+
+def feed(events: Iterable[Event], sink: EventSink) -> None:
+    """Give ``events`` (of a session or a trace read whole) to ``sink`` as a streamed read would: slices
+    with their self time and depth, found from how they nest on their thread and track."""
+    groups: dict[tuple[Any, ...], list[Event]] = {}
+    for ev in events:
+        if ev.kind in ("span", "activity"):
+            groups.setdefault((ev.pid, ev.thread_id, ev.kind, ev.track, ev.overlapping), []).append(ev)
+        else:
+            sink.event(ev, None, -1)
+    for slices in groups.values():
+        # Enclosing slices first: by start, then the longest (one never ended is the longest of all).
+        slices.sort(key=lambda e: (e.start_ns, -(e.end_ns if e.end_ns is not None else _NEVER)))
+        stack: list[list[Any]] = []  # [end, event, children's time]
+        for ev in slices:
+            end = ev.end_ns if ev.end_ns is not None else _NEVER
+            while stack and stack[-1][0] < end:  # (it does not enclose this one)
+                _finish(stack, sink)
+            stack.append([end, ev, 0])
+        while stack:
+            _finish(stack, sink)
+
+
+_NEVER = 1 << 80  # the end of a slice that never ended: after every other
+
+
+def _finish(stack: list[list[Any]], sink: EventSink) -> None:
+    end, ev, children_ns = stack.pop()
+    if end == _NEVER:
+        sink.event(ev, None, len(stack))
+        return
+    duration = end - ev.start_ns
+    if stack:
+        stack[-1][2] += duration
+    sink.event(ev, duration - children_ns, len(stack))
 
 
 class _ProgressError(Exception):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracebridge
 from tracebridge._model import Event, Loss, ThreadInfo
-from tracebridge.reading import read_trace
+from tracebridge.reading import feed, read_trace
+from tracebridge.sinks.perfetto import external_sort, reader
 from tracebridge.sinks.perfetto.reader import iter_frames, read_perfetto_bytes
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
@@ -289,3 +291,105 @@ def test_losses_between_any_batches_hide_nothing(tmp_path_factory, data, lost) -
     assert_same_events(trace.events, written)
     assert sorted(map(repr, map(Loss.from_marker, trace.losses))) == sorted(map(repr, marked))
     assert trace.shown_events == trace.file_events == len(written)
+
+
+class _Collect:
+    """An event sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[Event, int | None, int]] = []
+
+    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
+        self.got.append((ev, self_ns, depth))
+
+
+def _nesting(pairs: list[tuple[Event, int | None, int]]) -> list[tuple[object, ...]]:
+    """Thread-track spans as (event, self time, depth): what summary's self and busy times come from."""
+    return sorted(
+        (
+            (comparable(e), s, d)
+            for e, s, d in pairs
+            if e.kind == "span" and not e.track and not e.overlapping
+        ),
+        key=repr,
+    )
+
+
+@settings(deadline=None)
+@given(batches(), st.integers(1, 12))
+def test_streamed_read_gives_what_a_whole_read_gives(tmp_path_factory, data, run) -> None:  # type: ignore[no-untyped-def]
+    """A trace read into a sink, its records sorted on disk a few at a time, gives the events (and the
+    counts and problems) of a whole read; each slice with the self time and depth its nesting gives."""
+    path = tmp_path_factory.mktemp("stream") / "t.perfetto-trace"
+    w = PerfettoWriter(path)
+    for thread, events in data:
+        w.write(thread, events)
+    w.close()
+    whole = read_trace(path)
+    sink = _Collect()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reader, "RUN_RECORDS", run)
+        mp.setattr(external_sort, "CHUNK", 2)
+        mp.setattr(external_sort, "FAN_IN", 3)
+        streamed = read_trace(path, sink=sink)
+    assert streamed.events == []
+    assert_same_events([e for e, _, _ in sink.got], whole.events)
+    assert (streamed.shown_events, streamed.file_events, streamed.problems, streamed.notes) == (
+        whole.shown_events,
+        whole.file_events,
+        whole.problems,
+        whole.notes,
+    )
+    assert streamed.shown_events == len(whole.events)
+    listed = _Collect()
+    feed(whole.events, listed)
+    assert _nesting(sink.got) == _nesting(listed.got)
+
+
+def _spans_trace(path: Path, n: int) -> None:
+    w = PerfettoWriter(path)
+    for k in range(4):
+        thread = ThreadInfo(PID, 500 + k, f"w{k}")
+        t = 1_000_000 * (k + 1)
+        events = []
+        for i in range(n // 4):
+            events.append(
+                Event("span", "inner", t + 10, t + 20 + i % 7, 2, {"i": i}, thread.tid, thread.name)
+            )
+            events.append(Event("span", "outer", t, t + 40, 2, {}, thread.tid, thread.name))
+            t += 50
+        w.write(thread, events)
+    w.close()
+
+
+def test_a_streamed_read_holds_memory_bounded_whatever_the_size(tmp_path: Path) -> None:
+    """Memory while streaming does not grow with the trace (a whole read's grows with its events)."""
+    import tracemalloc
+
+    def peak(path: Path, sink: _Count | None) -> int:
+        tracemalloc.start()
+        try:
+            read_trace(path, sink=sink)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = tmp_path / "small.perfetto-trace", tmp_path / "large.perfetto-trace"
+    _spans_trace(small, 1_000)
+    _spans_trace(large, 4_000)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reader, "RUN_RECORDS", 200)
+        mp.setattr(external_sort, "CHUNK", 50)
+        mp.setattr(external_sort, "FAN_IN", 4)
+        streamed = peak(small, _Count()), peak(large, _Count())
+    whole = peak(small, None), peak(large, None)
+    assert (
+        whole[1] > 2.5 * whole[0]
+    )  # (the check below means something: memory here is the events; 2.5 and 7.0 MB)
+    assert streamed[1] < 1.25 * streamed[0], (streamed, whole)  # (measured: 1.14 and 1.10 MB)
+    assert streamed[1] < whole[1] / 4  # (7.0 MB)
+
+
+class _Count:
+    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
+        pass

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import os
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,6 +35,7 @@ from ..._model import (
     MESSAGE_TEMPLATE_KEY,
     ErrorInfo,
     Event,
+    EventSink,
     Frame,
     Loss,
     Problem,
@@ -43,6 +45,7 @@ from ..._model import (
     TraceReadError,
 )
 from . import tracebridge_perfetto_pb2 as pb
+from .external_sort import ExternalSort
 from .schema import (
     ACTIVITY_TRACK_DESCRIPTION,
     BOOTTIME,
@@ -60,6 +63,9 @@ from .wire import read_varint
 MAX_DEPTH = 512
 #: Kinds of problem (code and message) listed apart; more are counted on the first of their code.
 MAX_PROBLEMS = 100
+#: Records held in memory at a time when a trace is streamed to an :class:`EventSink` (the rest wait,
+#: sorted, in temporary files: see external_sort.py).
+RUN_RECORDS = 100_000
 _TracePacket: Any = pb.TracePacket  # type: ignore[attr-defined]
 
 
@@ -114,6 +120,10 @@ class _Raw:
     log_source: Frame | None = None
     correlation: str = ""
     offset: int = 0
+
+
+#: A record as a tuple (for sorting on disk) and back: ``_Raw(*_raw_tuple(raw))``.
+_raw_tuple = operator.attrgetter(*(f.name for f in fields(_Raw)))
 
 
 def iter_frames(data: bytes) -> Iterator[tuple[int, int, memoryview]]:
@@ -272,9 +282,19 @@ def _annotation_value(a: Any) -> Any:
 
 class _Reader:
     def __init__(
-        self, size: int, progress: Callable[[int, int], None] | None, limits: ReadLimits | None = None
+        self,
+        size: int,
+        progress: Callable[[int, int], None] | None,
+        limits: ReadLimits | None = None,
+        sink: EventSink | None = None,
     ) -> None:
         self.size = size
+        self.sink = sink
+        # Streaming to a sink: records past RUN_RECORDS wait sorted on disk; else all are kept in memory.
+        self.sorter = ExternalSort() if sink is not None else None
+        self.run_records = RUN_RECORDS
+        self.order = 0  # file order of the records (ties of timestamps keep it)
+        self.kept: list[tuple[int, Event]] = []  # (without a sink) the events and their file order
         self.progress = progress
         self.limits = limits = limits or ReadLimits()
         self.out = TraceFile("perfetto", size=size)
@@ -330,6 +350,13 @@ class _Reader:
         self.stopped = True
 
     def run(self, f: BinaryIO) -> TraceFile:
+        try:
+            return self._run(f)
+        finally:
+            if self.sorter is not None:
+                self.sorter.close()
+
+    def _run(self, f: BinaryIO) -> TraceFile:
         out = self.out
         head = f.read(1)
         if head and head[0] != 0x0A:
@@ -692,7 +719,7 @@ class _Reader:
         )
         raw = _Raw(
             ts,
-            len(self.raw),
+            self.order,
             te.type,
             track,
             seq_id,
@@ -730,7 +757,12 @@ class _Reader:
             raw.log_prio = lm.prio
             if lm.source_location_iid:
                 raw.log_source = seq.sources.get(lm.source_location_iid)
+        self.order += 1
         self.raw.append(raw)
+        if self.sorter is not None and len(self.raw) >= self.run_records:
+            run = [_raw_tuple(r) for r in self.raw]
+            self.raw.clear()
+            self.sorter.add_run(run)
 
     # -- slices ------------------------------------------------------------------------------------
 
@@ -746,16 +778,33 @@ class _Reader:
                 return t.pid or 0, t.tid, t.thread_name
         return 0, 0, ""
 
-    def replay(self) -> None:
+    def ordered(self) -> Iterator[_Raw]:
+        """The records in timestamp order (file order breaks ties), each let go of as it is given."""
         raws, self.raw = self.raw, []
-        raws.sort(key=lambda r: (r.ts, r.order))
-        last_ts = raws[-1].ts if raws else 0
-        open_slices: dict[int, list[tuple[_Raw, Event]]] = {}
+        if self.sorter is not None and self.sorter.records:
+            for t in self.sorter.merged([_raw_tuple(r) for r in raws]):
+                yield _Raw(*t)
+            return
+        raws.sort(key=lambda r: (r.ts, r.order), reverse=True)
+        pop = raws.pop
+        while raws:
+            yield pop()
+
+    def emit(self, order: int, ev: Event, self_ns: int | None = None, depth: int = -1) -> None:
+        """An event is complete: to the sink, or kept (with its file order, to sort by start)."""
+        self.out.shown_events += 1
+        if self.sink is not None:
+            self.sink.event(ev, self_ns, depth)
+        else:
+            self.kept.append((order, ev))
+
+    def replay(self) -> None:
+        # Per track, the slices begun and not ended: [begin ts, begin order, event, children's time].
+        open_slices: dict[int, list[list[Any]]] = {}
         flows_open: set[int] = set()
-        events: list[tuple[int, Event]] = []
-        for i in range(len(raws)):
-            raw = raws[i]
-            raws[i] = None  # type: ignore[call-overload]  # (freed as its event is made: memory is what is kept)
+        last_ts = None
+        for raw in self.ordered():
+            last_ts = raw.ts
             t = raw.type
             if t == SLICE_END:
                 if raw.track in self.stats_tracks:  # the end of a session's slice
@@ -770,8 +819,8 @@ class _Reader:
                         raw.offset,
                     )
                     continue
-                begin, ev = stack.pop()
-                if raw.ts < begin.ts:
+                begin_ts, order, ev, children_ns = stack.pop()
+                if raw.ts < begin_ts:
                     self.problem(
                         "slice_negative_duration", f"slice {ev.name!r} ends before it begins", raw.offset
                     )
@@ -779,6 +828,10 @@ class _Reader:
                 if raw.metadata:  # what a span written as begun while it ran knew only at its end
                     ev.metadata.update(raw.metadata)
                     ev.error = _pop_error(ev.metadata, raw.frames) or ev.error
+                duration = raw.ts - begin_ts
+                if stack:
+                    stack[-1][3] += duration
+                self.emit(order, ev, duration - children_ns, len(stack))
                 continue
             for fid in raw.flows:
                 flows_open.add(fid)
@@ -796,21 +849,19 @@ class _Reader:
                     )
                     continue
                 pid, tid, tname = self.thread_of(raw)
-                events.append(
-                    (
-                        raw.order,
-                        Event(
-                            "counter",
-                            track.name,
-                            raw.ts,
-                            raw.ts,
-                            thread_id=tid,
-                            thread_name=tname,
-                            value=raw.value,
-                            unit=track.unit,
-                            pid=pid,
-                        ),
-                    )
+                self.emit(
+                    raw.order,
+                    Event(
+                        "counter",
+                        track.name,
+                        raw.ts,
+                        raw.ts,
+                        thread_id=tid,
+                        thread_name=tname,
+                        value=raw.value,
+                        unit=track.unit,
+                        pid=pid,
+                    ),
                 )
                 continue
             maybe = self.event(raw)
@@ -830,20 +881,25 @@ class _Reader:
                     )
                     continue
                 ev.end_ns = None
-                stack.append((raw, ev))
-            events.append((raw.order, ev))
-        if self.stats_open and raws:  # (a file cut off before its session's end)
+                stack.append([raw.ts, raw.order, ev, 0])
+                continue
+            self.emit(raw.order, ev)
+        if self.stats_open and last_ts is not None:  # (a file cut off before its session's end)
             self.session(last_ts)
             self.out.notes.append("the session's slice did not end: its end is the last event's time")
-        unfinished = sum(len(s) for s in open_slices.values())
+        unfinished = 0
+        for stack in open_slices.values():
+            unfinished += len(stack)
+            for depth, (_, order, ev, _) in enumerate(stack):
+                self.emit(order, ev, None, depth)
         if unfinished:
             self.out.notes.append(f"{unfinished} slices did not end (written as begun only)")
         if self.stats_parts:
             parts = self.stats_parts
             self.out.stats = parts[0] if len(parts) == 1 else Stats.total(parts)
-        events.sort(key=lambda pair: (pair[1].start_ns, pair[0]))
-        self.out.events = [ev for _, ev in events]
-        self.out.shown_events = len(events)
+        kept, self.kept = self.kept, []
+        kept.sort(key=lambda pair: (pair[1].start_ns, pair[0]))
+        self.out.events = [ev for _, ev in kept]
 
     def session(self, ts: int) -> None:
         """Widen the time the trace's sessions span (one per process, in a merged trace) to ``ts``."""
@@ -957,12 +1013,14 @@ def read_perfetto(
     path: str | os.PathLike[str],
     progress: Callable[[int, int], None] | None = None,
     limits: ReadLimits | None = None,
+    sink: EventSink | None = None,
 ) -> TraceFile:
-    """Read a Perfetto trace file, a piece at a time: its events, stats and import problems."""
+    """Read a Perfetto trace file, a piece at a time: its events, stats and import problems. With a
+    ``sink``, the events go to it as they complete and memory stays bounded whatever the file's size."""
     p = Path(path)
     try:
         with p.open("rb") as f:
-            return _Reader(os.fstat(f.fileno()).st_size, progress, limits).run(f)
+            return _Reader(os.fstat(f.fileno()).st_size, progress, limits, sink).run(f)
     except FileNotFoundError:
         raise TraceReadError(f"{p}: no such file") from None
     except IsADirectoryError:
@@ -988,6 +1046,9 @@ def check_perfetto_bytes(data: bytes, limits: ReadLimits | None = None) -> Trace
 
 
 def read_perfetto_bytes(
-    data: bytes, progress: Callable[[int, int], None] | None = None, limits: ReadLimits | None = None
+    data: bytes,
+    progress: Callable[[int, int], None] | None = None,
+    limits: ReadLimits | None = None,
+    sink: EventSink | None = None,
 ) -> TraceFile:
-    return _Reader(len(data), progress, limits).run(io.BytesIO(data))
+    return _Reader(len(data), progress, limits, sink).run(io.BytesIO(data))
