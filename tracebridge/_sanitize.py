@@ -20,9 +20,11 @@ from typing import Any
 
 #: Keys whose values are secrets (searched in the key, case-insensitive; ``api-key``, ``api_key``, ``apiKey``
 #: and ``X-Api-Key`` alike). ``auth`` and ``authorization`` but not ``author`` or ``authenticated``;
-#: ``token`` but not ``tokens`` (``max_tokens``) or ``tokenizer``.
+#: ``token`` but not ``tokens`` (``max_tokens``) or ``tokenizer``; ``pass`` and ``pw`` as words of a key
+#: (``db_pass``, ``PW``) but not inside one (``bypass``, ``passes``); the keys of signing and encryption.
 DEFAULT_SECRET_KEYS = (
-    r"passw(?:or)?d|pwd|passphrase|secret|token(?!s|iz)|api[-_. ]?key|access[-_. ]?key|private"
+    r"passw(?:or)?d|pwd|passphrase|(?<![a-z])(?:pass|pw)(?![a-z])|secret|token(?!s|iz)|api[-_. ]?key"
+    r"|(?:access|signing|encryption|master|client)[-_. ]?key|private"
     r"|auth(?!or(?!i[sz])|entic)|bearer|cookie|session|credential|jwt|dsn|signature"
 )
 SCRUBBED = "[scrubbed]"
@@ -31,20 +33,28 @@ _QUOTED_COLON = re.compile(r"[\"']\s*:")
 _SCHEME = re.compile(r"(?i:bearer|basic)\s")
 #: Credentials inside text, each pattern bounded in length so that a scan stays linear in the text, and
 #: each run only when the text has what it needs (``@`` and ``://``, a scheme, a quote, ``=``):
-#: a URL's password (``scheme://user:password@``), an authorization scheme's token, a quoted key with
-#: its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` parameter (query strings, command
-#: lines, log text). A key is a secret when the key pattern finds it (``is_secret_key``).
+#: a URL's password (``scheme://user:password@``, the password running to the last ``@`` of the
+#: authority), the same without a scheme (``user:password@host``), an authorization scheme's token, a
+#: quoted key with its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` or ``key: value``
+#: parameter (query strings, command lines, headers, log text). A key is a secret when the key pattern
+#: finds it (``is_secret_key``).
 _URL_PASSWORD = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/@?#]{1,1024})@"
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/?#]{1,1024})@"
+)
+_USER_PASSWORD = re.compile(
+    r"(?<![\w.+/:@-])(?P<scheme>)(?P<user>[A-Za-z][\w.+-]{0,63}):(?P<pw>[^\s/?#]{1,256})@(?=[A-Za-z0-9\[])"
 )
 _AUTHORIZATION = re.compile(r"\b(?P<auth>(?i:bearer|basic))\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)")
-_VALUE = r"\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'"
+_VALUE = r"\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|\([^()]{0,4096}\)|\[[^\[\]]{0,4096}\]"
 _QUOTED_KEY = re.compile(
     r"(?P<q>[\"'])(?P<key>[^\"'\s]{1,64})(?P=q)\s*[:=]\s*(?P<val>" + _VALUE + r"|[^\s,;&)}\]]{1,4096})"
 )
 #: What follows ``key=`` as its value (after up to 3 spaces or tabs).
 _PARAMETER_VALUE = re.compile(_VALUE + r"|[^\s&;,)}\]'\"]{1,4096}")
-_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+#: A key's characters (ASCII letters, digits, ``_ . - [ ]``), up to one more than a key may have.
+_KEY_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,65}")
+#: An authorization header's value: a scheme, then the credential (``Authorization: Token abc``).
+_SCHEME_AND_CREDENTIAL = re.compile(r"[A-Za-z][\w-]{0,31}[ \t]{1,3}[^\s,;]{1,4096}")
 #: Values a parameter may have that are not credentials: booleans and nulls, placeholders (a format
 #: string's ``%s``, ``{}``, ``{name}``), quoted or not. (Numbers are scrubbed: a PIN is a number.)
 _NOT_A_SECRET = re.compile(
@@ -68,6 +78,9 @@ class Limits:
     )
     #: Whether a key matched ``secret_keys``, by key (keys repeat: the regex runs once per key).
     secret_cache: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+    #: Short texts known to hold no credential though they have what one needs (``Error: timeout``,
+    #: ``page=2``): values repeat, and each is then checked once.
+    clean_texts: set[str] = field(default_factory=set, repr=False, compare=False)
 
 
 @dataclass
@@ -246,8 +259,9 @@ def is_secret_key(key: str, limits: Limits) -> bool:
 def may_hold_secret(s: str) -> bool:
     """Whether ``s`` has what a credential in text needs (the quick test before :func:`scrub_text`):
     ``=`` (a parameter), ``@`` (a URL's user), a quoted key and a colon, ``bearer`` or ``basic`` and a space
-    (any case). The compiled writer tests the same, or more (``may_hold_secret`` in _speedups.c)."""
-    if "=" in s or "@" in s:
+    (any case), a colon and a space or tab (``key: value``). The compiled writer tests the same, or more
+    (``may_hold_secret`` in _speedups.c)."""
+    if "=" in s or "@" in s or ": " in s or ":\t" in s:
         return True
     if ("'" in s or '"' in s) and _QUOTED_COLON.search(s) is not None:
         return True
@@ -303,13 +317,15 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
     out = s
     low = s.lower()
     try:
-        if "@" in out and "://" in out:
-            out = _URL_PASSWORD.sub(password, out)
+        if "@" in out and ":" in out:
+            if "://" in out:
+                out = _URL_PASSWORD.sub(password, out)
+            out = _USER_PASSWORD.sub(password, out)
         if ("bearer" in low or "basic" in low) and _SCHEME.search(out) is not None:
             out = _AUTHORIZATION.sub(authorization, out)
         if ("'" in out or '"' in out) and _QUOTED_COLON.search(out) is not None:
             out = _QUOTED_KEY.sub(parameter, out)
-        if "=" in out:
+        if "=" in out or ": " in out or ":\t" in out:
             out, n = _parameters(out, limits)
             found += n
     except Exception:  # (a key pattern that fails on some key): the text is not written as it was
@@ -328,46 +344,57 @@ def names_a_secret(template: str, limits: Limits) -> bool:
     return scrub_text(filled, limits) is not filled
 
 
+#: What ends a parameter's key: ``=``, or a colon before a space or tab (``key: value``, not ``a:b``).
+_SEPARATOR = re.compile(r"=|:[ \t]")
+
+
 def parameter_key(s: str, equals: int) -> str:
-    """The key of the ``=`` at ``equals`` in ``s``: the word before it (ASCII letters, digits, ``_ . -``;
-    up to 3 spaces or tabs between), ``""`` when there is none or it is longer than 64 characters. (The
-    compiled writer finds keys the same way: ``key_may_be_secret`` in _speedups.c.)"""
-    j = equals
-    while j > 0 and equals - j < 3 and s[j - 1] in " \t":
-        j -= 1
-    end = j
-    while j > 0 and end - j <= 64 and s[j - 1] in _KEY_CHARS:
-        j -= 1
-    return s[j:end] if end - j <= 64 else ""
+    """The key of the ``=`` (or ``:``) at ``equals`` in ``s``: the word before it (ASCII letters, digits,
+    ``_ . - [ ]``; up to 3 spaces or tabs between), ``""`` when there is none or it is longer than 64
+    characters. (The compiled writer finds keys the same way: ``key_may_be_secret`` in _speedups.c.)"""
+    before = s[max(0, equals - 68) : equals]
+    word = before.rstrip(" \t")
+    if len(before) - len(word) > 3:
+        return ""
+    m = _KEY_BACKWARDS.match(word[::-1])  # (the word's characters, from its end: one step in C)
+    return m.group()[::-1] if m is not None and len(m.group()) <= 64 else ""
 
 
 def _parameters(s: str, limits: Limits) -> tuple[str, int]:
-    """``s`` with the values of its secret-named ``key=value`` parameters scrubbed, and how many. Found
-    from each ``=`` (a scan of the text for ``=``, then a few characters around each), not by a pattern
-    tried at every position: linear, and cheap where text has a few (a key the sanitizer's cache knows
-    is no secret costs a dictionary lookup)."""
+    """``s`` with the values of its secret-named ``key=value`` and ``key: value`` parameters scrubbed,
+    and how many. Found from each separator (a scan of the text for ``=`` and ``:``, then a few
+    characters around each), not by a pattern tried at every position: linear, and cheap where text has
+    a few (a key the sanitizer's cache knows is no secret costs a dictionary lookup). An authorization
+    header's value keeps its scheme (``Authorization: Token [scrubbed]``)."""
     pieces: list[str] = []
     last = found = 0
-    pos = s.find("=")
-    while pos != -1:
+    sep = _SEPARATOR.search(s)
+    while sep is not None:
+        pos = sep.start()
         key = parameter_key(s, pos)
         if not key or pos - len(key) < last or not is_secret_key(key, limits):
-            pos = s.find("=", pos + 1)
+            sep = _SEPARATOR.search(s, pos + 1)
             continue
         start = pos + 1
         while start < len(s) and start - pos <= 3 and s[start] in " \t":
             start += 1
-        m = _PARAMETER_VALUE.match(s, start)
+        m = None
+        if s[pos] == ":" and "auth" in key.lower():
+            m = _SCHEME_AND_CREDENTIAL.match(s, start)
+            if m is not None:
+                start = m.end() - len(m.group().split()[-1])  # (the credential, after the scheme)
         if m is None:
-            pos = s.find("=", pos + 1)
+            m = _PARAMETER_VALUE.match(s, start)
+        if m is None:
+            sep = _SEPARATOR.search(s, pos + 1)
             continue
-        value = m.group()
+        value = s[start : m.end()]
         if value != SCRUBBED and not _NOT_A_SECRET.fullmatch(value):
             pieces.append(s[last:start])
             pieces.append(SCRUBBED)
             last = m.end()
             found += 1
-        pos = s.find("=", m.end())
+        sep = _SEPARATOR.search(s, max(m.end(), pos + 1))
     if not found:
         return s, 0
     pieces.append(s[last:])
@@ -403,20 +430,25 @@ def scrub_argv(argv: list[str], limits: Limits, counts: Counts | None = None) ->
 
 def _known_clean(s: str, limits: Limits) -> bool:
     """Whether text that :func:`may_hold_secret` picked holds no credential, as far as is known without
-    scrubbing it: no ``@``, quoted key or authorization scheme, and every ``=``'s key known (from the key
-    cache) to be no secret (``page=2``). As the compiled writer tests it (``may_hold_secret`` there)."""
+    scrubbing it: no ``@``, quoted key or authorization scheme, and every ``=``'s (and ``: ``'s) key known
+    (from the key cache) to be no secret (``page=2``). As the compiled writer tests it (``may_hold_secret``
+    there)."""
+    if s in limits.clean_texts:
+        return True
     if "@" in s or (("'" in s or '"' in s) and _QUOTED_COLON.search(s) is not None):
         return False
     low = s.lower()
     if ("bearer" in low or "basic" in low) and _SCHEME.search(s) is not None:
         return False
     cache = limits.secret_cache
-    pos = s.find("=")
-    while pos != -1:
-        key = parameter_key(s, pos)
+    for sep in _SEPARATOR.finditer(s):
+        key = parameter_key(s, sep.start())
         if key and cache.get(key) is not False:
             return False
-        pos = s.find("=", pos + 1)
+    if len(s) <= 256:
+        if len(limits.clean_texts) >= 4096:
+            limits.clean_texts.clear()
+        limits.clean_texts.add(s)
     return True
 
 

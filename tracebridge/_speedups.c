@@ -1040,10 +1040,10 @@ static PyObject *text_check = NULL, *key_cache = NULL;
 
 static int key_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-           c == '-';
+           c == '-' || c == '[' || c == ']';
 }
 
-/* Whether the key of the '=' at s[eq] (as _sanitize.parameter_key finds it) may name a secret: 0 when the
+/* Whether the key of the '=' (or ':') at s[eq] (as _sanitize.parameter_key finds it) may name a secret: 0 when the
  * sanitizer's cache says it does not (or there is no key), 1 otherwise, -1 on error. */
 static int key_may_be_secret(const char *s, Py_ssize_t eq) {
     Py_ssize_t j = eq;
@@ -1067,15 +1067,15 @@ static int key_may_be_secret(const char *s, Py_ssize_t eq) {
 }
 
 /* What _sanitize.may_hold_secret finds in ASCII text, or more: '@', a quote then spaces and ':', "bearer" or
- * "basic" then a space, in any case; and '=' after a key that may name a secret (not one the sanitizer's
- * cache knows is none: "page=2" does not). Such text may carry a credential: the Python code looks closer.
- * 1 yes, 0 no, -1 error. */
+ * "basic" then a space, in any case; and '=' or ': ' after a key that may name a secret (not one the
+ * sanitizer's cache knows is none: "page=2" does not). Such text may carry a credential: the Python code
+ * looks closer. 1 yes, 0 no, -1 error. */
 static int may_hold_secret(const char *s, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '@')
             return 1;
-        if (c == '=') {
+        if (c == '=' || (c == ':' && i + 1 < n && (s[i + 1] == ' ' || s[i + 1] == '\t'))) {
             int k = key_may_be_secret(s, i);
             if (k != 0)
                 return k;

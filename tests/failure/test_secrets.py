@@ -61,6 +61,11 @@ def _secrets_in(data: bytes) -> list[bytes]:
         "refresh-token",
         "client_secret",
         "Cookie",
+        "db_pass",
+        "PASS",
+        "pw",
+        "signing_key",
+        "encryptionKey",
     ],
 )
 def test_secret_keys_in_any_case_and_spelling(key: str) -> None:
@@ -68,7 +73,7 @@ def test_secret_keys_in_any_case_and_spelling(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["author", "authored_by", "user", "path", "tokenizer_name_is_long"[:0] + "host"]
+    "key", ["author", "authored_by", "user", "path", "host", "bypass", "passes", "compass", "cache_key"]
 )
 def test_ordinary_keys_are_kept(key: str) -> None:
     assert not is_secret_key(key, Limits())
@@ -96,10 +101,24 @@ def test_ordinary_keys_are_kept(key: str) -> None:
         ("password = hunter2", "password = [scrubbed]"),
         ("pin=1234", "pin=1234"),
         ("pwd=1234", "pwd=[scrubbed]"),
+        ("postgres://app:p@ss@db/main", "postgres://app:[scrubbed]@db/main"),
+        ("connect to admin:hunter2@db.example.com:5432", "connect to admin:[scrubbed]@db.example.com:5432"),
+        ("X-Api-Key: k-123 sent", "X-Api-Key: [scrubbed] sent"),
+        ("password:\thunter2", "password:\t[scrubbed]"),
+        ("Authorization: Token abc123", "Authorization: Token [scrubbed]"),
+        ("Proxy-Authorization: Digest x9", "Proxy-Authorization: Digest [scrubbed]"),
+        ("user[password]=hunter2&user[name]=bob", "user[password]=[scrubbed]&user[name]=bob"),
+        ("get(url, auth=('bob', 'hunter2'))", "get(url, auth=[scrubbed])"),
+        ("Config(tokens=['a'], api_key=['k1', 'k2'])", "Config(tokens=['a'], api_key=[scrubbed])"),
+        ("db_pass=hunter2 done", "db_pass=[scrubbed] done"),
+        ("PW=x", "PW=[scrubbed]"),
         # Kept: no credential in them.
         ("mail bob@example.com, see http://user@host/x", "mail bob@example.com, see http://user@host/x"),
         ("author=Bob x=1 a=b=c", "author=Bob x=1 a=b=c"),
         ("session started: 5 users", "session started: 5 users"),
+        ("Error: timeout at 10:30, see http://x/y", "Error: timeout at 10:30, see http://x/y"),
+        ("git@github.com:org/repo.git and a:b", "git@github.com:org/repo.git and a:b"),
+        ("bypass=1 compass=north", "bypass=1 compass=north"),
         ("using basic settings; the bearer of this token", "using basic settings; the bearer of this token"),
         (
             "max_tokens=256 tokenizer=gpt2 authenticated=True",
@@ -340,6 +359,11 @@ _PIECES = [
     "basic ",
     "abcdefgh12",
     "dXNlcjpwYXNz",
+    ": ",
+    "[",
+    "]",
+    "(",
+    "Authorization",
     ".",
     "-",
     "_",

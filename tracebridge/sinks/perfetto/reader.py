@@ -416,38 +416,39 @@ class _Reader:
         return True
 
     def packet(self, p: Any, offset: int, inner: bool) -> None:
-        if self.compressed_record(p, offset, inner):
+        # The fields present, at once (one call, not a presence test per field a packet may have).
+        f: dict[str, Any] = {d.name: v for d, v in p.ListFields()}
+        if "compressed_packets" in f:
+            self.compressed_record(p, offset, inner)
             return
-        has_seq = p.HasField("trusted_packet_sequence_id") and p.trusted_packet_sequence_id != 0
-        seq_id = p.trusted_packet_sequence_id if has_seq else 0
-        seq = self.seqs.setdefault(seq_id, _Seq()) if has_seq else None
+        seq_id = f.get("trusted_packet_sequence_id", 0)
+        seq = self.seqs.setdefault(seq_id, _Seq()) if seq_id else None
         # In the order trace_processor applies them (ProtoTraceReader::ParsePacket): a packet that
         # clears the incremental state makes it valid, else one that follows a loss makes it invalid;
         # then defaults, interned data (ignored while invalid), a clock snapshot (nothing else of its
         # packet is read), and packets that need the state are skipped while it is invalid.
-        flags = p.sequence_flags
+        flags = f.get("sequence_flags", 0)
         if seq is not None and flags & 1:
             self.seqs[seq_id] = seq = _Seq(clocks=seq.clocks)
             seq.cleared = True
             self.lost_seqs.discard(seq_id)
-        elif seq is not None and p.previous_packet_dropped:
+        elif seq is not None and f.get("previous_packet_dropped"):
             seq.cleared = False
             self.lost_seqs.add(seq_id)
-        which = p.WhichOneof("data")
-        if p.HasField("trace_packet_defaults"):
+        d = f.get("trace_packet_defaults")
+        if d is not None:
             if seq is None:
                 self.problem(
                     "track_event_missing_sequence_id", "packet defaults without a sequence id", offset
                 )
             else:
-                d = p.trace_packet_defaults
                 seq.default_clock = d.timestamp_clock_id if d.HasField("timestamp_clock_id") else None
                 seq.default_track = (
                     d.track_event_defaults.track_uuid
                     if d.HasField("track_event_defaults") and d.track_event_defaults.HasField("track_uuid")
                     else None
                 )
-        if p.HasField("interned_data"):
+        if "interned_data" in f:
             if seq is None or not seq.cleared:
                 self.problem(
                     "interned_data_skipped_incremental_state_invalid",
@@ -456,11 +457,12 @@ class _Reader:
                     offset,
                 )
             else:
-                self.interned(p.interned_data, seq)
-        if which == "clock_snapshot":
-            self.clock_snapshot(p.clock_snapshot, seq, seq_id, offset)
+                self.interned(f["interned_data"], seq)
+        if "clock_snapshot" in f:
+            self.clock_snapshot(f["clock_snapshot"], seq, seq_id, offset)
             return
-        hidden = int(which == "track_event" and p.track_event.type != SLICE_END)
+        te = f.get("track_event")
+        hidden = int(te is not None and te.type != SLICE_END)
         self.out.file_events += hidden  # (the replay takes tracebridge's own instants back out)
         if flags & 2 and (seq is None or not seq.cleared):
             lost = seq is not None and seq_id in self.lost_seqs
@@ -476,10 +478,10 @@ class _Reader:
                 hidden,
             )
             return
-        if which == "track_descriptor":
-            self.descriptor(p.track_descriptor, offset)
-        elif which == "track_event":
-            self.track_event(p, seq, seq_id, offset)
+        if "track_descriptor" in f:
+            self.descriptor(f["track_descriptor"], offset)
+        elif te is not None:
+            self.track_event(f, te, seq, seq_id, offset)
 
     def compressed(self, blob: bytes, offset: int) -> None:
         """Inflate a ``compressed_packets`` record, never past the limits (the output is bounded
@@ -627,13 +629,14 @@ class _Reader:
             t.unit = _text(c.unit_name) if c.HasField("unit_name") else UNIT_NAMES.get(c.unit)
         self.tracks[d.uuid] = t
 
-    def timestamp(self, p: Any, seq: _Seq | None, offset: int) -> int | None:
-        if not p.HasField("timestamp"):
+    def timestamp(self, f: dict[str, Any], seq: _Seq | None, offset: int) -> int | None:
+        """The BOOTTIME time of a packet (``f``: its fields)."""
+        ts = f.get("timestamp")
+        if ts is None:
             self.problem("track_event_missing_timestamp", "track event without timestamp", offset)
             return None
-        ts = p.timestamp
-        if p.HasField("timestamp_clock_id"):
-            clock = p.timestamp_clock_id
+        if "timestamp_clock_id" in f:
+            clock = f["timestamp_clock_id"]
         elif seq is not None and seq.default_clock is not None:
             clock = seq.default_clock
         else:
@@ -660,50 +663,47 @@ class _Reader:
         )
         return None
 
-    def track_event(self, p: Any, seq: _Seq | None, seq_id: int, offset: int) -> None:
+    def track_event(
+        self, packet: dict[str, Any], te: Any, seq: _Seq | None, seq_id: int, offset: int
+    ) -> None:
+        """A track event ``te`` of a packet (``packet``: its fields)."""
         if seq is None:
             self.problem("track_event_missing_sequence_id", "track event without a sequence id", offset)
             return
-        ts = self.timestamp(p, seq, offset)
+        ts = self.timestamp(packet, seq, offset)
         if ts is None:
             return
-        te = p.track_event
-        if te.HasField("track_uuid"):
-            track = te.track_uuid
-        elif seq.default_track is not None:
-            track = seq.default_track
-        else:
-            track = 0
+        f: dict[str, Any] = {d.name: v for d, v in te.ListFields()}
+        etype = f.get("type", 0)
+        track = f.get("track_uuid", seq.default_track if seq.default_track is not None else 0)
         if track and track not in self.tracks:
             code = (
-                "track_event_counter_invalid_track_uuid"
-                if te.type == COUNTER
-                else "track_event_parser_errors"
+                "track_event_counter_invalid_track_uuid" if etype == COUNTER else "track_event_parser_errors"
             )
             self.problem(code, f"event on track {track}, which no earlier descriptor declares", offset)
             return
         name = ""
-        if te.HasField("name_iid"):
-            found = seq.names.get(te.name_iid)
+        if "name_iid" in f:
+            found = seq.names.get(f["name_iid"])
             if found is None:
                 self.problem(
-                    "track_event_parser_errors", f"event name iid {te.name_iid} not interned", offset
+                    "track_event_parser_errors", f"event name iid {f['name_iid']} not interned", offset
                 )
-                name = f"unknown({te.name_iid})"
+                name = f"unknown({f['name_iid']})"
             else:
                 name = found
-        elif te.HasField("name"):
-            name = _text(te.name)
+        elif "name" in f:
+            name = _text(f["name"])
         cats: list[str] = []
-        for iid in te.category_iids:
+        for iid in f.get("category_iids", ()):
             cat = seq.categories.get(iid)
             if cat is None:
                 self.problem("track_event_parser_errors", f"category iid {iid} not interned", offset)
             else:
                 cats.append(cat)
-        cats.extend(_text(c) for c in te.categories)
+        cats.extend(_text(c) for c in f.get("categories", ()))
         md: dict[str, Any] = {}
-        for a in te.debug_annotations:
+        for a in f.get("debug_annotations", ()):
             if a.HasField("name_iid"):
                 key = seq.annotation_names.get(a.name_iid)
                 if key is None:
@@ -714,42 +714,46 @@ class _Reader:
             else:
                 key = _text(a.name)
             md[key] = _annotation_value(a)
-        frames = tuple(
-            Frame(_text(f.function_name), _text(f.source_file), f.line_number) for f in te.callstack.frames
+        stack = f.get("callstack")
+        frames = (
+            tuple(
+                Frame(_text(fr.function_name), _text(fr.source_file), fr.line_number) for fr in stack.frames
+            )
+            if stack is not None
+            else ()
         )
         raw = _Raw(
             ts,
             self.order,
-            te.type,
+            etype,
             track,
             seq_id,
             name,
             tuple(cats),
             md,
-            tuple(te.flow_ids),
-            tuple(te.terminating_flow_ids),
+            tuple(f.get("flow_ids", ())),
+            tuple(f.get("terminating_flow_ids", ())),
             frames,
             offset=offset,
         )
-        if te.HasField("correlation_id_str"):
-            raw.correlation = _text(te.correlation_id_str)
-        if te.HasField("source_location_iid"):
-            src = seq.sources.get(te.source_location_iid)
+        if "correlation_id_str" in f:
+            raw.correlation = _text(f["correlation_id_str"])
+        if "source_location_iid" in f:
+            src = seq.sources.get(f["source_location_iid"])
             if src is None:
                 self.problem(
                     "track_event_parser_errors",
-                    f"source location iid {te.source_location_iid} not interned",
+                    f"source location iid {f['source_location_iid']} not interned",
                     offset,
                 )
             else:
                 md["code.filepath"], md["code.lineno"] = src.file, src.line
                 if src.function:
                     md["code.function"] = src.function
-        if te.type == COUNTER:
-            which = te.WhichOneof("counter_value_field")
-            raw.value = getattr(te, which) if which else None
-        if te.HasField("log_message"):
-            lm = te.log_message
+        if etype == COUNTER:
+            raw.value = f.get("counter_value", f.get("double_counter_value"))
+        lm = f.get("log_message")
+        if lm is not None:
             raw.log_body = seq.bodies.get(lm.body_iid)
             if raw.log_body is None:
                 self.problem("track_event_parser_errors", f"log body iid {lm.body_iid} not interned", offset)
