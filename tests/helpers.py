@@ -270,3 +270,74 @@ def configured(**options: Any) -> Iterator[None]:
         yield
     finally:
         tracebridge.configure(**before)
+
+
+#: Python source of a loopback HTTP server, for the programs that tests run to make library spans:
+#: ``URL`` answers every GET with "ok"; ``SERVER.shutdown()`` ends it.
+LOOPBACK_SERVER = """
+import http.server
+import threading
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+SERVER = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+threading.Thread(target=SERVER.serve_forever, daemon=True).start()
+URL = f"http://127.0.0.1:{SERVER.server_address[1]}/items"
+"""
+
+
+def instrumentor_distributions(root: Path) -> Path:
+    """Installed-looking distributions in ``root`` (put it on ``sys.path``) whose OpenTelemetry
+    instrumentors cannot be activated: ``broken_import`` (its module raises on import),
+    ``broken_instrument`` (its ``instrument()`` raises), ``old_wrapt`` (instruments a wrapt older than the
+    one installed) and ``absent`` (instruments a library that is not installed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "broken_instrumentor_import.py").write_text(
+        'raise ImportError("needs a module that is not here")\n'
+    )
+    (root / "failing_instrumentors.py").write_text(
+        "from opentelemetry.instrumentation.instrumentor import BaseInstrumentor\n\n\n"
+        "class Instrumentor(BaseInstrumentor):\n"
+        "    def instrumentation_dependencies(self):\n"
+        "        return []\n\n"
+        "    def _instrument(self, **kwargs):\n"
+        "        raise RuntimeError('cannot patch the library')\n\n"
+        "    def _uninstrument(self, **kwargs):\n"
+        "        pass\n"
+    )
+    failing = "failing_instrumentors:Instrumentor"
+    dists: dict[str, tuple[str, dict[str, str]]] = {  # name: (Requires-Dist lines, entry points)
+        "broken_instrumentors": (
+            "",
+            {"broken_import": "broken_instrumentor_import:Instrumentor", "broken_instrument": failing},
+        ),
+        "old_wrapt_instrumentor": (
+            'Requires-Dist: wrapt<1.0; extra == "instruments"\n',
+            {"old_wrapt": failing},
+        ),
+        "absent_instrumentor": (
+            'Requires-Dist: no-such-library-here; extra == "instruments"\n',
+            {"absent": failing},
+        ),
+    }
+    for name, (requires, entry_points) in dists.items():
+        info = root / f"{name}-1.0.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 1.0\n"
+            + ("Provides-Extra: instruments\n" if requires else "")
+            + requires
+        )
+        lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[opentelemetry_instrumentor]\n{lines}")
+    return root

@@ -11,6 +11,8 @@ from pathlib import Path
 import tracebridge
 from tracebridge.reading import read_trace
 
+from helpers import LOOPBACK_SERVER, instrumentor_distributions
+
 
 def project(root: Path) -> Path:
     (root / "shop").mkdir()
@@ -216,3 +218,89 @@ def test_run_loses_nothing_by_default_and_drops_when_asked(tmp_path: Path) -> No
     assert [e.name for e in trace.events].count("work.step") == 20_000 - lost
     assert f"; {lost} dropped (queue_full)" in result.stderr
     assert trace.losses and trace.problems == []
+
+
+def client_project(root: Path) -> Path:
+    """A program whose own functions make HTTP requests (urllib, to a loopback server) and queries
+    (sqlite3), on the main thread and on a worker thread."""
+    (root / "shop").mkdir()
+    (root / "shop" / "__init__.py").write_text("")
+    (root / "shop" / "client.py").write_text(
+        textwrap.dedent(
+            """
+            import urllib.request
+
+            def fetch(url):
+                with urllib.request.urlopen(url) as response:
+                    return response.read()
+
+            def store(db, n):
+                db.cursor().execute("insert into items values (?)", (n,))
+            """
+        )
+    )
+    main = root / "main.py"
+    main.write_text(
+        LOOPBACK_SERVER
+        + textwrap.dedent(
+            """
+            import sqlite3
+            from shop.client import fetch, store
+
+            db = sqlite3.connect(":memory:")
+            db.execute("create table items (n)")
+            for n in range(3):
+                assert fetch(URL) == b"ok"
+                store(db, n)
+            worker = threading.Thread(target=fetch, args=(URL,), name="worker")
+            worker.start()
+            worker.join()
+            SERVER.shutdown()
+            """
+        )
+    )
+    return main
+
+
+def test_library_spans_land_inside_the_programs_calls(tmp_path: Path) -> None:
+    main = client_project(tmp_path)
+    site = instrumentor_distributions(
+        tmp_path / "site"
+    )  # (instrumentors that fail: said, and the rest go on)
+    out = tmp_path / "t.perfetto-trace"
+    result = run(["-o", str(out), str(main)], tmp_path, {"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.partition(" (")[0] for line in lines[:2]] == [
+        "tracebridge: library spans: broken_import could not be activated",
+        "tracebridge: library spans: broken_instrument could not be activated",
+    ]
+    assert lines[2].startswith("tracebridge: library spans: old_wrapt left out: ")
+    assert lines[3] == "tracebridge: library spans from sqlite3, urllib"
+    assert len(lines) == 5 and lines[4].startswith("tracebridge: ")
+
+    trace = read_trace(out)
+    assert trace.problems == []
+    spans = [e for e in trace.events if e.kind == "span"]
+    fetches = [e for e in spans if e.name == "shop.client.fetch"]
+    stores = [e for e in spans if e.name == "shop.client.store"]
+    gets = [e for e in spans if e.name == "GET"]
+    inserts = [e for e in spans if e.name == "insert"]
+    assert (len(fetches), len(stores), len(gets), len(inserts)) == (4, 3, 4, 3)
+    for outer, inner in [*zip(fetches, gets, strict=True), *zip(stores, inserts, strict=True)]:
+        assert inner.thread_id == outer.thread_id and not inner.overlapping
+        assert inner.end_ns is not None and outer.end_ns is not None
+        assert outer.start_ns <= inner.start_ns <= inner.end_ns <= outer.end_ns
+    assert [e.thread_name for e in gets] == ["MainThread"] * 3 + ["worker"]
+    assert all(e.metadata["http.status_code"] == 200 and e.metadata["otel.kind"] == "CLIENT" for e in gets)
+    assert all(e.metadata["db.statement"] == "insert into items values (?)" for e in inserts)
+
+
+def test_no_library_spans(tmp_path: Path) -> None:
+    main = client_project(tmp_path)
+    out = tmp_path / "t.perfetto-trace"
+    result = run(["--no-library-spans", "-o", str(out), str(main)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "library spans" not in result.stderr
+    names = [e.name for e in read_trace(out).events]
+    assert names.count("shop.client.fetch") == 4 and "GET" not in names and "insert" not in names

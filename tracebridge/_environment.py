@@ -42,7 +42,9 @@ class EnvironmentSettings:
     log_lines: bool = False
 
 
-def _number(name: str, text: str, whole: bool) -> float:
+def parse_number(name: str, text: str, whole: bool) -> float:
+    """``text`` as a number (a whole one if ``whole``); raises :class:`EnvironmentSettingError` naming the
+    variable ``name``."""
     try:
         value = int(text) if whole else float(text)
     except ValueError:
@@ -72,7 +74,7 @@ def parse_sampling(text: str) -> list[Any]:
             raise EnvironmentSettingError(
                 f"{ENV_SAMPLING}: {part!r} is not one of ratio:P, probability:P, adaptive:N, ratelimit:N"
             )
-        value = _number(ENV_SAMPLING, arg.strip(), whole=False)
+        value = parse_number(ENV_SAMPLING, arg.strip(), whole=False)
         try:
             stages.append(maker(value))
         except (ValueError, TypeError) as exc:
@@ -88,7 +90,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> EnvironmentSet
     settings.output = output or None
     level = env.get(ENV_LEVEL, "").strip()
     if level:
-        n = int(_number(ENV_LEVEL, level, whole=True))
+        n = int(parse_number(ENV_LEVEL, level, whole=True))
         if n < 1:
             raise EnvironmentSettingError(f"{ENV_LEVEL}: {level!r} is not a level (1 critical, 2 info, 3+)")
         settings.level = n

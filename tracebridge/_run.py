@@ -9,12 +9,16 @@ import os
 import runpy
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import _recorder
 from ._environment import ENV_LEVEL, ENV_OUTPUT, EnvironmentSettingError, from_environment
 from ._recorder.runtime import RT
 from ._units import parse_duration
 from .instrument import instrument
+
+if TYPE_CHECKING:
+    from .otel.libraries import LibrarySpans
 
 ENV_PATTERNS = "TRACEBRIDGE_INSTRUMENT"
 
@@ -101,6 +105,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--open", action="store_true", help="open the trace in the Perfetto UI when the program ends"
     )
+    p.add_argument(
+        "--no-library-spans",
+        action="store_true",
+        help="leave the installed opentelemetry-instrumentation-* packages off (by default their libraries'"
+        " spans, HTTP clients and servers, databases, ..., are recorded too)",
+    )
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a module as python -m does")
     p.add_argument("target", nargs=argparse.REMAINDER, help="script.py and its arguments")
 
@@ -115,6 +125,19 @@ def run(args: argparse.Namespace) -> int:
             from ._open import open_trace
 
             open_trace(args.output)
+
+
+def _library_spans(session: _recorder.Session) -> LibrarySpans | None:
+    """The installed OpenTelemetry instrumentation packages, activated for ``session`` (said in one line);
+    ``None`` when there are none, or OpenTelemetry is not installed."""
+    try:
+        from .otel.libraries import activate_libraries
+    except ImportError:
+        return None
+    libraries = activate_libraries(session)
+    if libraries is not None:
+        print(f"tracebridge: library spans from {', '.join(libraries.activated)}", file=sys.stderr)
+    return libraries
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -174,7 +197,8 @@ def _run(args: argparse.Namespace) -> int:
             trace_logger.setLevel(logging.INFO)
     on_full = RT.config.on_full
     _recorder.configure(on_full=args.on_full)
-    _recorder.start(level=args.level, output=args.output)
+    session = _recorder.start(level=args.level, output=args.output)
+    libraries = None if args.no_library_spans else _library_spans(session)
     old_argv = sys.argv
     sys.argv = argv
     try:
@@ -193,6 +217,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     finally:
         sys.argv = old_argv
+        if libraries is not None:
+            libraries.stop()
         session = _recorder.stop()
         _recorder.configure(on_full=on_full)
         if handle is not None:

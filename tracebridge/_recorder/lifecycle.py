@@ -242,8 +242,11 @@ class OtherFileError(ValueError):
     """Another trace file than the one asked for is being recorded (see :func:`record_into`)."""
 
 
-def record_into(path: str | os.PathLike[str], level: int = 2, who: str = "PerfettoHandler") -> Session:
-    """The session recording into ``path``; one is started (implicit, by ``who``) if none is active.
+def record_into(
+    path: str | os.PathLike[str], level: int = 2, who: str = "PerfettoHandler", *, sampling: Any = None
+) -> Session:
+    """The session recording into ``path``; one is started (implicit, by ``who``, with ``sampling`` or
+    else ``configure(sampling=...)``'s) if none is active.
 
     Used by :class:`tracebridge.logging.PerfettoHandler`: a handler and a session (or two handlers) that
     name the same file share one recording. Raises :class:`OtherFileError` when another file is being
@@ -256,7 +259,7 @@ def record_into(path: str | os.PathLike[str], level: int = 2, who: str = "Perfet
             _stop(None, resume=False)
             current = None
         if current is None:
-            pipeline = session_pipeline(RT.config.sampling)
+            pipeline = session_pipeline(RT.config.sampling if sampling is None else sampling)
             session = _begin(level, path, default_output_format(path), pipeline, implicit=True)
             session.started_by = who
             return session

@@ -315,6 +315,7 @@ def _local_ns(session: Session, epoch_ns: int) -> int:
 
 
 _named: list[tuple[Any, Any]] = [(None, None)]  # the session and resource last looked at
+_UNNAMED = "unknown_service"
 
 
 def _name_process(session: Session, resource: Any) -> None:
@@ -323,7 +324,9 @@ def _name_process(session: Session, resource: Any) -> None:
         return
     _named[0] = (session, resource)
     name = resource.attributes.get("service.name")
-    if isinstance(name, str) and name and name != session.process_name:
+    # ("unknown_service" and "unknown_service:<executable>" are the SDK's when none is configured: the
+    # process's own name says more.)
+    if isinstance(name, str) and name and name != session.process_name and not name.startswith(_UNNAMED):
         session.rename_process(name)
 
 
