@@ -288,7 +288,7 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
     a boolean or a placeholder), the token of a ``Bearer`` or ``Basic`` authorization. Off when the key
     pattern is off. Linear in the text; never raises; each credential is counted in ``counts.scrubbed``;
     ``s`` itself is returned when it holds none."""
-    if limits.secret_keys is None or not may_hold_secret(s):
+    if limits.secret_keys is None or not may_hold_secret(s) or s in limits.clean_texts:
         return s
     found = 0
 
@@ -331,10 +331,21 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
     except Exception:  # (a key pattern that fails on some key): the text is not written as it was
         found, out = 1, SCRUBBED
     if not found:
+        _remember_clean(s, limits)
         return s
     if counts is not None:
         counts.scrubbed += found
     return out
+
+
+def _remember_clean(s: str, limits: Limits) -> None:
+    """Short text found to hold no credential is remembered as such (text repeats: a log message, a
+    value): it is then not looked at again."""
+    if len(s) <= 256:
+        clean = limits.clean_texts
+        if len(clean) >= 4096:
+            clean.clear()
+        clean.add(s)
 
 
 def names_a_secret(template: str, limits: Limits) -> bool:
@@ -445,10 +456,7 @@ def _known_clean(s: str, limits: Limits) -> bool:
         key = parameter_key(s, sep.start())
         if key and cache.get(key) is not False:
             return False
-    if len(s) <= 256:
-        if len(limits.clean_texts) >= 4096:
-            limits.clean_texts.clear()
-        limits.clean_texts.add(s)
+    _remember_clean(s, limits)
     return True
 
 
