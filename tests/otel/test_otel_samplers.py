@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from opentelemetry import context as otel_context
@@ -11,16 +12,19 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from traffic import Clock, drive, stage_deciding
 
 from tracebridge.otel import (
     AdaptiveSampler,
     ConsistentRatioSampler,
+    ParentBasedAdaptiveSampler,
     ParentBasedConsistentRatioSampler,
     PipelineSampler,
     RateLimitingSampler,
     parse_ot,
 )
-from tracebridge.sampling import MinDuration, Names, PerOperation, Predicate, TraceIdRatio
+from tracebridge.sampling import Adaptive, MinDuration, Names, PerOperation, Predicate, TraceIdRatio
+from tracebridge.sampling.consistent import keep_probability, th_to_threshold
 
 
 class SeededIds(IdGenerator):
@@ -127,21 +131,64 @@ def test_rate_limiting_sampler_caps_and_erases_th() -> None:
 
 
 def test_adaptive_sampler_per_span_name() -> None:
-    now = [0.0]
-    sampler = AdaptiveSampler(10, window=1.0, clock=lambda: now[0])
-    rng = random.Random(3)
-    kept = {"hot": 0, "cold": 0}
-    for second in range(40):
-        if second == 20:
-            kept = {"hot": 0, "cold": 0}  # count the last 20 seconds, once it has converged
-        for i in range(1000):
-            now[0] = second + i / 1000
-            for name in ("hot",) + (("cold",) if i % 200 == 0 else ()):
-                r = sampler.should_sample(None, rng.getrandbits(128), name)
-                kept[name] += r.decision is Decision.RECORD_AND_SAMPLE
-    assert 160 <= kept["hot"] <= 240  # about 10 a second of 1000
-    assert kept["cold"] == 100  # all five a second: it is under its target
-    assert sampler.adaptive.probability("cold") == 1.0
+    clock = Clock()
+    sampler = AdaptiveSampler(10, clock=clock)
+    out = drive(deciding(sampler), clock, [(20.0, {"hot": 1000, "cold": 5})], seed=3)
+    hot = out.kept_per_second("hot")
+    assert sum(hot[1:]) / 19 == pytest.approx(10, rel=0.2), hot  # about 10 a second of 1000
+    assert sum(out.kept_per_second("cold")) == out.arrivals("cold") > 50
+    assert sampler.adaptive.probability("cold") == 1.0  # it is under its target: all kept
+
+
+def deciding(sampler: Sampler) -> Callable[[str, int], float]:
+    """``decide(name, trace_id)`` for :func:`traffic.drive`: the probability a kept root span's
+    tracestate says (``ot=th:...``), 0.0 for a dropped one."""
+
+    def decide(name: str, trace_id: int) -> float:
+        result = sampler.should_sample(None, trace_id, name)
+        if result.decision is not Decision.RECORD_AND_SAMPLE:
+            return 0.0
+        return keep_probability(th_to_threshold(parse_ot(result.trace_state)["th"]))
+
+    return decide
+
+
+def test_adaptive_sampler_follows_traffic_within_a_second() -> None:
+    clock = Clock()
+    sampler = AdaptiveSampler(100, clock=clock)
+    # A new span name from nothing to 10,000 a second (tests/sampling/test_samplers.py takes the stage
+    # itself to 50,000), then down to 10 a second; a rare one beside it.
+    phases: list[tuple[float, dict[str, float]]] = [
+        (6.0, {"hot": 10_000, "rare": 5}),
+        (4.0, {"hot": 10, "rare": 5}),
+    ]
+    out = drive(deciding(sampler), clock, phases, seed=21)
+    hot = out.kept_per_second("hot")
+    assert all(50 <= kept <= 200 for kept in hot[:6]), hot  # the first second too: capped at once
+    assert sum(hot[1:6]) / 5 == pytest.approx(100, rel=0.2), hot
+    # After the drop, within a second, every span is kept again; rare spans always were.
+    after = [w for t, n, w in zip(out.times, out.names, out.weights, strict=True) if n == "hot" and t >= 7.0]
+    assert len(after) > 20 and all(w == 1.0 for w in after)
+    assert sum(out.kept_per_second("rare")) == out.arrivals("rare")
+    # The probabilities the tracestate says stand for what came.
+    total, deviation = out.adjusted_total("hot")
+    assert abs(total - out.arrivals("hot")) < 4 * deviation
+    # The same decisions, at the same probabilities, as tracebridge's own stage on the same trace ids.
+    clock = Clock()
+    ours = drive(stage_deciding(Adaptive(100, clock=clock)), clock, phases, seed=21)
+    assert ours.kept() == out.kept()
+    assert ours.weights == pytest.approx(out.weights, rel=1e-9)
+
+
+def test_parent_based_adaptive_sampler_decides_roots_alike() -> None:
+    phases: list[tuple[float, dict[str, float]]] = [(2.0, {"hot": 5_000, "rare": 5})]
+    outcomes = []
+    for make in (AdaptiveSampler, ParentBasedAdaptiveSampler):
+        clock = Clock()
+        outcomes.append(drive(deciding(make(50, clock=clock)), clock, phases, seed=22))
+    plain, parent_based = outcomes
+    assert parent_based.weights == plain.weights
+    assert 60 <= sum(plain.kept_per_second("hot")) <= 200
 
 
 def test_pipeline_sampler_setup_and_failures(lenient: None) -> None:

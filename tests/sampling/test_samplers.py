@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import pytest
-from events import Ev, FakeClock
+from events import Ev
+from traffic import Clock, drive, stage_deciding
 
 from tracebridge.sampling import (
     Adaptive,
@@ -107,55 +109,135 @@ def test_per_operation_rates_by_glob() -> None:
     assert all(bool(s.decide(Ev("db.x", i))) == bool(ratio.decide(Ev(trace_id=i))) for i in ids)
 
 
-def drive(
-    sampler: Adaptive, clock: FakeClock, rates: dict[str, int], windows: int, rng: random.Random
-) -> list[dict[str, int]]:
-    """Feed ``rates`` events a second for ``windows`` one-second windows; kept counts per window."""
-    out = []
-    for _ in range(windows):
-        kept = dict.fromkeys(rates, 0)
-        total = sum(rates.values())
-        schedule = [name for name, n in rates.items() for _ in range(n)]
-        rng.shuffle(schedule)
-        for k, name in enumerate(schedule):
-            clock.t = int(clock.t) + k / total  # spread over the second
-            if sampler.decide(Ev(name, rng=rng)):
-                kept[name] += 1
-        clock.t = int(clock.t) + 1.0
-        out.append(kept)
-    return out
+@pytest.mark.parametrize("target", [100.0, 1000.0])
+def test_adaptive_follows_a_step_in_traffic_within_a_second(target: float) -> None:
+    # A new operation goes from nothing to 50,000 a second.
+    clock = Clock()
+    sampler = Adaptive(target, clock=clock)
+    out = drive(stage_deciding(sampler), clock, [(10.0, {"hot": 50_000})], seed=1)
+    per_second = out.kept_per_second()
+    assert len(per_second) == 10 and len(out.times) == pytest.approx(500_000, rel=0.01)
+    # Within 2x of the target in every second after the first (the first too: the burst is capped at
+    # once), and within 20% over five seconds.
+    assert all(target / 2 <= kept <= 2 * target for kept in per_second), per_second
+    assert sum(per_second[1:6]) / 5 == pytest.approx(target, rel=0.2), per_second
+    assert sum(per_second[1:]) / 9 == pytest.approx(target, rel=0.1), per_second
+    # Kept events stand for 1/p events each: together, for what came (within four standard deviations).
+    total, deviation = out.adjusted_total()
+    assert abs(total - len(out.times)) < 4 * deviation < 0.2 * len(out.times)
 
 
-def test_adaptive_converges_for_slow_and_fast_operations() -> None:
-    clock = FakeClock(0.0)
+def test_adaptive_with_a_coarse_clock() -> None:
+    # A clock that moves in 15.6 ms steps (time.monotonic on Windows before Python 3.13): arrivals at
+    # the same reading tell no rate, so their batch goes on until the clock moves.
+    class Coarse(Clock):
+        def __call__(self) -> float:
+            return math.floor(self.t / 0.015625) * 0.015625
+
+    clock = Coarse()
+    out = drive(stage_deciding(Adaptive(100, clock=clock)), clock, [(4.0, {"op": 20_000})], seed=9)
+    per_second = out.kept_per_second()
+    assert per_second[0] < 1000  # the first tick's events are kept whole, then it adapts
+    assert all(50 <= kept <= 200 for kept in per_second[1:]), per_second
+
+
+def test_adaptive_caps_a_burst_of_a_new_operation() -> None:
+    clock = Clock()
+    sampler = Adaptive(100, clock=clock)
+    out = drive(stage_deciding(sampler), clock, [(4.0, {"burst": 20_000})], seed=2)
+    per_second = out.kept_per_second()
+    assert all(50 <= kept <= 200 for kept in per_second), per_second  # of about 20,000 a second
+    assert sum(per_second) == pytest.approx(400, rel=0.2)
+    assert sampler.probability("burst") == pytest.approx(100 / 20_000, rel=0.2)
+
+
+def test_adaptive_keeps_rare_operations_whole_beside_hot_ones() -> None:
+    clock = Clock()
+    sampler = Adaptive(50, clock=clock)
+    rates = {"hot": 5_000, "rare": 5, "occasional": 0.2}
+    out = drive(stage_deciding(sampler), clock, [(20.0, rates)], seed=3)
+    for name in ("rare", "occasional"):
+        weights = [w for n, w in zip(out.names, out.weights, strict=True) if n == name]
+        assert weights and all(w == 1.0 for w in weights), name
+        assert sampler.probability(name) == 1.0
+    hot = out.kept_per_second("hot")
+    assert sum(hot[1:]) / 19 == pytest.approx(50, rel=0.2), hot
+
+
+def test_adaptive_follows_slow_and_fast_operations_alike() -> None:
+    clock = Clock()
     target = 5.0
-    s = Adaptive(target, window=1.0, clock=clock)
-    rng = random.Random(11)
-    rates = {"slow": 10, "fast": 10_000}
-    drive(s, clock, rates, 25, rng)
-    # Converged within a bounded number of windows: the probability times the traffic is within 20%.
-    for name, rate in rates.items():
-        assert s.probability(name) * rate == pytest.approx(target, rel=0.2), name
-    # And what it keeps, over the next forty windows, is within 20% of the target (four standard
-    # deviations of the counting noise).
-    history = drive(s, clock, rates, 40, rng)
+    sampler = Adaptive(target, clock=clock)
+    rates = {"slow": 10, "fast": 2_000}
+    out = drive(stage_deciding(sampler), clock, [(45.0, rates)], seed=11)
+    # The fast operation's estimate is close at any time; what each keeps over forty seconds is within
+    # 20% of the target (four standard deviations of the counting noise).
+    assert sampler.probability("fast") * rates["fast"] == pytest.approx(target, rel=0.2)
     for name in rates:
-        mean = sum(w[name] for w in history) / len(history)
-        assert mean == pytest.approx(target, rel=0.2), (name, mean)
+        kept = out.kept_per_second(name)[5:]
+        assert sum(kept) / len(kept) == pytest.approx(target, rel=0.2), (name, kept)
+        total, deviation = out.adjusted_total(name)
+        assert abs(total - out.arrivals(name)) < 4 * deviation, name
 
 
-def test_adaptive_floor_and_step_bound() -> None:
-    clock = FakeClock(0.0)
-    s = Adaptive(0.001, window=1.0, floor_interval=60.0, max_step=2.0, clock=clock)
-    rng = random.Random(5)
-    probabilities = []
-    for _ in range(15):
-        drive(s, clock, {"busy": 100}, 1, rng)
-        probabilities.append(s.probability("busy"))
-    for before, after in itertools.pairwise(probabilities):
-        assert after >= before / 2 - 1e-9  # at most halved per window
-    # The floor: at least one event a minute at 100/s is a probability of 1/6000, above target/rate.
-    assert probabilities[-1] == pytest.approx(1 / 6000, rel=0.05)
+def test_adaptive_probability_returns_to_one_when_traffic_drops() -> None:
+    clock = Clock()
+    sampler = Adaptive(100, clock=clock)
+    drive(stage_deciding(sampler), clock, [(3.0, {"op": 50_000})], seed=4)
+    assert sampler.probability("op") < 0.01
+    out = drive(stage_deciding(sampler), clock, [(6.0, {"op": 10})], seed=5)
+    # Within a second of the drop every event is kept again (and stays so).
+    later = [w for t, w in zip(out.times, out.weights, strict=True) if t >= 4.0]
+    assert len(later) > 30 and all(w == 1.0 for w in later)
+    assert sampler.probability("op") == 1.0
+
+
+def test_adaptive_decisions_nest_and_agree_everywhere() -> None:
+    # Traffic that moves, so that the probabilities move: every instance decides alike on the same trace
+    # ids, and what a lower target keeps is a subset of what a higher one keeps.
+    phases: list[tuple[float, dict[str, float]]] = [
+        (2.0, {"op": 20_000}),
+        (2.0, {"op": 2_000}),
+        (1.0, {"op": 50_000}),
+    ]
+    outcomes = []
+    for target in (20, 20, 200):
+        clock = Clock()
+        outcomes.append(drive(stage_deciding(Adaptive(target, clock=clock)), clock, phases, seed=6))
+    low, again, high = outcomes
+    assert low.weights == again.weights
+    assert low.kept() < high.kept()
+    # Each kept event is what an OTEP 235 threshold at its probability keeps.
+    for trace_id, weight in zip(high.trace_ids, high.weights, strict=True):
+        if weight:
+            assert TraceIdRatio(weight).decide(Ev(trace_id=trace_id)) == pytest.approx(weight, rel=1e-6)
+
+
+def test_adaptive_floor_and_bounded_rises() -> None:
+    clock = Clock()
+    # The floor: at least one event a minute, at 1000/s a probability of 1/60000, above target/rate.
+    sampler = Adaptive(0.001, clock=clock)
+    drive(stage_deciding(sampler), clock, [(5.0, {"busy": 1000})], seed=7)
+    assert sampler.probability("busy") == pytest.approx(1 / 60_000, rel=0.15)
+    # The probability falls at once with a jump in traffic, and rises by at most max_step a window.
+    clock = Clock()
+    sampler = Adaptive(100, max_step=2.0, clock=clock)
+    probabilities: list[float] = []
+    out = drive(
+        stage_deciding(sampler, probabilities), clock, [(2.0, {"op": 50_000}), (3.0, {"op": 10})], seed=8
+    )
+    assert probabilities[500] < 0.01  # within 10 ms
+    changes = [(out.times[0], 1.0)] + [
+        (t, p)
+        for t, p, before in zip(out.times, probabilities, [1.0, *probabilities[:-1]], strict=True)
+        if p != before
+    ]
+    steps = [(p1 / p0, (t1 - t0) / sampler.window) for (t0, p0), (t1, p1) in itertools.pairwise(changes)]
+    assert all(ratio <= 2**windows * (1 + 1e-5) for ratio, windows in steps if ratio > 1), steps
+    assert any(ratio < 2**-windows for ratio, windows in steps)  # falls are not bounded
+    # From below 1% back to 1 after the drop: at least seven doublings, none more than one a window.
+    assert sum(ratio > 1 for ratio, _ in steps) >= 7
+    assert probabilities[-1] == 1.0
 
 
 @pytest.mark.parametrize(
