@@ -113,3 +113,16 @@ def test_a_summary_does_not_depend_on_the_order_of_events() -> None:
     first = summarize(events).as_dict()
     assert summarize(events[::-1]).as_dict() == first
     assert first["failures"][0]["where"] == "f (a.py:1)"  # (the earliest)
+
+
+def test_busy_time_counts_spans_under_one_that_never_ended() -> None:
+    """A crash inside ``main``: its span never ends, the spans it ran did; the thread was busy then."""
+    events = [
+        Event("span", "main", 0, None, 1, {}, 1, "t1"),
+        span("step", 10, 60),
+        span("inner", 20, 30),
+        span("step", 100, 300),
+    ]
+    s = summarize(events)
+    assert s.unfinished == 1
+    assert [(t.thread_id, t.spans, t.busy_ns) for t in s.threads] == [(1, 3, 250)]

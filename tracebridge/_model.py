@@ -664,11 +664,12 @@ class EventSink(Protocol):
     come, a slice when it ends (or, if it never does, at the end of the trace, with ``self_ns`` ``None``).
     Perfetto traces give them in time order; the order is not part of the contract.
 
-    ``self_ns``: a slice's duration less its children's on the same track; ``depth``: how many slices
+    ``self_ns``: a slice's duration less its children's on the same track; ``covered_ns``: its children's
+    (those that ended) on the same track, whether or not it ended itself; ``depth``: how many slices
     enclose it there (``-1`` for events that are not slices).
     """
 
-    def event(self, ev: Event, self_ns: int | None, depth: int) -> None: ...
+    def event(self, ev: Event, self_ns: int | None, depth: int, covered_ns: int) -> None: ...
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import Any
 
 #: Keys whose values are secrets (searched in the key, case-insensitive; ``api-key``, ``api_key``, ``apiKey``
 #: and ``X-Api-Key`` alike). ``auth`` and ``authorization`` but not ``author`` or ``authenticated``;
-#: ``token`` but not ``tokens`` (``max_tokens``) or ``tokenizer``; ``pass`` and ``pw`` as words of a key
-#: (``db_pass``, ``PW``) but not inside one (``bypass``, ``passes``); the keys of signing and encryption.
+#: ``token`` but not ``tokens`` (``max_tokens``) or ``tokenizer``; ``pw`` as a word of a key (``db_pw``,
+#: ``PW``); the keys of signing and encryption. (Not ``pass``: ``pass_rate``, ``first_pass``.)
 DEFAULT_SECRET_KEYS = (
-    r"passw(?:or)?d|pwd|passphrase|(?<![a-z])(?:pass|pw)(?![a-z])|secret|token(?!s|iz)|api[-_. ]?key"
+    r"passw(?:or)?d|pwd|passphrase|(?<![a-z])pw(?![a-z])|secret|token(?!s|iz)|api[-_. ]?key"
     r"|(?:access|signing|encryption|master|client)[-_. ]?key|private"
     r"|auth(?!or(?!i[sz])|entic)|bearer|cookie|session|credential|jwt|dsn|signature"
 )
@@ -34,15 +34,12 @@ _SCHEME = re.compile(r"(?i:bearer|basic)\s")
 #: Credentials inside text, each pattern bounded in length so that a scan stays linear in the text, and
 #: each run only when the text has what it needs (``@`` and ``://``, a scheme, a quote, ``=``):
 #: a URL's password (``scheme://user:password@``, the password running to the last ``@`` of the
-#: authority), the same without a scheme (``user:password@host``), an authorization scheme's token, a
-#: quoted key with its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` or ``key: value``
+#: authority: a raw ``@`` in a password is more often seen than text after it), an authorization
+#: scheme's token, a quoted key with its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` or ``key: value``
 #: parameter (query strings, command lines, headers, log text). A key is a secret when the key pattern
 #: finds it (``is_secret_key``).
 _URL_PASSWORD = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/?#]{1,1024})@"
-)
-_USER_PASSWORD = re.compile(
-    r"(?<![\w.+/:@-])(?P<scheme>)(?P<user>[A-Za-z][\w.+-]{0,63}):(?P<pw>[^\s/?#]{1,256})@(?=[A-Za-z0-9\[])"
 )
 _AUTHORIZATION = re.compile(r"\b(?P<auth>(?i:bearer|basic))\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)")
 _VALUE = r"\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|\([^()]{0,4096}\)|\[[^\[\]]{0,4096}\]"
@@ -51,10 +48,11 @@ _QUOTED_KEY = re.compile(
 )
 #: What follows ``key=`` as its value (after up to 3 spaces or tabs).
 _PARAMETER_VALUE = re.compile(_VALUE + r"|[^\s&;,)}\]'\"]{1,4096}")
-#: A key's characters (ASCII letters, digits, ``_ . - [ ]``), up to one more than a key may have.
-_KEY_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,65}")
+#: A key read backwards from its end: subscripts (``user[password]``), then a word of ASCII letters, digits
+#: and ``_ . -`` (up to one more character than a key may have).
+_KEY_BACKWARDS = re.compile(r"(?:\][A-Za-z0-9_.\-]{0,64}\[){0,8}[A-Za-z0-9_.\-]{1,65}")
 #: An authorization header's value: a scheme, then the credential (``Authorization: Token abc``).
-_SCHEME_AND_CREDENTIAL = re.compile(r"[A-Za-z][\w-]{0,31}[ \t]{1,3}[^\s,;]{1,4096}")
+_SCHEME_AND_CREDENTIAL = re.compile(r"[A-Za-z][\w-]{0,31}[ \t]{1,3}[^\s,;\"')\]}]{1,4096}")
 #: Values a parameter may have that are not credentials: booleans and nulls, placeholders (a format
 #: string's ``%s``, ``{}``, ``{name}``), quoted or not. (Numbers are scrubbed: a PIN is a number.)
 _NOT_A_SECRET = re.compile(
@@ -317,10 +315,8 @@ def scrub_text(s: str, limits: Limits, counts: Counts | None = None) -> str:
     out = s
     low = s.lower()
     try:
-        if "@" in out and ":" in out:
-            if "://" in out:
-                out = _URL_PASSWORD.sub(password, out)
-            out = _USER_PASSWORD.sub(password, out)
+        if "@" in out and "://" in out:
+            out = _URL_PASSWORD.sub(password, out)
         if ("bearer" in low or "basic" in low) and _SCHEME.search(out) is not None:
             out = _AUTHORIZATION.sub(authorization, out)
         if ("'" in out or '"' in out) and _QUOTED_COLON.search(out) is not None:
@@ -361,8 +357,9 @@ _SEPARATOR = re.compile(r"=|:[ \t]")
 
 def parameter_key(s: str, equals: int) -> str:
     """The key of the ``=`` (or ``:``) at ``equals`` in ``s``: the word before it (ASCII letters, digits,
-    ``_ . - [ ]``; up to 3 spaces or tabs between), ``""`` when there is none or it is longer than 64
-    characters. (The compiled writer finds keys the same way: ``key_may_be_secret`` in _speedups.c.)"""
+    ``_ . -``, and subscripts: ``user[password]``; up to 3 spaces or tabs between), ``""`` when there is
+    none or it is longer than 64 characters. (The compiled writer finds keys the same way:
+    ``key_may_be_secret`` in _speedups.c.)"""
     before = s[max(0, equals - 68) : equals]
     word = before.rstrip(" \t")
     if len(before) - len(word) > 3:
@@ -390,7 +387,7 @@ def _parameters(s: str, limits: Limits) -> tuple[str, int]:
         while start < len(s) and start - pos <= 3 and s[start] in " \t":
             start += 1
         m = None
-        if s[pos] == ":" and "auth" in key.lower():
+        if s[pos] == ":" and "authorization" in key.lower():
             m = _SCHEME_AND_CREDENTIAL.match(s, start)
             if m is not None:
                 start = m.end() - len(m.group().split()[-1])  # (the credential, after the scheme)
@@ -400,7 +397,7 @@ def _parameters(s: str, limits: Limits) -> tuple[str, int]:
             sep = _SEPARATOR.search(s, pos + 1)
             continue
         value = s[start : m.end()]
-        if value != SCRUBBED and not _NOT_A_SECRET.fullmatch(value):
+        if not value.startswith(SCRUBBED[:-1]) and not _NOT_A_SECRET.fullmatch(value):
             pieces.append(s[last:start])
             pieces.append(SCRUBBED)
             last = m.end()

@@ -1040,7 +1040,7 @@ static PyObject *text_check = NULL, *key_cache = NULL;
 
 static int key_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-           c == '-' || c == '[' || c == ']';
+           c == '-';
 }
 
 /* Whether the key of the '=' (or ':') at s[eq] (as _sanitize.parameter_key finds it) may name a secret: 0 when the
@@ -1050,9 +1050,19 @@ static int key_may_be_secret(const char *s, Py_ssize_t eq) {
     while (j > 0 && eq - j < 3 && (s[j - 1] == ' ' || s[j - 1] == '\t'))
         j--;
     Py_ssize_t end = j;
+    for (int n = 0; n < 8 && j > 0 && s[j - 1] == ']'; n++) { /* subscripts: user[password] */
+        Py_ssize_t k = j - 1;
+        while (k > 0 && end - k <= 64 && key_char(s[k - 1]))
+            k--;
+        if (k > 0 && s[k - 1] == '[')
+            j = k - 1;
+        else
+            break;
+    }
+    Py_ssize_t word = j;
     while (j > 0 && end - j <= 64 && key_char(s[j - 1]))
         j--;
-    if (end == j || end - j > 64)
+    if (word == j || end - j > 64)
         return 0;
     if (key_cache == NULL)
         return 1;

@@ -79,9 +79,11 @@ class Summary:
 #: Why logging filters and structlog processors drop records (see tracebridge.logging.count_log_drop).
 _LOG_FILTER_REASONS = ("sampled_out", "rate_limited")
 
-#: Durations of one operation kept exactly; past this many, percentiles come from a histogram whose
-#: buckets are 2% wide (each value is within 1% of its bucket's middle).
+#: Durations of one operation kept exactly; past this many (or past EXACT_BUDGET for all operations
+#: together), percentiles come from a histogram whose buckets are 2% wide (each value is within 1% of
+#: its bucket's middle).
 EXACT_DURATIONS = 1024
+EXACT_BUDGET = 100_000
 #: Distinct names (and failures) summarized apart; more are added up under OTHER.
 MAX_OPERATIONS = 10_000
 MAX_FAILURES = 1_000
@@ -109,12 +111,15 @@ class _Durations:
         self.n += 1
         if self.exact is not None:
             self.exact.append(d)
-            if len(self.exact) > EXACT_DURATIONS:
-                for v in self.exact:
-                    self._count(v)
-                self.exact = None
         else:
             self._count(d)
+
+    def to_histogram(self) -> int:
+        """Let go of the exact durations (counted in the histogram); how many there were."""
+        exact, self.exact = self.exact or [], None
+        for v in exact:
+            self._count(v)
+        return len(exact)
 
     def _count(self, d: int) -> None:
         b = -1 if d <= 0 else int(math.log(d) / _LOG_GAMMA)
@@ -152,8 +157,9 @@ class SummaryBuilder:
         self.thread_seen: dict[int, int] = {}  # tid -> start of the earliest span that named it
         self.failures: dict[tuple[str, str, str], Failure] = {}
         self.failure_seen: dict[tuple[str, str, str], int] = {}  # -> start of its earliest occurrence
+        self.exact_left = EXACT_BUDGET  # durations that may still be kept exactly, all operations together
 
-    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
+    def event(self, ev: Event, self_ns: int | None, depth: int, covered_ns: int) -> None:
         s = self.s
         s.events[ev.kind] = s.events.get(ev.kind, 0) + 1
         end = ev.end_ns if ev.end_ns is not None else ev.start_ns
@@ -165,11 +171,13 @@ class SummaryBuilder:
             self._failure(ev)
         if ev.kind not in ("span", "activity"):
             return
+        on_thread = ev.kind == "span" and ev.track is None and not ev.overlapping
         if ev.end_ns is None:
             s.unfinished += 1
+            if on_thread and covered_ns > 0:  # (its children that ended: the thread was busy then)
+                self._thread(ev).busy_ns += covered_ns
             return
         d = ev.end_ns - ev.start_ns
-        on_thread = ev.kind == "span" and ev.track is None and not ev.overlapping
         found = self.ops.get(ev.name)
         if found is None:
             name = ev.name if len(self.ops) < MAX_OPERATIONS else OTHER
@@ -182,20 +190,29 @@ class SummaryBuilder:
         op.total_ns += d
         op.self_ns += self_ns if on_thread and self_ns is not None else d
         op.max_ns = max(op.max_ns, d)
+        if durations.exact is not None:
+            if len(durations.exact) >= EXACT_DURATIONS or self.exact_left <= 0:
+                self.exact_left += durations.to_histogram()
+            else:
+                self.exact_left -= 1
         durations.add(d)
         if ev.error is not None:
             op.errors += 1
         if on_thread:
-            t = self.threads.get(ev.thread_id)
-            if t is None:
-                t = self.threads[ev.thread_id] = ThreadTotal(ev.thread_id, ev.thread_name)
-                self.thread_seen[ev.thread_id] = ev.start_ns
-            elif ev.start_ns < self.thread_seen[ev.thread_id]:  # (the same name, whatever the order)
-                t.thread_name = ev.thread_name
-                self.thread_seen[ev.thread_id] = ev.start_ns
+            t = self._thread(ev)
             t.spans += 1
             if depth == 0:  # an outermost span: the thread was busy for all of it
                 t.busy_ns += d
+
+    def _thread(self, ev: Event) -> ThreadTotal:
+        t = self.threads.get(ev.thread_id)
+        if t is None:
+            t = self.threads[ev.thread_id] = ThreadTotal(ev.thread_id, ev.thread_name)
+            self.thread_seen[ev.thread_id] = ev.start_ns
+        elif ev.start_ns < self.thread_seen[ev.thread_id]:  # (the same name, whatever the order)
+            t.thread_name = ev.thread_name
+            self.thread_seen[ev.thread_id] = ev.start_ns
+        return t
 
     def _failure(self, ev: Event) -> None:
         assert ev.error is not None

@@ -216,7 +216,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 class _Count:
     """An event sink that keeps nothing (``validate``: the reader counts the events)."""
 
-    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
+    def event(self, ev: Event, self_ns: int | None, depth: int, covered_ns: int) -> None:
         pass
 
 

@@ -74,6 +74,8 @@ def read_trace(
     fmt = detect_format(path)
     if progress is not None:
         progress = _CallerProgress(progress)
+    if sink is not None:
+        sink = _CallerSink(sink)
     try:
         if fmt == "json":
             from .sinks.chrome import read_chrome_json
@@ -88,7 +90,7 @@ def read_trace(
         return read_perfetto(path, progress, limits, sink)
     except (TraceReadError, KeyboardInterrupt):
         raise
-    except _ProgressError as exc:  # the caller's own callback raised (to cancel, say): its exception
+    except _CallerError as exc:  # the caller's own callback or sink raised (to cancel, say): its exception
         raise exc.raised from None
     except MemoryError:
         raise TraceReadError(f"{path}: ran out of memory reading it") from None
@@ -100,13 +102,14 @@ def read_trace(
 
 def feed(events: Iterable[Event], sink: EventSink) -> None:
     """Give ``events`` (of a session or a trace read whole) to ``sink`` as a streamed read would: slices
-    with their self time and depth, found from how they nest on their thread and track."""
+    with their self time and depth, found from how they nest on their thread (a streamed read nests
+    activities and slices of named tracks as their tracks do; here, by thread too)."""
     groups: dict[tuple[Any, ...], list[Event]] = {}
     for ev in events:
         if ev.kind in ("span", "activity"):
             groups.setdefault((ev.pid, ev.thread_id, ev.kind, ev.track, ev.overlapping), []).append(ev)
         else:
-            sink.event(ev, None, -1)
+            sink.event(ev, None, -1, 0)
     for slices in groups.values():
         # Enclosing slices first: by start, then the longest (one never ended is the longest of all).
         slices.sort(key=lambda e: (e.start_ns, -(e.end_ns if e.end_ns is not None else _NEVER)))
@@ -126,15 +129,15 @@ _NEVER = 1 << 80  # the end of a slice that never ended: after every other
 def _finish(stack: list[list[Any]], sink: EventSink) -> None:
     end, ev, children_ns = stack.pop()
     if end == _NEVER:
-        sink.event(ev, None, len(stack))
+        sink.event(ev, None, len(stack), children_ns)
         return
     duration = end - ev.start_ns
     if stack:
         stack[-1][2] += duration
-    sink.event(ev, duration - children_ns, len(stack))
+    sink.event(ev, duration - children_ns, len(stack), children_ns)
 
 
-class _ProgressError(Exception):
+class _CallerError(Exception):
     def __init__(self, raised: BaseException) -> None:
         super().__init__(raised)
         self.raised = raised
@@ -150,4 +153,17 @@ class _CallerProgress:
         try:
             self.callback(done, total)
         except Exception as exc:
-            raise _ProgressError(exc) from exc
+            raise _CallerError(exc) from exc
+
+
+class _CallerSink:
+    """The caller's event sink, whose exceptions are told apart from the reader's own."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    def event(self, ev: Event, self_ns: int | None, depth: int, covered_ns: int) -> None:
+        try:
+            self.sink.event(ev, self_ns, depth, covered_ns)
+        except Exception as exc:
+            raise _CallerError(exc) from exc

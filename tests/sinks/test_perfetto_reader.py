@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tracebridge
-from tracebridge._model import Event, Loss, ThreadInfo
+from tracebridge._model import Event, Loss, ThreadInfo, TraceReadError
 from tracebridge.reading import feed, read_trace
 from tracebridge.sinks.perfetto import external_sort, reader
 from tracebridge.sinks.perfetto.reader import iter_frames, read_perfetto_bytes
@@ -297,18 +298,19 @@ class _Collect:
     """An event sink that keeps what it is given."""
 
     def __init__(self) -> None:
-        self.got: list[tuple[Event, int | None, int]] = []
+        self.got: list[tuple[Event, int | None, int, int]] = []
 
-    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
-        self.got.append((ev, self_ns, depth))
+    def event(self, ev: Event, self_ns: int | None, depth: int, covered_ns: int) -> None:
+        self.got.append((ev, self_ns, depth, covered_ns))
 
 
-def _nesting(pairs: list[tuple[Event, int | None, int]]) -> list[tuple[object, ...]]:
-    """Thread-track spans as (event, self time, depth): what summary's self and busy times come from."""
+def _nesting(got: list[tuple[Event, int | None, int, int]]) -> list[tuple[object, ...]]:
+    """Thread-track spans as (event, self time, depth, children's time): what summary's self and busy
+    times come from."""
     return sorted(
         (
-            (comparable(e), s, d)
-            for e, s, d in pairs
+            (comparable(e), *rest)
+            for e, *rest in got
             if e.kind == "span" and not e.track and not e.overlapping
         ),
         key=repr,
@@ -333,7 +335,7 @@ def test_streamed_read_gives_what_a_whole_read_gives(tmp_path_factory, data, run
         mp.setattr(external_sort, "FAN_IN", 3)
         streamed = read_trace(path, sink=sink)
     assert streamed.events == []
-    assert_same_events([e for e, _, _ in sink.got], whole.events)
+    assert_same_events([e for e, *_ in sink.got], whole.events)
     assert (streamed.shown_events, streamed.file_events, streamed.problems, streamed.notes) == (
         whole.shown_events,
         whole.file_events,
@@ -391,5 +393,27 @@ def test_a_streamed_read_holds_memory_bounded_whatever_the_size(tmp_path: Path) 
 
 
 class _Count:
-    def event(self, ev: Event, self_ns: int | None, depth: int) -> None:
+    def event(self, ev: Event, self_ns: int | None, depth: int, covered_ns: int) -> None:
         pass
+
+
+def test_a_sinks_own_error_and_a_failing_temporary_folder_are_told_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.perfetto-trace"
+    _spans_trace(path, 400)
+
+    class Cancel(Exception):
+        pass
+
+    class Cancelling:
+        def event(self, ev: Event, self_ns: int | None, depth: int, covered_ns: int) -> None:
+            raise Cancel
+
+    with pytest.raises(Cancel):  # (the caller's, as it raised it: not "internal error ... please report it")
+        read_trace(path, sink=Cancelling())
+    monkeypatch.setattr(reader, "RUN_RECORDS", 50)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(TraceReadError, match="cannot sort the trace's events in temporary files") as info:
+        read_trace(path, sink=_Count())
+    assert str(path) not in str(info.value)  # (the trace itself is fine)

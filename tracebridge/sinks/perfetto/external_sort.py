@@ -3,7 +3,8 @@
 The reader sorts a trace's events by timestamp before it matches slices, as trace_processor does. A
 trace of a billion events does not fit in memory, so when the reader is asked to stream (``summary``,
 ``validate``), it hands its records here a run at a time: each run is sorted and written to a temporary
-file in pickled chunks, runs are merged in tiers (``FAN_IN`` runs of one tier make one of the next, so
+file (in ``TMPDIR``) in pickled chunks, compressed (records repeat their names: a chunk compresses about
+tenfold), runs are merged in tiers (``FAN_IN`` runs of one tier make one of the next, so
 that every record is rewritten only a logarithmic number of times), and :meth:`ExternalSort.merged`
 gives every record in order, reading one chunk per run at a time. Memory: one run while it is filled,
 plus one chunk of each run while merging.
@@ -19,7 +20,9 @@ import heapq
 import os
 import pickle
 import shutil
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -85,11 +88,20 @@ class ExternalSort:
             for record in records:
                 chunk.append(record)
                 if len(chunk) >= CHUNK:
-                    pickle.dump(chunk, f, pickle.HIGHEST_PROTOCOL)
+                    _dump(chunk, f)
                     chunk = []
             if chunk:
-                pickle.dump(chunk, f, pickle.HIGHEST_PROTOCOL)
+                _dump(chunk, f)
         return path
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+def _dump(chunk: list[Any], f: Any) -> None:
+    data = zlib.compress(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL), 1)
+    f.write(_LENGTH.pack(len(data)))
+    f.write(data)
 
 
 def _read(path: str) -> Iterator[Any]:
@@ -98,11 +110,11 @@ def _read(path: str) -> Iterator[Any]:
     try:
         with open(path, "rb") as f:
             while True:
-                try:
-                    chunk = pickle.load(f)
-                except EOFError:
+                head = f.read(_LENGTH.size)
+                if not head:
                     break
-                yield from chunk
+                (length,) = _LENGTH.unpack(head)
+                yield from pickle.loads(zlib.decompress(f.read(length)))
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -16,6 +16,7 @@ import json
 import operator
 import os
 import re
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -766,7 +767,10 @@ class _Reader:
         if self.sorter is not None and len(self.raw) >= self.run_records:
             run = [_raw_tuple(r) for r in self.raw]
             self.raw.clear()
-            self.sorter.add_run(run)
+            try:
+                self.sorter.add_run(run)
+            except OSError as exc:
+                raise _sort_failed(exc) from None
 
     # -- slices ------------------------------------------------------------------------------------
 
@@ -786,19 +790,24 @@ class _Reader:
         """The records in timestamp order (file order breaks ties), each let go of as it is given."""
         raws, self.raw = self.raw, []
         if self.sorter is not None and self.sorter.records:
-            for t in self.sorter.merged([_raw_tuple(r) for r in raws]):
-                yield _Raw(*t)
+            try:
+                for t in self.sorter.merged([_raw_tuple(r) for r in raws]):
+                    yield _Raw(*t)
+            except OSError as exc:
+                raise _sort_failed(exc) from None
             return
         raws.sort(key=lambda r: (r.ts, r.order), reverse=True)
         pop = raws.pop
         while raws:
             yield pop()
 
-    def emit(self, order: int, ev: Event, self_ns: int | None = None, depth: int = -1) -> None:
+    def emit(
+        self, order: int, ev: Event, self_ns: int | None = None, depth: int = -1, covered_ns: int = 0
+    ) -> None:
         """An event is complete: to the sink, or kept (with its file order, to sort by start)."""
         self.out.shown_events += 1
         if self.sink is not None:
-            self.sink.event(ev, self_ns, depth)
+            self.sink.event(ev, self_ns, depth, covered_ns)
         else:
             self.kept.append((order, ev))
 
@@ -835,7 +844,7 @@ class _Reader:
                 duration = raw.ts - begin_ts
                 if stack:
                     stack[-1][3] += duration
-                self.emit(order, ev, duration - children_ns, len(stack))
+                self.emit(order, ev, duration - children_ns, len(stack), children_ns)
                 continue
             for fid in raw.flows:
                 flows_open.add(fid)
@@ -894,8 +903,8 @@ class _Reader:
         unfinished = 0
         for stack in open_slices.values():
             unfinished += len(stack)
-            for depth, (_, order, ev, _) in enumerate(stack):
-                self.emit(order, ev, None, depth)
+            for depth, (_, order, ev, children_ns) in enumerate(stack):
+                self.emit(order, ev, None, depth, children_ns)
         if unfinished:
             self.out.notes.append(f"{unfinished} slices did not end (written as begun only)")
         if self.stats_parts:
@@ -986,6 +995,14 @@ class _Reader:
         if len(raw.correlation) == 32 and all(c in _HEX for c in raw.correlation):
             ev.trace_id = int(raw.correlation, 16)  # else another writer's id: not a trace id
         return ev
+
+
+def _sort_failed(exc: OSError) -> TraceReadError:
+    """The temporary files of a streamed read failed (not the trace): one line that says where."""
+    return TraceReadError(
+        f"cannot sort the trace's events in temporary files in {tempfile.gettempdir()} "
+        f"({exc.strerror or exc}); set TMPDIR to a folder with room"
+    )
 
 
 def _pop_error(md: dict[str, Any], frames: tuple[Frame, ...]) -> ErrorInfo | None:
