@@ -35,9 +35,9 @@ _SCHEME = re.compile(r"(?i:bearer|basic)\s")
 #: each run only when the text has what it needs (``@`` and ``://``, a scheme, a quote, ``=``):
 #: a URL's password (``scheme://user:password@``, the password running to the last ``@`` of the
 #: authority: a raw ``@`` in a password is more often seen than text after it), an authorization
-#: scheme's token, a quoted key with its value (``'password': 'x'``, ``"token": "x"``), a ``key=value`` or ``key: value``
-#: parameter (query strings, command lines, headers, log text). A key is a secret when the key pattern
-#: finds it (``is_secret_key``).
+#: scheme's token, a quoted key with its value (``'password': 'x'``, ``"token": "x"``), a ``key=value``
+#: or ``key: value`` parameter (query strings, command lines, headers, log text). A key is a secret when
+#: the key pattern finds it (``is_secret_key``).
 _URL_PASSWORD = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/?#]{1,1024})@"
 )
