@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import _recorder
-from ._environment import ENV_LEVEL, ENV_OUTPUT, EnvironmentSettingError, from_environment
+from ._environment import ENV_LEVEL, ENV_OUTPUT, ENV_RUNTIME, EnvironmentSettingError, from_environment
 from ._recorder.runtime import RT
 from ._units import parse_duration
 from .instrument import instrument
@@ -92,6 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-lines", action="store_true", help="log a trace line for every call (on stderr)")
     p.add_argument(
+        "--runtime",
+        action="store_true",
+        help="also record the process's memory, CPU, threads, open files and garbage collector as counters,"
+        f" and the collector's pauses as slices on a GC track (also ${ENV_RUNTIME}=1)",
+    )
+    p.add_argument(
         "--on-full",
         choices=("block", "drop"),
         default="block",
@@ -134,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     args.output = args.output or env.output or DEFAULT_OUTPUT
     args.level = env.level or 2 if args.level is None else args.level
     args.log_lines = args.log_lines or env.log_lines
+    args.runtime = args.runtime or env.runtime
     patterns = [p for p in args.instrument]
     patterns += [p.strip() for p in os.environ.get(ENV_PATTERNS, "").split(",") if p.strip()]
     if not patterns:
@@ -172,8 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         if not trace_logger.handlers:
             trace_logger.addHandler(_FallbackHandler(sys.stderr))
             trace_logger.setLevel(logging.INFO)
-    on_full = RT.config.on_full
-    _recorder.configure(on_full=args.on_full)
+    on_full, runtime = RT.config.on_full, RT.config.runtime
+    _recorder.configure(on_full=args.on_full, runtime=runtime or args.runtime)
     _recorder.start(level=args.level, output=args.output)
     old_argv = sys.argv
     sys.argv = argv
@@ -194,7 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         sys.argv = old_argv
         session = _recorder.stop()
-        _recorder.configure(on_full=on_full)
+        _recorder.configure(on_full=on_full, runtime=runtime)
         if handle is not None:
             handle.uninstrument()
         dropped = session.stats.total_dropped
