@@ -174,7 +174,7 @@ class GcPauses:
         self.callback = self._on_gc
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        # Runs inside a collection, on whatever thread allocated: no lock, no logging, no system call,
+        # Runs inside a collection, on whatever thread allocated: no lock, no logging, no I/O, and
         # nothing allocated but the tuple (a collection is never re-entered, and never runs on two
         # threads at once). A thread that never recorded is known by its ident here, by its name and
         # native id in the writer.
