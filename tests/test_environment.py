@@ -1,6 +1,6 @@
-"""Configuration without code: ``TRACEBRIDGE_OUTPUT``, ``_LEVEL``, ``_SAMPLING``, ``_LOG_LINES`` (and
-``_FILTER``) for what ``start()`` is not told, and for ``tracebridge run``; a bad value is one line that
-names the variable, and nothing is recorded rather than the program failing."""
+"""Configuration without code: ``TRACEBRIDGE_OUTPUT``, ``_LEVEL``, ``_SAMPLING``, ``_LOG_LINES``,
+``_RUNTIME`` (and ``_FILTER``) for what ``start()`` is not told, and for ``tracebridge run``; a bad value is
+one line that names the variable, and nothing is recorded rather than the program failing."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def test_the_sampling_grammar() -> None:
         ("TRACEBRIDGE_LEVEL", "loud", "'loud' is not a whole number"),
         ("TRACEBRIDGE_LEVEL", "0", "is not a level"),
         ("TRACEBRIDGE_LOG_LINES", "maybe", "is not one of"),
+        ("TRACEBRIDGE_RUNTIME", "lots", "'lots' is not one of 1, true"),
         ("TRACEBRIDGE_SAMPLING", "ratio:x", "not a number"),
         ("TRACEBRIDGE_FILTER", "db=loud", ""),
     ],
@@ -88,6 +89,19 @@ def test_log_lines_from_the_environment(monkeypatch: Any, caplog: Any) -> None:
         tracebridge.stop()
         tracebridge.configure(log_lines=False)
     assert any(r.getMessage().startswith("[TRACE] lined (") for r in caplog.records)
+
+
+def test_runtime_from_the_environment(monkeypatch: Any) -> None:
+    assert from_environment({"TRACEBRIDGE_RUNTIME": " On "}).runtime is True
+    assert from_environment({"TRACEBRIDGE_RUNTIME": "0"}).runtime is False
+    monkeypatch.setenv("TRACEBRIDGE_RUNTIME", "1")
+    tracebridge.start(level=2)
+    try:
+        assert tracebridge.configure().runtime is True
+    finally:
+        session = tracebridge.stop()
+        tracebridge.configure(runtime=False)
+    assert {"threads", "gc.gen0.collections"} <= {e.name for e in session.events if e.kind == "counter"}
 
 
 def test_run_reads_the_environment_and_refuses_a_bad_value(tmp_path: Path) -> None:

@@ -279,6 +279,30 @@ def test_trace_lines(caplog: pytest.LogCaptureFixture, request: pytest.FixtureRe
     assert len(by_name["load_config"].trace_id) == 32
 
 
+def test_trace_lines_show_the_collectors_pauses_only_when_long(caplog: pytest.LogCaptureFixture) -> None:
+    from tracebridge._model import GC_CATEGORY, GC_TRACK, Event
+    from tracebridge.sinks.lines import TraceLines
+
+    def pause(ms: int) -> Event:
+        md = {"generation": 2, "collected": 40}
+        return Event(
+            "span", "GC gen 2", 0, ms * 1_000_000, 1, md, 7, "MainThread", None, (GC_CATEGORY,), GC_TRACK
+        )
+
+    work = Event("span", "work", 0, 1_000, 1, {}, 7, "MainThread")
+    with caplog.at_level(logging.INFO, logger="tracebridge.trace"):
+        lines = TraceLines(anomaly_after=1)  # (a pause is judged by gc_pause, never as an anomaly)
+        lines.observe([pause(5), pause(10), pause(25), work], 0)
+        TraceLines(gc_pause=None).observe([pause(25)], 0)
+        TraceLines(gc_pause="1ms").observe([pause(5)], 0)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "[SLOW] GC gen 2 (25ms) {generation=2, collected=40} over 10ms"),
+        ("INFO", "[TRACE] work (1000ns)"),
+        ("WARNING", "[SLOW] GC gen 2 (5000us) {generation=2, collected=40} over 1000us"),
+    ]
+    assert "GC gen 2" not in lines._means
+
+
 def test_trace_line_options_are_checked_at_setup() -> None:
     with pytest.raises(ValueError, match="log_lines slow"):
         tracebridge.configure(log_lines=True, slow={"db.*": "fast"})

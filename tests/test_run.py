@@ -304,3 +304,32 @@ def test_no_library_spans(tmp_path: Path) -> None:
     assert "library spans" not in result.stderr
     names = [e.name for e in read_trace(out).events]
     assert names.count("shop.client.fetch") == 4 and "GET" not in names and "insert" not in names
+
+
+def test_runtime_metrics_of_the_program(tmp_path: Path) -> None:
+    main = tmp_path / "garbage.py"
+    main.write_text(
+        textwrap.dedent(
+            """
+            import gc
+
+            class Node:
+                def __init__(self, parent):
+                    self.parent, self.children = parent, []
+
+            root = Node(None)
+            root.children = [Node(root) for _ in range(1000)]
+            del root
+            print(gc.collect() >= 1000)
+            """
+        )
+    )
+    out = tmp_path / "t.perfetto-trace"
+    result = run(["--runtime", "-o", str(out), str(main)], tmp_path)
+    assert result.returncode == 0 and result.stdout == "True\n", result.stderr
+    events = tracebridge.read(out)
+    assert {"threads", "gc.gen2.collections"} <= {e.name for e in events if e.kind == "counter"}
+    full = [e for e in events if e.track == "GC" and e.metadata.get("generation") == 2]
+    assert any(e.metadata["collected"] >= 1000 for e in full)
+    result = run(["-o", str(out), str(main)], tmp_path)  # (off unless asked)
+    assert not [e for e in tracebridge.read(out) if e.kind == "counter" or e.track == "GC"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import _safety
 from ._sanitize import DEFAULT_SECRET_KEYS, Limits, compile_secret_keys
+from ._units import parse_duration
 from .sampling.pipeline import Pipeline
 from .sinks.lines import TraceLines
 
@@ -66,6 +67,17 @@ class Config:
     #: A process whose SIGTERM is left at its default (it dies) finishes the trace first, then dies of
     #: the signal as it would have; a handler the program installs itself is left alone.
     sigterm: bool = True
+    #: Runtime metrics: counter tracks of the process's RSS (bytes), CPU % (100 a busy core), threads, open
+    #: file descriptors, and the garbage collector's share of the time (GC %), collections per generation
+    #: and objects in its youngest generation, sampled by the writer thread as it writes (nothing runs on
+    #: the application's threads for them); and the collector's pauses as slices on the "GC" track
+    #: (generation, collected and uncollectable as arguments). Trace lines show pauses longer than their
+    #: ``gc_pause``. For the session active now and those that start afterwards.
+    runtime: bool = False
+    #: ``runtime=True``: pauses shorter than this (a duration: ``"1ms"``, or seconds) are not slices of
+    #: their own (the young generation's take microseconds, thousands a second while a program builds
+    #: large structures); GC % and the counters include them. ``0``: every pause is a slice.
+    gc_min_pause: Any = "1ms"
 
     def validate(self) -> None:
         for name in ("max_string", "max_depth", "max_items", "thread_buffer", "max_events"):
@@ -76,9 +88,10 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("children", "sigterm", "pools"):
+        for name in ("children", "sigterm", "pools", "runtime"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        self.gc_min_pause_ns()
         if self.on_full not in ("drop", "block"):
             raise ValueError(f"on_full must be 'drop' or 'block', got {self.on_full!r}")
         compile_secret_keys(self.scrub)
@@ -86,6 +99,10 @@ class Config:
         self.trace_lines()
         if self.otel not in (None, False, True) and not callable(getattr(self.otel, "get_tracer", None)):
             raise ValueError(f"otel must be True, False, None or a TracerProvider, got {self.otel!r}")
+
+    def gc_min_pause_ns(self) -> int:
+        """``gc_min_pause`` in nanoseconds (raises ``ValueError`` on a bad value)."""
+        return parse_duration(self.gc_min_pause, "gc_min_pause")
 
     def trace_lines(self) -> TraceLines | None:
         """The trace-line logger these options ask for (``None``: off). Raises ``ValueError`` on bad

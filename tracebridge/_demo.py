@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import queue
 import random
 import threading
@@ -11,8 +12,9 @@ import time
 import tracebridge
 
 from ._accel import describe
+from ._model import GC_CATEGORY, Event
 from .analysis import render, summarize
-from .sinks.lines import format_event
+from .sinks.lines import format_duration, format_event
 
 
 @tracebridge.traced(level=2)
@@ -62,6 +64,21 @@ def gpu() -> None:
             time.sleep(0.0003)
 
 
+class Node:
+    def __init__(self, parent: Node | None) -> None:
+        self.parent = parent
+        self.children: list[Node] = []
+
+
+def build_tree(size: int) -> None:
+    with tracebridge.span("build_tree", level=2, nodes=size):
+        root = Node(None)
+        for _ in range(size):
+            root.children.append(Node(root))  # (each child points back: cycles, garbage only to the GC)
+        del root
+        gc.collect()  # a full collection: a pause on the "GC" track
+
+
 def workload() -> None:
     with tracebridge.span("main", level=1):
         load_config("app.toml")
@@ -81,19 +98,54 @@ def workload() -> None:
             tracebridge.instant("payment_failed", level=1, retry=True)
         asyncio.run(crawl())
         gpu()
+        build_tree(20_000)
         with tracebridge.span("debug_dump", level=3):  # verbose: not recorded at level 2
             pass
 
 
+def runtime_line(events: list[Event]) -> str:
+    """What ``runtime=True`` recorded, in one line: the last value of each process counter and the
+    collector's pauses."""
+    last = {e.name: e.value for e in sorted(events, key=lambda e: e.start_ns) if e.kind == "counter"}
+    parts = []
+    if "mem.rss" in last:
+        parts.append(f"RSS {float(last['mem.rss'] or 0) / 2**20:.1f} MiB")
+    for key, label in (("cpu.percent", "CPU"), ("gc.percent", "GC")):
+        if key in last:
+            parts.append(f"{label} {last[key]:.0f}%")
+    parts += [
+        f"{last[k]} {label}" for k, label in (("threads", "threads"), ("fds", "open files")) if k in last
+    ]
+    pauses = [e for e in events if GC_CATEGORY in e.categories and e.end_ns is not None]
+    text = "Runtime: " + ", ".join(parts) + f"; {len(pauses)} GC pauses"
+    if pauses:
+        longest = max(pauses, key=lambda e: e.duration_ns or 0)
+        md = longest.metadata
+        text += (
+            f", the longest {format_duration(longest.duration_ns or 0)} (generation {md.get('generation')},"
+            f" {md.get('collected', 0):,} objects collected)"
+        )
+    return text
+
+
 def run_demo(output: str, json_output: str | None = None) -> int:
-    tracebridge.start(level=2, output=output)
-    workload()
-    session = tracebridge.stop()
+    before = tracebridge.configure()
+    # The process's counters and the collector's pauses: here every pause, even those of microseconds
+    # (by default pauses under 1 ms only count in GC %).
+    tracebridge.configure(runtime=True, gc_min_pause=0)
+    try:
+        tracebridge.start(level=2, output=output)
+        workload()
+        session = tracebridge.stop()
+    finally:
+        tracebridge.configure(runtime=before.runtime, gc_min_pause=before.gc_min_pause)
     events = tracebridge.read(output)
     print(f"Recorded {len(events)} events into {session.path} ({describe()}). Trace lines:\n")
     for ev in sorted(events, key=lambda e: e.end_ns if e.end_ns is not None else e.start_ns):
-        if ev.kind in ("span", "instant", "activity"):
+        if ev.kind in ("span", "instant", "activity") and GC_CATEGORY not in ev.categories:
             print(format_event(ev, include_thread=ev.thread_name != "MainThread"))
+    print()
+    print(runtime_line(events))
     print()
     print(render(summarize(events, session.stats), top=10))
     if json_output:

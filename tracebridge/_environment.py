@@ -9,6 +9,8 @@ its caller leaves out, and by ``tracebridge run``): never code, only a small gra
   ``RateLimiter``).
 - ``TRACEBRIDGE_LOG_LINES``: ``1``/``true``/``yes``/``on`` logs a trace line for every event (``0``,
   ``false``, ``no``, ``off``, or unset: not).
+- ``TRACEBRIDGE_RUNTIME``: the same words; on records runtime metrics and the collector's pauses
+  (``configure(runtime=True)``).
 - ``TRACEBRIDGE_FILTER``: level directives (``myapp.db=3,*=2``, see ``Directives``).
 
 A bad value is one line naming the variable (:class:`EnvironmentSettingError`); ``start()`` then says it
@@ -26,6 +28,7 @@ ENV_OUTPUT = "TRACEBRIDGE_OUTPUT"
 ENV_LEVEL = "TRACEBRIDGE_LEVEL"
 ENV_SAMPLING = "TRACEBRIDGE_SAMPLING"
 ENV_LOG_LINES = "TRACEBRIDGE_LOG_LINES"
+ENV_RUNTIME = "TRACEBRIDGE_RUNTIME"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -40,6 +43,7 @@ class EnvironmentSettings:
     level: int | None = None
     sampling: list[Any] = field(default_factory=list)
     log_lines: bool = False
+    runtime: bool = False
 
 
 def parse_number(name: str, text: str, whole: bool) -> float:
@@ -52,6 +56,14 @@ def parse_number(name: str, text: str, whole: bool) -> float:
             f"{name}: {text!r} is not {'a whole number' if whole else 'a number'}"
         ) from None
     return value
+
+
+def _switch(name: str, text: str) -> bool:
+    """On or off: one of ``1 true yes on`` or ``0 false no off`` (any case), unset or empty for off."""
+    word = text.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise EnvironmentSettingError(f"{name}: {word!r} is not one of 1, true, yes, on, 0, false, off")
+    return word in _TRUE
 
 
 def parse_sampling(text: str) -> list[Any]:
@@ -95,12 +107,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> EnvironmentSet
             raise EnvironmentSettingError(f"{ENV_LEVEL}: {level!r} is not a level (1 critical, 2 info, 3+)")
         settings.level = n
     settings.sampling = parse_sampling(env.get(ENV_SAMPLING, ""))
-    lines = env.get(ENV_LOG_LINES, "").strip().lower()
-    if lines not in _TRUE + _FALSE:
-        raise EnvironmentSettingError(
-            f"{ENV_LOG_LINES}: {lines!r} is not one of 1, true, yes, on, 0, false, off"
-        )
-    settings.log_lines = lines in _TRUE
+    settings.log_lines = _switch(ENV_LOG_LINES, env.get(ENV_LOG_LINES, ""))
+    settings.runtime = _switch(ENV_RUNTIME, env.get(ENV_RUNTIME, ""))
     from .sampling.filters import Directives
 
     try:

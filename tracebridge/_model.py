@@ -325,6 +325,10 @@ MESSAGE_TEMPLATE_KEY: Final = "message_template"
 STATS_TRACK: Final = "tracebridge"
 #: The category of that slice.
 STATS_CATEGORY: Final = "tracebridge.stats"
+#: ``configure(runtime=True)``: the track of the garbage collector's pauses (one slice per collection)
+#: and their category, by which trace lines know them.
+GC_TRACK: Final = "GC"
+GC_CATEGORY: Final = "python.gc"
 #: Drop reasons that are losses (faults), as opposed to what sampling stages and filters leave out.
 LOSS_REASONS: Final = frozenset(
     {

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _recorder
-from ._environment import ENV_LEVEL, ENV_OUTPUT, EnvironmentSettingError, from_environment
+from ._environment import ENV_LEVEL, ENV_OUTPUT, ENV_RUNTIME, EnvironmentSettingError, from_environment
 from ._recorder.runtime import RT
 from ._units import parse_duration
 from .instrument import instrument
@@ -96,6 +96,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-lines", action="store_true", help="log a trace line for every call (on stderr)")
     p.add_argument(
+        "--runtime",
+        action="store_true",
+        help="also record the process's memory, CPU, threads, open files and garbage collector as counters,"
+        f" and the collector's pauses as slices on a GC track (also ${ENV_RUNTIME}=1)",
+    )
+    p.add_argument(
         "--on-full",
         choices=("block", "drop"),
         default="block",
@@ -157,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     args.output = args.output or env.output or DEFAULT_OUTPUT
     args.level = env.level or 2 if args.level is None else args.level
     args.log_lines = args.log_lines or env.log_lines
+    args.runtime = args.runtime or env.runtime
     patterns = [p for p in args.instrument]
     patterns += [p.strip() for p in os.environ.get(ENV_PATTERNS, "").split(",") if p.strip()]
     if not patterns:
@@ -195,8 +202,8 @@ def _run(args: argparse.Namespace) -> int:
         if not trace_logger.handlers:
             trace_logger.addHandler(_FallbackHandler(sys.stderr))
             trace_logger.setLevel(logging.INFO)
-    on_full = RT.config.on_full
-    _recorder.configure(on_full=args.on_full)
+    on_full, runtime = RT.config.on_full, RT.config.runtime
+    _recorder.configure(on_full=args.on_full, runtime=runtime or args.runtime)
     session = _recorder.start(level=args.level, output=args.output)
     libraries = None if args.no_library_spans else _library_spans(session)
     old_argv = sys.argv
@@ -220,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         if libraries is not None:
             libraries.stop()
         session = _recorder.stop()
-        _recorder.configure(on_full=on_full)
+        _recorder.configure(on_full=on_full, runtime=runtime)
         if handle is not None:
             handle.uninstrument()
         dropped = session.stats.total_dropped

@@ -64,7 +64,8 @@ def test_the_demo(ui: PerfettoUI, demo: Path, form: str) -> None:
     path = demo if form == "perfetto" else convert(demo)
     events = tracebridge.read(path)
     kinds = Counter(e.kind for e in events)
-    assert kinds["span"] > 20 and kinds["activity"] == 1 and kinds["instant"] == 1 and kinds["counter"] == 6
+    assert kinds["span"] > 20 and kinds["activity"] == 1 and kinds["instant"] == 1
+    assert sum(e.name == "queue_depth" for e in events) == 6
     ui.open(path)
     failures = sum(1 for e in events if e.error is not None and e.error.frames)
     assert problems(ui, failures) == {}
@@ -79,10 +80,31 @@ def test_the_demo(ui: PerfettoUI, demo: Path, form: str) -> None:
     assert one(ui, on_worker + " where thread.name = 'worker-1' and s.name = 'handle_job'") == "6"
     # Flows: one from each enqueue to its job.
     assert one(ui, "select count(*) from flow") == "6"
-    # The counter, named once (Chrome JSON's importer appends the series: "value").
-    counter = "queue_depth" if form == "perfetto" else "queue_depth value"
-    sql = "select t.name, count(*) from counter c join counter_track t on c.track_id = t.id group by t.name"
-    assert [(r["name"], r["count(*)"]) for r in ui.query(sql)] == [(counter, "6")]
+    # The counters, each named once (Chrome JSON's importer appends the series: "value"), under the process.
+    series = "" if form == "perfetto" else " value"
+    sql = (
+        "select t.name, count(*) from counter c join process_counter_track t on c.track_id = t.id"
+        " group by t.name"
+    )
+    counted = {r["name"]: int(r["count(*)"]) for r in ui.query(sql)}
+    samples = Counter(e.name + series for e in events if e.kind == "counter")
+    assert counted == samples and counted["queue_depth" + series] == 6
+    # The demo records runtime metrics: the process's counters, with Perfetto's units where it has them.
+    assert {"mem.rss", "cpu.percent", "threads", "gc.gen2.collections"} <= {
+        n[: -len(series) or None] for n in counted
+    }
+    if form == "perfetto":
+        units = {r["name"]: r["unit"] for r in ui.query("select name, unit from counter_track")}
+        assert (units["mem.rss"], units["threads"], units["cpu.percent"]) == ("bytes", "count", "%")
+    # ... and the collector's pauses on the process's "GC" track, the forced full collection among them.
+    pauses = [e for e in events if e.track == "GC"]
+    assert pauses and one(ui, "select count(*) from slice where category = 'python.gc'") == str(len(pauses))
+    if form == "perfetto":
+        sql = "select count(*) from slice s join process_track t on s.track_id = t.id where t.name = 'GC'"
+        assert one(ui, sql) == str(len(pauses))
+    sql = "select a.key, a.display_value from slice s join args a using(arg_set_id) where s.name = 'GC gen 2'"
+    args = {r["key"].split(".", 1)[1]: r["display_value"] for r in ui.query(sql)}
+    assert args["generation"] == "2" and int(args["collected"]) >= 20_000 and args["uncollectable"] == "0"
     # The activity on a track under the process, not under "Global Legacy Events".
     sql = "select count(*) from slice s join process_track t on s.track_id = t.id where s.name = 'download'"
     assert one(ui, sql) == "1"

@@ -9,7 +9,8 @@ counts) or waits, as ``on_full`` says; the writer marks every gap in the trace.
 * ``convert.py``: what the writer makes of each record;
 * ``lifecycle.py``: ``configure``, ``start``, ``stop`` and the implicit sessions; the exit hook;
 * ``children.py``: child processes (fork, spawn, forkserver, pools) record into the trace too;
-* ``exits.py``: SIGTERM finishes the trace before the process dies of it.
+* ``exits.py``: SIGTERM finishes the trace before the process dies of it;
+* ``runtime_metrics.py``: ``configure(runtime=True)``: the process's counters and the collector's pauses.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from ..sampling.filters import Directives
 from ..sampling.pipeline import Pipeline
 from ..sampling.samplers import AlwaysOff
 from ..sinks.lines import TraceLines
-from . import exits
+from . import exits, runtime_metrics
 from .runtime import (
     RT,
     all_threads,
@@ -77,6 +77,8 @@ def configure(**options: Any) -> Config:
             _otel_changed(cfg.otel)
         if "log_lines" in options:
             _lines_changed(cfg.trace_lines())
+        if "runtime" in options and RT.session is not None:
+            (runtime_metrics.attach if cfg.runtime else runtime_metrics.detach)(RT.session)
         return cfg
 
 
@@ -103,9 +105,9 @@ def start(
 
     What the call leaves out comes from the environment when set: ``TRACEBRIDGE_LEVEL``,
     ``TRACEBRIDGE_OUTPUT``, ``TRACEBRIDGE_SAMPLING`` (``ratio:0.1,ratelimit:100``; see
-    ``tracebridge._environment``), ``TRACEBRIDGE_LOG_LINES``, ``TRACEBRIDGE_FILTER``. A bad value there
-    is one line on stderr naming the variable, and the session records nothing (it does not fail the
-    program).
+    ``tracebridge._environment``), ``TRACEBRIDGE_LOG_LINES``, ``TRACEBRIDGE_RUNTIME``,
+    ``TRACEBRIDGE_FILTER``. A bad value there is one line on stderr naming the variable, and the session
+    records nothing (it does not fail the program).
 
     .. versionadded:: 0.1
     """
@@ -130,6 +132,8 @@ def start(
         sampling = env.sampling
     if env.log_lines and RT.config.trace_lines() is None:
         configure(log_lines=True)
+    if env.runtime and not RT.config.runtime:
+        configure(runtime=True)
     level = _validate_level(level)
     fmt = format or default_output_format(output)
     if fmt not in ("perfetto", "json", "memory", "none"):

@@ -388,6 +388,11 @@ class Session(EventConversion):
         _safety.raise_pending()
         return done
 
+    @property
+    def stopping(self) -> bool:
+        """``stop()`` has begun: the writer's next round is its last, or close to it."""
+        return self._stopping
+
     def _mark_stopping(self) -> None:
         """No new activities from now on; threads waiting for room queue their records at once."""
         with self._stats_lock:
@@ -639,7 +644,10 @@ class Session(EventConversion):
         t = st.thread()
         if t is not None and t.name != st.info.name:
             st.info = replace(st.info, name=t.name)
-        info = st.info
+        return self.written_thread(st.info)
+
+    def written_thread(self, info: ThreadInfo) -> ThreadInfo:
+        """``info`` as the trace names it: a thread name that holds a credential is scrubbed."""
         if self.limits.secret_keys is not None and may_hold_secret(info.name):  # (a thread named after one)
             clean = self._scrubbed_threads.get(info)
             if clean is None:

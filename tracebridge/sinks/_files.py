@@ -129,21 +129,25 @@ class Lanes:
     that lane, so that memory stays bounded and the layout stays correct.
     """
 
-    __slots__ = ("_lanes", "_window")
+    __slots__ = ("_ends", "_lanes", "_window")
 
     def __init__(self, window: int = 64) -> None:
         self._window = window
         # Per lane: (recent intervals, the latest end among the intervals it forgot).
         self._lanes: list[tuple[deque[tuple[int, float]], float]] = []
+        # Per lane: the latest end of all its intervals. An interval that starts after it crosses none of
+        # them (the common case, intervals one after another): no need to look at each.
+        self._ends: list[float] = []
 
     def place(self, start: int, end: float) -> int:
         for i, (recent, forgotten_end) in enumerate(self._lanes):
             if start <= forgotten_end:
                 continue
-            if all(_compatible(start, end, a, b) for a, b in recent):
+            if start > self._ends[i] or all(_compatible(start, end, a, b) for a, b in recent):
                 self._add(i, start, end)
                 return i
         self._lanes.append((deque(), float("-inf")))
+        self._ends.append(float("-inf"))
         self._add(len(self._lanes) - 1, start, end)
         return len(self._lanes) - 1
 
@@ -154,6 +158,7 @@ class Lanes:
             forgotten_end = max(forgotten_end, b)
             self._lanes[i] = (recent, forgotten_end)
         recent.append((start, end))
+        self._ends[i] = max(self._ends[i], end)
 
 
 def _compatible(s: int, e: float, a: int, b: float) -> bool:

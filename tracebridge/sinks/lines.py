@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._model import Event
+from .._model import GC_CATEGORY, Event
 
 _UNITS = (("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000))
 
@@ -113,6 +113,8 @@ class TraceLines:
     durations, first match wins) logs a span over its threshold at WARNING as ``[SLOW]``; a span that
     takes more than ``anomaly`` times the rolling mean of its operation (after ``anomaly_after`` spans of
     it) is logged at WARNING as ``[ANOMALY]``; a failed span is logged at ERROR with its back-trace.
+    The garbage collector's pauses (``configure(runtime=True)``) are logged only when longer than
+    ``gc_pause`` (a duration; ``None``: never), at WARNING as ``[SLOW]``.
 
     Runs on the writer thread: the application's threads never format or write a line. Each record
     carries the span's end time, thread and the event itself (``record.trace_event``).
@@ -131,6 +133,7 @@ class TraceLines:
         include_metadata: bool = True,
         include_timing: bool = True,
         include_thread: bool = False,
+        gc_pause: Any = "10ms",
     ) -> None:
         from .._globs import GlobTable
         from .._units import parse_duration
@@ -160,6 +163,7 @@ class TraceLines:
             self._slow = GlobTable(table, "log_lines slow")
         else:
             self._slow = GlobTable({"*": parse_duration(slow, "log_lines slow")}, "log_lines slow")
+        self.gc_pause = None if gc_pause is None else parse_duration(gc_pause, "log_lines gc_pause")
         self.anomaly = None if anomaly is None else float(anomaly)
         self.anomaly_after = anomaly_after
         self.filter = filter
@@ -177,7 +181,13 @@ class TraceLines:
             if self.filter is not None and not self.filter(ev):
                 continue
             duration = ev.end_ns - ev.start_ns
-            level, tag, note = self._judge(ev, duration)
+            if GC_CATEGORY in ev.categories:  # a collector's pause: a line only when it is long
+                limit = self.gc_pause
+                if limit is None or duration <= limit:
+                    continue
+                level, tag, note = logging.WARNING, "[SLOW]", f"over {format_duration(limit)}"
+            else:
+                level, tag, note = self._judge(ev, duration)
             if not logger.isEnabledFor(level):
                 continue
             line = trace_line(
