@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # (what follows -m is the module's: run's options are matched exactly)
         help="run a script (or -m module) as python would, instrumented, and write its trace",
         usage="tracebridge run [-i PATTERN ...] [-o TRACE] [--level N] [--min-duration D] [--log-lines]"
-        " [--runtime] [--on-full block|drop] [--open] [--no-library-spans] (script.py | -m module) [args ...]",
+        " [--runtime] [--on-full block|drop] [--open] [--no-library-spans]"
+        " (script.py | -m module) [args ...]",
     )
     from ._run import add_arguments
 
