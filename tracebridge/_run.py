@@ -135,12 +135,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _library_spans(session: _recorder.Session) -> LibrarySpans | None:
     """The installed OpenTelemetry instrumentation packages, activated for ``session`` (said in one line);
-    ``None`` when there are none, or OpenTelemetry is not installed."""
+    ``None`` when there are none, or OpenTelemetry is not installed, or they could not be looked for
+    (one line: the program runs without them)."""
     try:
         from .otel.libraries import activate_libraries
     except ImportError:
         return None
-    libraries = activate_libraries(session)
+    try:
+        libraries = activate_libraries(session)
+    except Exception as exc:
+        print(f"tracebridge: library spans left off: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
     if libraries is not None:
         print(f"tracebridge: library spans from {', '.join(libraries.activated)}", file=sys.stderr)
     return libraries

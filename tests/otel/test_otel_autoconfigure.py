@@ -91,6 +91,7 @@ def handle(n):
     with tracer.start_as_current_span("handle order", attributes={"order.id": n}):
         assert urllib.request.urlopen(URL).read() == b"ok"
         db.cursor().execute("insert into orders values (?)", (n,))
+    time.sleep(0.05)  # (20 orders a second at most: under the adaptive sampler's 50 in every 0.1 s)
 
 
 def poll():
@@ -128,7 +129,7 @@ def test_opentelemetry_instrument_writes_a_perfetto_trace(tmp_path: Path) -> Non
     assert trace.process_name == "app.py"  # (not the SDK's "unknown_service")
     spans = [e for e in trace.events if e.kind == "span"]
     orders = sorted((e for e in spans if e.name == "handle order"), key=lambda e: e.metadata["order.id"])
-    # 15 orders well under 50 a second: the sampler kept every one.
+    # 15 orders at 20 a second at most, under 50 a second: the sampler kept every one.
     assert [e.metadata["order.id"] for e in orders] == list(range(15))
     gets = [e for e in spans if e.name == "GET"]
     inserts = [e for e in spans if e.name == "insert"]

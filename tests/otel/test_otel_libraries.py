@@ -148,3 +148,34 @@ def test_an_instrumentor_that_fails_is_one_line_and_the_others_go_on(
     # A library installed at a version the package does not instrument is said; one not installed is not.
     assert len(lines) == 3 and lines[2].startswith("tracebridge: library spans: old_wrapt left out: ")
     assert "wrapt<1.0" in lines[2]
+
+
+def test_the_programs_own_instrumentation_wins(trace_path: Path, loopback: str) -> None:
+    """An instrumentor is one object per class: when the program instruments urllib itself, with a
+    provider of its own, its spans go there (not into the trace), and stay instrumented after the
+    recording stops."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    session = tracebridge.start(output=trace_path)
+    libraries = activate_libraries(session, environ={})
+    own = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(own))
+    try:
+        assert libraries is not None and "urllib" in libraries.activated
+        URLLibInstrumentor().instrument(tracer_provider=provider)
+        with urllib.request.urlopen(loopback) as response:
+            assert response.read() == b"ok"
+    finally:
+        if libraries is not None:
+            libraries.stop()
+        tracebridge.stop()
+    try:
+        assert [span.name for span in own.get_finished_spans()] == ["GET"]
+        assert URLLibInstrumentor().is_instrumented_by_opentelemetry  # (still the program's)
+        assert "instrument" not in vars(URLLibInstrumentor())
+        assert [e.name for e in read_trace(trace_path).events if e.name == "GET"] == []
+    finally:
+        URLLibInstrumentor().uninstrument()

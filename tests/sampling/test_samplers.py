@@ -192,6 +192,18 @@ def test_adaptive_probability_returns_to_one_when_traffic_drops() -> None:
     assert sampler.probability("op") == 1.0
 
 
+def test_adaptive_goes_on_when_the_clock_steps_back() -> None:
+    """An injected wall clock stepped back an hour (NTP): the estimate goes on from there, it does not
+    freeze until the clock is back where it was."""
+    clock = Clock(7200.0)
+    sampler = Adaptive(100, clock=clock)
+    drive(stage_deciding(sampler), clock, [(3.0, {"op": 50_000})], seed=4)
+    assert sampler.probability("op") < 0.01
+    clock.t -= 3600.0
+    drive(stage_deciding(sampler), clock, [(3.0, {"op": 10})], seed=5)
+    assert sampler.probability("op") == 1.0
+
+
 def test_adaptive_decisions_nest_and_agree_everywhere() -> None:
     # Traffic that moves, so that the probabilities move: every instance decides alike on the same trace
     # ids, and what a lower target keeps is a subset of what a higher one keeps.

@@ -11,6 +11,7 @@ instrumentor that fails to load or to instrument is one line on stderr; the othe
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
@@ -45,6 +46,7 @@ class LibrarySpans:
         instrumentors, self._instrumentors = self._instrumentors, []
         for name, instrumentor in reversed(instrumentors):
             try:
+                _stop_yielding(instrumentor)
                 instrumentor.uninstrument()
             except Exception as exc:
                 _safety.report(
@@ -54,6 +56,33 @@ class LibrarySpans:
             self.provider.shutdown()
         except Exception as exc:
             _safety.internal_error("library spans: provider shutdown", exc, raise_in_strict=False)
+
+
+def _yield_to_the_program(libraries: LibrarySpans, name: str, instrumentor: Any) -> None:
+    """An instrumentor is one object per class: when the program instruments the library itself (with a
+    TracerProvider of its own), tracebridge's activation steps aside first, so that the program's spans
+    go where the program sends them (and stay instrumented after tracebridge stops)."""
+    own = instrumentor.instrument
+
+    def instrument(*args: Any, **kwargs: Any) -> Any:
+        _stop_yielding(instrumentor)
+        try:
+            libraries._instrumentors.remove((name, instrumentor))
+        except ValueError:
+            pass
+        else:
+            try:
+                instrumentor.uninstrument()
+            except Exception as exc:
+                _safety.report(f"tracebridge: library spans: {name} could not step aside ({_why(exc)})")
+        return own(*args, **kwargs)
+
+    instrumentor.instrument = instrument
+
+
+def _stop_yielding(instrumentor: Any) -> None:
+    with contextlib.suppress(AttributeError):
+        del instrumentor.instrument  # (the instance's own: the class's method shows again)
 
 
 def _why(exc: BaseException) -> str:
@@ -127,6 +156,7 @@ def activate_libraries(
             continue
         libraries._instrumentors.append((name, instrumentor))
         libraries.activated.append(name)
+        _yield_to_the_program(libraries, name, instrumentor)
     if not libraries.activated:
         libraries.stop()
         return None
