@@ -544,7 +544,7 @@ def test_a_fork_while_recording_in_memory_records_the_child_in_memory(tmp_path: 
             pass
         s = tracebridge.stop()
         # (one write each: two processes' lines on one pipe do not interleave)
-        os.write(1, f"{os.getpid()} {[e.name for e in s.events]}\n".encode())
+        os.write(1, f"{os.getpid()} {[e.name for e in s.events]}\\n".encode())
         if pid == 0:
             os._exit(0)
         os.waitpid(pid, 0)
