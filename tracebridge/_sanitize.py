@@ -42,7 +42,11 @@ _URL_PASSWORD = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}://)(?P<user>[^\s:/@?#]{0,256}):(?P<pw>[^\s/?#]{1,1024})@"
 )
 _AUTHORIZATION = re.compile(r"\b(?P<auth>(?i:bearer|basic))\s+(?P<tok>[A-Za-z0-9._~+/-]{1,4096}=*)")
-_VALUE = r"\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|\([^()]{0,4096}\)|\[[^\[\]]{0,4096}\]"
+_CUT = r"…\[\+\d{1,20} (?:chars|bytes|items)\]"
+_VALUE = (
+    _CUT
+    + r"|\[scrubbed\]|\{\w{0,64}\}|\"[^\"]{0,4096}\"|'[^']{0,4096}'|\([^()]{0,4096}\)|\[[^\[\]]{0,4096}\]"
+)
 _QUOTED_KEY = re.compile(
     r"(?P<q>[\"'])(?P<key>[^\"'\s]{1,64})(?P=q)\s*[:=]\s*(?P<val>" + _VALUE + r"|[^\s,;&)}\]]{1,4096})"
 )
@@ -54,10 +58,14 @@ _KEY_BACKWARDS = re.compile(r"(?:\][A-Za-z0-9_.\-]{0,64}\[){0,8}[A-Za-z0-9_.\-]{
 #: An authorization header's value: a scheme, then the credential (``Authorization: Token abc``).
 _SCHEME_AND_CREDENTIAL = re.compile(r"[A-Za-z][\w-]{0,31}[ \t]{1,3}[^\s,;\"')\]}]{1,4096}")
 #: Values a parameter may have that are not credentials: booleans and nulls, placeholders (a format
-#: string's ``%s``, ``{}``, ``{name}``), quoted or not. (Numbers are scrubbed: a PIN is a number.)
+#: string's ``%s``, ``{}``, ``{name}``), quoted or not; the marker of a cut (the value of a key that a
+#: cut left last: sanitizing twice changes nothing). (Numbers are scrubbed: a PIN is a number.)
 _NOT_A_SECRET = re.compile(
-    r"[\"']?(?:(?i:true|false|none|null)|%[-#0 +]?\d*(?:\.\d+)?[sdifrxXeEgGc]|\{\w*\})[\"']?"
+    _CUT + r"|[\"']?(?:(?i:true|false|none|null)|%[-#0 +]?\d*(?:\.\d+)?[sdifrxXeEgGc]|\{\w*\})[\"']?"
 )
+#: How far past ``max_string`` a long text is scrubbed before it is cut (longer than any value the
+#: credential patterns take: a credential that the cut splits is still found whole).
+_SCRUB_MARGIN = 4200
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 _SCALARS = (bool, int, float, type(None))
@@ -147,7 +155,7 @@ class _Sanitizer:
     def value(self, v: Any, depth: int) -> Any:
         t = type(v)
         if t is str:  # (scrubbed before it is cut: a cut never splits a credential or its marker)
-            return clean_str(scrub_text(v, self.limits, self.counts), self.limits.max_string, self.counts)
+            return self.text(v, self.counts)
         if t is bool or v is None:
             return v
         if t is int:
@@ -169,7 +177,7 @@ class _Sanitizer:
                 )
             except Exception as exc:
                 text = f"<unrepresentable {t.__name__}: {type(exc).__name__}>"
-            return clean_str(scrub_text(text, self.limits, self.counts), self.limits.max_string)
+            return self.text(text)
         if isinstance(v, bool):
             return bool(v)
         if isinstance(v, int):
@@ -177,7 +185,20 @@ class _Sanitizer:
         if isinstance(v, float):
             return float(v)
         text = str.__str__(v) if isinstance(v, str) else safe_repr(v, self.limits.max_string)
-        return clean_str(scrub_text(text, self.limits, self.counts), self.limits.max_string)
+        return self.text(text)
+
+    def text(self, s: str, cut_counts: Counts | None = None) -> str:
+        """``s`` scrubbed, then cut to ``max_string``. Text far longer than that is scrubbed only as far
+        as it is kept, and ``_SCRUB_MARGIN`` beyond (a credential the cut splits is still found whole):
+        the cost of scrubbing is bounded by the cap, not by what the program hands over."""
+        limit = self.limits.max_string
+        if len(s) > limit + _SCRUB_MARGIN:
+            head = scrub_text(s[: limit + _SCRUB_MARGIN], self.limits, self.counts)
+            if len(head) >= limit:
+                if cut_counts is not None:
+                    cut_counts.sanitized += 1
+                return clean_str(head[:limit] + f"…[+{len(s) - limit} chars]", limit, cut_counts)
+        return clean_str(scrub_text(s, self.limits, self.counts), limit, cut_counts)
 
     def container(self, v: Any, depth: int) -> Any:
         if id(v) in self.path:
@@ -185,8 +206,7 @@ class _Sanitizer:
             return "<cycle>"
         if depth >= self.limits.max_depth:
             self.counts.sanitized += 1
-            text = scrub_text(safe_repr(v, self.limits.max_string), self.limits, self.counts)
-            return clean_str(text, self.limits.max_string)
+            return self.text(safe_repr(v, self.limits.max_string))
         self.path.add(id(v))
         try:
             if isinstance(v, Mapping):

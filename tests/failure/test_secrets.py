@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tracebridge
-from tracebridge._sanitize import Counts, Limits, is_secret_key, scrub_argv, scrub_text
+from tracebridge._sanitize import Counts, Limits, is_secret_key, sanitize_value, scrub_argv, scrub_text
 from tracebridge.logging import PerfettoHandler, TraceFormatter
 from tracebridge.otel import PerfettoSpanProcessor
 from tracebridge.structlog import PerfettoProcessor, TraceLineRenderer
@@ -450,3 +450,19 @@ def test_a_message_that_does_not_format_keeps_a_secret_argument_out(tmp_path: Pa
         log.handlers = []
     assert _secrets_in(stream.getvalue().encode()) == [] and "('many',)" in stream.getvalue()
     assert _secrets_in(expand(path.read_bytes())) == []
+
+
+def test_a_long_text_is_scrubbed_as_far_as_it_is_kept() -> None:
+    """Scrubbing costs what the cap keeps, not what the program hands over: a 360 KB value dense with
+    secret-named parameters is scrubbed up to the cut (and a little beyond), then cut; sanitizing the
+    result again changes nothing, though the cut leaves a key last."""
+    limits = Limits()
+    counts = Counts()
+    out = sanitize_value("pw: x " * 60_000, limits, counts)
+    assert out.endswith(f"…[+{360_000 - limits.max_string} chars]") and len(out) < limits.max_string + 30
+    assert "pw: x" not in out
+    assert 2_700 <= counts.scrubbed <= 4_000  # (the kept part's ~2,730, and the margin's: not 60,000)
+    assert sanitize_value(out, limits, Counts()) == out
+    # A credential that the cut splits is found whole (then cut).
+    split = "a" * (limits.max_string - 12) + " password=hunter2hunter2 " + "b" * 50_000
+    assert "hunter" not in sanitize_value(split, limits, Counts())
