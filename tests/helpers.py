@@ -272,6 +272,17 @@ def configured(**options: Any) -> Iterator[None]:
         tracebridge.configure(**before)
 
 
+def nested_on_thread(inner: Event, outer: Event) -> bool:
+    """``inner`` nests in ``outer`` on its thread's track (as Perfetto draws it)."""
+    assert inner.end_ns is not None and outer.end_ns is not None
+    return (
+        inner.thread_id == outer.thread_id
+        and not inner.overlapping
+        and not outer.overlapping
+        and outer.start_ns <= inner.start_ns <= inner.end_ns <= outer.end_ns
+    )
+
+
 #: Python source of a loopback HTTP server, for the programs that tests run to make library spans:
 #: ``URL`` answers every GET with "ok"; ``SERVER.shutdown()`` ends it.
 LOOPBACK_SERVER = """

@@ -31,7 +31,7 @@ from tracebridge.otel import (
 )
 from tracebridge.reading import read_trace
 
-from helpers import LOOPBACK_SERVER, perfetto_import
+from helpers import LOOPBACK_SERVER, nested_on_thread, perfetto_import
 
 BIN = Path(sys.executable).parent
 
@@ -61,14 +61,8 @@ def instrumented(
 
 
 def inside(inner: Event, outer: Event) -> bool:
-    assert inner.end_ns is not None and outer.end_ns is not None
-    return (
-        inner.thread_id == outer.thread_id
-        and not inner.overlapping
-        and not outer.overlapping
-        and inner.trace_id == outer.trace_id
-        and outer.start_ns <= inner.start_ns <= inner.end_ns <= outer.end_ns
-    )
+    """Nested on the thread's track, in the same trace."""
+    return nested_on_thread(inner, outer) and inner.trace_id == outer.trace_id
 
 
 ORDERS = (

@@ -14,11 +14,10 @@ import pytest
 from opentelemetry.instrumentation.urllib import URLLibInstrumentor
 
 import tracebridge
-from tracebridge._model import Event
 from tracebridge.otel.libraries import activate_libraries
 from tracebridge.reading import read_trace
 
-from helpers import instrumentor_distributions, perfetto_import
+from helpers import instrumentor_distributions, nested_on_thread, perfetto_import
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -43,15 +42,7 @@ def loopback() -> Iterator[str]:
     thread.join(5)
 
 
-def inside(inner: Event, outer: Event) -> bool:
-    """``inner`` nests in ``outer`` on its thread's track (as Perfetto draws it)."""
-    assert inner.end_ns is not None and outer.end_ns is not None
-    return (
-        inner.thread_id == outer.thread_id
-        and not inner.overlapping
-        and not outer.overlapping
-        and outer.start_ns <= inner.start_ns <= inner.end_ns <= outer.end_ns
-    )
+inside = nested_on_thread
 
 
 def test_library_spans_land_inside_the_spans_that_made_them(trace_path: Path, loopback: str) -> None:
