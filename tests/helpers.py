@@ -4,6 +4,9 @@ schema written by Perfetto's authors, not by us, judges the bytes we write."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
+import textwrap
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,20 @@ from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as official
 
 import tracebridge
 from tracebridge._model import Event
+
+#: Seconds a test waits for a process it runs (a hang fails the test instead of the run).
+TIMEOUT = 120
+
+
+def run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Python source (dedented) in a process of its own, with ``args``; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
 
 
 def expand(data: bytes) -> bytes:

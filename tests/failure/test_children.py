@@ -1,11 +1,10 @@
-"""Child processes, exits and failing files (issue 14): every process of a program in one trace, SIGTERM
-finishing the file, a deleted file made anew, a full disk losing as little as it can, and faults said on
-stderr. Each case runs in a process of its own (with a timeout)."""
+"""Child processes and failing files (issue 14): every process of a program in one trace, a deleted file
+made anew, a full disk losing as little as it can, and faults said on stderr (SIGTERM: test_exits.py).
+Each case runs in a process of its own (with a timeout)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,9 +17,7 @@ import pytest
 from tracebridge.cli import main as cli
 from tracebridge.reading import read_trace
 
-from helpers import official_view, perfetto_import
-
-TIMEOUT = 120
+from helpers import TIMEOUT, official_view, perfetto_import, run_python
 
 TASKS = """
 import multiprocessing as mp, os, sys, tracebridge
@@ -36,16 +33,6 @@ def spans(n):
         with tracebridge.span("child_span", i=i):
             pass
 """
-
-
-def run(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-    )
 
 
 def processes(path: Path) -> set[int]:
@@ -69,7 +56,7 @@ def test_pools_executors_and_processes_are_in_the_parents_trace(tmp_path: Path, 
                 with tracebridge.span("parent"):
                     with ctx.Pool(3) as pool:
                         pids = set(pool.map(task, range(150)))
-                        pool.close()  # (terminate() would end the workers at once: see README)
+                        pool.close()
                         pool.join()
                     with ProcessPoolExecutor(2, mp_context=ctx) as ex:
                         pids |= set(ex.map(task, range(50)))
@@ -103,7 +90,7 @@ def test_pools_executors_and_processes_are_in_the_parents_trace(tmp_path: Path, 
 
 def test_children_in_a_chrome_json_trace(tmp_path: Path) -> None:
     path = tmp_path / "pool.json"
-    result = run(
+    result = run_python(
         TASKS
         + f"""
 tracebridge.start(output={str(path)!r})
@@ -124,7 +111,7 @@ tracebridge.stop()
 def test_a_child_that_outlives_the_parent_keeps_a_file_that_summary_names(tmp_path: Path) -> None:
     path = tmp_path / "outlived.perfetto-trace"
     done = tmp_path / "child-done"
-    result = run(
+    result = run_python(
         TASKS
         + f"""
 import time
@@ -163,63 +150,11 @@ print(pid)
     assert out.returncode == 0 and f"{sidecar.name}" in out.stderr and "tracebridge merge" in out.stderr
 
 
-@pytest.mark.parametrize("suffix", [".perfetto-trace", ".json"])
-def test_sigterm_finishes_the_trace_and_the_process_still_dies_of_it(tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"term{suffix}"
-    code = f"""
-        import sys, tracebridge
-        tracebridge.configure(flush_interval=30)  # nothing written before the signal
-        tracebridge.start(output={str(path)!r})
-        for i in range(500):
-            with tracebridge.span("work", i=i):
-                pass
-        print("ready", flush=True)
-        sys.stdin.read()  # blocked in a read when the signal comes
-    """
-    with subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as child:
-        try:
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-            child.send_signal(signal.SIGTERM)
-            assert child.wait(TIMEOUT) == -signal.SIGTERM
-        finally:
-            if child.poll() is None:
-                child.kill()
-    trace = read_trace(path)
-    assert trace.problems == [] and trace.notes == []
-    assert sum(e.name == "work" for e in trace.events) == 500
-    assert trace.stats is not None and trace.stats.recorded["span"] == 500
-
-
-def test_sigterm_handled_by_the_program_is_left_to_it(tmp_path: Path) -> None:
-    path = tmp_path / "own.perfetto-trace"
-    result = run(
-        f"""
-        import os, signal, tracebridge
-        got = []
-        signal.signal(signal.SIGTERM, lambda *a: got.append("theirs"))
-        tracebridge.start(output={str(path)!r})
-        os.kill(os.getpid(), signal.SIGTERM)
-        with tracebridge.span("after"):
-            pass
-        tracebridge.stop()
-        print(got, signal.getsignal(signal.SIGTERM).__name__)
-        """
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["['theirs']", "<lambda>"]
-    assert [e.name for e in read_trace(path).events] == ["after"]
-
-
 def test_a_deleted_trace_file_is_made_anew_and_said(tmp_path: Path) -> None:
     path = tmp_path / "deleted.perfetto-trace"
     for fmt in ("perfetto", "json"):
         out = path if fmt == "perfetto" else tmp_path / "deleted.json"
-        result = run(
+        result = run_python(
             f"""
             import os, tracebridge
             tracebridge.start(output={str(out)!r})
@@ -247,7 +182,7 @@ def test_a_deleted_trace_file_is_made_anew_and_said(tmp_path: Path) -> None:
 def test_a_full_disk_loses_little_and_says_so_on_stderr(tmp_path: Path) -> None:
     # RLIMIT_FSIZE makes writes past 124 KB fail (EFBIG) as a full disk does (ENOSPC).
     path = tmp_path / "full.perfetto-trace"
-    result = run(
+    result = run_python(
         f"""
         import logging, resource, signal, tracebridge
         from tracebridge.logging import PerfettoHandler
@@ -278,7 +213,7 @@ def test_a_full_disk_loses_little_and_says_so_on_stderr(tmp_path: Path) -> None:
 
 def test_a_cut_off_chrome_json_trace_reads_up_to_its_last_event(tmp_path: Path) -> None:
     path = tmp_path / "cut.json"
-    result = run(
+    result = run_python(
         f"""
         import os, tracebridge
         tracebridge.start(output={str(path)!r})
@@ -396,67 +331,6 @@ def test_a_child_started_just_before_stop_is_taken_at_exit(tmp_path: Path, metho
     assert not (tmp_path / "late.perfetto-trace.children").exists()
 
 
-def test_sigterm_while_another_thread_stops_still_ends_the_process(tmp_path: Path) -> None:
-    path = tmp_path / "slow.perfetto-trace"
-    code = f"""
-        import os, signal, threading, time, tracebridge
-        from tracebridge.sinks.perfetto.writer import PerfettoWriter
-
-        class SlowToClose(PerfettoWriter):
-            def close(self, *args, **kwargs):
-                time.sleep(0.5)
-                super().close(*args, **kwargs)
-
-        tracebridge.start(output={str(path)!r}, sink=lambda s: SlowToClose(s.path))
-        with tracebridge.span("work"):
-            pass
-        stopper = threading.Thread(target=tracebridge.stop)
-        stopper.start()
-        time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGTERM)  # while the other thread stops
-        stopper.join()
-        time.sleep(30)
-        print("still alive")
-    """
-    result = run(code)
-    assert result.returncode == -signal.SIGTERM, (result.returncode, result.stderr)
-    assert result.stdout == "" and result.stderr == ""
-    assert [e.name for e in read_trace(path).events] == ["work"]
-
-
-def test_threads_forking_at_once_leave_sigterm_to_every_child(tmp_path: Path) -> None:
-    path = tmp_path / "forks.perfetto-trace"
-    result = run(
-        f"""
-        import multiprocessing as mp, sys, threading, time, tracebridge
-        sys.setswitchinterval(1e-6)  # (threads interleave as often as they can)
-        tracebridge.start(output={str(path)!r})
-        procs, lock = [], threading.Lock()
-
-        def start_some():
-            for _ in range(5):
-                p = mp.get_context("fork").Process(target=time.sleep, args=(60,))
-                p.start()
-                with lock:
-                    procs.append(p)
-
-        threads = [threading.Thread(target=start_some) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(20)
-        print(sorted({{p.exitcode for p in procs}}, key=str))
-        tracebridge.stop()
-        """
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[-15]"  # every child died of its SIGTERM (none had it blocked)
-
-
 def test_a_relative_trace_path_and_a_chdir_make_one_trace(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -498,7 +372,7 @@ def test_sequences_stay_apart_and_clock_snapshots_in_order_across_late_merges(tm
     # short child taken at stop() and a long one taken at exit: every sequence id is one process's, and
     # the machine's clock snapshots in the file never go back in time.
     path = tmp_path / "late.perfetto-trace"
-    result = run(
+    result = run_python(
         TASKS
         + f"""
 import time
@@ -535,7 +409,7 @@ long.join()
 
 
 def test_a_fork_while_recording_in_memory_records_the_child_in_memory(tmp_path: Path) -> None:
-    result = run(
+    result = run_python(
         """
         import os, tracebridge
         tracebridge.start(level=2)
@@ -557,7 +431,7 @@ def test_a_fork_while_recording_in_memory_records_the_child_in_memory(tmp_path: 
 
 def test_a_trace_of_several_processes_converts_with_its_processes(tmp_path: Path) -> None:
     path = tmp_path / "procs.perfetto-trace"
-    result = run(
+    result = run_python(
         TASKS
         + f"""
 def opener(i):
@@ -593,32 +467,3 @@ tracebridge.stop()
         assert by_process(trace) == by_process(original)  # every event in the process that made it
         assert trace.pid == original.pid and set(trace.processes) == set(original.processes)
         assert trace.stats is not None and trace.stats.recorded == original.stats.recorded  # type: ignore[union-attr]
-
-
-def test_child_processes_keep_sigterms_default(tmp_path: Path) -> None:
-    # (A Python-level handler in a pool worker could miss terminate()'s SIGTERM: see exits.py.)
-    path = tmp_path / "default.perfetto-trace"
-    script = tmp_path / "prog.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import multiprocessing as mp, signal, tracebridge
-
-            def handler(_):
-                return "default" if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else "other"
-
-            if __name__ == "__main__":
-                tracebridge.start(output={str(path)!r})
-                print(signal.getsignal(signal.SIGTERM).__name__)
-                for method in ("fork", "spawn"):
-                    with mp.get_context(method).Pool(1) as pool:
-                        print(pool.map(handler, [0])[0])
-                        pool.close()
-                        pool.join()
-                tracebridge.stop()
-            """
-        )
-    )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert result.stdout.split() == ["_on_sigterm", "default", "default"]

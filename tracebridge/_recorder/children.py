@@ -12,7 +12,7 @@ A recording that writes a file follows the program into its children, whatever s
 
 A child writes ``<trace>.children/<pid>.recording.<ext>`` and renames it ``<pid>.<ext>`` when its
 session ends: at its ``stop()``, at exit, in multiprocessing's exit path (a finalizer: its children end
-with ``os._exit``, which runs no ``atexit``); a child keeps SIGTERM's default (see ``exits.py``). When
+with ``os._exit``, which runs no ``atexit``) and on SIGTERM (see ``exits.py``). When
 the parent's session ends, every finished child's trace (and the trace of a child that died without
 finishing it: it is valid up to its last complete packet) is appended to the parent's file as a process of
 its own, and the child's file is removed. A child's packet sequences are numbered from a range of its
@@ -397,8 +397,7 @@ def _began(session: Session) -> None:
     if session.format not in ("perfetto", "json"):
         return
     publish(session)
-    if session.root is None:  # (child processes keep SIGTERM's default: see exits.py)
-        exits.install(lifecycle.shutdown)
+    exits.install(lifecycle.shutdown, watch=session.root is not None)  # (a child's: see exits.py)
 
 
 def _ended(session: Session) -> None:

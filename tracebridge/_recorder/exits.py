@@ -9,11 +9,18 @@ process dies of SIGTERM as it would have (same exit status). A handler the progr
 alone, before or after: a program that installs its own after tracebridge and calls the one it replaced
 gets this behaviour at the end of its own.
 
-Child processes keep SIGTERM's default (a forked child gets it back; a spawned one never gets the handler):
-a Python-level handler runs only when the main thread runs Python code, and a signal that lands just as
-that thread enters a blocking call (a pool worker going back to wait for its next task, as
-``Pool.terminate()`` sends it) is handled only when the call returns: never, there. About one pool in a
-hundred hung so. A child ended by SIGTERM loses what it had not written (at most a writer round).
+A Python-level handler runs only when the main thread runs Python code: a signal that lands just as that
+thread enters a blocking wait (a pool worker going back to wait for its next task, as ``Pool.terminate()``
+sends it; a thread in ``signal.sigwait``) is handled only when the wait returns, which may be never: about
+one pool in a hundred hung so when child processes had the bare handler. So in a child process the
+handler comes with a watchdog: a thread that learns of the signal from Python's wakeup fd (the C-level
+handler writes each signal's number there, whatever the main thread is doing) and, if the handler has
+not begun within :data:`GRACE`, does what it would: finishes the trace, then makes the process die of
+SIGTERM (off the main thread, through libc's ``signal()``: ``signal.signal`` works only on the main
+thread). It steps aside when a handler of the program's has replaced tracebridge's, and when a wakeup fd
+is set already (it keeps that one). The main process keeps the bare handler and leaves the wakeup fd to
+the program: event loops set their own there (trio warns when it finds one set), and its SIGTERM does not
+come in step with such waits as a worker's does.
 
 The writer thread blocks SIGTERM and SIGINT from birth (see :func:`signals_held`), so that the kernel
 delivers them to a thread that runs Python's handlers promptly: the main thread, even when it is
@@ -26,6 +33,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -34,36 +42,77 @@ from .runtime import RT
 #: At most this long (or the session's ``timeout``, if shorter) to finish the trace on SIGTERM.
 SIGTERM_DEADLINE = 5.0
 
+#: How long the watchdog lets the main thread's handler begin before it finishes the trace itself.
+GRACE = 0.2
+
 
 #: Threads inside ``stop()`` now: a SIGTERM that lands then lets that stop finish, and the process
 #: dies of the signal once it has (see :func:`stop_ended`).
 stopping = 0
 _die_after_stop = False
 
+# Who finishes the trace on a SIGTERM: the handler (main thread) or the watchdog, whichever claims it
+# first; the other waits for it to be finished, then dies too.
+_began = threading.Event()
+_claim = threading.Lock()
+_finished = threading.Event()
+
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     global _die_after_stop
+    _began.set()
     if stopping:
         _die_after_stop = True  # (this thread may be the one stopping: waiting for it would deadlock)
         return
-    session = RT.session
-    shutdown = _shutdown
-    if session is not None and shutdown is not None:
-        # On a thread of its own: the main thread may be inside tracebridge holding a lock that the
-        # stop needs; then the deadline passes and the process dies as it would have.
-        timeout = min(SIGTERM_DEADLINE, session.config.timeout)
-        stopper = threading.Thread(target=shutdown, args=(timeout,), name="tracebridge-sigterm", daemon=True)
+    _finish_then_die()
+
+
+def _finish_then_die() -> None:
+    if _claim.acquire(blocking=False):
         try:
-            stopper.start()
-            stopper.join(timeout + 1.0)
-        except Exception:
-            pass
+            _finish()
+        finally:
+            _finished.set()
+    else:
+        _finished.wait(SIGTERM_DEADLINE + 2.0)
     _die()
 
 
+def _finish() -> None:
+    session = RT.session
+    shutdown = _shutdown
+    if session is None or shutdown is None:
+        return
+    # On a thread of its own: the main thread may be inside tracebridge holding a lock that the stop
+    # needs; then the deadline passes and the process dies as it would have.
+    timeout = min(SIGTERM_DEADLINE, session.config.timeout)
+    stopper = threading.Thread(target=shutdown, args=(timeout,), name="tracebridge-sigterm", daemon=True)
+    try:
+        stopper.start()
+        stopper.join(timeout + 1.0)
+    except Exception:
+        pass
+
+
 def _die() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    # Off the main thread: the default disposition through libc, then the signal again, which the
+    # kernel gives a thread that does not block it (tracebridge's threads block it).
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.signal.restype = ctypes.c_void_p
+        libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        if libc.signal(signal.SIGTERM, None) != ctypes.c_void_p(-1).value:  # (None: SIG_DFL; -1: SIG_ERR)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+    except Exception:
+        pass
+    os._exit(128 + signal.SIGTERM)  # (every thread blocks SIGTERM: the shell's status for it)
 
 
 def stop_ended() -> None:
@@ -86,9 +135,10 @@ def stop_ended() -> None:
 _shutdown: Callable[[float], object] | None = None
 
 
-def install(shutdown: Callable[[float], object]) -> None:
+def install(shutdown: Callable[[float], object], watch: bool = False) -> None:
     """Put the handler on SIGTERM if it is at its default and this is the main thread; on SIGTERM it
-    calls ``shutdown(timeout)`` (``tracebridge.shutdown``)."""
+    calls ``shutdown(timeout)`` (``tracebridge.shutdown``). ``watch``: with the watchdog (in a child
+    process: see the module's doc)."""
     global _shutdown
     _shutdown = shutdown
     if not RT.config.sigterm or not hasattr(signal, "SIGTERM"):
@@ -98,20 +148,14 @@ def install(shutdown: Callable[[float], object]) -> None:
     try:
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _on_sigterm)
+        if watch and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            _arm()
     except (ValueError, OSError):  # (an embedded interpreter without signals)
         pass
 
 
-def default_in_child() -> None:
-    """In a forked child: SIGTERM back to its default, if the handler is tracebridge's (see the module's
-    doc: a child process keeps the default)."""
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def uninstall() -> None:
-    """Back to the default disposition, if the handler is still tracebridge's."""
+    """Back to the default disposition, if the handler is still tracebridge's; the watchdog ends."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         return
     try:
@@ -119,7 +163,107 @@ def uninstall() -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except (ValueError, OSError):
         pass
+    _disarm(thread_alive=True)
 
+
+def default_in_child() -> None:
+    """In a forked child, first: SIGTERM back to its default if the handler is tracebridge's (the
+    child's session puts it back as it begins), and nothing of the parent's watchdog: its thread is not
+    here, and its pipe is the parent's (a signal written there would reach the parent's watchdog)."""
+    global _began, _claim, _finished, _die_after_stop
+    _began, _claim, _finished, _die_after_stop = threading.Event(), threading.Lock(), threading.Event(), False
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _disarm(thread_alive=False)
+
+
+# -- the watchdog (child processes) ------------------------------------------------------------------
+
+_QUIT = 0  # (no signal has number 0)
+_watch_fds: tuple[int, int] | None = None  # (read end, write end: the wakeup fd)
+
+
+def _arm() -> None:
+    global _watch_fds
+    if _watch_fds is not None or not hasattr(signal, "pthread_sigmask"):
+        return
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError:
+        return
+    try:
+        os.set_blocking(write_fd, False)
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        previous = None
+    if previous != -1:  # (a wakeup fd of the program's or a library's stays, and there is no watchdog)
+        with contextlib.suppress(ValueError, OSError):
+            if previous is not None:
+                signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
+        for fd in (read_fd, write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return
+    _watch_fds = (read_fd, write_fd)
+    watchdog = threading.Thread(target=_watch, args=(read_fd,), name="tracebridge-sigterm-watch", daemon=True)
+    try:
+        with signals_held():
+            watchdog.start()
+    except RuntimeError:  # (no thread can start: no watchdog)
+        _disarm(thread_alive=False)
+
+
+def _disarm(thread_alive: bool) -> None:
+    """The wakeup fd unset if it is still ours, the watchdog told to end (it closes its end)."""
+    global _watch_fds
+    fds, _watch_fds = _watch_fds, None
+    if fds is None:
+        return
+    read_fd, write_fd = fds
+    with contextlib.suppress(ValueError, OSError):
+        current = signal.set_wakeup_fd(-1)
+        if current not in (-1, write_fd):  # (a library's since: it stays)
+            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+    with contextlib.suppress(OSError):
+        if thread_alive:
+            os.write(write_fd, bytes([_QUIT]))
+        else:
+            os.close(read_fd)
+    with contextlib.suppress(OSError):
+        os.close(write_fd)
+
+
+def _watch(read_fd: int) -> None:
+    try:
+        while True:
+            try:
+                data = os.read(read_fd, 512)
+            except InterruptedError:
+                continue
+            if not data or _QUIT in data:
+                return
+            if signal.SIGTERM in data:
+                _sigterm_came()
+    except Exception:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(read_fd)
+
+
+def _sigterm_came() -> None:
+    if _began.wait(GRACE):
+        return  # (the main thread runs the handler)
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        return  # (the program's handler now: when it runs is the program's business)
+    deadline = time.monotonic() + SIGTERM_DEADLINE
+    while stopping and time.monotonic() < deadline:  # (a stop under way: its end is the trace's)
+        time.sleep(0.01)
+    _finish_then_die()
+
+
+# -- fork and tracebridge's own threads ---------------------------------------------------------------
 
 _forking = threading.local()  # (the mask each forking thread had: threads may fork at once)
 
