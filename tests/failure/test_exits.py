@@ -70,14 +70,21 @@ def test_sigterm_handled_by_the_program_is_left_to_it(tmp_path: Path) -> None:
     assert [e.name for e in read_trace(path).events] == ["after"]
 
 
-def test_sigterm_while_another_thread_stops_still_ends_the_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("main_thread_waits", ["sleep", "sigwait"])
+def test_sigterm_while_another_thread_stops_still_ends_the_process(
+    tmp_path: Path, main_thread_waits: str
+) -> None:
+    # (The stop ends on its own thread; the main thread then waits where Python may run no handler.)
     path = tmp_path / "slow.perfetto-trace"
     code = f"""
         import os, signal, threading, time, tracebridge
         from tracebridge.sinks.perfetto.writer import PerfettoWriter
 
+        closing = threading.Event()
+
         class SlowToClose(PerfettoWriter):
             def close(self, *args, **kwargs):
+                closing.set()
                 time.sleep(0.5)
                 super().close(*args, **kwargs)
 
@@ -86,16 +93,56 @@ def test_sigterm_while_another_thread_stops_still_ends_the_process(tmp_path: Pat
             pass
         stopper = threading.Thread(target=tracebridge.stop)
         stopper.start()
-        time.sleep(0.1)
+        assert closing.wait(60)
         os.kill(os.getpid(), signal.SIGTERM)  # while the other thread stops
-        stopper.join()
-        time.sleep(30)
+        if {main_thread_waits!r} == "sleep":
+            stopper.join()
+            time.sleep(60)
+        else:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR1}})
+            signal.sigwait({{signal.SIGUSR1}})
         print("still alive")
     """
     result = run_python(code)
     assert result.returncode == -signal.SIGTERM, (result.returncode, result.stderr)
     assert result.stdout == "" and result.stderr == ""
     assert [e.name for e in read_trace(path).events] == ["work"]
+
+
+def test_a_child_forked_while_another_thread_stops_still_dies_of_sigterm(tmp_path: Path) -> None:
+    # (The child must not inherit the parent's stop under way: its handler would wait for it forever.)
+    path = tmp_path / "parent.perfetto-trace"
+    code = f"""
+        import os, signal, threading, time, tracebridge
+        from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+        closing = threading.Event()
+
+        class SlowToClose(PerfettoWriter):
+            def close(self, *args, **kwargs):
+                closing.set()
+                time.sleep(1.0)
+                super().close(*args, **kwargs)
+
+        tracebridge.start(output={str(path)!r}, sink=lambda s: SlowToClose(s.path))
+        stopper = threading.Thread(target=tracebridge.stop)
+        stopper.start()
+        assert closing.wait(60)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            tracebridge.start(output={str(path)!r} + ".own.perfetto-trace")
+            os.write(w, b"x")
+            time.sleep(60)
+            os._exit(0)
+        assert os.read(r, 1) == b"x"
+        os.kill(pid, signal.SIGTERM)
+        stopper.join()
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """
+    result = run_python(code)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.split() == ["-15"]
 
 
 def test_threads_forking_at_once_leave_sigterm_to_every_child(tmp_path: Path) -> None:
@@ -175,13 +222,18 @@ def child(ready, own_handler):
     ready.set()
     signal.sigwait({signal.SIGUSR1})
 
-def in_sigwait(pid):
+SIGTIMEDWAIT = {"x86_64": "128", "aarch64": "137"}.get(os.uname().machine)
+
+def in_sigwait(pid):  # (the kernel says where the thread waits: its wait channel, or its system call)
     for _ in range(3000):
         try:
             with open(f"/proc/{pid}/wchan") as f:
                 if "sigtimedwait" in f.read():
                     return True
-        except OSError:
+            with open(f"/proc/{pid}/syscall") as f:
+                if f.read().split()[0] == SIGTIMEDWAIT:
+                    return True
+        except (OSError, IndexError):
             return False
         time.sleep(0.01)
     return False
@@ -223,7 +275,7 @@ def blocked_child(tmp_path: Path, method: str, own: str) -> tuple[str, Path]:
     return result.stdout, path
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_a_child_whose_main_thread_cannot_run_the_handler_still_finishes_its_trace(
     tmp_path: Path, method: str
 ) -> None:
@@ -309,3 +361,50 @@ def test_a_grandchilds_sigterm_is_not_taken_for_its_parents(tmp_path: Path) -> N
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.split() == ["-15", "0"]
     assert [e.name for e in read_trace(path).events] == ["child_lived_on"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_library_that_sets_the_wakeup_fd_and_puts_it_back_is_not_disturbed(
+    tmp_path: Path, method: str
+) -> None:
+    # (As trio does: it takes the wakeup fd, and puts back the one it found when it is done; the
+    # watchdog's must still be open and non-blocking then, though the recording stopped meanwhile.)
+    path = tmp_path / "library.perfetto-trace"
+    script = tmp_path / "prog.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import multiprocessing as mp, os, signal, socket, tracebridge
+
+            def child():
+                mine, peer = socket.socketpair()
+                mine.setblocking(False)
+                found = signal.set_wakeup_fd(mine.fileno())
+                tracebridge.stop()
+                others = [socket.socketpair() for _ in range(3)]  # (new fds: they may reuse a closed one's)
+                for a, _ in others:
+                    a.setblocking(False)
+                signal.set_wakeup_fd(found)  # (raises if it is no fd, or a blocking one)
+                signal.signal(signal.SIGUSR1, lambda *args: None)
+                os.kill(os.getpid(), signal.SIGUSR1)  # (its number goes to the wakeup fd)
+                stray = []
+                for _, b in others:
+                    try:
+                        stray.append(b.recv(10, socket.MSG_DONTWAIT))
+                    except BlockingIOError:
+                        pass
+                print(found != -1, stray, flush=True)
+
+            if __name__ == "__main__":
+                tracebridge.start(output={str(path)!r})
+                p = mp.get_context({method!r}).Process(target=child)
+                p.start()
+                p.join(60)
+                tracebridge.stop()
+                print(p.exitcode)
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.split("\n")[:2] == ["True []", "0"]  # (the watchdog's was set; no stray bytes)

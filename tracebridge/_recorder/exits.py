@@ -18,9 +18,11 @@ handler writes each signal's number there, whatever the main thread is doing) an
 not begun within :data:`GRACE`, does what it would: finishes the trace, then makes the process die of
 SIGTERM (off the main thread, through libc's ``signal()``: ``signal.signal`` works only on the main
 thread). It steps aside when a handler of the program's has replaced tracebridge's, and when a wakeup fd
-is set already (it keeps that one). The main process keeps the bare handler and leaves the wakeup fd to
-the program: event loops set their own there (trio warns when it finds one set), and its SIGTERM does not
-come in step with such waits as a worker's does.
+is set already (it keeps that one). It lives as long as the process, its pipe open: a library that took
+the wakeup fd may put the watchdog's back later (trio does), after the recording stopped. The main
+process keeps the bare handler and leaves the wakeup fd to the program: event loops set their own there
+(trio warns when it finds one set), and its SIGTERM does not come in step with such waits as a
+worker's does.
 
 The writer thread blocks SIGTERM and SIGINT from birth (see :func:`signals_held`), so that the kernel
 delivers them to a thread that runs Python's handlers promptly: the main thread, even when it is
@@ -116,20 +118,14 @@ def _die() -> None:
 
 
 def stop_ended() -> None:
-    """Called as every ``stop()`` ends: a SIGTERM that came during it takes effect now. Off the main
-    thread (which alone may change a handler) the signal is sent again: the handler, on the main
-    thread, then finds nothing recording and dies of it."""
+    """Called as every ``stop()`` ends: a SIGTERM that came during it takes effect now, on whichever
+    thread the stop ran."""
     global _die_after_stop
     if not _die_after_stop or stopping:
         return
     _die_after_stop = False
-    try:
-        if threading.current_thread() is threading.main_thread():
-            _die()
-        else:
-            os.kill(os.getpid(), signal.SIGTERM)
-    except (ValueError, OSError):
-        pass
+    with contextlib.suppress(ValueError, OSError):
+        _die()  # (off the main thread too: the main thread may wait where no handler runs)
 
 
 _shutdown: Callable[[float], object] | None = None
@@ -155,7 +151,9 @@ def install(shutdown: Callable[[float], object], watch: bool = False) -> None:
 
 
 def uninstall() -> None:
-    """Back to the default disposition, if the handler is still tracebridge's; the watchdog ends."""
+    """Back to the default disposition, if the handler is still tracebridge's; the wakeup fd unset if it
+    is the watchdog's (which stays, idle, for the next session: a library may hold its number to put
+    back, so its pipe stays open)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         return
     try:
@@ -163,30 +161,46 @@ def uninstall() -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except (ValueError, OSError):
         pass
-    _disarm(thread_alive=True)
+    if _watch_fds is not None:
+        _unset_wakeup(_watch_fds[1])
 
 
 def default_in_child() -> None:
     """In a forked child, first: SIGTERM back to its default if the handler is tracebridge's (the
     child's session puts it back as it begins), and nothing of the parent's watchdog: its thread is not
     here, and its pipe is the parent's (a signal written there would reach the parent's watchdog)."""
-    global _began, _claim, _finished, _die_after_stop
+    global _began, _claim, _finished, _die_after_stop, stopping
     _began, _claim, _finished, _die_after_stop = threading.Event(), threading.Lock(), threading.Event(), False
+    stopping = 0  # (a stop under way on another thread of the parent is not this process's)
     with contextlib.suppress(ValueError, OSError, AttributeError):
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _disarm(thread_alive=False)
+    _forget_in_child()
 
 
 # -- the watchdog (child processes) ------------------------------------------------------------------
 
-_QUIT = 0  # (no signal has number 0)
 _watch_fds: tuple[int, int] | None = None  # (read end, write end: the wakeup fd)
 
 
+def _unset_wakeup(write_fd: int) -> None:
+    """The wakeup fd back to none, if it is ``write_fd`` (another one stays)."""
+    with contextlib.suppress(ValueError, OSError):
+        current = signal.set_wakeup_fd(-1)
+        if current not in (-1, write_fd):
+            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
+
+
 def _arm() -> None:
+    """The watchdog on (once per process: later sessions set its wakeup fd again, if none is set)."""
     global _watch_fds
-    if _watch_fds is not None or not hasattr(signal, "pthread_sigmask"):
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    if _watch_fds is not None:
+        with contextlib.suppress(ValueError, OSError):
+            current = signal.set_wakeup_fd(_watch_fds[1], warn_on_full_buffer=False)
+            if current not in (-1, _watch_fds[1]):  # (a library's: it stays)
+                signal.set_wakeup_fd(current, warn_on_full_buffer=False)
         return
     try:
         read_fd, write_fd = os.pipe()
@@ -211,45 +225,36 @@ def _arm() -> None:
         with signals_held():
             watchdog.start()
     except RuntimeError:  # (no thread can start: no watchdog)
-        _disarm(thread_alive=False)
+        _unset_wakeup(write_fd)
+        _watch_fds = None
+        for fd in (read_fd, write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
-def _disarm(thread_alive: bool) -> None:
-    """The wakeup fd unset if it is still ours, the watchdog told to end (it closes its end)."""
+def _forget_in_child() -> None:
+    """In a forked child: the parent's watchdog pipe (its thread is not here) unset and closed."""
     global _watch_fds
     fds, _watch_fds = _watch_fds, None
     if fds is None:
         return
-    read_fd, write_fd = fds
-    with contextlib.suppress(ValueError, OSError):
-        current = signal.set_wakeup_fd(-1)
-        if current not in (-1, write_fd):  # (a library's since: it stays)
-            signal.set_wakeup_fd(current, warn_on_full_buffer=False)
-    with contextlib.suppress(OSError):
-        if thread_alive:
-            os.write(write_fd, bytes([_QUIT]))
-        else:
-            os.close(read_fd)
-    with contextlib.suppress(OSError):
-        os.close(write_fd)
+    _unset_wakeup(fds[1])
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _watch(read_fd: int) -> None:
-    try:
+    with contextlib.suppress(Exception):
         while True:
             try:
                 data = os.read(read_fd, 512)
             except InterruptedError:
                 continue
-            if not data or _QUIT in data:
+            if not data:
                 return
             if signal.SIGTERM in data:
                 _sigterm_came()
-    except Exception:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(read_fd)
 
 
 def _sigterm_came() -> None:
