@@ -73,14 +73,37 @@ static int slot_count;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-/* A field of an event (a new reference), NULL with an exception set on failure. */
+/* A compact event (a sink that says `takes_compact` gets them): the tuple (name, level, start_ns, end_ns,
+ * metadata), a span whose other fields are Event's defaults (the template's). span_events makes them for
+ * the spans that need nothing else, so that no Event is made (and freed) for each. */
+static inline int compact_event(PyObject *ev) { return PyTuple_CheckExact(ev) && PyTuple_GET_SIZE(ev) == 5; }
+
+/* A field of an event or a compact event (a new reference), NULL with an exception set on failure. */
 static PyObject *field(PyObject *ev, int f) {
     if (Py_TYPE(ev) == event_type) {
         PyObject *v = SLOT(ev, field_off[f]);
         if (v != NULL)
             return Py_NewRef(v);
+    } else if (compact_event(ev)) {
+        static const signed char at[F_COUNT] = {[F_KIND] = -1, [F_NAME] = 0, [F_START] = 2, [F_END] = 3, [F_LEVEL] = 1,
+            [F_METADATA] = 4, [F_TID] = -1, [F_THREAD_NAME] = -1, [F_TRACK] = -1, [F_OVERLAPPING] = -1,
+            [F_CATEGORIES] = -1, [F_ADJUSTED] = -1, [F_ERROR] = -1, [F_FLOWS] = -1, [F_TERMINATING] = -1,
+            [F_TRACE_ID] = -1, [F_BEGUN] = -1, [F_SPAN_ID] = -1, [F_PARENT_ID] = -1, [F_VALUE] = -1, [F_SOURCE] = -1};
+        return Py_NewRef(at[f] >= 0 ? PyTuple_GET_ITEM(ev, at[f]) : SLOT(event_template, field_off[f]));
     }
     return PyObject_GetAttr(ev, field_attrs[f]);
+}
+
+static PyObject *new_event(PyObject *fields[7]);
+
+/* The Event a compact event stands for (for the Python code), thread fields as the template's. */
+static PyObject *expand_compact(PyObject *ev) {
+    PyObject *fields[7];
+    int order[7] = {0, 2, 3, 1, 4, -1, -1};
+    for (int j = 0; j < 7; j++)
+        fields[j] = Py_NewRef(order[j] >= 0 ? PyTuple_GET_ITEM(ev, order[j])
+                                            : SLOT(event_template, field_off[j == 5 ? F_TID : F_THREAD_NAME]));
+    return new_event(fields);
 }
 
 /* -- a growable byte buffer -------------------------------------------------------------------- */
@@ -765,11 +788,13 @@ static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *trac
         if (!e->slow && set_last_ts(e->seq, e->last) < 0)
             return -1;
         PyObject *ts_obj = PyLong_FromLongLong(ts), *phase_obj = PyLong_FromLong(phase);
-        packet = ts_obj == NULL || phase_obj == NULL
+        PyObject *event = compact_event(ev) ? expand_compact(ev) : Py_NewRef(ev);
+        packet = ts_obj == NULL || phase_obj == NULL || event == NULL
                      ? NULL
-                     : PyObject_CallMethodObjArgs(e->seq, s_packet, ts_obj, phase_obj, ev, tracks, NULL);
+                     : PyObject_CallMethodObjArgs(e->seq, s_packet, ts_obj, phase_obj, event, tracks, NULL);
         Py_XDECREF(ts_obj);
         Py_XDECREF(phase_obj);
+        Py_XDECREF(event);
         if (packet != NULL && enc_read_last(e) < 0)
             Py_CLEAR(packet);
     }
@@ -2320,6 +2345,41 @@ static PyObject *event_metadata(PyObject *md, PyObject *name, PyObject *code_loc
     return out;
 }
 
+/* A compact event's metadata: only the writer reads it, so what tracebridge makes is shared where an
+ * Event gets its own (one empty dict; one dict per source location of instrumented functions). A span's
+ * own metadata is copied, as for an Event: the application may change it until the writer is done. */
+static PyObject *empty_md, *code_md;
+
+static PyObject *compact_metadata(PyObject *md, PyObject *name, PyObject *code_locations) {
+    if (md != NULL)
+        return event_metadata(md, name, code_locations);
+    PyObject *where = PyDict_GetItemWithError(code_locations, name);
+    if (where == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        if (empty_md == NULL && (empty_md = PyDict_New()) == NULL)
+            return NULL;
+        return Py_NewRef(empty_md);
+    }
+    if (!PyTuple_CheckExact(where))
+        return event_metadata(md, name, code_locations);
+    if (code_md == NULL && (code_md = PyDict_New()) == NULL)
+        return NULL;
+    PyObject *cached = PyDict_GetItemWithError(code_md, where);
+    if (cached != NULL)
+        return Py_NewRef(cached);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *made = event_metadata(NULL, name, code_locations);
+    if (made == NULL)
+        return NULL;
+    if (PyDict_GET_SIZE(code_md) >= 4096)
+        PyDict_Clear(code_md);
+    if (PyDict_SetItem(code_md, where, made) < 0)
+        Py_CLEAR(made);
+    return made;
+}
+
 /* What the writer's sanitizer would leave as it is (_sanitize._already_clean), with no key the writer
  * gives a meaning of its own (category, track, flows, reserved names): 1 yes, 0 no (the Python code
  * converts it), -1 error. A key's secrecy is read from the sanitizer's cache, which the Python code fills. */
@@ -2608,8 +2668,9 @@ static int record_event(PyObject *rec, long long offset, PyObject *tid, PyObject
 static PyObject *span_events_of(PyObject *self, PyObject *args) {
     PyObject *records, *tid, *thread_name, *code_locations, *objects;
     long long session_start, offset;
-    if (!PyArg_ParseTuple(args, "O!LLOUO!O:span_events", &PyList_Type, &records, &session_start, &offset, &tid,
-                          &thread_name, &PyDict_Type, &code_locations, &objects))
+    int compact = 0;
+    if (!PyArg_ParseTuple(args, "O!LLOUO!O|p:span_events", &PyList_Type, &records, &session_start, &offset, &tid,
+                          &thread_name, &PyDict_Type, &code_locations, &objects, &compact))
         return NULL;
     if (event_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_events() was not called");
@@ -2703,7 +2764,11 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
             if (parent != Py_None && parent_id == NULL)
                 goto as_is;
         }
-        PyObject *meta = event_metadata(md, name, code_locations);
+        /* A compact event when the sink takes them and the span carries nothing else: no ids the
+         * application asked for (exact 0s), standing for itself alone (the float 1.0). */
+        int as_tuple = compact && (span == NULL || (trace_id == sp.zero && span_id == sp.zero && (parent_id == NULL || parent_id == sp.zero) &&
+                                                    PyFloat_CheckExact(adjusted) && PyFloat_AS_DOUBLE(adjusted) == 1.0));
+        PyObject *meta = as_tuple ? compact_metadata(md, name, code_locations) : event_metadata(md, name, code_locations);
         if (meta == NULL) {
             if (PyErr_Occurred())
                 goto error;
@@ -2717,8 +2782,19 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
                 Py_XDECREF(fields[j]);
             goto error;
         }
-        made = new_event(fields);
-        if (made == NULL)
+        if (as_tuple) {
+            Py_DECREF(fields[5]);
+            Py_DECREF(fields[6]);
+            if ((made = PyTuple_New(5)) == NULL) {
+                for (int j = 0; j < 5; j++)
+                    Py_DECREF(fields[j]);
+                goto error;
+            }
+            int at[5] = {0, 2, 3, 1, 4}; /* (name, level, start, end, metadata) from fields' order */
+            for (int j = 0; j < 5; j++)
+                PyTuple_SET_ITEM(made, at[j], fields[j]);
+            span = NULL; /* (nothing more to set) */
+        } else if ((made = new_event(fields)) == NULL)
             goto error;
         if (span != NULL) { /* the ids the application asked for, if any; how many events it stands for */
             Py_SETREF(SLOT(made, field_off[F_TRACE_ID]), Py_NewRef(trace_id));

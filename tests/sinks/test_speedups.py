@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 import tracebridge
 from tracebridge import _accel, spans
 from tracebridge._config import Config
-from tracebridge._model import ErrorInfo, Event, Frame, Record, SpanRecord, ThreadInfo
+from tracebridge._model import ErrorInfo, Event, Frame, Record, SpanRecord, ThreadInfo, as_event
 from tracebridge._sanitize import is_secret_key
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.reader import iter_frames
@@ -298,14 +299,19 @@ _metadata = st.dictionaries(
 BASE = 10**12
 
 
-def convert(records: list[Any], compiled: bool) -> tuple[list[Event], dict[str, Any], dict[str, Any]]:
-    """What a session's writer makes of ``records`` on one path: events, recorded and dropped counts."""
+def convert(
+    records: list[Any], compiled: bool, compact: bool = False
+) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """What a session's writer makes of ``records`` on one path: events, recorded and dropped counts.
+    ``compact``: for a sink that takes compact events (as the Perfetto writer does)."""
     from tracebridge._recorder import session as session_module
 
     saved = session_module.speedups
     session_module.speedups = saved if compiled else None
     try:
         s = session_module.Session(3, None, "none", Config())
+        if compact:
+            s._sink = types.SimpleNamespace(takes_compact=True)  # type: ignore[assignment]
         s.start_ns = BASE
         s.clock_offset = 12_345
         for key in _KEYS:  # (the sanitizer's cache of secret keys, warm: the compiled step reads it)
@@ -324,6 +330,31 @@ def test_both_paths_make_the_same_events_of_span_records(records: list[Any]) -> 
 
     CODE_LOCATIONS.setdefault("located", ("app.py", 12, "located"))
     assert convert(records, True) == convert(records, False)
+
+
+@compiled
+@settings(max_examples=200)
+@given(record_batches())
+def test_compact_events_stand_for_their_events_and_write_the_same_bytes(
+    tmp_path_factory: Any, records: list[Any]
+) -> None:
+    """A sink that takes compact events gets the events it would have got (a compact event is the Event
+    it stands for, less the thread, which the batch names), counted alike, and writes the same bytes."""
+    from tracebridge._model import CODE_LOCATIONS
+
+    CODE_LOCATIONS.setdefault("located", ("app.py", 12, "located"))
+    events, recorded, dropped = convert(records, True)
+    compact, compact_recorded, compact_dropped = convert(records, True, compact=True)
+    whole = [
+        dataclasses.replace(as_event(ev), thread_id=42, thread_name="worker") if type(ev) is tuple else ev
+        for ev in compact
+    ]
+    assert whole == events and (compact_recorded, compact_dropped) == (recorded, dropped)
+    thread = ThreadInfo(PID, 42, "worker")
+    d = tmp_path_factory.mktemp("compact")
+    expected = write(d / "events.perfetto-trace", [(thread, events)], True)
+    assert write(d / "compact.perfetto-trace", [(thread, compact)], True) == expected
+    assert write(d / "python.perfetto-trace", [(thread, whole)], False) == expected
 
 
 @compiled
@@ -351,6 +382,20 @@ def test_compact_events_are_made_whole() -> None:
     ]
     assert type(events[0]) is Event and events[0].metadata is not events[1].metadata
     assert recorded["span"] == 2 and dropped == {"outside_session": {"span": 1}}
+    # For a sink that takes them: compact events, the metadata tracebridge made shared (only the writer
+    # reads it), a span's own copied (the application may still change it).
+    s = spans._made(Span, "annotated", 2, {"path": "a"})
+    s.start_ns, s.end_ns = BASE + 8, BASE + 9
+    s.parent, s._lazy = None, None
+    records = [("plain", 2, BASE + 5, BASE + 9), ("located_too", 1, BASE + 6, BASE + 7)] * 2 + [s]
+    compact, _, _ = convert(records, True, compact=True)
+    located = {"code.filepath": "lib.py", "code.lineno": 3, "code.function": "located_too"}
+    assert compact == [
+        ("plain", 2, BASE + 5 + 12_345, BASE + 9 + 12_345, {}),
+        ("located_too", 1, BASE + 6 + 12_345, BASE + 7 + 12_345, located),
+    ] * 2 + [("annotated", 2, BASE + 8 + 12_345, BASE + 9 + 12_345, {"path": "a"})]
+    assert compact[0][4] is compact[2][4] and compact[1][4] is compact[3][4]
+    assert compact[4][4] is not s.metadata
 
 
 @compiled

@@ -27,6 +27,7 @@ from .._model import (
     SpanRecord,
     Stats,
     ThreadInfo,
+    as_event,
     trace_clock_ns,
 )
 from .._sanitize import Counts, may_hold_secret, scrub_text
@@ -602,8 +603,10 @@ class Session(EventConversion):
                 if self._make_ids or self.lines is not None
                 else (self.limits.secret_cache, self.limits.max_string, SPECIAL_KEYS, self._text_check)
             )
+            # (Compact events, where the sink takes them: spans that need nothing else cost no Event.)
+            compact = getattr(self._sink, "takes_compact", False) and self.lines is None
             made, outside, left, logs, instants = speedups.span_events(
-                records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS, objects
+                records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS, objects, compact
             )
             if outside:
                 self.count_drop("outside_session", "span", outside)
@@ -619,6 +622,9 @@ class Session(EventConversion):
         events: list[Event] = []
         for rec in records:
             compact = type(rec) is tuple
+            if compact and len(rec) == 5:  # (a compact event, made by the compiled step above)
+                events.append(rec)
+                continue
             if compact:
                 if rec[2] < start:
                     self.count_drop("outside_session", "span")
@@ -689,7 +695,7 @@ class Session(EventConversion):
                 self._sink_retry_at = time.monotonic() + self._sink_backoff
                 _safety.defer_error("sink.write", exc)
         if written < len(events):
-            lost = events[written:]
+            lost = [as_event(ev) for ev in events[written:]]
             here = Loss(
                 {reason: len(lost)},
                 min(ev.start_ns for ev in lost),
@@ -704,7 +710,7 @@ class Session(EventConversion):
         lines = self.lines
         if lines is not None and events:
             try:
-                lines.observe(events, self.wall_offset_ns)
+                lines.observe(events, self.wall_offset_ns)  # (never compact events: see _events)
             except Exception as exc:
                 _safety.defer_error("trace_lines", exc)
 

@@ -43,6 +43,7 @@ from ..._model import (
     Loss,
     Stats,
     ThreadInfo,
+    as_event,
     trace_clock_ns,
 )
 from ..._sanitize import Counts, Limits, scrub_argv
@@ -335,6 +336,7 @@ class _Sequence:
             packets: list[bytes] | None = speedups.encode_events(self, events)
             if packets is not None:
                 return packets
+            events = [as_event(ev) for ev in events]  # (compact events: see PerfettoWriter.takes_compact)
         # Sort key: time; then ends before begins (a slice that ends where the next begins); of two
         # slices that begin together the longer first, of two that end together the later-begun first
         # (so that they nest); a slice of zero duration ends right after it begins. The index breaks the
@@ -598,6 +600,9 @@ class PerfettoWriter:
     """
 
     drop_reason = "sink_error"
+    #: ``write`` takes compact events (:data:`~tracebridge._model.CompactEvent`) among its events: the
+    #: compiled writer step makes no Event for the spans that need nothing else.
+    takes_compact = True
 
     def __init__(
         self,
