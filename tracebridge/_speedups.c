@@ -27,6 +27,9 @@
 #include <time.h>
 
 #include <structmember.h> /* PyMemberDef (in Python.h from 3.12), T_OBJECT_EX */
+#if PY_VERSION_HEX < 0x030B0000
+#include <longintrepr.h> /* (in Python.h from 3.11) */
+#endif
 
 /* -- tags, set by configure() ------------------------------------------------------------------ */
 
@@ -1671,9 +1674,120 @@ static PyObject *dropped_exit(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyObject_CallMethodObjArgs(self, sp.s_ended_failing, args[0], args[1], args[2], NULL);
 }
 
-static PyMethodDef dropped_defs[] = {
-    {"__enter__", (PyCFunction)dropped_enter, METH_NOARGS, "Begin a dropped span (compiled)."},
-    {"__exit__", (PyCFunction)(void (*)(void))dropped_exit, METH_FASTCALL, "End a dropped span (compiled)."},
+/* DroppedSpan's __enter__ and __exit__. A `with` statement binds both methods of its manager: as method
+ * descriptors, that made and freed two method objects per statement, an eighth of what a dropped root
+ * cost. These descriptors bind from a short free list instead. One type is both: an unbound method
+ * (span NULL: called with the span first) and a bound one. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *span; /* (held) the span it is bound to, or NULL */
+    int exit;       /* 0 __enter__, 1 __exit__ */
+} DroppedMethod;
+
+static PyTypeObject DroppedMethodType;
+#define DROPPED_METHODS_KEPT 16 /* (a `with` holds one, nested ones one each) */
+static DroppedMethod *dropped_methods_kept[DROPPED_METHODS_KEPT];
+static int dropped_methods_free;
+
+static PyObject *dropped_method_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    DroppedMethod *m = (DroppedMethod *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *span = m->span;
+    const char *name = m->exit ? "__exit__" : "__enter__";
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments", name);
+        return NULL;
+    }
+    if (span == NULL) {
+        if (nargs < 1) {
+            PyErr_Format(PyExc_TypeError, "unbound %s() needs a span as its first argument", name);
+            return NULL;
+        }
+        span = args[0];
+        args++;
+        nargs--;
+    }
+    if (m->exit)
+        return dropped_exit(span, args, nargs);
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "__enter__() takes no arguments");
+        return NULL;
+    }
+    return dropped_enter(span, NULL);
+}
+
+static PyObject *dropped_method_get(PyObject *op, PyObject *obj, PyObject *type) {
+    DroppedMethod *m = (DroppedMethod *)op, *bound;
+    if (obj == NULL || obj == Py_None || m->span != NULL)
+        return Py_NewRef(op);
+    if (dropped_methods_free > 0) {
+        bound = dropped_methods_kept[--dropped_methods_free];
+        PyObject_Init((PyObject *)bound, &DroppedMethodType);
+    } else if ((bound = PyObject_GC_New(DroppedMethod, &DroppedMethodType)) == NULL)
+        return NULL;
+    bound->vectorcall = dropped_method_call;
+    bound->span = Py_NewRef(obj);
+    bound->exit = m->exit;
+    PyObject_GC_Track(bound);
+    return (PyObject *)bound;
+}
+
+static void dropped_method_dealloc(PyObject *op) {
+    DroppedMethod *m = (DroppedMethod *)op;
+    PyObject_GC_UnTrack(op);
+    Py_CLEAR(m->span);
+    if (dropped_methods_free < DROPPED_METHODS_KEPT)
+        dropped_methods_kept[dropped_methods_free++] = m;
+    else
+        PyObject_GC_Del(op);
+}
+
+static int dropped_method_traverse(PyObject *op, visitproc visit, void *arg) {
+    Py_VISIT(((DroppedMethod *)op)->span);
+    return 0;
+}
+
+static PyObject *dropped_method_name(PyObject *op, void *closure) {
+    return PyUnicode_FromString(((DroppedMethod *)op)->exit ? "__exit__" : "__enter__");
+}
+
+static PyObject *dropped_method_doc(PyObject *op, void *closure) {
+    return PyUnicode_FromString(((DroppedMethod *)op)->exit ? "End a dropped span (compiled)."
+                                                            : "Begin a dropped span (compiled).");
+}
+
+static PyObject *dropped_method_repr(PyObject *op) {
+    DroppedMethod *m = (DroppedMethod *)op;
+    const char *name = m->exit ? "__exit__" : "__enter__";
+    return m->span == NULL ? PyUnicode_FromFormat("<method '%s' of dropped spans>", name)
+                           : PyUnicode_FromFormat("<bound method %s of %R>", name, m->span);
+}
+
+static PyMemberDef dropped_method_members[] = {
+    {"__self__", T_OBJECT, offsetof(DroppedMethod, span), READONLY, "The span it is bound to (None: unbound)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef dropped_method_getset[] = {
+    {"__name__", dropped_method_name, NULL, NULL, NULL},
+    {"__qualname__", dropped_method_name, NULL, NULL, NULL},
+    {"__doc__", dropped_method_doc, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject DroppedMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.DroppedMethod",
+    .tp_basicsize = sizeof(DroppedMethod),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_dealloc = dropped_method_dealloc,
+    .tp_traverse = dropped_method_traverse,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(DroppedMethod, vectorcall),
+    .tp_descr_get = dropped_method_get,
+    .tp_members = dropped_method_members,
+    .tp_getset = dropped_method_getset,
+    .tp_repr = dropped_method_repr,
 };
 
 static PyMethodDef scope_methods[] = {
@@ -1778,11 +1892,14 @@ static MTState *mt; /* (held) random's generator, or NULL: call smp.getrandbits 
 static uint32_t mt_next(MTState *g) {
     uint32_t *s = g->state;
     if (g->index < 0 || g->index >= MT_N) { /* the next block of 624 words (the generator's "twist") */
+#define MT_MIX(a, b, c) ((c) ^ ((((a) & 0x80000000u) | ((b) & 0x7fffffffu)) >> 1) ^ (((b) & 1u) ? 0x9908b0dfu : 0u))
         int k;
-        for (k = 0; k < MT_N; k++) {
-            uint32_t y = (s[k] & 0x80000000u) | (s[(k + 1) % MT_N] & 0x7fffffffu);
-            s[k] = s[(k + MT_M) % MT_N] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
-        }
+        for (k = 0; k < MT_N - MT_M; k++)
+            s[k] = MT_MIX(s[k], s[k + 1], s[k + MT_M]);
+        for (; k < MT_N - 1; k++)
+            s[k] = MT_MIX(s[k], s[k + 1], s[k + MT_M - MT_N]);
+        s[MT_N - 1] = MT_MIX(s[MT_N - 1], s[0], s[MT_M - 1]);
+#undef MT_MIX
         g->index = 0;
     }
     uint32_t y = s[g->index++];
@@ -1791,6 +1908,38 @@ static uint32_t mt_next(MTState *g) {
     y ^= (y << 15) & 0xefc60000u;
     y ^= y >> 18;
     return y;
+}
+
+/* The int of 128 bits hi:lo (not 0), made as _PyLong_FromByteArray makes it, without its loop over bytes
+ * where this Python's int layout is known. */
+static PyObject *long_from_128(unsigned long long hi, unsigned long long lo) {
+    if (hi == 0)
+        return PyLong_FromUnsignedLongLong(lo);
+#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030E0000
+    digit digits[128 / PyLong_SHIFT + 1];
+    Py_ssize_t n = 0;
+    while (hi | lo) {
+        digits[n++] = (digit)(lo & PyLong_MASK);
+        lo = (lo >> PyLong_SHIFT) | (hi << (64 - PyLong_SHIFT));
+        hi >>= PyLong_SHIFT;
+    }
+    PyLongObject *v = _PyLong_New(n); /* (positive, n digits: the top one is not 0) */
+    if (v == NULL)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    memcpy(v->long_value.ob_digit, digits, (size_t)n * sizeof(digit));
+#else
+    memcpy(v->ob_digit, digits, (size_t)n * sizeof(digit));
+#endif
+    return (PyObject *)v;
+#else
+    unsigned char bytes[16];
+    for (int i = 0; i < 8; i++) {
+        bytes[i] = (unsigned char)(lo >> (8 * i));
+        bytes[8 + i] = (unsigned char)(hi >> (8 * i));
+    }
+    return _PyLong_FromByteArray(bytes, 16, 1, 0);
+#endif
 }
 
 /* A root's trace id, as spans.span draws it (random.getrandbits(128) or 1), and in *low its randomness
@@ -1810,23 +1959,15 @@ static PyObject *draw_trace_id(MTState *g, unsigned long long *low) {
             Py_CLEAR(tid);
         return tid;
     }
-    unsigned char bytes[16]; /* little-endian; the first word drawn is the least significant, as getrandbits */
-    uint32_t any = 0;
-    unsigned long long bits = 0;
-    for (int i = 0; i < 4; i++) {
-        uint32_t w = mt_next(g);
-        any |= w;
-        if (i < 2)
-            bits |= (unsigned long long)w << (32 * i);
-        for (int j = 0; j < 4; j++)
-            bytes[4 * i + j] = (unsigned char)(w >> (8 * j));
-    }
-    if (!any) {
-        *low = 1 & smp.mask;
-        return PyLong_FromLong(1);
-    }
-    *low = bits & smp.mask;
-    return _PyLong_FromByteArray(bytes, 16, 1, 0);
+    /* the first word drawn is the least significant, as getrandbits makes them */
+    unsigned long long lo = mt_next(g), hi;
+    lo |= (unsigned long long)mt_next(g) << 32;
+    hi = mt_next(g);
+    hi |= (unsigned long long)mt_next(g) << 32;
+    if ((hi | lo) == 0)
+        lo = 1;
+    *low = lo & smp.mask;
+    return long_from_128(hi, lo);
 }
 
 static PyObject *off_span(PyObject *name, PyObject *level, PyObject *md);
@@ -3075,7 +3216,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_enter, "__enter__");
     INTERN(s_exit, "__exit__");
     INTERN(s_qualname, "__qualname__");
-    if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0)
+    if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0 || PyType_Ready(&DroppedMethodType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -3093,8 +3234,14 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     /* Methods of SpanScope's subclass spans.DroppedSpan (descriptors: they bind as methods do). */
     const char *dropped_names[2] = {"dropped_enter", "dropped_exit"};
     for (int i = 0; i < 2; i++) {
-        PyObject *d = PyDescr_NewMethod(&SpanScope, &dropped_defs[i]);
-        if (d == NULL || PyModule_AddObject(m, dropped_names[i], d) < 0) {
+        DroppedMethod *d = PyObject_GC_New(DroppedMethod, &DroppedMethodType);
+        if (d != NULL) {
+            d->vectorcall = dropped_method_call;
+            d->span = NULL;
+            d->exit = i;
+            PyObject_GC_Track(d);
+        }
+        if (d == NULL || PyModule_AddObject(m, dropped_names[i], (PyObject *)d) < 0) {
             Py_XDECREF(d);
             Py_DECREF(m);
             return NULL;
