@@ -758,3 +758,57 @@ def test_a_span_that_ends_out_of_order_never_leaves_an_ended_span_current() -> N
         session = tracebridge.stop()
     names = sorted(e.name for e in session.events)
     assert names == ["a", "a again", "after", "b", "child of b", "in generator", "in generator", "outer"]
+
+
+def test_a_dropped_spans_enter_and_exit_bind_call_and_nest_as_methods_do() -> None:
+    # On the compiled path a dropped span's __enter__ and __exit__ bind from a free list (a `with`
+    # makes no method objects): deeper nesting than the list holds, calls unbound, through stop(), and
+    # wrong arguments all behave as methods do, on both paths.
+    from tracebridge.sampling import AlwaysOff
+    from tracebridge.spans import DroppedSpan
+
+    tracebridge.start(level=2, sampling=AlwaysOff())
+    try:
+        with contextlib.ExitStack() as stack:
+            opened = [stack.enter_context(tracebridge.span(f"s{i}", level=2)) for i in range(40)]
+            assert all(type(s) is DroppedSpan for s in opened) and tracebridge.current_span() is opened[-1]
+            stack.pop_all().close()  # (exits them innermost first)
+        assert tracebridge.current_span() is None
+        by_hand = tracebridge.span("by hand", level=2)
+        assert DroppedSpan.__enter__(by_hand) is by_hand and tracebridge.current_span() is by_hand
+        exit_ = by_hand.__exit__
+        assert exit_.__name__ == "__exit__" and exit_.__self__ is by_hand
+        with pytest.raises(TypeError):
+            exit_(None, None)
+        assert exit_(None, None, None) is None and tracebridge.current_span() is None
+        assert DroppedSpan.__exit__(by_hand, None, None, None) is None  # (ended already: nothing more)
+        stopped = tracebridge.span("stopped", level=2)
+        with stopped:
+            stopped.stop()
+            assert tracebridge.current_span() is None
+    finally:
+        session = tracebridge.stop()
+    assert session.events == [] and session.stats.dropped["sampled_out"]["span"] == 42
+
+
+def test_a_bound_method_of_a_dropped_span_in_a_cycle_is_collected() -> None:
+    import gc
+    import weakref
+
+    from tracebridge.sampling import AlwaysOff
+
+    class Marker:
+        pass
+
+    tracebridge.start(level=2, sampling=AlwaysOff())
+    try:
+        s = tracebridge.span("cycle", level=2)
+        bound, marker = s.__exit__, Marker()
+        s.set(exit=bound, marker=marker)  # span -> metadata -> bound method -> span
+        gone = weakref.ref(marker)
+        assert gc.is_tracked(bound) and s in gc.get_referents(bound)
+        del s, bound, marker
+        gc.collect()
+        assert gone() is None
+    finally:
+        tracebridge.stop()

@@ -27,6 +27,9 @@
 #include <time.h>
 
 #include <structmember.h> /* PyMemberDef (in Python.h from 3.12), T_OBJECT_EX */
+#if PY_VERSION_HEX < 0x030B0000
+#include <longintrepr.h> /* (in Python.h from 3.11) */
+#endif
 
 /* -- tags, set by configure() ------------------------------------------------------------------ */
 
@@ -1609,10 +1612,19 @@ error:
     return NULL;
 }
 
+/* What span() reads when sampling is on (configure_sampling() sets it; see sampled_span()). */
+static struct {
+    PyTypeObject *dropped_type;
+    PyObject *getrandbits, *sampled_span, *bits, *s_root_threshold, *s_critical_level, *s_root_drops,
+        *s_short_cut_level, *s_short_cut_drops, *s_sampled;
+    unsigned long long mask;
+    Py_ssize_t rt_bridge;
+} smp;
+
 /* A span sampling dropped (spans.DroppedSpan, whose __enter__ and __exit__ these are): the current span
  * while it runs, so that its children see the decision, but not recorded unless it fails. */
 static PyObject *dropped_enter(PyObject *self, PyObject *unused) {
-    if (check_span(self) < 0)
+    if (Py_TYPE(self) != smp.dropped_type && check_span(self) < 0)
         return NULL;
     PyObject *start = clock_now(); /* (first: the span becomes current last, see scope_enter) */
     if (start == NULL)
@@ -1630,7 +1642,7 @@ static PyObject *dropped_exit(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "__exit__ takes 3 arguments");
         return NULL;
     }
-    if (check_span(self) < 0)
+    if (Py_TYPE(self) != smp.dropped_type && check_span(self) < 0)
         return NULL;
     PyObject *token = SPAN_GET(self, S_TOKEN);
     if (token == NULL)
@@ -1650,7 +1662,11 @@ static PyObject *dropped_exit(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     int reset = is_current ? PyContextVar_Reset(sp.current, token) : 0; /* (as scope_exit) */
     Py_DECREF(token);
-    if (is_current && reset == 0 && skip_ended() < 0)
+    /* (as DroppedSpan.__exit__: only a parent that has ended too can leave an ended span current) */
+    PyObject *parent = SPAN_BORROW(self, S_PARENT);
+    int parent_ended = parent != NULL && parent != Py_None && PyObject_TypeCheck(parent, sp.span_type) &&
+                       SLOT(parent, sp.span_off[S_TOKEN]) == Py_None;
+    if (is_current && reset == 0 && parent_ended && skip_ended() < 0)
         return NULL;
     if (reset < 0) { /* ended in another context than it began in */
         if (!PyErr_ExceptionMatches(PyExc_ValueError))
@@ -1683,9 +1699,120 @@ static PyObject *dropped_exit(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyObject_CallMethodObjArgs(self, sp.s_ended_failing, args[0], args[1], args[2], NULL);
 }
 
-static PyMethodDef dropped_defs[] = {
-    {"__enter__", (PyCFunction)dropped_enter, METH_NOARGS, "Begin a dropped span (compiled)."},
-    {"__exit__", (PyCFunction)(void (*)(void))dropped_exit, METH_FASTCALL, "End a dropped span (compiled)."},
+/* DroppedSpan's __enter__ and __exit__. A `with` statement binds both methods of its manager: as method
+ * descriptors, that made and freed two method objects per statement, an eighth of what a dropped root
+ * cost. These descriptors bind from a short free list instead. One type is both: an unbound method
+ * (span NULL: called with the span first) and a bound one. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *span; /* (held) the span it is bound to, or NULL */
+    int exit;       /* 0 __enter__, 1 __exit__ */
+} DroppedMethod;
+
+static PyTypeObject DroppedMethodType;
+#define DROPPED_METHODS_KEPT 16 /* (a `with` holds one, nested ones one each) */
+static DroppedMethod *dropped_methods_kept[DROPPED_METHODS_KEPT];
+static int dropped_methods_free;
+
+static PyObject *dropped_method_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    DroppedMethod *m = (DroppedMethod *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *span = m->span;
+    const char *name = m->exit ? "__exit__" : "__enter__";
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments", name);
+        return NULL;
+    }
+    if (span == NULL) {
+        if (nargs < 1) {
+            PyErr_Format(PyExc_TypeError, "unbound %s() needs a span as its first argument", name);
+            return NULL;
+        }
+        span = args[0];
+        args++;
+        nargs--;
+    }
+    if (m->exit)
+        return dropped_exit(span, args, nargs);
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "__enter__() takes no arguments");
+        return NULL;
+    }
+    return dropped_enter(span, NULL);
+}
+
+static PyObject *dropped_method_get(PyObject *op, PyObject *obj, PyObject *type) {
+    DroppedMethod *m = (DroppedMethod *)op, *bound;
+    if (obj == NULL || obj == Py_None || m->span != NULL)
+        return Py_NewRef(op);
+    if (dropped_methods_free > 0) {
+        bound = dropped_methods_kept[--dropped_methods_free];
+        PyObject_Init((PyObject *)bound, &DroppedMethodType);
+    } else if ((bound = PyObject_GC_New(DroppedMethod, &DroppedMethodType)) == NULL)
+        return NULL;
+    bound->vectorcall = dropped_method_call;
+    bound->span = Py_NewRef(obj);
+    bound->exit = m->exit;
+    PyObject_GC_Track(bound);
+    return (PyObject *)bound;
+}
+
+static void dropped_method_dealloc(PyObject *op) {
+    DroppedMethod *m = (DroppedMethod *)op;
+    PyObject_GC_UnTrack(op);
+    Py_CLEAR(m->span);
+    if (dropped_methods_free < DROPPED_METHODS_KEPT)
+        dropped_methods_kept[dropped_methods_free++] = m;
+    else
+        PyObject_GC_Del(op);
+}
+
+static int dropped_method_traverse(PyObject *op, visitproc visit, void *arg) {
+    Py_VISIT(((DroppedMethod *)op)->span);
+    return 0;
+}
+
+static PyObject *dropped_method_name(PyObject *op, void *closure) {
+    return PyUnicode_FromString(((DroppedMethod *)op)->exit ? "__exit__" : "__enter__");
+}
+
+static PyObject *dropped_method_doc(PyObject *op, void *closure) {
+    return PyUnicode_FromString(((DroppedMethod *)op)->exit ? "End a dropped span (compiled)."
+                                                            : "Begin a dropped span (compiled).");
+}
+
+static PyObject *dropped_method_repr(PyObject *op) {
+    DroppedMethod *m = (DroppedMethod *)op;
+    const char *name = m->exit ? "__exit__" : "__enter__";
+    return m->span == NULL ? PyUnicode_FromFormat("<method '%s' of dropped spans>", name)
+                           : PyUnicode_FromFormat("<bound method %s of %R>", name, m->span);
+}
+
+static PyMemberDef dropped_method_members[] = {
+    {"__self__", T_OBJECT, offsetof(DroppedMethod, span), READONLY, "The span it is bound to (None: unbound)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef dropped_method_getset[] = {
+    {"__name__", dropped_method_name, NULL, NULL, NULL},
+    {"__qualname__", dropped_method_name, NULL, NULL, NULL},
+    {"__doc__", dropped_method_doc, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject DroppedMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.DroppedMethod",
+    .tp_basicsize = sizeof(DroppedMethod),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_dealloc = dropped_method_dealloc,
+    .tp_traverse = dropped_method_traverse,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(DroppedMethod, vectorcall),
+    .tp_descr_get = dropped_method_get,
+    .tp_members = dropped_method_members,
+    .tp_getset = dropped_method_getset,
+    .tp_repr = dropped_method_repr,
 };
 
 static PyMethodDef scope_methods[] = {
@@ -1717,61 +1844,192 @@ static struct {
     Py_ssize_t off_off[OFF_COUNT], rt_level, rt_pipeline;
 } mk;
 
+/* The fields of the pipeline sampling last read, read once per pipeline (Pipeline sets them when it is
+ * made, and never again): `pipe` is held, so that a pipeline made later at the same address is read
+ * anew. usable 0: its threshold is not one this code reads (None: the stages decide; not an integer of
+ * 64 bits), and Python decides its roots. */
+static struct {
+    PyObject *pipe, *critical, *root_drops, *short_cut, *short_cut_drops;
+    unsigned long long threshold;
+    int usable;
+} pc;
+
+static int read_pipeline(PyObject *pipe) {
+    PyObject *threshold = PyObject_GetAttr(pipe, smp.s_root_threshold), *critical = NULL, *root_drops = NULL,
+             *short_cut = NULL, *short_cut_drops = NULL;
+    if (threshold == NULL || (critical = PyObject_GetAttr(pipe, smp.s_critical_level)) == NULL ||
+        (short_cut = PyObject_GetAttr(pipe, smp.s_short_cut_level)) == NULL ||
+        (short_cut_drops = PyObject_GetAttr(pipe, smp.s_short_cut_drops)) == NULL)
+        goto error;
+    int usable = 0;
+    unsigned long long t = 0;
+    if (PyLong_CheckExact(threshold)) {
+        t = PyLong_AsUnsignedLongLong(threshold);
+        if (t == (unsigned long long)-1 && PyErr_Occurred())
+            PyErr_Clear(); /* (not a threshold this code reads: Python decides) */
+        else if ((root_drops = PyObject_GetAttr(pipe, smp.s_root_drops)) == NULL)
+            goto error;
+        else
+            usable = 1;
+    }
+    Py_XSETREF(pc.pipe, Py_NewRef(pipe));
+    Py_XSETREF(pc.critical, critical);
+    Py_XSETREF(pc.root_drops, root_drops);
+    Py_XSETREF(pc.short_cut, short_cut);
+    Py_XSETREF(pc.short_cut_drops, short_cut_drops);
+    pc.threshold = t;
+    pc.usable = usable;
+    Py_DECREF(threshold);
+    return 0;
+error:
+    Py_XDECREF(threshold);
+    Py_XDECREF(critical);
+    Py_XDECREF(short_cut);
+    Py_XDECREF(short_cut_drops);
+    return -1;
+}
+
+/* a > b, as Python compares them (1, 0, or -1 with an exception), without a call for two ints of a C long. */
+static int greater(PyObject *a, PyObject *b) {
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
+        int over_a, over_b;
+        long x = PyLong_AsLongAndOverflow(a, &over_a), y = PyLong_AsLongAndOverflow(b, &over_b);
+        if (!over_a && !over_b)
+            return x > y;
+    }
+    return PyObject_RichCompareBool(a, b, Py_GT);
+}
+
+/* The Mersenne Twister of Python's random module, drawn from in place: a root's trace id is what
+ * random.getrandbits(128) gives (the pure path makes that call, and seeded tests get the same traces on
+ * both paths), without the call. MT19937 as CPython's _random.Random keeps it (Python 3.10 to 3.13);
+ * configure_sampling() checks this layout against getrandbits itself on a generator of its own, and
+ * calls getrandbits when they differ. */
+#define MT_N 624
+#define MT_M 397
+typedef struct {
+    PyObject_HEAD
+    int index;
+    uint32_t state[MT_N];
+} MTState;
+static MTState *mt; /* (held) random's generator, or NULL: call smp.getrandbits */
+
+static uint32_t mt_next(MTState *g) {
+    uint32_t *s = g->state;
+    if (g->index < 0 || g->index >= MT_N) { /* the next block of 624 words (the generator's "twist") */
+#define MT_MIX(a, b, c) ((c) ^ ((((a) & 0x80000000u) | ((b) & 0x7fffffffu)) >> 1) ^ (((b) & 1u) ? 0x9908b0dfu : 0u))
+        int k;
+        for (k = 0; k < MT_N - MT_M; k++)
+            s[k] = MT_MIX(s[k], s[k + 1], s[k + MT_M]);
+        for (; k < MT_N - 1; k++)
+            s[k] = MT_MIX(s[k], s[k + 1], s[k + MT_M - MT_N]);
+        s[MT_N - 1] = MT_MIX(s[MT_N - 1], s[0], s[MT_M - 1]);
+#undef MT_MIX
+        g->index = 0;
+    }
+    uint32_t y = s[g->index++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= y >> 18;
+    return y;
+}
+
+/* The int of 128 bits hi:lo (not 0), made as _PyLong_FromByteArray makes it, without its loop over bytes
+ * where this Python's int layout is known. */
+static PyObject *long_from_128(unsigned long long hi, unsigned long long lo) {
+    if (hi == 0)
+        return PyLong_FromUnsignedLongLong(lo);
+#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030E0000
+    digit digits[128 / PyLong_SHIFT + 1];
+    Py_ssize_t n = 0;
+    while (hi | lo) {
+        digits[n++] = (digit)(lo & PyLong_MASK);
+        lo = (lo >> PyLong_SHIFT) | (hi << (64 - PyLong_SHIFT));
+        hi >>= PyLong_SHIFT;
+    }
+    PyLongObject *v = _PyLong_New(n); /* (positive, n digits: the top one is not 0) */
+    if (v == NULL)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    memcpy(v->long_value.ob_digit, digits, (size_t)n * sizeof(digit));
+#else
+    memcpy(v->ob_digit, digits, (size_t)n * sizeof(digit));
+#endif
+    return (PyObject *)v;
+#else
+    unsigned char bytes[16];
+    for (int i = 0; i < 8; i++) {
+        bytes[i] = (unsigned char)(lo >> (8 * i));
+        bytes[8 + i] = (unsigned char)(hi >> (8 * i));
+    }
+    return _PyLong_FromByteArray(bytes, 16, 1, 0);
+#endif
+}
+
+/* A root's trace id, as spans.span draws it (random.getrandbits(128) or 1), and in *low its randomness
+ * (the bits under smp.mask). A new reference, or NULL with an exception. */
+static PyObject *draw_trace_id(MTState *g, unsigned long long *low) {
+    PyObject *tid;
+    if (g == NULL) {
+        if ((tid = PyObject_CallOneArg(smp.getrandbits, smp.bits)) == NULL)
+            return NULL;
+        int nonzero = PyObject_IsTrue(tid);
+        if (nonzero <= 0)
+            Py_SETREF(tid, nonzero < 0 ? NULL : PyLong_FromLong(1));
+        if (tid == NULL)
+            return NULL;
+        *low = PyLong_AsUnsignedLongLongMask(tid) & smp.mask;
+        if (PyErr_Occurred())
+            Py_CLEAR(tid);
+        return tid;
+    }
+    /* the first word drawn is the least significant, as getrandbits makes them */
+    unsigned long long lo = mt_next(g), hi;
+    lo |= (unsigned long long)mt_next(g) << 32;
+    hi = mt_next(g);
+    hi |= (unsigned long long)mt_next(g) << 32;
+    if ((hi | lo) == 0)
+        lo = 1;
+    *low = lo & smp.mask;
+    return long_from_128(hi, lo);
+}
+
+static PyObject *off_span(PyObject *name, PyObject *level, PyObject *md);
+
 /* With sampling on (RT.pipeline), the two commonest cases, as spans.span decides them: a root decided by
  * one comparison of its trace's randomness with the pipeline's threshold (a DroppedSpan, or the span
  * _sampled_span makes of a kept one), and a span inside a trace that ParentBased dropped (an _OffSpan).
  * NULL without an exception: anything else, left to the Python function (nothing was done yet). */
-static struct {
-    PyTypeObject *dropped_type;
-    PyObject *getrandbits, *sampled_span, *bits, *s_root_threshold, *s_critical_level, *s_root_drops,
-        *s_short_cut_level, *s_short_cut_drops, *s_sampled;
-    unsigned long long mask;
-    Py_ssize_t rt_bridge;
-} smp;
-
-static PyObject *off_span(PyObject *name, PyObject *level, PyObject *md);
-
 static PyObject *sampled_span(PyObject *pipe, PyObject *name, PyObject *level, PyObject *md) {
     if (smp.dropped_type == NULL)
+        return NULL;
+    if (pipe != pc.pipe && read_pipeline(pipe) < 0)
         return NULL;
     PyObject *parent, *result = NULL;
     if (PyContextVar_Get(sp.current, NULL, &parent) < 0)
         return NULL;
     if (parent == NULL || parent == Py_None) {
-        PyObject *threshold = PyObject_GetAttr(pipe, smp.s_root_threshold), *crit = NULL, *tid = NULL;
-        if (threshold == NULL || threshold == Py_None)
-            goto root_done;
-        if ((crit = PyObject_GetAttr(pipe, smp.s_critical_level)) == NULL)
-            goto root_done;
-        int above = PyObject_RichCompareBool(level, crit, Py_GT);
+        if (!pc.usable)
+            goto done;
+        int above = greater(level, pc.critical);
         if (above <= 0 || SLOT(sp.rt, smp.rt_bridge) != Py_None)
-            goto root_done; /* (critical, or the OpenTelemetry bridge makes the span: Python) */
-        unsigned long long thr = PyLong_AsUnsignedLongLong(threshold);
-        if (thr == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear(); /* (not a threshold this code reads: Python decides) */
-            goto root_done;
-        }
-        if ((tid = PyObject_CallOneArg(smp.getrandbits, smp.bits)) == NULL)
-            goto root_done;
-        int nonzero = PyObject_IsTrue(tid);
-        if (nonzero < 0)
-            goto root_done;
-        if (!nonzero)
-            Py_SETREF(tid, PyLong_FromLong(1));
-        unsigned long long low = tid == NULL ? 0 : PyLong_AsUnsignedLongLongMask(tid) & smp.mask;
-        if (tid == NULL || PyErr_Occurred())
-            goto root_done;
-        if (low >= thr) { /* kept: the span _sampled_span makes of it, with this trace id */
+            goto done; /* (critical, or the OpenTelemetry bridge makes the span: Python) */
+        unsigned long long low;
+        PyObject *tid = draw_trace_id(mt, &low);
+        if (tid == NULL)
+            goto done;
+        if (low >= pc.threshold) { /* kept: the span _sampled_span makes of it, with this trace id */
             PyObject *cargs[6] = {pipe, Py_None, name, level, md != NULL ? md : Py_None, tid};
             result = PyObject_Vectorcall(smp.sampled_span, cargs, 6, NULL);
-            goto root_done;
+            Py_DECREF(tid);
+            goto done;
         }
-        PyObject *counter = PyObject_GetAttr(pipe, smp.s_root_drops);
-        PyObject *lazy = counter == NULL ? NULL : PyUnicode_CheckExact(name) ? Py_NewRef(Py_None) : PyList_New(0);
+        PyObject *lazy = PyUnicode_CheckExact(name) ? Py_NewRef(Py_None) : PyList_New(0);
         if (lazy == NULL || (result = smp.dropped_type->tp_alloc(smp.dropped_type, 0)) == NULL) {
-            Py_XDECREF(counter);
             Py_XDECREF(lazy);
-            goto root_done;
+            Py_DECREF(tid);
+            goto done;
         }
         SLOT(result, sp.span_off[S_NAME]) = Py_NewRef(name);
         SLOT(result, sp.span_off[S_LEVEL]) = Py_NewRef(level);
@@ -1779,25 +2037,22 @@ static PyObject *sampled_span(PyObject *pipe, PyObject *name, PyObject *level, P
         SLOT(result, sp.span_off[S_ERROR]) = Py_NewRef(Py_None);
         SLOT(result, sp.span_off[S_LAZY]) = lazy;
         SLOT(result, sp.span_off[S_PARENT]) = Py_NewRef(Py_None);
-        SLOT(result, sp.span_off[S_TRACE_ID]) = Py_NewRef(tid);
+        SLOT(result, sp.span_off[S_TRACE_ID]) = tid;
         SLOT(result, sp.span_off[S_SPAN_ID]) = Py_NewRef(sp.zero);
-        SLOT(result, sp.span_off[S_DROP_COUNTER]) = counter;
-    root_done:
-        Py_XDECREF(threshold);
-        Py_XDECREF(crit);
-        Py_XDECREF(tid);
+        SLOT(result, sp.span_off[S_DROP_COUNTER]) = Py_NewRef(pc.root_drops);
     } else {
-        PyObject *sampled = PyObject_GetAttr(parent, smp.s_sampled);
-        int yes = sampled == NULL ? -1 : PyObject_IsTrue(sampled);
-        Py_XDECREF(sampled);
+        int yes;
+        if (Py_TYPE(parent) == smp.dropped_type)
+            yes = 0; /* (DroppedSpan.sampled) */
+        else {
+            PyObject *sampled = PyObject_GetAttr(parent, smp.s_sampled);
+            yes = sampled == NULL ? -1 : PyObject_IsTrue(sampled);
+            Py_XDECREF(sampled);
+        }
         if (yes == 0) { /* inside a dropped trace: no more work than a span whose level is off */
-            PyObject *short_cut = PyObject_GetAttr(pipe, smp.s_short_cut_level);
-            int above = short_cut == NULL ? -1 : PyObject_RichCompareBool(level, short_cut, Py_GT);
-            Py_XDECREF(short_cut);
+            int above = greater(level, pc.short_cut);
             if (above > 0) {
-                PyObject *drops = PyObject_GetAttr(pipe, smp.s_short_cut_drops);
-                PyObject *n = drops == NULL ? NULL : PyIter_Next(drops);
-                Py_XDECREF(drops);
+                PyObject *n = PyIter_Next(pc.short_cut_drops);
                 if (n != NULL) {
                     Py_DECREF(n);
                     result = off_span(name, level, md);
@@ -1806,8 +2061,42 @@ static PyObject *sampled_span(PyObject *pipe, PyObject *name, PyObject *level, P
             }
         }
     }
+done:
     Py_XDECREF(parent);
     return result;
+}
+
+/* Whether generator `g` keeps its state as this code reads it: its type is CPython's _random.Random (or
+ * a Python subclass), and what mt_next() draws from one such generator is what getrandbits(128) gives
+ * from another seeded alike, over more than one block of the state. 1 yes, 0 no (or an error: then
+ * getrandbits is called). */
+static int mt_checked(PyObject *g) {
+    PyTypeObject *base = Py_TYPE(g);
+    while (base != NULL && strcmp(base->tp_name, "_random.Random") != 0)
+        base = base->tp_base;
+    if (base == NULL || base->tp_basicsize != sizeof(MTState))
+        return 0;
+    PyObject *ours = PyObject_CallFunction((PyObject *)base, "i", 20261201),
+             *theirs = ours == NULL ? NULL : PyObject_CallFunction((PyObject *)base, "i", 20261201),
+             *bits = theirs == NULL ? NULL : PyObject_GetAttrString(theirs, "getrandbits");
+    int same = bits != NULL;
+    for (int i = 0; same && i < 400; i++) { /* 1,600 words: a block is 624 */
+        unsigned long long low;
+        PyObject *drawn = draw_trace_id((MTState *)ours, &low), *called = PyObject_CallOneArg(bits, smp.bits);
+        if (called != NULL && !PyObject_IsTrue(called))
+            Py_SETREF(called, PyLong_FromLong(1));
+        same = drawn != NULL && called != NULL && PyObject_RichCompareBool(drawn, called, Py_EQ) == 1;
+        Py_XDECREF(drawn);
+        Py_XDECREF(called);
+    }
+    Py_XDECREF(bits);
+    Py_XDECREF(theirs);
+    Py_XDECREF(ours);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        same = 0;
+    }
+    return same;
 }
 
 /* configure_sampling(dropped_type, sampled_span, getrandbits, mask): what the sampled cases read. */
@@ -1838,7 +2127,13 @@ static PyObject *configure_sampling(PyObject *self, PyObject *args) {
     Py_XSETREF(smp.sampled_span, Py_NewRef(sampled));
     Py_XSETREF(smp.getrandbits, Py_NewRef(getrandbits));
     Py_XSETREF(smp.dropped_type, (PyTypeObject *)Py_NewRef(dropped));
-    Py_RETURN_NONE;
+    /* getrandbits bound to a generator of CPython's kind (random.getrandbits is): drawn from in place */
+    Py_CLEAR(mt);
+    PyObject *g = PyCFunction_Check(getrandbits) ? PyCFunction_GET_SELF(getrandbits) : NULL;
+    int checked = g == NULL || PyModule_Check(g) ? 0 : mt_checked(g);
+    if (checked)
+        mt = (MTState *)Py_NewRef(g);
+    return PyBool_FromLong(checked);
 }
 
 static PyObject *off_span(PyObject *name, PyObject *level, PyObject *md) {
@@ -1865,7 +2160,8 @@ static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
-        if (PyUnicode_Compare(key, mk.s_level) == 0) {
+        /* (names from source code are interned: one interned name other than "level" is not "level") */
+        if (key == mk.s_level || (!PyUnicode_CHECK_INTERNED(key) && PyUnicode_Compare(key, mk.s_level) == 0)) {
             if (level != NULL) {
                 Py_XDECREF(md);
                 return PyObject_Vectorcall(mk.py_span, args, nargsf, kwnames);
@@ -1885,7 +2181,7 @@ static PyObject *fast_span(PyObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_RuntimeError, "tracebridge: the runtime state is not set up");
         goto done;
     }
-    int off = PyObject_RichCompareBool(level, rt_level, Py_GT);
+    int off = greater(level, rt_level);
     if (off < 0) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
@@ -2996,7 +3292,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_enter, "__enter__");
     INTERN(s_exit, "__exit__");
     INTERN(s_qualname, "__qualname__");
-    if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0)
+    if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0 || PyType_Ready(&DroppedMethodType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -3014,8 +3310,14 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     /* Methods of SpanScope's subclass spans.DroppedSpan (descriptors: they bind as methods do). */
     const char *dropped_names[2] = {"dropped_enter", "dropped_exit"};
     for (int i = 0; i < 2; i++) {
-        PyObject *d = PyDescr_NewMethod(&SpanScope, &dropped_defs[i]);
-        if (d == NULL || PyModule_AddObject(m, dropped_names[i], d) < 0) {
+        DroppedMethod *d = PyObject_GC_New(DroppedMethod, &DroppedMethodType);
+        if (d != NULL) {
+            d->vectorcall = dropped_method_call;
+            d->span = NULL;
+            d->exit = i;
+            PyObject_GC_Track(d);
+        }
+        if (d == NULL || PyModule_AddObject(m, dropped_names[i], (PyObject *)d) < 0) {
             Py_XDECREF(d);
             Py_DECREF(m);
             return NULL;

@@ -339,3 +339,62 @@ def test_tail_sampler_leaves_critical_spans_unweighted() -> None:
     assert len(spans(session, "audit")) == 400  # critical: kept whatever the trace's fate
     assert {e.adjusted_count for e in spans(session, "audit")} == {1.0}
     assert {e.adjusted_count for e in spans(session, "request")} == {2.0}
+
+
+def test_a_dropped_roots_trace_id_is_the_draw_of_the_random_module() -> None:
+    # random.getrandbits(128) on the pure path; on the compiled one the same draw from random's own
+    # generator, read in place: seeded, both give these trace ids, and random goes on alike after them.
+    ids: list[int] = []
+
+    def work() -> None:
+        for _ in range(1000):  # (4,000 words: more than one block of the generator's state)
+            with tracebridge.span("r", level=2) as s:
+                ids.append(s.trace_id)
+
+    random.seed(12)
+    record(work, sampling=ParentBased(TraceIdRatio(0.0)))
+    after = random.random()
+    random.seed(12)
+    assert ids == [random.getrandbits(128) or 1 for _ in ids]
+    assert random.random() == after
+
+
+def test_roots_follow_the_pipeline_of_each_session() -> None:
+    # (The compiled path reads a pipeline's threshold once: a later session's pipeline is read anew.)
+    def work() -> None:
+        for _ in range(20):
+            with tracebridge.span("r", level=2):
+                pass
+
+    for ratio, kept in [(0.0, 0), (1.0, 20), (0.0, 0)]:
+        assert len(spans(record(work, sampling=ParentBased(TraceIdRatio(ratio))))) == kept
+
+
+@pytest.mark.skipif(not tracebridge.accelerated, reason="the compiled path only")
+def test_a_generator_of_another_kind_is_called_as_it_is() -> None:
+    from tracebridge import spans as spans_module
+    from tracebridge._accel import speedups
+    from tracebridge.sampling.consistent import RANDOMNESS_MASK
+
+    assert speedups is not None
+    configure = speedups.configure_sampling
+    args = (spans_module.DroppedSpan, spans_module._sampled_span)
+    draws: list[int] = []
+
+    def getrandbits(k: int) -> int:
+        draws.append(random.getrandbits(k))
+        return draws[-1]
+
+    assert configure(*args, getrandbits, RANDOMNESS_MASK) is False  # (not CPython's generator: called)
+    try:
+        ids: list[int] = []
+
+        def work() -> None:
+            for _ in range(5):
+                with tracebridge.span("r", level=2) as s:
+                    ids.append(s.trace_id)
+
+        record(work, sampling=ParentBased(TraceIdRatio(0.0)))
+        assert ids == draws and len(ids) == 5
+    finally:
+        assert configure(*args, spans_module._getrandbits, RANDOMNESS_MASK) is True
