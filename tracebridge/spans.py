@@ -150,13 +150,6 @@ class _PyScope:
         span._token = token
         return span
 
-    def _undo_enter(self, stack: list[Any] | None) -> None:
-        span: Span = self  # type: ignore[assignment]
-        if _current.get() is span:
-            _current.set(span.parent)  # (what was current before: the same as resetting the token)
-        if stack and stack[-1] is span:
-            stack.pop()
-
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         span: Span = self  # type: ignore[assignment]
         st = span._st
@@ -241,6 +234,14 @@ class Span(SpanRecord, _Scope):
     _token: contextvars.Token[Span | None]
     _drop_counter: Iterator[int]  # spans sampling dropped: their stage's counter (DroppedSpan)
     _task: str | None  # set on spans that overlap others: the asyncio task they ran in, if any
+
+    def _undo_enter(self, stack: list[Any] | None) -> None:
+        """An enter that did not finish, undone (interrupted: see ``_PyScope.__enter__``). Here, not on
+        ``_PyScope``: the inlined enter of a traced call uses it with either scope (compiled on 3.12)."""
+        if _current.get() is self:
+            _current.set(self.parent)  # (what was current before: the same as resetting the token)
+        if stack and stack[-1] is self:
+            stack.pop()
 
     def _left_out_of_order(self, stack: list[SpanRecord]) -> None:
         # Another span of this thread began after this one and is still open: the two overlap without
