@@ -467,3 +467,24 @@ tracebridge.stop()
         assert by_process(trace) == by_process(original)  # every event in the process that made it
         assert trace.pid == original.pid and set(trace.processes) == set(original.processes)
         assert trace.stats is not None and trace.stats.recorded == original.stats.recorded  # type: ignore[union-attr]
+
+
+def test_a_program_that_subprocess_runs_with_a_preexec_fn_is_not_a_process_of_the_trace(
+    tmp_path: Path,
+) -> None:
+    # (With a preexec_fn, the at-fork hooks run in the child before it execs the program: no session
+    # may begin there, or an empty process would join the trace.)
+    path = tmp_path / "parent.perfetto-trace"
+    result = run_python(
+        f"""
+        import subprocess, sys, tracebridge
+        tracebridge.start(output={str(path)!r})
+        with tracebridge.span("work"):
+            subprocess.run([sys.executable, "-c", "pass"], preexec_fn=lambda: None, check=True)
+        tracebridge.stop()
+        """
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    trace = read_trace(path)
+    assert list(trace.processes) == [trace.pid] and [e.name for e in trace.events] == ["work"]
+    assert not (tmp_path / "parent.perfetto-trace.children").exists()

@@ -29,6 +29,7 @@ import importlib
 import os
 import pickle
 import shutil
+import sys
 import threading
 from multiprocessing import process as mp_process
 from multiprocessing import util as mp_util
@@ -267,7 +268,7 @@ def _child_records() -> None:
     pipeline = parent.pipeline
     if pipeline is not None:
         pipeline.after_fork()
-    if not parent.config.children:
+    if not parent.config.children or _about_to_exec():
         return
     # (A sink the program made for the parent is not called again in the child: it may write where the
     # parent's does. The child writes its own file, or keeps its events in memory.)
@@ -288,6 +289,20 @@ def _child_records() -> None:
             child.count_drop("fork_inherited", "span", inherited)
     except Exception as exc:
         _safety.internal_error("fork", exc, raise_in_strict=False)
+
+
+def _about_to_exec() -> bool:
+    """Whether this fork is subprocess's, to run another program: with a ``preexec_fn`` it runs the
+    at-fork hooks in the child before ``exec``, which ends this interpreter at once (a session begun
+    there would leave an empty process in the trace)."""
+    frame = sys._getframe(1)
+    for _ in range(6):  # (the hooks run inside the call that forks: a few frames up)
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "_execute_child" and frame.f_globals.get("__name__") == "subprocess":
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _AfterFork:
