@@ -171,11 +171,13 @@ class Event:
 CompactEvent = tuple[str, int, int, int, dict[str, Any]]
 
 
-def as_event(ev: Event | CompactEvent) -> Event:
-    """The :class:`Event` a compact event stands for (an Event as it is)."""
+def as_event(ev: Event | CompactEvent, thread: ThreadInfo | None = None) -> Event:
+    """The :class:`Event` a compact event stands for, on ``thread`` if given (an Event as it is). Its
+    metadata is a copy: a compact event's may be shared with others."""
     if type(ev) is tuple:
         name, level, start, end, metadata = ev
-        return Event("span", name, start, end, level, metadata)
+        tid, thread_name = (thread.tid, thread.name) if thread is not None else (0, "")
+        return Event("span", name, start, end, level, dict(metadata), tid, thread_name)
     return ev  # type: ignore[return-value]
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import random
 import subprocess
 import sys
-import types
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import tracebridge
 from tracebridge import _accel, spans
 from tracebridge._config import Config
 from tracebridge._model import ErrorInfo, Event, Frame, Record, SpanRecord, ThreadInfo, as_event
+from tracebridge._recorder.session import Session
 from tracebridge._sanitize import is_secret_key
+from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.reader import iter_frames
 from tracebridge.sinks.perfetto.writer import PerfettoWriter
@@ -299,6 +302,10 @@ _metadata = st.dictionaries(
 BASE = 10**12
 
 
+class _TakesCompact:  # (a sink as the session sees it: only whether it takes compact events)
+    takes_compact = True
+
+
 def convert(
     records: list[Any], compiled: bool, compact: bool = False
 ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
@@ -311,7 +318,7 @@ def convert(
     try:
         s = session_module.Session(3, None, "none", Config())
         if compact:
-            s._sink = types.SimpleNamespace(takes_compact=True)  # type: ignore[assignment]
+            s._sink = _TakesCompact()  # type: ignore[assignment]
         s.start_ns = BASE
         s.clock_offset = 12_345
         for key in _KEYS:  # (the sanitizer's cache of secret keys, warm: the compiled step reads it)
@@ -448,3 +455,69 @@ def test_both_paths_take_values_beyond_int64_alike(tmp_path: Path, batches: list
     c = write(tmp_path / "c.perfetto-trace", pairs, True)
     assert c == write(tmp_path / "py.perfetto-trace", pairs, False)
     assert len(c) >= 2 * sum(map(len, batches))
+
+
+@compiled
+def test_a_perfetto_writer_that_reads_its_events_gets_events(tmp_path: Path) -> None:
+    """A subclass that overrides ``write`` (it may read the events: here, their levels) and a wrapper
+    that forwards to a writer get Events, never compact events; so do trace lines turned on while the
+    writer works."""
+
+    class LevelTwoOnly(PerfettoWriter):
+        def write(self, thread: ThreadInfo, events: list[Event], loss: Any = None) -> int:
+            super().write(thread, [e for e in events if e.level <= 2], loss)
+            return len(events)
+
+    class Forwarding:
+        def __init__(self, inner: PerfettoWriter) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def write(self, thread: ThreadInfo, events: list[Event], loss: Any = None) -> int:
+            assert all(type(e) is Event for e in events)
+            return self.inner.write(thread, events, loss)
+
+    assert PerfettoWriter.takes_compact and not LevelTwoOnly.takes_compact
+    for name, factory in [
+        ("sub", lambda s: LevelTwoOnly(s.path)),
+        ("wrap", lambda s: Forwarding(PerfettoWriter(s.path))),
+    ]:
+        path = tmp_path / f"{name}.perfetto-trace"
+        tracebridge.start(level=3, output=path, sink=factory)
+        for level in (1, 2, 3) * 10:
+            with tracebridge.span(f"l{level}", level=level):
+                pass
+        session = tracebridge.stop()
+        assert session.stats.lost == {}, name
+        expected = {"l1": 10, "l2": 10} if name == "sub" else {"l1": 10, "l2": 10, "l3": 10}
+        assert Counter(e.name for e in read_trace(path).events) == expected, name
+
+
+@compiled
+def test_trace_lines_turned_on_between_converting_and_writing_get_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """configure(log_lines=True) on an application thread may land after the writer made compact events
+    of a batch and before it writes them: the trace lines still get Events (with their thread)."""
+    tracebridge.configure(log_lines=True)
+    try:
+        lines = tracebridge.start(level=2, output=tmp_path / "lines.perfetto-trace").lines
+        tracebridge.configure(log_lines=False)
+        converted = Session._events
+
+        def lines_on_meanwhile(self: Session, records: list[Any], info: ThreadInfo) -> list[Any]:
+            out = converted(self, records, info)
+            self.lines = lines
+            return out
+
+        monkeypatch.setattr(Session, "_events", lines_on_meanwhile)
+        with caplog.at_level(logging.INFO):
+            with tracebridge.span("late_line"):
+                pass
+            session = tracebridge.stop()  # (the writer logs the line)
+    finally:
+        tracebridge.configure(log_lines=False)
+    assert session.stats.internal_errors == 0
+    assert any("late_line" in r.getMessage() for r in caplog.records), caplog.text

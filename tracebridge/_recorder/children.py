@@ -34,6 +34,7 @@ import threading
 from multiprocessing import process as mp_process
 from multiprocessing import util as mp_util
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from .. import _hooks, _safety
@@ -295,7 +296,7 @@ def _about_to_exec() -> bool:
     """Whether this fork is subprocess's, to run another program: with a ``preexec_fn`` it runs the
     at-fork hooks in the child before ``exec``, which ends this interpreter at once (a session begun
     there would leave an empty process in the trace)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(6):  # (the hooks run inside the call that forks: a few frames up)
         if frame is None:
             return False

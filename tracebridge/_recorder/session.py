@@ -604,7 +604,7 @@ class Session(EventConversion):
                 else (self.limits.secret_cache, self.limits.max_string, SPECIAL_KEYS, self._text_check)
             )
             # (Compact events, where the sink takes them: spans that need nothing else cost no Event.)
-            compact = getattr(self._sink, "takes_compact", False) and self.lines is None
+            compact = getattr(type(self._sink), "takes_compact", False) is True and self.lines is None
             made, outside, left, logs, instants = speedups.span_events(
                 records, start, self.clock_offset, info.tid, info.name, CODE_LOCATIONS, objects, compact
             )
@@ -695,7 +695,7 @@ class Session(EventConversion):
                 self._sink_retry_at = time.monotonic() + self._sink_backoff
                 _safety.defer_error("sink.write", exc)
         if written < len(events):
-            lost = [as_event(ev) for ev in events[written:]]
+            lost = [as_event(ev, info) for ev in events[written:]]
             here = Loss(
                 {reason: len(lost)},
                 min(ev.start_ns for ev in lost),
@@ -710,7 +710,8 @@ class Session(EventConversion):
         lines = self.lines
         if lines is not None and events:
             try:
-                lines.observe(events, self.wall_offset_ns)  # (never compact events: see _events)
+                # (Trace lines may have been turned on since _events made compact events of this batch.)
+                lines.observe([as_event(ev, info) for ev in events], self.wall_offset_ns)
             except Exception as exc:
                 _safety.defer_error("trace_lines", exc)
 

@@ -601,8 +601,14 @@ class PerfettoWriter:
 
     drop_reason = "sink_error"
     #: ``write`` takes compact events (:data:`~tracebridge._model.CompactEvent`) among its events: the
-    #: compiled writer step makes no Event for the spans that need nothing else.
+    #: compiled writer step makes no Event for the spans that need nothing else. (Not a subclass that
+    #: writes otherwise: its ``write`` may read the events.)
     takes_compact = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "write" in cls.__dict__:
+            cls.takes_compact = False
 
     def __init__(
         self,
