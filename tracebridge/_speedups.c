@@ -1065,6 +1065,9 @@ static int word_then_space(const char *s, Py_ssize_t n, const char *w) {
  * holds none; Py_None when scrubbing is off; NULL when not given (such text goes to the Python code). And
  * the sanitizer's cache of keys (key -> whether it names a secret), which the Python code fills. */
 static PyObject *text_check = NULL, *key_cache = NULL;
+/* And what fills that cache for a key it does not hold yet: _sanitize.is_secret_key bound to the session's
+ * limits (NULL: not given; such a key goes to the Python code). */
+static PyObject *key_check = NULL;
 
 static int key_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
@@ -2614,29 +2617,33 @@ static PyObject *configure_spans(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Add the code location of `name`, if it has one, to `md` when md does not say where already: 1 done, 0
+ * `where` is not what it should be (the Python code converts the record), -1 error. */
+static int add_code_location(PyObject *md, PyObject *name, PyObject *code_locations) {
+    PyObject *where = PyDict_GetItemWithError(code_locations, name);
+    if (where == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    int has = PyDict_Contains(md, s_code_file);
+    if (has != 0)
+        return has < 0 ? -1 : 1;
+    if (!PyTuple_CheckExact(where) || PyTuple_GET_SIZE(where) != 3)
+        return 0;
+    if (PyDict_SetItem(md, s_code_file, PyTuple_GET_ITEM(where, 0)) < 0 ||
+        PyDict_SetItem(md, s_code_line, PyTuple_GET_ITEM(where, 1)) < 0 ||
+        PyDict_SetItem(md, s_code_function, PyTuple_GET_ITEM(where, 2)) < 0)
+        return -1;
+    return 1;
+}
+
 /* The metadata of an event: `md` (NULL: none) with the code location of `name`, if it has one and `md`
  * does not say where already. A new dict; NULL with an exception set, or NULL without one when `where`
  * is not what it should be (the Python code then converts the record). */
 static PyObject *event_metadata(PyObject *md, PyObject *name, PyObject *code_locations) {
-    PyObject *where = PyDict_GetItemWithError(code_locations, name);
-    if (where == NULL && PyErr_Occurred())
-        return NULL;
     PyObject *out = md == NULL ? PyDict_New() : PyDict_Copy(md);
-    if (out == NULL || where == NULL)
-        return out;
-    int has = PyDict_Contains(out, s_code_file);
-    if (has != 0) {
-        if (has < 0)
-            Py_CLEAR(out);
-        return out;
-    }
-    if (!PyTuple_CheckExact(where) || PyTuple_GET_SIZE(where) != 3) {
-        Py_DECREF(out);
+    if (out == NULL)
         return NULL;
-    }
-    if (PyDict_SetItem(out, s_code_file, PyTuple_GET_ITEM(where, 0)) < 0 ||
-        PyDict_SetItem(out, s_code_line, PyTuple_GET_ITEM(where, 1)) < 0 ||
-        PyDict_SetItem(out, s_code_function, PyTuple_GET_ITEM(where, 2)) < 0)
+    int r = add_code_location(out, name, code_locations);
+    if (r <= 0)
         Py_CLEAR(out);
     return out;
 }
@@ -2678,7 +2685,7 @@ static PyObject *compact_metadata(PyObject *md, PyObject *name, PyObject *code_l
 
 /* What the writer's sanitizer would leave as it is (_sanitize._already_clean), with no key the writer
  * gives a meaning of its own (category, track, flows, reserved names): 1 yes, 0 no (the Python code
- * converts it), -1 error. A key's secrecy is read from the sanitizer's cache, which the Python code fills. */
+ * converts it), -1 error. A key's secrecy is read from the sanitizer's cache (filled by key_check). */
 static int plain_metadata(PyObject *md, PyObject *secret_cache, Py_ssize_t max_string, PyObject *special) {
     PyObject *key, *value;
     Py_ssize_t pos = 0;
@@ -2686,6 +2693,15 @@ static int plain_metadata(PyObject *md, PyObject *secret_cache, Py_ssize_t max_s
         if (!PyUnicode_CheckExact(key))
             return 0;
         PyObject *secret = PyDict_GetItemWithError(secret_cache, key);
+        if (secret == NULL && !PyErr_Occurred() && key_check != NULL) { /* a key not seen yet */
+            PyObject *checked = PyObject_CallOneArg(key_check, key);
+            if (checked == NULL) { /* (never: is_secret_key does not raise; the Python code looks again) */
+                PyErr_Clear();
+                return 0;
+            }
+            Py_DECREF(checked); /* (a bool: the cache holds it too) */
+            secret = checked;
+        }
         if (secret != Py_False)
             return PyErr_Occurred() ? -1 : 0;
         int taken = PySet_Contains(special, key);
@@ -2956,8 +2972,9 @@ static int record_event(PyObject *rec, long long offset, PyObject *tid, PyObject
  *     -> (events, outside, left, logs, instants)
  *
  * What Session._events makes of a batch of records, for the commonest spans: each compact record (name,
- * level, start, end) and, when `objects` is (secret_cache, max_string, special_keys), each recorded Span
- * (exactly that class) whose name, metadata and fields need no work, becomes its Event here. Spans that
+ * level, start, end) and, when `objects` is (secret_cache, max_string, special_keys, text_check, key_check),
+ * each recorded Span (exactly that class) whose name, metadata and fields need no work, becomes its Event
+ * here; events made already (finished_events) pass, counted as spans. Spans that
  * began before the session are counted in `outside` and left out; so does each log message and instant
  * recorded as a Record whose name and metadata need no work and that carries no error (counted in `logs`
  * and `instants`); every other record stays in place, counted in `left`, for the Python code to convert. */
@@ -2972,17 +2989,18 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_events() was not called");
         return NULL;
     }
-    PyObject *secret_cache = NULL, *special = NULL, *check = NULL;
+    PyObject *secret_cache = NULL, *special = NULL, *check = NULL, *checks_keys = NULL;
     Py_ssize_t max_string = 0;
     if (objects != Py_None) {
-        if (!PyArg_ParseTuple(objects, "O!nO!O:span_events", &PyDict_Type, &secret_cache, &max_string,
-                              &PyFrozenSet_Type, &special, &check))
+        if (!PyArg_ParseTuple(objects, "O!nO!OO:span_events", &PyDict_Type, &secret_cache, &max_string,
+                              &PyFrozenSet_Type, &special, &check, &checks_keys))
             return NULL;
         if (sp.span_type == NULL) /* (the span scope is not configured: objects go to Python) */
             secret_cache = NULL;
     }
     text_check = check; /* (span_events resets them) */
     key_cache = secret_cache;
+    key_check = checks_keys;
     if (offset <= -TS_LIMIT || offset >= TS_LIMIT) /* (never: the trace clock's offset) */
         return Py_BuildValue("(Onnnn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records), (Py_ssize_t)0,
                              (Py_ssize_t)0);
@@ -2993,6 +3011,11 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *rec = PyList_GET_ITEM(records, i), *made = NULL;
         PyObject *name, *level, *start_obj, *end_obj, *md = NULL, *span = NULL;
+        if (Py_TYPE(rec) == event_type) { /* a span's event made already (finished_events) */
+            if (PyList_Append(out, rec) < 0)
+                goto error;
+            continue;
+        }
         if (secret_cache != NULL && record_type != NULL && Py_TYPE(rec) == record_type) {
             int r = record_event(rec, offset, tid, thread_name, secret_cache, max_string, special, &made);
             if (r < 0)
@@ -3117,7 +3140,389 @@ error:
 
 static PyObject *span_events(PyObject *self, PyObject *args) {
     PyObject *result = span_events_of(self, args);
-    text_check = key_cache = NULL;
+    text_check = key_cache = key_check = NULL;
+    return result;
+}
+
+/* -- OpenTelemetry spans: the copy on_end queues, and its event --------------------------------------- */
+
+/* PerfettoSpanProcessor queues an ended span as an otel.processor._Finished (its Python __init__ and
+ * materialize() are the pure path). `finished` makes that copy from a ReadableSpan of the SDK's own
+ * classes, reading the fields where the SDK keeps them (no property calls, no copies of the containers
+ * but the tuples of events and links); `finished_events` makes the event of the commonest ones (no span
+ * events, links, failure or track of their own, attributes the writer's sanitizer leaves as they are)
+ * without the SpanRecord in between. configure_finished() hands them the classes they compare with: a span
+ * of any other shape goes to the Python code. tests/sinks/test_speedups.py compares both paths. */
+enum {
+    FN_ANNOUNCED, FN_ATTRIBUTES, FN_END, FN_EVENTS, FN_LEVEL, FN_LINKS, FN_NAME, FN_OVERLAPPING, FN_PARENT_ID,
+    FN_RESOURCE, FN_SCOPE, FN_SPAN_ID, FN_KIND, FN_START, FN_STATUS, FN_TRACE_ID, FN_TRACK, FN_COUNT
+};
+static const char *finished_slot_names[FN_COUNT] = {
+    "announced", "attributes", "end_time", "events", "level", "links", "name", "overlapping", "parent_id",
+    "resource", "scope", "span_id", "span_kind", "start_time", "status", "trace_id", "track"};
+/* The attributes of a ReadableSpan `finished` reads (the SDK's properties return them as they are). */
+enum { RS_NAME, RS_CONTEXT, RS_PARENT, RS_START, RS_END, RS_ATTRIBUTES, RS_EVENTS, RS_LINKS, RS_KIND, RS_STATUS,
+       RS_SCOPE, RS_RESOURCE, RS_COUNT };
+static const char *readable_names[RS_COUNT] = {"_name",  "_context", "_parent", "_start_time",
+                                               "_end_time", "_attributes", "_events", "_links",
+                                               "_kind", "_status", "_instrumentation_scope", "_resource"};
+static struct {
+    PyTypeObject *type, *deferred; /* _Finished, and the base of what the writer materializes */
+    Py_ssize_t off[FN_COUNT], scope_name_off;
+    /* ReadableSpan, SpanContext, BoundedAttributes, BoundedList, Status, InstrumentationScope */
+    PyTypeObject *readable, *context, *attributes, *bounded, *status, *scope;
+    PyObject *internal, *unset, *ok, *ok_name, *name_process, *names[RS_COUNT];
+    PyObject *s_dict_, *s_dq, *s_status_code, *s_description, *s_otel_kind, *s_otel_status,
+        *s_otel_description, *s_otel_scope, *s_name;
+} fin;
+
+/* configure_finished(finished_type, deferred_type, readable, context, attributes, bounded_list, status,
+ *                    scope, internal, unset, ok, name_process) */
+static PyObject *configure_finished(PyObject *self, PyObject *args) {
+    PyObject *types[8], *internal, *unset, *ok, *name_process;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!OOOO:configure_finished", &PyType_Type, &types[0], &PyType_Type,
+                          &types[1], &PyType_Type, &types[2], &PyType_Type, &types[3], &PyType_Type, &types[4],
+                          &PyType_Type, &types[5], &PyType_Type, &types[6], &PyType_Type, &types[7], &internal,
+                          &unset, &ok, &name_process))
+        return NULL;
+    if (!PyCallable_Check(name_process)) {
+        PyErr_SetString(PyExc_TypeError, "configure_finished: name_process must be callable");
+        return NULL;
+    }
+    Py_ssize_t off[FN_COUNT], scope_name_off;
+    for (int i = 0; i < FN_COUNT; i++)
+        if ((off[i] = slot_offset((PyTypeObject *)types[0], finished_slot_names[i])) < 0)
+            return NULL;
+    if ((scope_name_off = slot_offset((PyTypeObject *)types[7], "_name")) < 0)
+        return NULL;
+    PyObject *ok_name = PyObject_GetAttr(ok, fin.s_name);
+    if (ok_name == NULL)
+        return NULL;
+    if (!PyUnicode_CheckExact(ok_name)) {
+        Py_DECREF(ok_name);
+        PyErr_SetString(PyExc_TypeError, "configure_finished: StatusCode.OK.name is not a str");
+        return NULL;
+    }
+    memcpy(fin.off, off, sizeof(off));
+    fin.scope_name_off = scope_name_off;
+    PyTypeObject **slots[8] = {&fin.type,       &fin.deferred, &fin.readable, &fin.context,
+                               &fin.attributes, &fin.bounded,  &fin.status,   &fin.scope};
+    for (int i = 0; i < 8; i++)
+        Py_XSETREF(*slots[i], (PyTypeObject *)Py_NewRef(types[i]));
+    Py_XSETREF(fin.internal, Py_NewRef(internal));
+    Py_XSETREF(fin.unset, Py_NewRef(unset));
+    Py_XSETREF(fin.ok, Py_NewRef(ok));
+    Py_XSETREF(fin.ok_name, ok_name);
+    Py_XSETREF(fin.name_process, Py_NewRef(name_process));
+    Py_RETURN_NONE;
+}
+
+/* The items of a BoundedList (its deque) or a tuple, as a tuple (a new reference); NULL with no exception
+ * set: another container (the Python code copies it). */
+static PyObject *items_tuple(PyObject *container) {
+    if (PyTuple_CheckExact(container))
+        return Py_NewRef(container);
+    if (Py_TYPE(container) != fin.bounded)
+        return NULL;
+    PyObject *dq = PyObject_GetAttr(container, fin.s_dq);
+    if (dq == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *out = Py_TYPE(dq) == sp.deque_type ? PySequence_Tuple(dq) : NULL;
+    Py_DECREF(dq);
+    return out;
+}
+
+/* finished(span, level, overlapping) -> _Finished | None: the copy _Finished(span, level, overlapping)
+ * makes (no track, not announced, no bridged events), for a ReadableSpan of the SDK's classes; None: the
+ * Python code copies this one. */
+static PyObject *finished(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "finished(span, level, overlapping)");
+        return NULL;
+    }
+    if (fin.type == NULL || sp.deque_type == NULL || Py_TYPE(args[0]) != fin.readable)
+        Py_RETURN_NONE;
+    PyObject *v[RS_COUNT] = {NULL}, *f[FN_COUNT] = {NULL}, *out = NULL, *inner = NULL;
+    for (int i = 0; i < RS_COUNT; i++)
+        if ((v[i] = PyObject_GetAttr(args[0], fin.names[i])) == NULL) {
+            PyErr_Clear();
+            goto python;
+        }
+    PyObject *ctx = v[RS_CONTEXT], *parent = v[RS_PARENT];
+    if ((ctx != Py_None && (Py_TYPE(ctx) != fin.context || PyTuple_GET_SIZE(ctx) < 2)) ||
+        (parent != Py_None && (Py_TYPE(parent) != fin.context || PyTuple_GET_SIZE(parent) < 2)) ||
+        Py_TYPE(v[RS_ATTRIBUTES]) != fin.attributes || Py_TYPE(v[RS_STATUS]) != fin.status ||
+        (v[RS_SCOPE] != Py_None && Py_TYPE(v[RS_SCOPE]) != fin.scope))
+        goto python;
+    f[FN_TRACE_ID] = Py_NewRef(ctx == Py_None ? sp.zero : PyTuple_GET_ITEM(ctx, 0));
+    f[FN_SPAN_ID] = Py_NewRef(ctx == Py_None ? sp.zero : PyTuple_GET_ITEM(ctx, 1));
+    f[FN_PARENT_ID] = Py_NewRef(parent == Py_None ? sp.zero : PyTuple_GET_ITEM(parent, 1));
+    if ((inner = PyObject_GetAttr(v[RS_ATTRIBUTES], fin.s_dict_)) == NULL) {
+        PyErr_Clear();
+        goto python;
+    }
+    if (inner == Py_None) /* (_Finished then asks the span's public attributes) */
+        goto python;
+    f[FN_ATTRIBUTES] = inner, inner = NULL;
+    if ((f[FN_EVENTS] = items_tuple(v[RS_EVENTS])) == NULL || (f[FN_LINKS] = items_tuple(v[RS_LINKS])) == NULL)
+        goto fail_or_python;
+    if (v[RS_KIND] == fin.internal)
+        f[FN_KIND] = Py_NewRef(Py_None);
+    else if ((f[FN_KIND] = PyObject_GetAttr(v[RS_KIND], fin.s_name)) == NULL)
+        goto fail;
+    PyObject *code = PyObject_GetAttr(v[RS_STATUS], fin.s_status_code);
+    PyObject *description = code == NULL ? NULL : PyObject_GetAttr(v[RS_STATUS], fin.s_description);
+    if (description == NULL) {
+        Py_XDECREF(code);
+        PyErr_Clear();
+        goto python;
+    }
+    if ((f[FN_STATUS] = PyTuple_Pack(2, code, description)) == NULL) {
+        Py_DECREF(code);
+        Py_DECREF(description);
+        goto fail;
+    }
+    Py_DECREF(code);
+    Py_DECREF(description);
+    if (v[RS_SCOPE] == Py_None)
+        f[FN_SCOPE] = Py_NewRef(Py_None);
+    else if ((f[FN_SCOPE] = SLOT(v[RS_SCOPE], fin.scope_name_off)) == NULL)
+        goto python;
+    else
+        Py_INCREF(f[FN_SCOPE]);
+    f[FN_NAME] = Py_NewRef(v[RS_NAME]);
+    f[FN_START] = Py_NewRef(v[RS_START]);
+    f[FN_END] = Py_NewRef(v[RS_END]);
+    f[FN_RESOURCE] = Py_NewRef(v[RS_RESOURCE]);
+    f[FN_LEVEL] = Py_NewRef(args[1]);
+    f[FN_OVERLAPPING] = Py_NewRef(args[2]);
+    f[FN_TRACK] = Py_NewRef(Py_None);
+    f[FN_ANNOUNCED] = Py_NewRef(Py_False);
+    if ((out = fin.type->tp_alloc(fin.type, 0)) == NULL)
+        goto fail;
+    for (int i = 0; i < FN_COUNT; i++)
+        SLOT(out, fin.off[i]) = f[i], f[i] = NULL;
+    goto done;
+fail_or_python:
+    if (!PyErr_Occurred())
+        goto python;
+fail:
+    out = NULL;
+    goto done;
+python:
+    out = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < RS_COUNT; i++)
+        Py_XDECREF(v[i]);
+    for (int i = 0; i < FN_COUNT; i++)
+        Py_XDECREF(f[i]);
+    Py_XDECREF(inner);
+    return out;
+}
+
+/* The metadata _Finished._fill gives the span of `v` (a _Finished's slots), without "flows": 1 made (*md
+ * set), 0 the Python code converts it, -1 error. */
+static int finished_metadata(PyObject **v, PyObject *secret_cache, Py_ssize_t max_string, PyObject *special,
+                             PyObject **md) {
+    PyObject *attrs = v[FN_ATTRIBUTES], *status = v[FN_STATUS];
+    if ((attrs != Py_None && !PyDict_CheckExact(attrs)) || !PyTuple_CheckExact(status) || PyTuple_GET_SIZE(status) != 2)
+        return 0;
+    PyObject *code = PyTuple_GET_ITEM(status, 0), *description = PyTuple_GET_ITEM(status, 1);
+    if (code != fin.unset && code != fin.ok) /* (a failure: the Python code makes its error) */
+        return 0;
+    PyObject *out = attrs == Py_None ? PyDict_New() : PyDict_Copy(attrs);
+    if (out == NULL)
+        return -1;
+    int scope = PyObject_IsTrue(v[FN_SCOPE]), described = code == fin.ok ? PyObject_IsTrue(description) : 0;
+    if (scope < 0 || described < 0 ||
+        (v[FN_KIND] != Py_None && PyDict_SetItem(out, fin.s_otel_kind, v[FN_KIND]) < 0) ||
+        (code == fin.ok && PyDict_SetItem(out, fin.s_otel_status, fin.ok_name) < 0) ||
+        (described && PyDict_SetItem(out, fin.s_otel_description, description) < 0) ||
+        (scope && PyDict_SetItem(out, fin.s_otel_scope, v[FN_SCOPE]) < 0)) {
+        Py_DECREF(out);
+        return -1;
+    }
+    int plain = plain_metadata(out, secret_cache, max_string, special);
+    if (plain <= 0) {
+        Py_DECREF(out);
+        return plain;
+    }
+    *md = out;
+    return 1;
+}
+
+/* The event of a _Finished (its slots in `v`) that needs no Python code: 1 made (*made set), 0 the Python
+ * code converts it, -1 error; 2: it began before the session (left out, counted by the caller). `named`: the
+ * resource the process was last named after in this batch (borrowed). */
+static int finished_event(PyObject **v, PyObject *session, PyObject **named, long long session_start, long long wall, long long offset, PyObject *tid,
+                          PyObject *thread_name, PyObject *code_locations, PyObject *secret_cache,
+                          Py_ssize_t max_string, PyObject *special, PyObject **made) {
+    if (v[FN_ANNOUNCED] != Py_False || v[FN_TRACK] != Py_None || !PyTuple_CheckExact(v[FN_EVENTS]) ||
+        PyTuple_GET_SIZE(v[FN_EVENTS]) != 0 || !PyTuple_CheckExact(v[FN_LINKS]) ||
+        PyTuple_GET_SIZE(v[FN_LINKS]) != 0 || !PyLong_CheckExact(v[FN_SPAN_ID]) ||
+        !PyLong_CheckExact(v[FN_TRACE_ID]) || !PyLong_CheckExact(v[FN_PARENT_ID]) || !plain_name(v[FN_NAME]))
+        return 0;
+    unsigned long long span_id = PyLong_AsUnsignedLongLong(v[FN_SPAN_ID]);
+    if (span_id == (unsigned long long)-1 && PyErr_Occurred()) { /* (negative, or 64 bits and more) */
+        PyErr_Clear();
+        return 0;
+    }
+    int traced = PyObject_IsTrue(v[FN_TRACE_ID]), parented = PyObject_IsTrue(v[FN_PARENT_ID]);
+    if (span_id == 0 || traced <= 0 || parented < 0)
+        return traced < 0 || parented < 0 ? -1 : 0;
+    long long start, end = 0;
+    int a = small_int(v[FN_START], &start);
+    if (a <= 0)
+        return a;
+    if (v[FN_END] != Py_None) {
+        int b = small_int(v[FN_END], &end);
+        if (b <= 0)
+            return b;
+    }
+    /* (ns since the epoch -> the trace clock: start - wall; the span clock is that less `offset`) */
+    long long ev_start = start - wall, ev_end = end ? end - wall : ev_start;
+    if (ev_start <= -TS_LIMIT || ev_start >= TS_LIMIT || ev_end <= -TS_LIMIT || ev_end >= TS_LIMIT)
+        return 0;
+    if (ev_end < ev_start)
+        ev_end = ev_start;
+    PyObject *md = NULL;
+    int r = finished_metadata(v, secret_cache, max_string, special, &md);
+    if (r <= 0)
+        return r;
+    if ((r = add_code_location(md, v[FN_NAME], code_locations)) <= 0) {
+        Py_DECREF(md);
+        return r;
+    }
+    PyObject *resource = v[FN_RESOURCE];
+    if (resource != Py_None && resource != *named) { /* (_name_process: once a batch for each resource) */
+        PyObject *done = PyObject_CallFunctionObjArgs(fin.name_process, session, resource, NULL);
+        if (done == NULL) { /* (the Python code calls it again, and counts the span lost) */
+            PyErr_Clear();
+            Py_DECREF(md);
+            return 0;
+        }
+        Py_DECREF(done);
+        *named = resource;
+    }
+    if (ev_start - offset < session_start) {
+        Py_DECREF(md);
+        return 2;
+    }
+    PyObject *flows = PyTuple_Pack(1, v[FN_SPAN_ID]);
+    if (flows == NULL) {
+        Py_DECREF(md);
+        return -1;
+    }
+    PyObject *fields[7] = {Py_NewRef(v[FN_NAME]), PyLong_FromLongLong(ev_start), PyLong_FromLongLong(ev_end),
+                           Py_NewRef(v[FN_LEVEL]), md, Py_NewRef(tid), Py_NewRef(thread_name)};
+    if (fields[1] == NULL || fields[2] == NULL) {
+        for (int j = 0; j < 7; j++)
+            Py_XDECREF(fields[j]);
+        Py_DECREF(flows);
+        return -1;
+    }
+    PyObject *ev = new_event(fields);
+    if (ev == NULL) {
+        Py_DECREF(flows);
+        return -1;
+    }
+    Py_SETREF(SLOT(ev, field_off[F_FLOWS]), flows);
+    Py_SETREF(SLOT(ev, field_off[F_TRACE_ID]), Py_NewRef(v[FN_TRACE_ID]));
+    Py_SETREF(SLOT(ev, field_off[F_SPAN_ID]), Py_NewRef(v[FN_SPAN_ID]));
+    if (parented)
+        Py_SETREF(SLOT(ev, field_off[F_PARENT_ID]), Py_NewRef(v[FN_PARENT_ID]));
+    Py_SETREF(SLOT(ev, field_off[F_OVERLAPPING]), Py_NewRef(v[FN_OVERLAPPING]));
+    *made = ev;
+    return 1;
+}
+
+/* finished_events(records, session, start_ns, wall_offset, offset, tid, thread_name, code_locations, objects,
+ *                 materialize) -> (records, outside) | None
+ *
+ * What Session._materialize makes of a batch, and _events then of the commonest ended OpenTelemetry spans
+ * in it (see finished_event): each of those becomes its Event (span_events passes events through,
+ * counted as spans), or is left out when it began before the session (counted in `outside`); every other
+ * Deferred record becomes what materialize(record) gives (a list), in its place, so that the process is
+ * named after the resources in the order of the records. `objects` is (secret_cache, max_string,
+ * special_keys, text_check, key_check), as span_events takes it. None: not configured (the Python code
+ * materializes the batch). */
+static PyObject *finished_events_of(PyObject *self, PyObject *args) {
+    PyObject *records, *session, *tid, *thread_name, *code_locations, *secret_cache, *special, *check, *checks_keys,
+        *materialize;
+    long long session_start, wall, offset;
+    Py_ssize_t max_string;
+    if (!PyArg_ParseTuple(args, "O!OLLLOUO!(O!nO!OO)O:finished_events", &PyList_Type, &records, &session,
+                          &session_start, &wall, &offset, &tid, &thread_name, &PyDict_Type, &code_locations,
+                          &PyDict_Type, &secret_cache, &max_string, &PyFrozenSet_Type, &special, &check,
+                          &checks_keys, &materialize))
+        return NULL;
+    if (fin.type == NULL || event_type == NULL)
+        Py_RETURN_NONE;
+    /* (offsets that never are: every span to the Python code) */
+    int convert = wall > -TS_LIMIT && wall < TS_LIMIT && offset > -TS_LIMIT && offset < TS_LIMIT;
+    text_check = check; /* (finished_events resets them) */
+    key_cache = secret_cache;
+    key_check = checks_keys;
+    Py_ssize_t n = PyList_GET_SIZE(records), outside = 0;
+    PyObject *out = PyList_New(0), *named = NULL, *keep = PyList_GetSlice(records, 0, n);
+    if (out == NULL || keep == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rec = PyList_GET_ITEM(keep, i), *made = NULL;
+        if (convert && Py_TYPE(rec) == fin.type) {
+            PyObject *v[FN_COUNT];
+            int r = 0, whole = 1; /* (an unset slot: the Python code says so) */
+            for (int j = 0; j < FN_COUNT && whole; j++)
+                whole = (v[j] = SLOT(rec, fin.off[j])) != NULL;
+            if (whole)
+                r = finished_event(v, session, &named, session_start, wall, offset, tid, thread_name,
+                                   code_locations, secret_cache, max_string, special, &made);
+            if (r < 0)
+                goto error;
+            if (r == 2) {
+                outside++;
+                continue;
+            }
+            if (r == 1) {
+                r = PyList_Append(out, made);
+                Py_DECREF(made);
+                if (r < 0)
+                    goto error;
+                continue;
+            }
+        }
+        if (!PyObject_TypeCheck(rec, fin.deferred)) {
+            if (PyList_Append(out, rec) < 0)
+                goto error;
+            continue;
+        }
+        named = NULL; /* (the Python code may name the process after another resource) */
+        PyObject *got = PyObject_CallOneArg(materialize, rec);
+        if (got == NULL)
+            goto error;
+        if (!PyList_CheckExact(got)) {
+            Py_DECREF(got);
+            PyErr_SetString(PyExc_TypeError, "finished_events: materialize must return a list");
+            goto error;
+        }
+        int r = PyList_SetSlice(out, PyList_GET_SIZE(out), PyList_GET_SIZE(out), got);
+        Py_DECREF(got);
+        if (r < 0)
+            goto error;
+    }
+    Py_DECREF(keep);
+    return Py_BuildValue("(Nn)", out, outside);
+error:
+    Py_XDECREF(keep);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+static PyObject *finished_events(PyObject *self, PyObject *args) {
+    PyObject *result = finished_events_of(self, args);
+    text_check = key_cache = key_check = NULL;
     return result;
 }
 
@@ -3210,6 +3615,14 @@ static PyMethodDef methods[] = {
      "(None: record_from_log makes it)."},
     {"join_chunks", join_chunks, METH_VARARGS,
      "join_chunks(packets, limit): the packets joined in runs of at most limit bytes."},
+    {"configure_finished", configure_finished, METH_VARARGS,
+     "configure_finished(finished_type, deferred_type, readable, context, attributes, bounded_list, status, "
+     "scope, internal, unset, ok, name_process): the OpenTelemetry classes finished and finished_events read."},
+    {"finished", (PyCFunction)(void (*)(void))finished, METH_FASTCALL,
+     "finished(span, level, overlapping): the _Finished copy of an ended span (None: the Python code makes it)."},
+    {"finished_events", finished_events, METH_VARARGS,
+     "finished_events(records, session, start_ns, wall_offset, offset, tid, thread_name, code_locations, "
+     "objects, materialize): a batch materialized, the commonest ended OpenTelemetry spans as their events."},
     {"span_events", span_events, METH_VARARGS,
      "span_events(records, start_ns, offset, tid, thread_name, code_locations, objects): the events of the "
      "commonest span records (others left in place)."},
@@ -3270,6 +3683,17 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_dict, "__dict__");
     INTERN(s_name, "name");
     INTERN(s_getMessage, "getMessage");
+    for (int i = 0; i < RS_COUNT; i++)
+        INTERN(fin.names[i], readable_names[i]);
+    INTERN(fin.s_dict_, "_dict");
+    INTERN(fin.s_dq, "_dq");
+    INTERN(fin.s_status_code, "_status_code");
+    INTERN(fin.s_description, "_description");
+    INTERN(fin.s_otel_kind, "otel.kind");
+    INTERN(fin.s_otel_status, "otel.status");
+    INTERN(fin.s_otel_description, "otel.status_description");
+    INTERN(fin.s_otel_scope, "otel.scope");
+    INTERN(fin.s_name, "name");
     INTERN(sp.s_state_key, "tracebridge._speedups.thread_state");
     INTERN(sp.s_state, "state");
     INTERN(sp.s_place, "_place");

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 import tracebridge
+from tracebridge import _accel
 from tracebridge._recorder.runtime import RT
 from tracebridge.otel import (
     PerfettoSpanExporter,
@@ -376,3 +381,24 @@ def test_the_end_of_a_span_written_as_begun_is_never_dropped(
     assert long[3] is not None  # it ended
     steps = [s for s in imported.slices if s[0] == "step"]
     assert len(steps) == 4 and all(long[2] <= s[2] and s[2] + (s[3] or 0) <= long[2] + long[3] for s in steps)
+
+
+@pytest.mark.skipif(not _accel.accelerated, reason="the compiled accelerator is not in use here")
+def test_both_paths_record_the_same_spans(tmp_path: Path) -> None:
+    """The compiled copy and conversion of ended spans against the pure-Python ones: one workload of every
+    shape of span, in memory and in a file, records the same events, counts and process name."""
+    workload = Path(__file__).parent.parent / "workloads" / "otel_paths.py"
+    results = []
+    for pure in ("0", "1"):
+        env = {**os.environ, "TRACEBRIDGE_PURE_PYTHON": pure}
+        cmd = [sys.executable, str(workload), str(tmp_path / f"{pure}.perfetto-trace")]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        results.append(json.loads(out.stdout))
+    c, py = results
+    assert c.pop("accelerated") is True and py.pop("accelerated") is False
+    assert c == py
+    names = [e[1] for e in c["file"]]
+    assert names.count("db.query") == 3 and "GET /cart" in names and "still open" in names
+    assert c["file_stats"][1] == {"outside_session": {"span": 1}}
+    assert c["file_process"] == "checkout"  # (the span that ended last names it: the order is kept)

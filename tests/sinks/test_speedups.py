@@ -15,6 +15,19 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 import tracebridge
 from tracebridge import _accel, spans
@@ -22,6 +35,8 @@ from tracebridge._config import Config
 from tracebridge._model import ErrorInfo, Event, Frame, Record, SpanRecord, ThreadInfo, as_event
 from tracebridge._recorder.session import Session
 from tracebridge._sanitize import is_secret_key
+from tracebridge.otel import processor as otel_processor
+from tracebridge.otel.processor import _Finished
 from tracebridge.reading import read_trace
 from tracebridge.sinks.perfetto import writer as perfetto_writer
 from tracebridge.sinks.perfetto.reader import iter_frames
@@ -521,3 +536,209 @@ def test_trace_lines_turned_on_between_converting_and_writing_get_events(
         tracebridge.configure(log_lines=False)
     assert session.stats.internal_errors == 0
     assert any("late_line" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# -- ended OpenTelemetry spans: the copy on_end queues, and its events -----------------------------------
+
+_REMOTE = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+_STATUSES = [None, Status(StatusCode.OK), Status(StatusCode.ERROR, "declined"), Status(StatusCode.ERROR)]
+_otel_values = [
+    st.text(max_size=6),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.just(("a", "b")),
+    st.just("x" * 20_000),
+    st.just("https://u:p@h/?token=x"),
+]
+_otel_attributes = st.dictionaries(
+    st.sampled_from(["item", "queue", "ok", "ratio", "tags", "password", "category", "flows", "level", "é"]),
+    st.one_of(*_otel_values),
+    max_size=4,
+)
+
+
+class _CountingIds(IdGenerator):
+    """Ids in sequence (hypothesis strategies must not draw from the random module)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def generate_span_id(self) -> int:
+        self.n += 1
+        return self.n
+
+    def generate_trace_id(self) -> int:
+        self.n += 1
+        return self.n << 64 | self.n
+
+
+@st.composite
+def ended_spans(draw: st.DrawFn) -> list[ReadableSpan]:
+    """Ended spans as the SDK hands them to a processor: attributes, kinds, statuses, span events (an
+    exception among them), links, local and remote parents, scopes, resources; and a ReadableSpan made
+    directly (its attributes a plain dict)."""
+    ended: list[ReadableSpan] = []
+
+    class Catch(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            ended.append(span)
+
+    resource = draw(st.sampled_from([Resource.create({"service.name": "shop"}), Resource.get_empty()]))
+    provider = TracerProvider(resource=resource, id_generator=_CountingIds(), shutdown_on_exit=False)
+    provider.add_span_processor(Catch())
+    tracer = provider.get_tracer(draw(st.sampled_from(["tests", ""])))
+    parent = None
+    for _ in range(draw(st.integers(1, 5))):
+        context = draw(st.sampled_from([None, "remote", "parent"]))
+        span = tracer.start_span(
+            draw(_names),
+            context=(
+                set_span_in_context(NonRecordingSpan(_REMOTE))
+                if context == "remote"
+                else set_span_in_context(parent)
+                if context == "parent" and parent is not None
+                else None
+            ),
+            kind=draw(st.sampled_from(list(SpanKind))),
+            attributes=draw(_otel_attributes),
+            links=[Link(_REMOTE)] if draw(st.integers(0, 4)) == 0 else [],
+        )
+        if draw(st.integers(0, 4)) == 0:
+            span.add_event("cache_miss", {"key": "k"})
+        if draw(st.integers(0, 4)) == 0:
+            span.record_exception(ValueError("bad"))
+        status = draw(st.sampled_from(_STATUSES))
+        if status is not None:
+            span.set_status(status)
+        if parent is None:
+            parent = span
+        else:
+            span.end()
+    if parent is not None:
+        parent.end()
+    ended.append(ReadableSpan("direct", context=_REMOTE, attributes={"a": 1}, start_time=5, end_time=9))
+    return ended
+
+
+def _slots(rec: Any) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in _Finished.__slots__}
+
+
+@compiled
+@settings(max_examples=100, deadline=None)
+@given(ended_spans(), st.booleans())
+def test_both_paths_copy_ended_spans_alike(ended: list[ReadableSpan], overlapping: bool) -> None:
+    """The compiled copy of an ended span holds what the Python one does; it copies the SDK's spans and
+    leaves a span of another shape to the Python code."""
+    for span in ended:
+        made = otel_processor._copy(span, 2, overlapping)
+        if span.name == "direct":
+            assert made is None
+            continue
+        assert type(made) is _Finished
+        assert _slots(made) == _slots(_Finished(span, 2, overlapping))
+
+
+def materialized(records: list[Any], compiled: bool, start: int) -> tuple[Any, ...]:
+    """What a session's writer makes of ``records`` (ended spans among them) on one path: events,
+    recorded and dropped counts, and the name the process was given."""
+    from tracebridge._recorder import session as session_module
+
+    saved = session_module.speedups
+    session_module.speedups = saved if compiled else None
+    otel_processor._named[0] = (None, None)
+    try:
+        s = session_module.Session(3, None, "none", Config())
+        s.start_ns, s.clock_offset, s.wall_offset_ns = start, 12_345, WALL
+        info = ThreadInfo(PID, 42, "worker")
+        events = s._events(s._materialize(list(records), info), info)
+        return events, dict(s.stats.recorded), {k: dict(v) for k, v in s.stats.dropped.items()}, s._rename
+    finally:
+        session_module.speedups = saved
+        otel_processor._named[0] = (None, None)
+
+
+WALL = 1_700_000_000 * 10**9
+
+
+@st.composite
+def finished_batches(draw: st.DrawFn) -> tuple[list[Any], int]:
+    """Ended spans queued as the processor queues them (copied either way), some with fields no SDK span
+    has (no ids, no times, times out of range, an end before the start), announced, on a track of their
+    own; among other records. And the session's start (some spans began before it)."""
+    out: list[Any] = []
+    resources = [
+        Resource.create({"service.name": "shop"}),
+        Resource.create({"service.name": "billing"}),
+        None,
+    ]
+    for span in draw(ended_spans()):
+        rec = _Finished(span, draw(st.integers(1, 3)), draw(st.booleans()))
+        rec.start_time = WALL + 10**9 + draw(st.integers(0, 10**6))
+        rec.end_time = rec.start_time + draw(st.integers(-10, 10**6))
+        rec.resource = draw(st.sampled_from(resources))
+        shape = draw(st.integers(0, 12))
+        if shape == 1:
+            rec.span_id = draw(st.sampled_from([0, 2**64, -1]))
+        elif shape == 2:
+            rec.start_time = draw(st.sampled_from([None, 2**70, 0]))
+        elif shape == 3:
+            rec.end_time = draw(st.sampled_from([None, 0, 2**70]))
+        elif shape == 4:  # (without span events: their instants would ask for a trace id, made at random)
+            rec.trace_id, rec.events = 0, ()
+        elif shape == 5:
+            rec.announced = True
+        elif shape == 6:
+            rec.track = f"trace {rec.trace_id:032x}"
+        elif shape == 7:
+            rec.attributes = None
+        out.append(rec)
+        if draw(st.integers(0, 5)) == 0:
+            out.append(("plain", 1, 10**12 + 5, 10**12 + 9))
+    start = draw(st.sampled_from([0, 10**9 - 12_345 + 500_000]))
+    return out, start
+
+
+@compiled
+@settings(max_examples=150, deadline=None)
+@given(finished_batches(), st.booleans())
+def test_both_paths_make_the_same_events_of_ended_spans(batch: tuple[list[Any], int], warm: bool) -> None:
+    """The compiled conversion of ended spans gives the events, counts and process name the Python one
+    does, whether the sanitizer's cache of keys knows the attributes' names or not."""
+    records, start = batch
+    if warm:
+        for key in ("item", "queue", "otel.scope", "otel.kind", "otel.status"):
+            is_secret_key(key, Config().limits)
+    assert materialized(records, True, start) == materialized(records, False, start)
+
+
+@compiled
+def test_the_compiled_writer_takes_the_common_ended_spans() -> None:
+    """Plain ended spans become their events without their Python materialize(); the others go through
+    it, in their place."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop"}), shutdown_on_exit=False)
+    ended: list[ReadableSpan] = []
+
+    class Catch(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            ended.append(span)
+
+    provider.add_span_processor(Catch())
+    tracer = provider.get_tracer("tests")
+    for i in range(3):
+        with tracer.start_as_current_span("work", attributes={"item": i}) as span:
+            if i == 1:
+                span.add_event("cache_miss")
+    records = [otel_processor._copy(span, 2, False) for span in ended]
+    records[2].start_time = records[0].start_time = WALL + 10**9
+    records[1].start_time = WALL + 10**9 + 1
+    s = Session(3, None, "none", Config())
+    s.start_ns, s.clock_offset, s.wall_offset_ns = 0, 12_345, WALL
+    slow: list[Any] = []
+    s._materialize_one = lambda rec: slow.append(rec) or rec.materialize(s)  # type: ignore[method-assign]
+    made = s._materialize(records, ThreadInfo(PID, 42, "worker"))
+    assert slow == [records[1]]
+    assert [type(r).__name__ for r in made] == ["Event", "SpanRecord", "Record", "Event"]
+    assert made[0].flows == (made[0].span_id,) and made[0].metadata == {"item": 0, "otel.scope": "tests"}
+    assert s._rename == "shop"

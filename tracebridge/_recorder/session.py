@@ -30,7 +30,7 @@ from .._model import (
     as_event,
     trace_clock_ns,
 )
-from .._sanitize import Counts, may_hold_secret, scrub_text
+from .._sanitize import Counts, is_secret_key, may_hold_secret, scrub_text
 from ..sampling.pipeline import Pipeline
 from ..sinks.memory import MemorySink, NullSink
 from .convert import EventConversion
@@ -129,6 +129,15 @@ class Session(EventConversion):
         #: What the compiled conversion calls on text that may hold a credential (None: scrubbing is off).
         self._text_check = (
             None if self.limits.secret_keys is None else functools.partial(scrub_text, limits=self.limits)
+        )
+        #: What the compiled conversion reads to tell text and metadata that need no work (the sanitizer's
+        #: cache of keys, and what fills it for a key not seen yet).
+        self._plain_checks = (
+            self.limits.secret_cache,
+            self.limits.max_string,
+            SPECIAL_KEYS,
+            self._text_check,
+            functools.partial(is_secret_key, limits=self.limits),
         )
         self.counts = Counts()  # sanitizing done on application threads (under _stats_lock)
         self._writer_counts = Counts()  # sanitizing done by the writer thread
@@ -525,7 +534,7 @@ class Session(EventConversion):
                 self._room_made()
             try:
                 if st.deferred:
-                    records = self._materialize(records)
+                    records = self._materialize(records, info)
                 pipe = self.pipeline
                 if pipe is not None and pipe.tail_stages:
                     # (Tail stages read records: spans queued compact before sampling began are expanded.)
@@ -566,18 +575,43 @@ class Session(EventConversion):
             for kind, count in kinds.items():
                 self.stats.count_drop(reason, kind, count)
 
-    def _materialize(self, records: list[Any]) -> list[Any]:
+    def _materialize(self, records: list[Any], info: ThreadInfo) -> list[Any]:
+        if speedups is not None and self.pipeline is None:
+            # Compiled: the commonest ended OpenTelemetry spans become their events here (_events counts
+            # them); the other Deferred records go through _materialize_one, in their order.
+            made = speedups.finished_events(
+                records,
+                self,
+                self.start_ns,
+                self.wall_offset_ns,
+                self.clock_offset,
+                info.tid,
+                info.name,
+                CODE_LOCATIONS,
+                self._plain_checks,
+                self._materialize_one,
+            )
+            if made is not None:
+                records, outside = made
+                if outside:
+                    self.count_drop("outside_session", "span", outside)
+                return records
         out: list[Any] = []
         for rec in records:
             if isinstance(rec, Deferred):
-                try:
-                    out.extend(rec.materialize(self))
-                except Exception as exc:
-                    _safety.defer_error("writer.materialize", exc)
-                    self.count_drop("internal_error", rec.kind)
+                out.extend(self._materialize_one(rec))
             else:
                 out.append(rec)
         return out
+
+    def _materialize_one(self, rec: Deferred) -> list[Any]:
+        """The records ``rec`` stands for (none when it fails: counted as an ``internal_error``)."""
+        try:
+            return rec.materialize(self)
+        except Exception as exc:
+            _safety.defer_error("writer.materialize", exc)
+            self.count_drop("internal_error", rec.kind)
+            return []
 
     def _write_items(
         self, items: list[tuple[ThreadInfo, Any]], info: ThreadInfo | None = None, loss: Loss | None = None
@@ -598,11 +632,7 @@ class Session(EventConversion):
         if speedups is not None:
             # Compiled: the commonest spans, log messages and instants become their events; other records
             # stay in place for the loop below (objects too when ids are wanted: trace lines, in memory).
-            objects = (
-                None
-                if self._make_ids or self.lines is not None
-                else (self.limits.secret_cache, self.limits.max_string, SPECIAL_KEYS, self._text_check)
-            )
+            objects = None if self._make_ids or self.lines is not None else self._plain_checks
             # (Compact events, where the sink takes them: spans that need nothing else cost no Event.)
             compact = getattr(type(self._sink), "takes_compact", False) is True and self.lines is None
             made, outside, left, logs, instants = speedups.span_events(

@@ -11,11 +11,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from .. import _safety
+from .._accel import speedups
 from .._model import Deferred, ErrorInfo, Frame, Record, SpanRecord
 from .._recorder import Session, configure, source_failed
 from .._recorder.runtime import RT, revive, thread_state
@@ -306,7 +310,10 @@ class _Recorder:
         if st.dead:  # its thread has ended since
             st = thread_state()
             st.deferred = True
-        st.push(_Finished(span, level, overlapping, bridged=bridged))
+        # (Compiled: the copy made reading the SDK's fields where it keeps them; None for a span of
+        # another shape.)
+        rec = None if _copy is None or bridged else _copy(span, level, overlapping)
+        st.push(_Finished(span, level, overlapping, bridged=bridged) if rec is None else rec)
 
 
 def _local_ns(session: Session, epoch_ns: int) -> int:
@@ -328,6 +335,26 @@ def _name_process(session: Session, resource: Any) -> None:
     # process's own name says more.)
     if isinstance(name, str) and name and name != session.process_name and not name.startswith(_UNNAMED):
         session.rename_process(name)
+
+
+#: The compiled copy of an ended span (None: the pure-Python path).
+_copy: Any = None
+if speedups is not None:  # what the compiled copy and the writer's compiled conversion compare with
+    speedups.configure_finished(
+        _Finished,
+        Deferred,
+        ReadableSpan,
+        SpanContext,
+        BoundedAttributes,
+        BoundedList,
+        Status,
+        InstrumentationScope,
+        SpanKind.INTERNAL,
+        StatusCode.UNSET,
+        StatusCode.OK,
+        _name_process,
+    )
+    _copy = speedups.finished
 
 
 class PerfettoSpanProcessor(SpanProcessor):
