@@ -3229,7 +3229,7 @@ static PyObject *items_tuple(PyObject *container) {
         PyErr_Clear();
         return NULL;
     }
-    PyObject *out = Py_TYPE(dq) == sp.deque_type ? PySequence_Tuple(dq) : NULL;
+    PyObject *out = Py_TYPE(dq) != sp.deque_type ? NULL : PyObject_Size(dq) == 0 ? PyTuple_New(0) : PySequence_Tuple(dq);
     Py_DECREF(dq);
     return out;
 }
@@ -3245,11 +3245,19 @@ static PyObject *finished(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (fin.type == NULL || sp.deque_type == NULL || Py_TYPE(args[0]) != fin.readable)
         Py_RETURN_NONE;
     PyObject *v[RS_COUNT] = {NULL}, *f[FN_COUNT] = {NULL}, *out = NULL, *inner = NULL;
-    for (int i = 0; i < RS_COUNT; i++)
-        if ((v[i] = PyObject_GetAttr(args[0], fin.names[i])) == NULL) {
-            PyErr_Clear();
+    PyObject *fields = PyObject_GenericGetDict(args[0], NULL);
+    if (fields == NULL)
+        return NULL;
+    for (int i = 0; i < RS_COUNT; i++) {
+        if ((v[i] = PyDict_GetItemWithError(fields, fin.names[i])) == NULL) {
+            Py_DECREF(fields);
+            if (PyErr_Occurred())
+                goto fail;
             goto python;
         }
+        Py_INCREF(v[i]);
+    }
+    Py_DECREF(fields);
     PyObject *ctx = v[RS_CONTEXT], *parent = v[RS_PARENT];
     if ((ctx != Py_None && (Py_TYPE(ctx) != fin.context || PyTuple_GET_SIZE(ctx) < 2)) ||
         (parent != Py_None && (Py_TYPE(parent) != fin.context || PyTuple_GET_SIZE(parent) < 2)) ||

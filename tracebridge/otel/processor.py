@@ -253,19 +253,27 @@ class _Recorder:
         self.trace_level = trace_level
         #: Spans that ended while nothing here was recording them.
         self.dropped = 0
+        #: The session :meth:`session` gave last: while it is the active one, it gives it again.
+        self.known: Session | None = None
+        #: The instrumentation scope seen last that is not the bridge's.
+        self.plain_scope: Any = None
 
     def session(self) -> Session | None:
         raise NotImplementedError
 
     def start(self, span: Any) -> None:
-        if _safety.inside.get() or self.trace_level > RT.level:
+        if self.trace_level > RT.level or _safety.inside.get():
             return
-        session = self.session()
-        if session is None:
-            return
+        session = RT.session
+        if session is None or session is not self.known:
+            session = self.known = self.session()
+            if session is None:
+                return
         scope = getattr(span, "instrumentation_scope", None)
-        if scope is not None and scope.name == BRIDGE_SCOPE:
-            return  # the twin of a tracebridge span: tracebridge records the original
+        if scope is not self.plain_scope:
+            if scope is not None and scope.name == BRIDGE_SCOPE:
+                return  # the twin of a tracebridge span: tracebridge records the original
+            self.plain_scope = scope
         span_id = span.get_span_context().span_id
         if span_id in open_spans:
             return  # another processor records it (a trace file and trace lines: one record)
