@@ -70,6 +70,30 @@ def test_sigterm_handled_by_the_program_is_left_to_it(tmp_path: Path) -> None:
     assert [e.name for e in read_trace(path).events] == ["after"]
 
 
+def slow_to_close(path: Path, seconds: float) -> str:
+    """Source that starts recording into ``path`` with a writer whose close takes ``seconds`` and sets the
+    event ``closing`` as it begins (a stop is then under way on the thread that stops)."""
+    return textwrap.indent(
+        textwrap.dedent(
+            f"""
+            import os, signal, threading, time, tracebridge
+            from tracebridge.sinks.perfetto.writer import PerfettoWriter
+
+            closing = threading.Event()
+
+            class SlowToClose(PerfettoWriter):
+                def close(self, *args, **kwargs):
+                    closing.set()
+                    time.sleep({seconds})
+                    super().close(*args, **kwargs)
+
+            tracebridge.start(output={str(path)!r}, sink=lambda s: SlowToClose(s.path))
+            """
+        ),
+        " " * 8,
+    )
+
+
 @pytest.mark.parametrize("main_thread_waits", ["sleep", "sigwait"])
 def test_sigterm_while_another_thread_stops_still_ends_the_process(
     tmp_path: Path, main_thread_waits: str
@@ -77,18 +101,7 @@ def test_sigterm_while_another_thread_stops_still_ends_the_process(
     # (The stop ends on its own thread; the main thread then waits where Python may run no handler.)
     path = tmp_path / "slow.perfetto-trace"
     code = f"""
-        import os, signal, threading, time, tracebridge
-        from tracebridge.sinks.perfetto.writer import PerfettoWriter
-
-        closing = threading.Event()
-
-        class SlowToClose(PerfettoWriter):
-            def close(self, *args, **kwargs):
-                closing.set()
-                time.sleep(0.5)
-                super().close(*args, **kwargs)
-
-        tracebridge.start(output={str(path)!r}, sink=lambda s: SlowToClose(s.path))
+        {slow_to_close(path, 0.5)}
         with tracebridge.span("work"):
             pass
         stopper = threading.Thread(target=tracebridge.stop)
@@ -113,18 +126,7 @@ def test_a_child_forked_while_another_thread_stops_still_dies_of_sigterm(tmp_pat
     # (The child must not inherit the parent's stop under way: its handler would wait for it forever.)
     path = tmp_path / "parent.perfetto-trace"
     code = f"""
-        import os, signal, threading, time, tracebridge
-        from tracebridge.sinks.perfetto.writer import PerfettoWriter
-
-        closing = threading.Event()
-
-        class SlowToClose(PerfettoWriter):
-            def close(self, *args, **kwargs):
-                closing.set()
-                time.sleep(1.0)
-                super().close(*args, **kwargs)
-
-        tracebridge.start(output={str(path)!r}, sink=lambda s: SlowToClose(s.path))
+        {slow_to_close(path, 1.0)}
         stopper = threading.Thread(target=tracebridge.stop)
         stopper.start()
         assert closing.wait(60)
