@@ -2,7 +2,8 @@
 
 (a) a recorded ``with span()`` vs an OpenTelemetry SDK span with a no-op exporter: target >= 10x cheaper;
 (b) a span at a level that is off vs ``with contextlib.nullcontext():`` around the same call (target: no
-    dearer), and an ``if tracebridge.active(3):`` guard vs a plain ``if flag:`` (target: within 2x);
+    dearer), and an ``if tracebridge.active(3):`` guard vs one empty call (target: at most 1.5x as dear)
+    and vs a plain ``if flag:`` (within 2x);
 (e) a ``@traced`` function's per-call overhead vs viztracer's on the same function (reported).
 
 Run: python benchmarks/bench_spans.py [--quick]
@@ -79,7 +80,7 @@ def recorded_span(path: str) -> tuple[float, float]:
     return app, end_to_end
 
 
-def off_level() -> tuple[float, float, float, float, float, float]:
+def off_level() -> tuple[float, float, float, float, float, float, float]:
     tracebridge.start(level=2)
 
     def span_off(n: int) -> None:
@@ -105,6 +106,10 @@ def off_level() -> tuple[float, float, float, float, float, float]:
             if flag:
                 work()
 
+    def empty_call(n: int) -> None:
+        for _ in range(n):
+            work()
+
     def call_guarded(n: int) -> None:
         active = tracebridge.active
         for _ in range(n):
@@ -120,7 +125,7 @@ def off_level() -> tuple[float, float, float, float, float, float]:
 
     results = tuple(
         per_op_ns(f, N * 5, REPEAT)
-        for f in (span_off, nullctx, guard_active, guard_flag, call_guarded, call_flagged)
+        for f in (span_off, nullctx, guard_active, guard_flag, empty_call, call_guarded, call_flagged)
     )
     tracebridge.stop()
     return results  # type: ignore[return-value]
@@ -160,7 +165,7 @@ def main() -> None:
         path = os.path.join(d, "bench.perfetto-trace")
         otel = otel_anchor()
         app, e2e = recorded_span(path)
-        off, null, g_active, g_flag, c_active, c_flag = off_level()
+        off, null, g_active, g_flag, g_call, c_active, c_flag = off_level()
         base, traced, viz = traced_vs_viztracer(path)
     print(f"tracebridge span benchmarks (N={N}, best of {REPEAT}; Python {sys.version.split()[0]})")
     print("(a) recorded span vs OpenTelemetry SDK span (no-op exporter):")
@@ -168,6 +173,7 @@ def main() -> None:
     print(row("with span(): incl. writer encoding + file write vs OTel", e2e, otel, ">= 10x"))
     print("(b) spans whose level is off:")
     print(row("span(level=3) off vs nullcontext (around the same call)", off, null, ">= 1.0x"))
+    print(row("if active(3): vs one empty call (tight loop)", g_active, g_call, "<= 1.5x: ratio >= 0.67"))
     print(row("if active(3): vs if flag: (tight loop)", g_active, g_flag, "within 2x: ratio >= 0.5"))
     print(row("work(); if active(3): vs work(); if flag:", c_active, c_flag, "within 2x: ratio >= 0.5"))
     print("(e) @traced function, per-call overhead over a bare call:")

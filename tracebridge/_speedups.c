@@ -1423,7 +1423,372 @@ error:
     return NULL;
 }
 
-/* Queue a record on a thread's deque; st.crowded(rec) when it holds buffer_soft records already. */
+/* -- a thread's queue of records ---------------------------------------------------------------------- */
+
+/* The compiled path's ThreadState.buf (the pure path's is a collections.deque; this one does what the
+ * code asks of that: append, popleft, extend, clear, len, iteration, indexing). A ring of entries: a
+ * record object, or a compact span held as C values (its name, level and times), which is what the
+ * commonest span is: it ends without making a tuple, and the writer takes a run of entries at once
+ * (take(n): a RecordBatch) and reads compact ones without any object. Anything that asks for a compact
+ * entry as an object gets the tuple runtime.CompactSpan, (name, level, start_ns, end_ns). Only the GIL
+ * guards it (the free-threaded build takes the pure path); Python code that runs inside these methods (a
+ * finalizer freed by a decref, a collection an allocation starts) may queue more records, so no method
+ * holds a pointer into the ring across such a call. */
+typedef struct {
+    PyObject *obj; /* the record, or a compact span's name */
+    long long level, start, end;
+    int compact;
+} QEntry;
+
+typedef struct {
+    PyObject_HEAD
+    QEntry *ring;
+    Py_ssize_t cap, head, len; /* cap: a power of two (or 0: no ring) */
+} RecordQueue;
+
+typedef struct {
+    PyObject_HEAD
+    QEntry *items;
+    Py_ssize_t len;
+} RecordBatch;
+
+static PyTypeObject RecordQueueType, RecordBatchType;
+
+#define RQ_AT(q, i) ((q)->ring[((q)->head + (i)) & ((q)->cap - 1)])
+#define RQ_SHRINK 4096 /* an emptied ring of more entries than this is freed (as a deque frees its blocks) */
+
+/* The entry as an object (a new reference): the record, or the compact span's tuple. */
+static PyObject *entry_object(const QEntry *e) {
+    if (!e->compact)
+        return Py_NewRef(e->obj);
+    PyObject *level = PyLong_FromLongLong(e->level), *start = PyLong_FromLongLong(e->start),
+             *end = PyLong_FromLongLong(e->end), *t = NULL;
+    if (level != NULL && start != NULL && end != NULL)
+        t = PyTuple_Pack(4, e->obj, level, start, end);
+    Py_XDECREF(level);
+    Py_XDECREF(start);
+    Py_XDECREF(end);
+    return t;
+}
+
+static int rq_push(RecordQueue *q, QEntry e) {
+    if (q->len == q->cap) {
+        Py_ssize_t cap = q->cap ? q->cap * 2 : 64;
+        if (cap > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(QEntry)) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        QEntry *ring = PyMem_Malloc((size_t)cap * sizeof(QEntry));
+        if (ring == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < q->len; i++)
+            ring[i] = RQ_AT(q, i);
+        PyMem_Free(q->ring);
+        q->ring = ring, q->cap = cap, q->head = 0;
+    }
+    q->ring[(q->head + q->len) & (q->cap - 1)] = e;
+    q->len++;
+    return 0;
+}
+
+/* Queue a compact span (the name is borrowed). */
+static int rq_push_compact(RecordQueue *q, PyObject *name, long long level, long long start, long long end) {
+    QEntry e = {name, level, start, end, 1};
+    if (rq_push(q, e) < 0)
+        return -1;
+    Py_INCREF(name);
+    return 0;
+}
+
+static int rq_push_object(RecordQueue *q, PyObject *obj) {
+    QEntry e = {obj, 0, 0, 0, 0};
+    if (rq_push(q, e) < 0)
+        return -1;
+    Py_INCREF(obj);
+    return 0;
+}
+
+/* Take the first n entries off the ring into `out` (their references move). */
+static void rq_detach(RecordQueue *q, QEntry *out, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = RQ_AT(q, i);
+    q->head = (q->head + n) & (q->cap - 1);
+    q->len -= n;
+    if (q->len == 0) {
+        q->head = 0;
+        if (q->cap > RQ_SHRINK) {
+            PyMem_Free(q->ring);
+            q->ring = NULL, q->cap = 0;
+        }
+    }
+}
+
+static void entries_release(QEntry *items, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(items[i].obj);
+}
+
+static PyObject *rq_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || PyTuple_GET_SIZE(args)) {
+        PyErr_SetString(PyExc_TypeError, "RecordQueue() takes no arguments");
+        return NULL;
+    }
+    RecordQueue *q = (RecordQueue *)type->tp_alloc(type, 0);
+    if (q != NULL)
+        q->ring = NULL, q->cap = q->head = q->len = 0;
+    return (PyObject *)q;
+}
+
+static PyObject *rq_append(PyObject *self, PyObject *obj) {
+    if (rq_push_object((RecordQueue *)self, obj) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* append_compact(name, level, start_ns, end_ns): queue a span as runtime.CompactSpan (held as C values
+ * when they are ints of the range the writer takes, else as the tuple). */
+static PyObject *rq_append_compact(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "append_compact(name, level, start_ns, end_ns)");
+        return NULL;
+    }
+    long long level, start, end;
+    int a = small_int(args[1], &level), b = a > 0 ? small_int(args[2], &start) : a,
+        c = b > 0 ? small_int(args[3], &end) : b;
+    if (c < 0)
+        return NULL;
+    if (c > 0) {
+        if (rq_push_compact((RecordQueue *)self, args[0], level, start, end) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *t = PyTuple_Pack(4, args[0], args[1], args[2], args[3]);
+    int r = t == NULL ? -1 : rq_push_object((RecordQueue *)self, t);
+    Py_XDECREF(t);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *rq_extend(PyObject *self, PyObject *iterable) {
+    PyObject *it = PyObject_GetIter(iterable);
+    if (it == NULL)
+        return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int r = rq_push_object((RecordQueue *)self, item);
+        Py_DECREF(item);
+        if (r < 0)
+            break;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *rq_popleft(PyObject *self, PyObject *unused) {
+    RecordQueue *q = (RecordQueue *)self;
+    if (q->len == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty queue");
+        return NULL;
+    }
+    QEntry e = q->ring[q->head];
+    /* The object first (it may run a collection, which may queue more at the tail): the entry leaves the
+     * queue only once it exists. */
+    PyObject *obj = entry_object(&e);
+    if (obj == NULL)
+        return NULL;
+    QEntry gone;
+    rq_detach(q, &gone, 1);
+    Py_DECREF(gone.obj);
+    return obj;
+}
+
+/* Empty the queue (the entries are released after it is empty: a finalizer may queue more). */
+static int rq_clear_entries(RecordQueue *q) {
+    Py_ssize_t n = q->len;
+    if (n == 0)
+        return 0;
+    QEntry *items = PyMem_Malloc((size_t)n * sizeof(QEntry));
+    if (items == NULL) { /* (no memory for the copy: released in place, one at a time) */
+        while (q->len) {
+            QEntry gone;
+            rq_detach(q, &gone, 1);
+            Py_DECREF(gone.obj);
+        }
+        return 0;
+    }
+    rq_detach(q, items, n);
+    entries_release(items, n);
+    PyMem_Free(items);
+    return 0;
+}
+
+static PyObject *rq_clear(PyObject *self, PyObject *unused) {
+    rq_clear_entries((RecordQueue *)self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *rq_take(PyObject *self, PyObject *arg) {
+    RecordQueue *q = (RecordQueue *)self;
+    Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    RecordBatch *b = PyObject_GC_New(RecordBatch, &RecordBatchType);
+    if (b == NULL)
+        return NULL;
+    b->items = NULL, b->len = 0;
+    /* (read after the allocation, which may have run a collection) */
+    n = n < 0 ? 0 : n > q->len ? q->len : n;
+    if (n > 0) {
+        b->items = PyMem_Malloc((size_t)n * sizeof(QEntry));
+        if (b->items == NULL) {
+            Py_DECREF(b);
+            return PyErr_NoMemory();
+        }
+        rq_detach(q, b->items, n);
+        b->len = n;
+    }
+    PyObject_GC_Track(b);
+    return (PyObject *)b;
+}
+
+static Py_ssize_t rq_length(PyObject *self) { return ((RecordQueue *)self)->len; }
+
+static PyObject *rq_item(PyObject *self, Py_ssize_t i) {
+    RecordQueue *q = (RecordQueue *)self;
+    if (i < 0 || i >= q->len) {
+        PyErr_SetString(PyExc_IndexError, "queue index out of range");
+        return NULL;
+    }
+    QEntry e = RQ_AT(q, i);
+    return entry_object(&e);
+}
+
+/* Iteration walks a snapshot (the queue may change meanwhile, as the writer takes and threads queue). */
+static PyObject *rq_iter(PyObject *self) {
+    RecordQueue *q = (RecordQueue *)self;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < q->len; i++) {
+        QEntry e = RQ_AT(q, i);
+        PyObject *o = entry_object(&e);
+        if (o == NULL || PyList_Append(list, o) < 0) {
+            Py_XDECREF(o);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(o);
+    }
+    PyObject *it = PyObject_GetIter(list);
+    Py_DECREF(list);
+    return it;
+}
+
+static int rq_traverse(PyObject *self, visitproc visit, void *arg) {
+    RecordQueue *q = (RecordQueue *)self;
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        Py_VISIT(RQ_AT(q, i).obj);
+    return 0;
+}
+
+static int rq_tp_clear(PyObject *self) { return rq_clear_entries((RecordQueue *)self); }
+
+static void rq_dealloc(PyObject *self) {
+    RecordQueue *q = (RecordQueue *)self;
+    PyObject_GC_UnTrack(self);
+    rq_clear_entries(q);
+    PyMem_Free(q->ring);
+    q->ring = NULL;
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *rq_repr(PyObject *self) {
+    return PyUnicode_FromFormat("<tracebridge RecordQueue of %zd records>", ((RecordQueue *)self)->len);
+}
+
+static PyMethodDef rq_methods[] = {
+    {"append", rq_append, METH_O, "Queue a record."},
+    {"append_compact", (PyCFunction)(void (*)(void))rq_append_compact, METH_FASTCALL,
+     "append_compact(name, level, start_ns, end_ns): queue a span as the tuple CompactSpan (held as C values)."},
+    {"extend", rq_extend, METH_O, "Queue each record of an iterable."},
+    {"popleft", rq_popleft, METH_NOARGS, "Take the first record off (IndexError when empty)."},
+    {"clear", rq_clear, METH_NOARGS, "Empty the queue."},
+    {"take", rq_take, METH_O, "take(n): the first n records (fewer when fewer are queued) as a RecordBatch."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods rq_as_sequence = {.sq_length = rq_length, .sq_item = rq_item};
+
+static PyTypeObject RecordQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.RecordQueue",
+    .tp_basicsize = sizeof(RecordQueue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A thread's queue of records for the writer (the compiled path's deque).",
+    .tp_new = rq_new,
+    .tp_dealloc = rq_dealloc,
+    .tp_traverse = rq_traverse,
+    .tp_clear = rq_tp_clear,
+    .tp_repr = rq_repr,
+    .tp_iter = rq_iter,
+    .tp_methods = rq_methods,
+    .tp_as_sequence = &rq_as_sequence,
+};
+
+/* A run of records taken off a queue: a read-only sequence (the compact ones as tuples), which the
+ * compiled conversion (span_events) reads in place. */
+static Py_ssize_t batch_length(PyObject *self) { return ((RecordBatch *)self)->len; }
+
+static PyObject *batch_item(PyObject *self, Py_ssize_t i) {
+    RecordBatch *b = (RecordBatch *)self;
+    if (i < 0 || i >= b->len) {
+        PyErr_SetString(PyExc_IndexError, "batch index out of range");
+        return NULL;
+    }
+    return entry_object(&b->items[i]);
+}
+
+static int batch_traverse(PyObject *self, visitproc visit, void *arg) {
+    RecordBatch *b = (RecordBatch *)self;
+    for (Py_ssize_t i = 0; i < b->len; i++)
+        Py_VISIT(b->items[i].obj);
+    return 0;
+}
+
+static int batch_clear(PyObject *self) {
+    RecordBatch *b = (RecordBatch *)self;
+    QEntry *items = b->items;
+    Py_ssize_t n = b->len;
+    b->items = NULL, b->len = 0;
+    entries_release(items, n);
+    PyMem_Free(items);
+    return 0;
+}
+
+static void batch_dealloc(PyObject *self) {
+    PyObject_GC_UnTrack(self);
+    batch_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PySequenceMethods batch_as_sequence = {.sq_length = batch_length, .sq_item = batch_item};
+
+static PyTypeObject RecordBatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.RecordBatch",
+    .tp_basicsize = sizeof(RecordBatch),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Records taken off a RecordQueue (a read-only sequence).",
+    .tp_dealloc = batch_dealloc,
+    .tp_traverse = batch_traverse,
+    .tp_clear = batch_clear,
+    .tp_as_sequence = &batch_as_sequence,
+};
+
+/* Queue a record on a thread's queue; st.crowded(rec) when it holds buffer_soft records already. */
 static int queue_record(PyObject *st, PyObject *rec) {
     PyObject *buf = get_slot(st, sp.thread_off[TS_BUF], "buf");
     if (buf == NULL)
@@ -1436,14 +1801,39 @@ static int queue_record(PyObject *st, PyObject *rec) {
     if (len >= 0) {
         if (len < soft) {
             PyObject *args[2] = {buf, rec};
-            r = Py_TYPE(buf) == sp.deque_type ? PyObject_Vectorcall(sp.deque_append, args, 2, NULL)
-                                               : PyObject_CallMethod(buf, "append", "O", rec);
+            r = Py_TYPE(buf) == &RecordQueueType ? (rq_push_object((RecordQueue *)buf, rec) < 0 ? NULL : Py_NewRef(Py_None))
+                : Py_TYPE(buf) == sp.deque_type ? PyObject_Vectorcall(sp.deque_append, args, 2, NULL)
+                                                 : PyObject_CallMethod(buf, "append", "O", rec);
         } else
             r = PyObject_CallMethodObjArgs(st, sp.s_crowded, rec, NULL);
     }
     Py_DECREF(buf);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
+}
+
+/* Queue an ended plain span as a compact entry of its thread's RecordQueue: 1 when it is, 0 when it
+ * takes the tuple instead (another kind of queue, a crowded one, values that are not small ints). */
+static int queue_compact(PyObject *st, PyObject *span, PyObject *end_obj) {
+    PyObject *buf = SLOT(st, sp.thread_off[TS_BUF]), *soft_obj = SLOT(sp.rt, sp.rt_off[RT_BUFFER_SOFT]);
+    PyObject *name = SPAN_BORROW(span, S_NAME), *level_obj = SPAN_BORROW(span, S_LEVEL),
+             *start_obj = SPAN_BORROW(span, S_START);
+    if (buf == NULL || Py_TYPE(buf) != &RecordQueueType || soft_obj == NULL || !PyLong_CheckExact(soft_obj) ||
+        name == NULL || level_obj == NULL || start_obj == NULL)
+        return 0;
+    RecordQueue *q = (RecordQueue *)buf;
+    int overflow;
+    long long soft = PyLong_AsLongLongAndOverflow(soft_obj, &overflow);
+    if (overflow || (soft == -1 && PyErr_Occurred()) || q->len >= soft) {
+        PyErr_Clear();
+        return 0;
+    }
+    long long level, start, end;
+    int a = small_int(level_obj, &level), b = a > 0 ? small_int(start_obj, &start) : a,
+        c = b > 0 ? small_int(end_obj, &end) : b;
+    if (c <= 0)
+        return c;
+    return rq_push_compact(q, name, level, start, end) < 0 ? -1 : 1;
 }
 
 static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1455,6 +1845,7 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     PyObject *exc_type = args[0], *exc = args[1], *tb = args[2];
     PyObject *end = NULL, *st = NULL, *stack = NULL, *rec = NULL, *clock_error = NULL;
+    int compact_span = 0;
     st = SPAN_GET(self, S_ST);
     if (st == NULL)
         goto error;
@@ -1578,9 +1969,7 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
                 PyErr_SetString(PyExc_AttributeError, "a span's fields are unset");
                 goto error;
             }
-            Py_SETREF(rec, PyTuple_Pack(4, name, level, start, end));
-            if (rec == NULL)
-                goto error;
+            compact_span = 1;
         }
     }
     PyObject *dead = SLOT(st, sp.thread_off[TS_DEAD]);
@@ -1590,6 +1979,23 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (is_dead) { /* began on a thread that has ended since (a generator finished elsewhere) */
         Py_SETREF(st, thread_state_now());
         if (st == NULL || check_thread_state(st) < 0)
+            goto error;
+    }
+    if (compact_span) {
+        int queued = queue_compact(st, self, end);
+        if (queued < 0)
+            goto error;
+        if (queued) {
+            Py_DECREF(end);
+            Py_DECREF(st);
+            Py_DECREF(stack);
+            Py_DECREF(rec);
+            Py_RETURN_NONE;
+        }
+        /* (else as the tuple runtime.CompactSpan) */
+        Py_SETREF(rec, PyTuple_Pack(4, SPAN_BORROW(self, S_NAME), SPAN_BORROW(self, S_LEVEL),
+                                    SPAN_BORROW(self, S_START), end));
+        if (rec == NULL)
             goto error;
     }
     if (queue_record(st, rec) < 0)
@@ -2234,6 +2640,49 @@ static PyMethodDef fast_span_def = {"span", (PyCFunction)(void (*)(void))fast_sp
                                     NULL};
 
 /* make_span(py_span, off_type, doc) -> the compiled span(), which calls py_span when sampling is on. */
+/* active(level=1): `level <= RT.level`, compiled (spans.active is the Python one). */
+static PyObject *fast_active(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *level = nargs ? args[0] : mk.one;
+    if (nargs + nkw > 1 || (nkw && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "level") != 0)) {
+        PyErr_SetString(PyExc_TypeError, "active() takes one optional argument, level");
+        return NULL;
+    }
+    if (nkw)
+        level = args[0];
+    PyObject *now = SLOT(sp.rt, mk.rt_level);
+    if (now == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "level");
+        return NULL;
+    }
+    if (PyLong_CheckExact(level) && PyLong_CheckExact(now)) {
+        int o1, o2;
+        long a = PyLong_AsLongAndOverflow(level, &o1), b = PyLong_AsLongAndOverflow(now, &o2);
+        if (!o1 && !o2)
+            return PyBool_FromLong(a <= b);
+    }
+    return PyObject_RichCompare(level, now, Py_LE);
+}
+
+static PyMethodDef fast_active_def = {"active", (PyCFunction)(void (*)(void))fast_active,
+                                      METH_FASTCALL | METH_KEYWORDS, NULL};
+static PyObject *active_doc;
+
+static PyObject *make_active(PyObject *self, PyObject *doc) {
+    if (!PyUnicode_Check(doc)) {
+        PyErr_SetString(PyExc_TypeError, "make_active(doc): doc is a str");
+        return NULL;
+    }
+    if (mk.doc == NULL || active_doc != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "make_active: called once only, after make_span()");
+        return NULL;
+    }
+    if ((active_doc = PyUnicode_AsUTF8String(doc)) == NULL) /* (kept: the function's __doc__ reads it) */
+        return NULL;
+    fast_active_def.ml_doc = PyBytes_AS_STRING(active_doc);
+    return PyCFunction_NewEx(&fast_active_def, NULL, NULL);
+}
+
 static PyObject *make_span(PyObject *self, PyObject *args) {
     PyObject *py_span, *off_type, *doc;
     if (!PyArg_ParseTuple(args, "OO!U:make_span", &py_span, &PyType_Type, &off_type, &doc))
@@ -2982,9 +3431,15 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
     PyObject *records, *tid, *thread_name, *code_locations, *objects;
     long long session_start, offset;
     int compact = 0;
-    if (!PyArg_ParseTuple(args, "O!LLOUO!O|p:span_events", &PyList_Type, &records, &session_start, &offset, &tid,
+    if (!PyArg_ParseTuple(args, "OLLOUO!O|p:span_events", &records, &session_start, &offset, &tid,
                           &thread_name, &PyDict_Type, &code_locations, &objects, &compact))
         return NULL;
+    /* records: a list, or a RecordBatch read in place (its compact spans need no object) */
+    RecordBatch *batch = Py_TYPE(records) == &RecordBatchType ? (RecordBatch *)records : NULL;
+    if (batch == NULL && !PyList_Check(records)) {
+        PyErr_SetString(PyExc_TypeError, "span_events: records must be a list or a RecordBatch");
+        return NULL;
+    }
     if (event_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_events() was not called");
         return NULL;
@@ -3001,16 +3456,34 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
     text_check = check; /* (span_events resets them) */
     key_cache = secret_cache;
     key_check = checks_keys;
-    if (offset <= -TS_LIMIT || offset >= TS_LIMIT) /* (never: the trace clock's offset) */
-        return Py_BuildValue("(Onnnn)", records, (Py_ssize_t)0, PyList_GET_SIZE(records), (Py_ssize_t)0,
-                             (Py_ssize_t)0);
-    Py_ssize_t n = PyList_GET_SIZE(records), outside = 0, left = 0, logs = 0, instants = 0;
+    if (offset <= -TS_LIMIT || offset >= TS_LIMIT) { /* (never: the trace clock's offset) */
+        PyObject *all = batch == NULL ? Py_NewRef(records) : PySequence_List(records);
+        return all == NULL ? NULL : Py_BuildValue("(Nnnnn)", all, (Py_ssize_t)0, PyList_GET_SIZE(all), (Py_ssize_t)0,
+                                                  (Py_ssize_t)0);
+    }
+    Py_ssize_t n = batch != NULL ? batch->len : PyList_GET_SIZE(records), outside = 0, left = 0, logs = 0,
+               instants = 0;
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *rec = PyList_GET_ITEM(records, i), *made = NULL;
+        PyObject *rec, *made = NULL, *level_made = NULL;
         PyObject *name, *level, *start_obj, *end_obj, *md = NULL, *span = NULL;
+        long long start, end;
+        if (batch != NULL && batch->items[i].compact) { /* a compact span, as C values */
+            QEntry *e = &batch->items[i];
+            rec = NULL, name = e->obj, start = e->start, end = e->end;
+            if (start < session_start) {
+                outside++;
+                continue;
+            }
+            if (!(start > -TS_LIMIT && start < TS_LIMIT && end > -TS_LIMIT && end < TS_LIMIT) || !plain_name(name))
+                goto as_is;
+            if ((level = level_made = PyLong_FromLongLong(e->level)) == NULL)
+                goto error;
+            goto convert;
+        }
+        rec = batch != NULL ? batch->items[i].obj : PyList_GET_ITEM(records, i);
         if (Py_TYPE(rec) == event_type) { /* a span's event made already (finished_events) */
             if (PyList_Append(out, rec) < 0)
                 goto error;
@@ -3044,7 +3517,6 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
                 goto as_is;
         } else
             goto as_is;
-        long long start, end;
         int a = small_int(start_obj, &start);
         if (a < 0)
             goto error;
@@ -3057,6 +3529,7 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
             goto error;
         if (a == 0 || b == 0 || !plain_name(name))
             goto as_is;
+    convert:;
         PyObject *trace_id = NULL, *span_id = NULL, *parent_id = NULL, *adjusted = NULL;
         if (span != NULL) {
             PyObject *lazy = SPAN_BORROW(span, S_LAZY), *error = SPAN_BORROW(span, S_ERROR),
@@ -3089,6 +3562,7 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
                                                     PyFloat_CheckExact(adjusted) && PyFloat_AS_DOUBLE(adjusted) == 1.0));
         PyObject *meta = as_tuple ? compact_metadata(md, name, code_locations) : event_metadata(md, name, code_locations);
         if (meta == NULL) {
+            Py_CLEAR(level_made);
             if (PyErr_Occurred())
                 goto error;
             goto as_is;
@@ -3096,6 +3570,7 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
         PyObject *fields[7] = {Py_NewRef(name), PyLong_FromLongLong(start + offset),
                                PyLong_FromLongLong(end + offset), Py_NewRef(level), meta,
                                Py_NewRef(tid), Py_NewRef(thread_name)};
+        Py_CLEAR(level_made); /* (fields holds it) */
         if (fields[1] == NULL || fields[2] == NULL) {
             for (int j = 0; j < 7; j++)
                 Py_XDECREF(fields[j]);
@@ -3129,7 +3604,13 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
         continue;
     as_is:
         left++;
-        if (PyList_Append(out, rec) < 0)
+        if (rec == NULL) { /* a compact span the Python code converts: its tuple */
+            PyObject *t = entry_object(&batch->items[i]);
+            int r = t == NULL ? -1 : PyList_Append(out, t);
+            Py_XDECREF(t);
+            if (r < 0)
+                goto error;
+        } else if (PyList_Append(out, rec) < 0)
             goto error;
     }
     return Py_BuildValue("(Nnnnn)", out, outside, left, logs, instants);
@@ -3613,6 +4094,7 @@ static PyMethodDef methods[] = {
      "is_failure, error_info, needs_snapshot): what SpanScope reads."},
     {"set_clock", set_clock, METH_O, "set_clock(clock): the clock spans read (spans.set_clock)."},
     {"make_span", make_span, METH_VARARGS, "make_span(py_span, off_type, doc): the compiled span()."},
+    {"make_active", make_active, METH_O, "make_active(doc): the compiled active() (after make_span())."},
     {"configure_sampling", configure_sampling, METH_VARARGS,
      "configure_sampling(dropped_type, sampled_span, getrandbits, mask): what span() reads when sampling."},
     {"configure_records", configure_records, METH_VARARGS,
@@ -3724,7 +4206,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_enter, "__enter__");
     INTERN(s_exit, "__exit__");
     INTERN(s_qualname, "__qualname__");
-    if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0 || PyType_Ready(&DroppedMethodType) < 0)
+    if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0 || PyType_Ready(&DroppedMethodType) < 0 ||
+        PyType_Ready(&RecordQueueType) < 0 || PyType_Ready(&RecordBatchType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -3736,6 +4219,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     }
     if (PyModule_AddObject(m, "Traced", Py_NewRef((PyObject *)&TracedType)) < 0) {
         Py_DECREF((PyObject *)&TracedType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "RecordQueue", Py_NewRef((PyObject *)&RecordQueueType)) < 0 ||
+        PyModule_AddObject(m, "RecordBatch", Py_NewRef((PyObject *)&RecordBatchType)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

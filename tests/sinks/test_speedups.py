@@ -321,11 +321,27 @@ class _TakesCompact:  # (a sink as the session sees it: only whether it takes co
     takes_compact = True
 
 
+def queued(records: list[Any]) -> Any:
+    """``records`` as the compiled writer takes them off a thread's queue: a RecordBatch, in which the
+    CompactSpan tuples are held as C values."""
+    assert _accel.speedups is not None
+    q = _accel.speedups.RecordQueue()
+    for rec in records:
+        if type(rec) is tuple:
+            q.append_compact(*rec)
+        else:
+            q.append(rec)
+    batch = q.take(len(records) + 3)
+    assert len(q) == 0 and len(batch) == len(records)
+    return batch
+
+
 def convert(
-    records: list[Any], compiled: bool, compact: bool = False
+    records: list[Any], compiled: bool, compact: bool = False, batch: bool = False
 ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
     """What a session's writer makes of ``records`` on one path: events, recorded and dropped counts.
-    ``compact``: for a sink that takes compact events (as the Perfetto writer does)."""
+    ``compact``: for a sink that takes compact events (as the Perfetto writer does); ``batch``: the
+    records taken off a compiled queue."""
     from tracebridge._recorder import session as session_module
 
     saved = session_module.speedups
@@ -338,7 +354,7 @@ def convert(
         s.clock_offset = 12_345
         for key in _KEYS:  # (the sanitizer's cache of secret keys, warm: the compiled step reads it)
             is_secret_key(key, s.limits)
-        events = s._events(list(records), ThreadInfo(PID, 42, "worker"))
+        events = s._events(queued(records) if batch else list(records), ThreadInfo(PID, 42, "worker"))
         return events, dict(s.stats.recorded), {k: dict(v) for k, v in s.stats.dropped.items()}
     finally:
         session_module.speedups = saved
@@ -352,6 +368,22 @@ def test_both_paths_make_the_same_events_of_span_records(records: list[Any]) -> 
 
     CODE_LOCATIONS.setdefault("located", ("app.py", 12, "located"))
     assert convert(records, True) == convert(records, False)
+
+
+@compiled
+@settings(max_examples=200)
+@given(record_batches(), st.booleans())
+def test_records_taken_off_a_queue_make_the_events_records_make(records: list[Any], compact: bool) -> None:
+    """The writer reads a RecordBatch in place (compact spans as C values): the same events and counts
+    as of the records themselves, on both paths; the batch gives the records back as they were."""
+    from tracebridge._model import CODE_LOCATIONS
+
+    CODE_LOCATIONS.setdefault("located", ("app.py", 12, "located"))
+    assert list(queued(records)) == records
+    expected = convert(records, True, compact)
+    assert convert(records, True, compact, batch=True) == expected
+    if not compact:  # (the pure path makes no compact events)
+        assert convert(records, False) == expected
 
 
 @compiled

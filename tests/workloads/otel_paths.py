@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from normalize import normalized
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -104,20 +105,6 @@ def workload(provider: TracerProvider, other: TracerProvider) -> Any:
     elsewhere.end(end_time=at())
     root.end(end_time=at())
     return run("still open")
-
-
-def normalized(events: list[tracebridge.Event]) -> list[list[object]]:
-    threads: dict[int, int] = {}
-    base = min(e.start_ns for e in events)
-    out = []
-    for e in sorted(events, key=lambda e: (e.start_ns, e.name)):
-        tid = threads.setdefault(e.thread_id, len(threads))
-        error = None if e.error is None else [e.error.type, e.error.message, len(e.error.frames)]
-        end = None if e.end_ns is None else e.end_ns - base
-        md = repr(sorted(e.metadata.items()))
-        row = [e.kind, e.name, e.start_ns - base, end, e.level, md, tid, error, e.track, e.overlapping]
-        out.append([*row, list(e.flows), e.trace_id, e.span_id, e.parent_id])
-    return out
 
 
 def main(path: str) -> None:

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from normalize import normalized as normalized_events
+
 import tracebridge
 from tracebridge import span, spans, traced
 
@@ -159,17 +161,7 @@ def workload() -> None:
 
 
 def normalized(events: list[tracebridge.Event]) -> list[list[object]]:
-    threads: dict[int, int] = {}
-    base = min(e.start_ns for e in events)
-    out = []
-    for e in sorted(events, key=lambda e: (e.start_ns, e.name)):
-        tid = threads.setdefault(e.thread_id, len(threads))
-        error = None if e.error is None else [e.error.type, e.error.message, len(e.error.frames)]
-        end = None if e.end_ns is None else e.end_ns - base
-        md = {k: v for k, v in e.metadata.items() if k != "code.lineno"}
-        out.append([e.kind, e.name, e.start_ns - base, end, e.level, repr(sorted(md.items())), tid,
-                    e.thread_name, error, list(e.categories), e.track, e.overlapping])  # fmt: skip
-    return out
+    return normalized_events(events, ids=False, ignore=frozenset({"code.lineno"}))
 
 
 def main(path: str) -> None:

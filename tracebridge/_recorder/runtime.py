@@ -22,6 +22,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .._accel import speedups
 from .._config import Config
 from .._model import ThreadInfo, trace_clock_ns
 
@@ -99,6 +100,11 @@ def record_kind(rec: Any) -> str:
     return "span" if type(rec) is tuple else str(rec.kind)
 
 
+#: A thread's queue of records: a deque, or compiled, a ``RecordQueue`` (the same methods), which holds
+#: a CompactSpan as C values and hands the writer a run of records at once (``take(n)``).
+new_queue: Any = deque if speedups is None else speedups.RecordQueue
+
+
 class ThreadState:
     """A thread's queue of records for the writer and its stack of open spans."""
 
@@ -119,7 +125,7 @@ class ThreadState:
     )
 
     def __init__(self) -> None:
-        self.buf: deque[Any] = deque()
+        self.buf: deque[Any] = new_queue()
         self.stack: list[Any] = []  # open spans (tracebridge's, and OpenTelemetry's while they run)
         # Records that never made it into the queue, by (reason, kind), and when the first and the last
         # of them were dropped (now_ns; 0: none since the writer last took them, see take_drops()).

@@ -520,6 +520,7 @@ class Session(EventConversion):
         loss = self._count_drops(st)
         buf = st.buf
         pop = buf.popleft
+        take = getattr(buf, "take", None)  # (compiled: a RecordQueue hands over a run at once)
         left = len(buf)
         self._busiest = max(self._busiest, left)
         info = self._thread_info(st)
@@ -529,12 +530,12 @@ class Session(EventConversion):
                 return
             n = min(left, WRITE_CHUNK)
             left -= n
-            records = [pop() for _ in range(n)]
+            records = take(n) if take is not None else [pop() for _ in range(n)]
             if self._waiting:
                 self._room_made()
             try:
                 if st.deferred:
-                    records = self._materialize(records, info)
+                    records = self._materialize(list(records), info)
                 pipe = self.pipeline
                 if pipe is not None and pipe.tail_stages:
                     # (Tail stages read records: spans queued compact before sampling began are expanded.)
