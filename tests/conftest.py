@@ -52,5 +52,14 @@ def lenient() -> Iterator[None]:
 
 
 @pytest.fixture
+def writer_asleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread whose queue is crowded neither wakes the writer nor yields to it: with a long
+    flush_interval the writer sleeps until stop(), and a loop past the queue's size makes losses."""
+    from tracebridge._recorder import runtime
+
+    monkeypatch.setattr(runtime, "_yield", lambda: None)
+
+
+@pytest.fixture
 def trace_path(tmp_path: Path) -> Path:
     return tmp_path / "trace.perfetto-trace"

@@ -4,6 +4,7 @@ import contextlib
 import io
 import logging
 import logging.config
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import tracebridge
+from tracebridge._model import Record
 from tracebridge.logging import (
     PerfettoHandler,
     RateLimitFilter,
@@ -571,6 +573,46 @@ def test_both_paths_make_the_same_record_of_a_log_record(monkeypatch: pytest.Mon
             is not None
         )
     assert taken == 5  # plain, no args (in a span), a mapping, a place and a level once seen
+
+
+@pytest.mark.skipif(not tracebridge.accelerated, reason="the compiled accelerator is not in use here")
+def test_the_compiled_record_asks_for_the_context_only_where_there_may_be_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No span current and OpenTelemetry not loaded: no ids, without calling the context function;
+    inside a span, or with OpenTelemetry loaded, it is asked (and its ids are the record's)."""
+    from tracebridge import logging as tl
+
+    def make() -> logging.LogRecord:
+        return logging.LogRecord("shop", logging.INFO, "/srv/app.py", 78, "paid %d", (3,), None, "pay")
+
+    tl.record_from_log(make())  # (the place and the level cached)
+    asked = []
+
+    def context() -> tuple[int, int, str, bool] | None:
+        asked.append(1)
+        return tl.trace_context()
+
+    def record() -> Record:
+        rec = tl._fast_record(make(), tl._frames, tl._levels, context, tl.now_ns, tl._PLAIN_FIELDS)
+        assert rec is not None
+        return rec  # type: ignore[no-any-return]
+
+    otel = sys.modules.get("opentelemetry.trace")
+    monkeypatch.delitem(sys.modules, "opentelemetry.trace", raising=False)
+    rec = record()
+    assert (rec.trace_id, rec.span_id, len(asked)) == (0, 0, 0)
+    tracebridge.start(level=2)
+    try:
+        with tracebridge.span("pay") as s:
+            rec = record()
+            assert (rec.trace_id, rec.span_id, len(asked)) == (s.trace_id, s.span_id, 1) and s.trace_id
+    finally:
+        tracebridge.stop()
+    if otel is not None:
+        monkeypatch.setitem(sys.modules, "opentelemetry.trace", otel)
+        rec = record()
+        assert (rec.trace_id, rec.span_id, len(asked)) == (0, 0, 2)
 
 
 @pytest.mark.skipif(not tracebridge.accelerated, reason="the compiled accelerator is not in use here")

@@ -117,3 +117,63 @@ def test_threads_queue_on_it_and_indices_out_of_range_raise() -> None:
     with pytest.raises(TypeError):
         q.append_compact("x", 1)
     assert "1 records" in repr(q)
+
+
+class _Finalizer:
+    """Runs ``action(queue)`` when the collector frees it (it is in a cycle)."""
+
+    def __init__(self, q: Any, action: Any, out: list[Any]) -> None:
+        self.q, self.action, self.out, self.me = q, action, out, self
+
+    def __del__(self) -> None:
+        self.out.append(self.action(self.q))
+
+
+@pytest.mark.parametrize("op", ["item", "iter", "popleft"])
+@pytest.mark.parametrize("action", ["clear", "popleft"])
+def test_a_finalizer_that_takes_from_the_queue_while_it_makes_a_tuple(op: str, action: str) -> None:
+    """Making a compact entry's tuple may run a collection, and a finalizer may take from the same queue
+    meanwhile: nothing is read after it is freed, and no record is lost or given twice."""
+    assert _accel.speedups is not None
+    for extra in range(0, 8):
+        q = _accel.speedups.RecordQueue()
+        for i in range(6):
+            q.append_compact(f"name-{i}" * 3, 1, i, i + 1)  # (names only the queue holds)
+        expected = [(f"name-{i}" * 3, 1, i, i + 1) for i in range(6)]  # (equal strings, not the same)
+        out: list[Any] = []
+        gc.collect()
+        gc.disable()
+        _Finalizer(q, getattr(type(q), action), out)
+        threshold = gc.get_threshold()
+        gc.set_threshold(gc.get_count()[0] + extra)
+        gc.enable()
+        try:
+            got = q[2] if op == "item" else list(q) if op == "iter" else q.popleft()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.collect()
+        assert out, "the finalizer ran"
+        if op == "item":
+            assert got == expected[2]
+        elif op == "iter":  # (a snapshot of what the queue held as it went: records of it, in order, once)
+            assert all(r in expected for r in got) and got == sorted(set(got), key=expected.index)
+        elif action == "popleft":  # both took one: the first two, each once
+            assert sorted([got, out[0]]) == expected[:2] and list(q) == expected[2:]
+        else:
+            assert got == expected[0] and list(q) == []
+
+
+def test_the_ring_gives_memory_back_as_the_queue_drains_and_counts_it() -> None:
+    """A burst grows the ring; taking most of it shrinks it again (as a deque frees its blocks), though
+    records stay queued; sys.getsizeof counts the ring."""
+    import sys
+
+    assert _accel.speedups is not None
+    q = _accel.speedups.RecordQueue()
+    empty = sys.getsizeof(q)
+    for i in range(65_536):
+        q.append_compact("burst", 1, i, i + 1)
+    assert sys.getsizeof(q) >= empty + 65_536 * 32
+    assert len(q.take(65_526)) == 65_526
+    assert len(q) == 10 and sys.getsizeof(q) < empty + 8192 * 40
+    assert list(q) == [("burst", 1, i, i + 1) for i in range(65_526, 65_536)]

@@ -50,6 +50,7 @@ static PyObject *s_last_ts, *s_name_refs, *s_category_refs, *s_level_annotations
     *s_code_function, *s_empty, *s_activity, *s_counter, *s_restart, *s_names, *s_bodies, *s_log, *s_file,
     *s_function, *s_line;
 /* ... and those log_record reads. */
+static PyObject *s_otel_trace;
 static PyObject *s_msg, *s_args, *s_exc_info, *s_logger, *s_message_template, *s_message, *s_asctime,
     *s_trace_id, *s_funcName, *s_pathname, *s_lineno, *s_levelno, *s_dict, *s_name, *s_getMessage;
 
@@ -1181,14 +1182,14 @@ static const char *span_slot_names[S_COUNT] = {"parent", "_token", "_st", "metad
                                                "name", "level", "_span_id", "adjusted_count", "_drop_counter"};
 enum { TS_STACK, TS_BUF, TS_DEAD, TS_COUNT };
 static const char *thread_slot_names[TS_COUNT] = {"stack", "buf", "dead"};
-enum { RT_COMPACT, RT_BUFFER_SOFT, RT_COUNT };
-static const char *rt_slot_names[RT_COUNT] = {"compact", "buffer_soft"};
+enum { RT_COMPACT, RT_BUFFER_SOFT, RT_BUFFER_CAP, RT_COUNT };
+static const char *rt_slot_names[RT_COUNT] = {"compact", "buffer_soft", "buffer_cap"};
 
 static struct {
     PyTypeObject *span_type, *thread_type;
     PyObject *rt, *current, *thread_local, *thread_state, *clock, *s_state_key, *perf_counter_ns,
         *is_failure, *error_info, *needs_snapshot, *deque_append, *s_state, *s_place, *s_left, *s_resolve,
-        *s_snapshot, *s_crowded, *s_track, *s_ended_failing, *zero;
+        *s_snapshot, *s_crowded, *s_crowding, *s_track, *s_ended_failing, *zero;
     Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
     PyTypeObject *deque_type;
 } sp;
@@ -1471,26 +1472,47 @@ static PyObject *entry_object(const QEntry *e) {
     return t;
 }
 
+static int rq_grow(RecordQueue *q);
+
 static int rq_push(RecordQueue *q, QEntry e) {
-    if (q->len == q->cap) {
-        Py_ssize_t cap = q->cap ? q->cap * 2 : 64;
-        if (cap > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(QEntry)) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        QEntry *ring = PyMem_Malloc((size_t)cap * sizeof(QEntry));
-        if (ring == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (Py_ssize_t i = 0; i < q->len; i++)
-            ring[i] = RQ_AT(q, i);
-        PyMem_Free(q->ring);
-        q->ring = ring, q->cap = cap, q->head = 0;
-    }
+    if (q->len == q->cap && rq_grow(q) < 0)
+        return -1;
     q->ring[(q->head + q->len) & (q->cap - 1)] = e;
     q->len++;
     return 0;
+}
+
+/* Put an entry back at the head (its reference moves in). */
+static int rq_push_front(RecordQueue *q, QEntry e) {
+    if (q->len == q->cap && rq_grow(q) < 0)
+        return -1;
+    q->head = (q->head - 1) & (q->cap - 1);
+    q->ring[q->head] = e;
+    q->len++;
+    return 0;
+}
+
+/* A ring of `cap` entries holding the queue's, in order from index 0. */
+static int rq_resize(RecordQueue *q, Py_ssize_t cap) {
+    QEntry *ring = PyMem_Malloc((size_t)cap * sizeof(QEntry));
+    if (ring == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        ring[i] = RQ_AT(q, i);
+    PyMem_Free(q->ring);
+    q->ring = ring, q->cap = cap, q->head = 0;
+    return 0;
+}
+
+static int rq_grow(RecordQueue *q) {
+    Py_ssize_t cap = q->cap ? q->cap * 2 : 64;
+    if (cap > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(QEntry)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return rq_resize(q, cap);
 }
 
 /* Queue a compact span (the name is borrowed). */
@@ -1522,6 +1544,12 @@ static void rq_detach(RecordQueue *q, QEntry *out, Py_ssize_t n) {
             PyMem_Free(q->ring);
             q->ring = NULL, q->cap = 0;
         }
+    } else if (q->cap > RQ_SHRINK && q->len <= q->cap / 4) { /* a quarter full at most: halved, until more */
+        Py_ssize_t cap = q->cap;
+        while (cap > RQ_SHRINK && q->len <= cap / 4)
+            cap /= 2;
+        if (rq_resize(q, cap) < 0)
+            PyErr_Clear(); /* (no memory for a smaller ring: the larger one stays) */
     }
 }
 
@@ -1595,15 +1623,15 @@ static PyObject *rq_popleft(PyObject *self, PyObject *unused) {
         PyErr_SetString(PyExc_IndexError, "pop from an empty queue");
         return NULL;
     }
-    QEntry e = q->ring[q->head];
-    /* The object first (it may run a collection, which may queue more at the tail): the entry leaves the
-     * queue only once it exists. */
+    QEntry e;
+    rq_detach(q, &e, 1); /* (first: making the tuple may run a collection, whose finalizers may take) */
     PyObject *obj = entry_object(&e);
-    if (obj == NULL)
+    if (obj == NULL) { /* back at the head, as it was */
+        if (rq_push_front(q, e) < 0)
+            Py_DECREF(e.obj); /* (no memory for it either: lost, as a deque would lose it) */
         return NULL;
-    QEntry gone;
-    rq_detach(q, &gone, 1);
-    Py_DECREF(gone.obj);
+    }
+    Py_DECREF(e.obj);
     return obj;
 }
 
@@ -1665,7 +1693,10 @@ static PyObject *rq_item(PyObject *self, Py_ssize_t i) {
         return NULL;
     }
     QEntry e = RQ_AT(q, i);
-    return entry_object(&e);
+    Py_INCREF(e.obj); /* (held: making the tuple may run a finalizer that takes it off the queue) */
+    PyObject *obj = entry_object(&e);
+    Py_DECREF(e.obj);
+    return obj;
 }
 
 /* Iteration walks a snapshot (the queue may change meanwhile, as the writer takes and threads queue). */
@@ -1676,7 +1707,9 @@ static PyObject *rq_iter(PyObject *self) {
         return NULL;
     for (Py_ssize_t i = 0; i < q->len; i++) {
         QEntry e = RQ_AT(q, i);
+        Py_INCREF(e.obj); /* (as rq_item) */
         PyObject *o = entry_object(&e);
+        Py_DECREF(e.obj);
         if (o == NULL || PyList_Append(list, o) < 0) {
             Py_XDECREF(o);
             Py_DECREF(list);
@@ -1707,6 +1740,11 @@ static void rq_dealloc(PyObject *self) {
     Py_TYPE(self)->tp_free(self);
 }
 
+static PyObject *rq_sizeof(PyObject *self, PyObject *unused) {
+    RecordQueue *q = (RecordQueue *)self;
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(RecordQueue) + q->cap * (Py_ssize_t)sizeof(QEntry));
+}
+
 static PyObject *rq_repr(PyObject *self) {
     return PyUnicode_FromFormat("<tracebridge RecordQueue of %zd records>", ((RecordQueue *)self)->len);
 }
@@ -1718,6 +1756,7 @@ static PyMethodDef rq_methods[] = {
     {"extend", rq_extend, METH_O, "Queue each record of an iterable."},
     {"popleft", rq_popleft, METH_NOARGS, "Take the first record off (IndexError when empty)."},
     {"clear", rq_clear, METH_NOARGS, "Empty the queue."},
+    {"__sizeof__", rq_sizeof, METH_NOARGS, "The queue's size in memory, in bytes (its ring included)."},
     {"take", rq_take, METH_O, "take(n): the first n records (fewer when fewer are queued) as a RecordBatch."},
     {NULL, NULL, 0, NULL},
 };
@@ -1812,19 +1851,37 @@ static int queue_record(PyObject *st, PyObject *rec) {
     return r == NULL ? -1 : 0;
 }
 
+/* push(record): queue a record on the calling thread's queue (ThreadState.push, compiled). */
+static PyObject *push_record(PyObject *self, PyObject *rec) {
+    if (sp.thread_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tracebridge._speedups: configure_spans() was not called");
+        return NULL;
+    }
+    PyObject *st = thread_state_now();
+    if (st == NULL)
+        return NULL;
+    int r = check_thread_state(st) < 0 ? -1 : queue_record(st, rec);
+    Py_DECREF(st);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* Queue an ended plain span as a compact entry of its thread's RecordQueue: 1 when it is, 0 when it
- * takes the tuple instead (another kind of queue, a crowded one, values that are not small ints). */
+ * takes the tuple instead (another kind of queue, a full one, values that are not small ints). A crowded
+ * queue (buffer_soft records or more) takes it too, then st.crowding() runs, as ThreadState.crowded does. */
 static int queue_compact(PyObject *st, PyObject *span, PyObject *end_obj) {
-    PyObject *buf = SLOT(st, sp.thread_off[TS_BUF]), *soft_obj = SLOT(sp.rt, sp.rt_off[RT_BUFFER_SOFT]);
+    PyObject *buf = SLOT(st, sp.thread_off[TS_BUF]), *soft_obj = SLOT(sp.rt, sp.rt_off[RT_BUFFER_SOFT]),
+             *cap_obj = SLOT(sp.rt, sp.rt_off[RT_BUFFER_CAP]);
     PyObject *name = SPAN_BORROW(span, S_NAME), *level_obj = SPAN_BORROW(span, S_LEVEL),
              *start_obj = SPAN_BORROW(span, S_START);
     if (buf == NULL || Py_TYPE(buf) != &RecordQueueType || soft_obj == NULL || !PyLong_CheckExact(soft_obj) ||
-        name == NULL || level_obj == NULL || start_obj == NULL)
+        cap_obj == NULL || !PyLong_CheckExact(cap_obj) || name == NULL || level_obj == NULL || start_obj == NULL)
         return 0;
     RecordQueue *q = (RecordQueue *)buf;
-    int overflow;
-    long long soft = PyLong_AsLongLongAndOverflow(soft_obj, &overflow);
-    if (overflow || (soft == -1 && PyErr_Occurred()) || q->len >= soft) {
+    int o1, o2;
+    long long soft = PyLong_AsLongLongAndOverflow(soft_obj, &o1), cap = PyLong_AsLongLongAndOverflow(cap_obj, &o2);
+    if (o1 || o2 || PyErr_Occurred() || q->len >= cap) {
         PyErr_Clear();
         return 0;
     }
@@ -1833,7 +1890,16 @@ static int queue_compact(PyObject *st, PyObject *span, PyObject *end_obj) {
         c = b > 0 ? small_int(end_obj, &end) : b;
     if (c <= 0)
         return c;
-    return rq_push_compact(q, name, level, start, end) < 0 ? -1 : 1;
+    int crowded = q->len >= soft;
+    if (rq_push_compact(q, name, level, start, end) < 0)
+        return -1;
+    if (crowded) {
+        PyObject *r = PyObject_CallMethodNoArgs(st, sp.s_crowding);
+        if (r == NULL)
+            return -1; /* (queued: an interrupt while the writer ran) */
+        Py_DECREF(r);
+    }
+    return 1;
 }
 
 static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1993,8 +2059,13 @@ static PyObject *scope_exit(PyObject *self, PyObject *const *args, Py_ssize_t na
             Py_RETURN_NONE;
         }
         /* (else as the tuple runtime.CompactSpan) */
-        Py_SETREF(rec, PyTuple_Pack(4, SPAN_BORROW(self, S_NAME), SPAN_BORROW(self, S_LEVEL),
-                                    SPAN_BORROW(self, S_START), end));
+        PyObject *name = SPAN_BORROW(self, S_NAME), *level = SPAN_BORROW(self, S_LEVEL),
+                 *start = SPAN_BORROW(self, S_START); /* (read again: Python code may have run since) */
+        if (name == NULL || level == NULL || start == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "a span's fields are unset");
+            goto error;
+        }
+        Py_SETREF(rec, PyTuple_Pack(4, name, level, start, end));
         if (rec == NULL)
             goto error;
     }
@@ -3292,7 +3363,20 @@ static PyObject *log_record(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyErr_Clear(); /* not hashable: record_from_log */
         goto plain_none;
     }
-    ctx = PyObject_CallNoArgs(context);
+    /* No span is current and OpenTelemetry is not loaded: no context (what `context` would find, as
+     * logging.trace_context does), without the call. */
+    PyObject *cur = NULL;
+    if (sp.current == NULL || PyContextVar_Get(sp.current, NULL, &cur) < 0)
+        PyErr_Clear();
+    int bare = cur == Py_None;
+    Py_XDECREF(cur);
+    if (bare) {
+        PyObject *otel = PyDict_GetItemWithError(PyImport_GetModuleDict(), s_otel_trace);
+        if (otel == NULL && PyErr_Occurred())
+            goto finally;
+        bare = otel == NULL;
+    }
+    ctx = bare ? Py_NewRef(Py_None) : PyObject_CallNoArgs(context);
     if (ctx == NULL)
         goto finally;
     PyObject *trace_id = sp.zero, *span_id = sp.zero;
@@ -4092,6 +4176,7 @@ static PyMethodDef methods[] = {
     {"configure_spans", configure_spans, METH_VARARGS,
      "configure_spans(span_type, thread_state_type, rt, current, thread_local, thread_state, clock, "
      "is_failure, error_info, needs_snapshot): what SpanScope reads."},
+    {"push", push_record, METH_O, "push(record): queue a record on the calling thread's queue."},
     {"set_clock", set_clock, METH_O, "set_clock(clock): the clock spans read (spans.set_clock)."},
     {"make_span", make_span, METH_VARARGS, "make_span(py_span, off_type, doc): the compiled span()."},
     {"make_active", make_active, METH_O, "make_active(doc): the compiled active() (after make_span())."},
@@ -4158,6 +4243,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_file, "file");
     INTERN(s_function, "function");
     INTERN(s_line, "line");
+    INTERN(s_otel_trace, "opentelemetry.trace");
     INTERN(s_msg, "msg");
     INTERN(s_args, "args");
     INTERN(s_exc_info, "exc_info");
@@ -4191,6 +4277,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(sp.s_resolve, "_resolve");
     INTERN(sp.s_snapshot, "_snapshot");
     INTERN(sp.s_crowded, "crowded");
+    INTERN(sp.s_crowding, "crowding");
     INTERN(sp.s_track, "track");
     INTERN(sp.s_ended_failing, "_ended_failing");
     if ((sp.zero = PyLong_FromLong(0)) == NULL || (mk.one = PyLong_FromLong(1)) == NULL ||

@@ -231,6 +231,7 @@ _frames: dict[tuple[Any, Any, Any], Frame] = {}
 _levels: dict[int, tuple[int, int]] = {}
 _PLAIN_FIELDS = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _fast_record = None if speedups is None else speedups.log_record
+_push = None if speedups is None else speedups.push  # (thread_state().push, compiled)
 
 
 def _frame(where: tuple[Any, Any, Any], cache: bool = True) -> Frame:
@@ -329,7 +330,7 @@ class PerfettoHandler(logging.Handler):
         ``emit`` only queues the record (thread-safe), and with ``on_full="block"`` it may wait for the
         writer thread, which must never find the lock taken by a thread that waits for it (the writer
         logs trace lines, which may reach this handler)."""
-        rv = self.filter(record)
+        rv = self.filter(record) if self.filters else True  # (no filters: what filter() returns)
         if isinstance(rv, logging.LogRecord):  # (Python 3.12+: a filter may return a changed record)
             record = rv
         if rv:
@@ -353,7 +354,10 @@ class PerfettoHandler(logging.Handler):
                 return
             if rec.metadata and needs_snapshot(rec.metadata):
                 rec.metadata = snapshot_metadata(rec.metadata)
-            thread_state().push(rec)
+            if _push is not None:
+                _push(rec)
+            else:
+                thread_state().push(rec)
         except Exception as exc:
             self.target.dropped += 1
             _safety.internal_error("PerfettoHandler.emit", exc)

@@ -242,6 +242,28 @@ def test_a_crowded_queue_yields_every_64_records(monkeypatch: pytest.MonkeyPatch
     assert stats.dropped == {"queue_full": {"span": 1000 - 256}} and session is not None
 
 
+def test_a_crowded_queue_wakes_a_writer_that_sleeps_until_its_next_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer that waits for its next round (flush_interval, here an hour) is woken each time a
+    crowded thread yields to it: else a loop that fills its queue before that round loses the rest.
+    (The wake is counted here, not made, so that the queue stays crowded as in the test above.)"""
+    from tracebridge._recorder.session import Session
+
+    wakes = [0]
+    monkeypatch.setattr(Session, "nudge", lambda self: wakes.__setitem__(0, wakes[0] + 1))
+    from tracebridge._recorder import runtime
+
+    runtime.thread_state().crowd = 0
+    with configured(flush_interval=3600.0, thread_buffer=256):
+        tracebridge.start(level=2, output=None)
+        for _ in range(1000):
+            with tracebridge.span("tight"):
+                pass
+        tracebridge.stop()
+    assert wakes[0] == 872 // 64 == 13
+
+
 # ----------------------------------------------------------------------------------- on_full="block"
 
 
@@ -461,7 +483,7 @@ def test_losses_around_a_fork_hide_nothing_in_either_trace(tmp_path: Path) -> No
     assert len({t.process.pid for t in tracks if t.HasField("process")}) == 2
 
 
-def test_queued_memory_is_bounded_by_the_queue(trace_path: Path) -> None:
+def test_queued_memory_is_bounded_by_the_queue(trace_path: Path, writer_asleep: None) -> None:
     # A program measuring its own allocations with tracemalloc while it is traced: tracebridge's queue
     # holds at most thread_buffer records, however long the loop runs (the writer never runs here).
     import tracemalloc

@@ -94,7 +94,9 @@ def test_stop_says_when_it_gave_up_on_a_stuck_writer(trace_path: Path, lenient: 
     assert trace.stats == session.stats and [e.name for e in trace.events] == ["op"]
 
 
-def test_stop_deadline_with_queue_full_drops_finishes(trace_path: Path, lenient: None) -> None:
+def test_stop_deadline_with_queue_full_drops_finishes(
+    trace_path: Path, lenient: None, writer_asleep: None
+) -> None:
     tracebridge.configure(thread_buffer=50_000, flush_interval=1000)
     try:
         tracebridge.start(output=trace_path)

@@ -141,7 +141,7 @@ def test_session_to_json_and_convert_from_perfetto(tmp_path: Path) -> None:
     assert [comparable(e) for e in tracebridge.read(back)] == a
 
 
-def test_a_converted_trace_keeps_the_marks_of_its_losses(tmp_path: Path) -> None:
+def test_a_converted_trace_keeps_the_marks_of_its_losses(tmp_path: Path, writer_asleep: None) -> None:
     """A queue of 64 records that no writer empties while 1,000 spans are recorded: the mark of the 936
     lost is in the Perfetto file and, converted, in Chrome JSON and back (it was left out)."""
     from tracebridge.cli import main

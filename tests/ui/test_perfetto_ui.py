@@ -199,7 +199,7 @@ def test_a_log_heavy_trace(ui: PerfettoUI, tmp_path: Path) -> None:
             assert one(ui, "select count(*) from slice where name = 'order %d loaded from %s'") == "300"
 
 
-def test_a_trace_with_losses(ui: PerfettoUI, tmp_path: Path) -> None:
+def test_a_trace_with_losses(ui: PerfettoUI, tmp_path: Path, writer_asleep: None) -> None:
     """A queue of 64 records that no writer empties while 1,000 spans are recorded: 936 dropped, and the
     trace says so where users look, without the importer losing or skipping anything of what was kept."""
     path = tmp_path / "losses.perfetto-trace"

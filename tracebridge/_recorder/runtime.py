@@ -14,7 +14,6 @@ for it while the span ran; asked for later, by a task that outlives it, it is no
 from __future__ import annotations
 
 import contextvars
-import functools
 import os
 import threading
 import time
@@ -175,14 +174,19 @@ class ThreadState:
     def crowded(self, rec: Any) -> None:
         """The queue is more than half full (the writer falls behind: a tight loop). Queue ``rec``, or when
         the queue is full, do what the session's policy says (:meth:`full`); and every 64 records let the
-        writer run: this thread yields the interpreter lock (``time.sleep(0)``), which the writer takes
-        when it waits for it. Without this, a loop that records as fast as the writer writes shares the
-        lock with it about evenly, and the queue overflows however cheap each record is."""
+        writer run: this thread wakes it and yields the interpreter lock (``time.sleep(0)``), which the
+        writer takes as it waits for it. Without this, a loop that records as fast as the writer writes
+        shares the lock with it about evenly, and the queue overflows however cheap each record is; and a
+        writer that sleeps until its next round finds it overflowed."""
         buf = self.buf
         if len(buf) < RT.buffer_cap:
             buf.append(rec)
         else:
             self.full(rec)
+        self.crowding()
+
+    def crowding(self) -> None:
+        """Count a record made while the queue is crowded; every 64th lets the writer run."""
         self.crowd = crowd = self.crowd + 1
         if not crowd & 63 and not self.waiting and RT.session is not None:
             _yield()
@@ -211,7 +215,14 @@ class ThreadState:
         self.buf.append(rec)
 
 
-_yield = functools.partial(time.sleep, 0)
+def _yield() -> None:
+    """Let the writer run: wake it (it may sleep until its next round, flush_interval away, while this
+    thread fills its queue) and give up the interpreter lock, which it waits for as it wakes."""
+    session = RT.session
+    if session is not None:
+        session.nudge()
+    time.sleep(0)
+
 
 # Re-entrant: a signal handler may end a span (and count its drop) while its thread counts one.
 _drop_lock = threading.RLock()
