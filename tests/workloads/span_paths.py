@@ -192,7 +192,10 @@ def main(path: str) -> None:
     # inside dropped traces itself); the same draws on both paths from one seed.
     from tracebridge.sampling import ParentBased, TraceIdRatio
 
+    # (The writer makes the ids of the spans it writes from the same generator: it waits for stop()
+    # here, so that the draws the roots' decisions read are the same in both runs whatever the load.)
     random.seed(11)
+    tracebridge.configure(flush_interval=3600.0)
     tracebridge.start(level=2, sampling=ParentBased(TraceIdRatio(0.5)))
     for i in range(40):
         with span("root", level=2, i=i), span("child", level=2):
@@ -201,6 +204,7 @@ def main(path: str) -> None:
             raise ValueError(i)
         methods()
     session = tracebridge.stop()
+    tracebridge.configure(flush_interval=0.1)
     result["ratio"] = normalized(session.events)
     result["ratio_stats"] = [session.stats.recorded, session.stats.dropped]
     result["accelerated"] = tracebridge.accelerated
