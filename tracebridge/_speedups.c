@@ -6,8 +6,11 @@
  * - span_events: the writer's record-to-event step for the commonest records: spans queued as (name,
  *   level, start, end) tuples, recorded Span objects, and log messages and instants (Record objects),
  *   whose name and metadata need no work (Session._events, EventConversion._compact_event and _to_event).
+ * - EventBatch: what span_events makes for a sink that takes compact events: its compact spans held as C
+ *   values, which encode_events reads in place, so that a plain span costs no object from the thread's
+ *   queue to the file (Python reads them as compact event tuples).
  * - encode_events: a batch of a thread's events sorted and encoded as framed Perfetto packets
- *   (_Sequence.encode). Events whose parts are interned on the sequence (categories, level annotation,
+ *   (_Sequence.encode), written into one buffer (a PacketRun, which join_chunks cuts between packets). Events whose parts are interned on the sequence (categories, level annotation,
  *   annotation names, source locations), but for a new name or log body (interned here), and whose
  *   values are plain (str, int, float, bool, None) are encoded here, flows, correlation ids and log
  *   messages included; every other event goes through seq._packet(), which interns what is new (so that
@@ -110,6 +113,280 @@ static PyObject *expand_compact(PyObject *ev) {
     return new_event(fields);
 }
 
+/* -- a batch of events with compact spans held as C values --------------------------------------- */
+
+/* What span_events makes of a batch for a sink that takes compact events: each event is an object (an
+ * Event, or a record the Python code converts) or a compact span held as C values (its name and metadata
+ * the only objects, both shared), which encode_events reads in place; so a plain span costs no object from
+ * the thread's queue to the file. To Python it is a read-only sequence whose compact spans are compact
+ * events (5-tuples), so that whatever reads events in Python (the pure encoder, trace lines, the failure
+ * paths) reads them as before. */
+typedef struct {
+    PyObject *obj; /* the event, or the compact span's name */
+    PyObject *md;  /* a compact span's metadata; NULL: `obj` is an event */
+    long long level, start, end;
+    int left; /* `obj` is a record span_events left for the Python code to convert (see settled()) */
+} EEntry;
+
+typedef struct {
+    PyObject_HEAD
+    EEntry *items;
+    Py_ssize_t len, cap;
+} EventBatch;
+
+static PyTypeObject EventBatchType;
+
+static EventBatch *eb_new(void) {
+    EventBatch *b = PyObject_GC_New(EventBatch, &EventBatchType);
+    if (b == NULL)
+        return NULL;
+    b->items = NULL, b->len = b->cap = 0;
+    PyObject_GC_Track(b);
+    return b;
+}
+
+static int eb_push(EventBatch *b, EEntry e) {
+    if (b->len == b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap * 2 : 64;
+        EEntry *items = cap > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(EEntry)
+                            ? NULL
+                            : PyMem_Realloc(b->items, (size_t)cap * sizeof(EEntry));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->items = items, b->cap = cap;
+    }
+    b->items[b->len++] = e;
+    return 0;
+}
+
+/* Append an event, or a record left to convert (a new reference is taken). */
+static int eb_append_event(EventBatch *b, PyObject *ev, int left) {
+    EEntry e = {ev, NULL, 0, 0, 0, left};
+    if (eb_push(b, e) < 0)
+        return -1;
+    Py_INCREF(ev);
+    return 0;
+}
+
+/* Append a compact span: its name borrowed, its metadata stolen (released on failure too). */
+static int eb_append_compact(EventBatch *b, PyObject *name, PyObject *md, long long level, long long start,
+                             long long end) {
+    EEntry e = {name, md, level, start, end, 0};
+    if (eb_push(b, e) < 0) {
+        Py_DECREF(md);
+        return -1;
+    }
+    Py_INCREF(name);
+    return 0;
+}
+
+/* The compact event (name, level, start_ns, end_ns, metadata) an entry stands for, or its event. */
+static PyObject *eb_entry_object(const EEntry *e) {
+    if (e->md == NULL)
+        return Py_NewRef(e->obj);
+    PyObject *level = PyLong_FromLongLong(e->level), *start = PyLong_FromLongLong(e->start),
+             *end = PyLong_FromLongLong(e->end), *t = NULL;
+    if (level != NULL && start != NULL && end != NULL)
+        t = PyTuple_Pack(5, e->obj, level, start, end, e->md);
+    Py_XDECREF(level);
+    Py_XDECREF(start);
+    Py_XDECREF(end);
+    return t;
+}
+
+static Py_ssize_t eb_length(PyObject *self) { return ((EventBatch *)self)->len; }
+
+static PyObject *eb_item(PyObject *self, Py_ssize_t i) {
+    EventBatch *b = (EventBatch *)self;
+    if (i < 0 || i >= b->len) {
+        PyErr_SetString(PyExc_IndexError, "event batch index out of range");
+        return NULL;
+    }
+    return eb_entry_object(&b->items[i]);
+}
+
+/* batch[i] (negative from the end), or batch[a:b:c] as a list. */
+static PyObject *eb_subscript(PyObject *self, PyObject *key) {
+    EventBatch *b = (EventBatch *)self;
+    if (PyIndex_Check(key)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        return eb_item(self, i < 0 ? i + b->len : i);
+    }
+    if (!PySlice_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "event batch indices must be integers or slices, not %.200s",
+                     Py_TYPE(key)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t start, stop, step;
+    if (PySlice_Unpack(key, &start, &stop, &step) < 0)
+        return NULL;
+    Py_ssize_t n = PySlice_AdjustIndices(b->len, &start, &stop, step);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0, i = start; k < n; k++, i += step) {
+        /* (the batch cannot change meanwhile: it has no method that changes it) */
+        PyObject *o = eb_entry_object(&b->items[i]);
+        if (o == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, o);
+    }
+    return out;
+}
+
+/* leftovers(): the records span_events left for the Python code, in order. */
+static PyObject *eb_leftovers(PyObject *self, PyObject *unused) {
+    EventBatch *b = (EventBatch *)self;
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < b->len; i++)
+        if (b->items[i].left && PyList_Append(out, b->items[i].obj) < 0)
+            Py_CLEAR(out);
+    return out;
+}
+
+/* settled(events): the batch with its leftovers replaced, in order, by what the Python code made of
+ * them (None: nothing, a record it dropped); a new batch, its compact spans still C values. */
+static PyObject *eb_settled(PyObject *self, PyObject *events) {
+    EventBatch *b = (EventBatch *)self;
+    if (!PyList_Check(events)) {
+        PyErr_SetString(PyExc_TypeError, "settled: events must be a list");
+        return NULL;
+    }
+    Py_ssize_t left = 0;
+    for (Py_ssize_t i = 0; i < b->len; i++)
+        left += b->items[i].left;
+    if (PyList_GET_SIZE(events) != left) {
+        PyErr_SetString(PyExc_ValueError, "settled: one event (or None) for each leftover");
+        return NULL;
+    }
+    PyObject *keep = PyList_GetSlice(events, 0, left); /* (a reference each while the batch is made) */
+    EventBatch *out = keep == NULL ? NULL : eb_new();
+    for (Py_ssize_t i = 0, k = 0; out != NULL && i < b->len; i++) {
+        EEntry e = b->items[i];
+        int r = 0;
+        if (e.left) {
+            PyObject *ev = PyList_GET_ITEM(keep, k++);
+            if (ev != Py_None)
+                r = eb_append_event(out, ev, 0);
+        } else if (e.md != NULL)
+            r = eb_append_compact(out, e.obj, Py_NewRef(e.md), e.level, e.start, e.end);
+        else
+            r = eb_append_event(out, e.obj, 0);
+        if (r < 0)
+            Py_CLEAR(out);
+    }
+    Py_XDECREF(keep);
+    return (PyObject *)out;
+}
+
+static PyMethodDef eb_methods[] = {
+    {"leftovers", eb_leftovers, METH_NOARGS, "The records span_events left for the Python code, in order."},
+    {"settled", eb_settled, METH_O,
+     "settled(events): a batch with the leftovers replaced by these events (None: left out), in order."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int eb_traverse(PyObject *self, visitproc visit, void *arg) {
+    EventBatch *b = (EventBatch *)self;
+    for (Py_ssize_t i = 0; i < b->len; i++) {
+        Py_VISIT(b->items[i].obj);
+        Py_VISIT(b->items[i].md);
+    }
+    return 0;
+}
+
+static int eb_clear(PyObject *self) {
+    EventBatch *b = (EventBatch *)self;
+    EEntry *items = b->items;
+    Py_ssize_t n = b->len;
+    b->items = NULL, b->len = b->cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(items[i].obj);
+        Py_XDECREF(items[i].md);
+    }
+    PyMem_Free(items);
+    return 0;
+}
+
+static void eb_dealloc(PyObject *self) {
+    PyObject_GC_UnTrack(self);
+    eb_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *eb_repr(PyObject *self) {
+    return PyUnicode_FromFormat("<tracebridge EventBatch of %zd events>", ((EventBatch *)self)->len);
+}
+
+static PySequenceMethods eb_as_sequence = {.sq_length = eb_length, .sq_item = eb_item};
+static PyMappingMethods eb_as_mapping = {.mp_length = eb_length, .mp_subscript = eb_subscript};
+
+static PyTypeObject EventBatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.EventBatch",
+    .tp_basicsize = sizeof(EventBatch),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A thread's events for a sink that takes compact events (a read-only sequence; compact spans "
+              "held as C values, read as compact events).",
+    .tp_dealloc = eb_dealloc,
+    .tp_traverse = eb_traverse,
+    .tp_clear = eb_clear,
+    .tp_repr = eb_repr,
+    .tp_as_sequence = &eb_as_sequence,
+    .tp_as_mapping = &eb_as_mapping,
+    .tp_methods = eb_methods,
+};
+
+/* An event of a batch being encoded: an object, or a compact span held as C values (`c` set). */
+typedef struct {
+    PyObject *obj;
+    const EEntry *c;
+} EvRef;
+
+/* A field of an event, as field() reads it, of a compact span too (a new reference). */
+static PyObject *field_of(EvRef ev, int f) {
+    if (ev.c == NULL)
+        return field(ev.obj, f);
+    switch (f) {
+    case F_KIND:
+        return Py_NewRef(s_span);
+    case F_NAME:
+        return Py_NewRef(ev.c->obj);
+    case F_METADATA:
+        return Py_NewRef(ev.c->md);
+    case F_LEVEL:
+        return PyLong_FromLongLong(ev.c->level);
+    case F_START:
+        return PyLong_FromLongLong(ev.c->start);
+    case F_END:
+        return PyLong_FromLongLong(ev.c->end);
+    default:
+        return Py_NewRef(SLOT(event_template, field_off[f]));
+    }
+}
+
+/* The Event an event of a batch stands for, for the Python code (a compact one made whole). */
+static PyObject *whole_event(EvRef ev) {
+    if (ev.c != NULL) {
+        PyObject *fields[7] = {Py_NewRef(ev.c->obj), PyLong_FromLongLong(ev.c->start),
+                               PyLong_FromLongLong(ev.c->end), PyLong_FromLongLong(ev.c->level),
+                               Py_NewRef(ev.c->md), Py_NewRef(SLOT(event_template, field_off[F_TID])),
+                               Py_NewRef(SLOT(event_template, field_off[F_THREAD_NAME]))};
+        if (fields[1] == NULL || fields[2] == NULL || fields[3] == NULL) {
+            for (int j = 0; j < 7; j++)
+                Py_XDECREF(fields[j]);
+            return NULL;
+        }
+        return new_event(fields);
+    }
+    return compact_event(ev.obj) ? expand_compact(ev.obj) : Py_NewRef(ev.obj);
+}
+
 /* -- a growable byte buffer -------------------------------------------------------------------- */
 
 typedef struct {
@@ -174,6 +451,92 @@ static int put_varint(Buf *b, uint64_t v) {
     char *end = write_varint(b->data + b->len, v);
     b->len = end - b->data;
     return 0;
+}
+
+/* -- encoded packets in one buffer --------------------------------------------------------------- */
+
+/* What encode_events returns: a batch's framed packets written one after the other into one buffer (no
+ * bytes object per packet), with where each ends, so that join_chunks cuts the compressed records between
+ * the same packets as it does a list of the packets as bytes. A read-only bytes-like object. */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    Py_ssize_t size;
+    Py_ssize_t *ends; /* the end of each packet (of the restart packets together: one), ascending */
+    Py_ssize_t count;
+} PacketRun;
+
+static PyTypeObject PacketRunType;
+
+static int pr_getbuffer(PyObject *self, Py_buffer *view, int flags) {
+    PacketRun *r = (PacketRun *)self;
+    return PyBuffer_FillInfo(view, self, r->data, r->size, 1, flags);
+}
+
+static void pr_dealloc(PyObject *self) {
+    PacketRun *r = (PacketRun *)self;
+    PyMem_Free(r->data);
+    PyMem_Free(r->ends);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *pr_repr(PyObject *self) {
+    PacketRun *r = (PacketRun *)self;
+    return PyUnicode_FromFormat("<tracebridge PacketRun of %zd packets, %zd bytes>", r->count, r->size);
+}
+
+static PyBufferProcs pr_as_buffer = {.bf_getbuffer = pr_getbuffer};
+
+static PyTypeObject PacketRunType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.PacketRun",
+    .tp_basicsize = sizeof(PacketRun),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Framed packets in one buffer (bytes-like); join_chunks([run], 1) gives them one by one.",
+    .tp_dealloc = pr_dealloc,
+    .tp_repr = pr_repr,
+    .tp_as_buffer = &pr_as_buffer,
+};
+
+/* Packets being written: the buffer and where each packet ends. */
+typedef struct {
+    Buf data;
+    Py_ssize_t *ends;
+    Py_ssize_t count, cap;
+} Packets;
+
+/* The packet written since the last one ends here. */
+static int packets_mark(Packets *p) {
+    if (p->count == p->cap) {
+        Py_ssize_t cap = p->cap ? p->cap * 2 : 256;
+        Py_ssize_t *ends = cap > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(Py_ssize_t)
+                               ? NULL
+                               : PyMem_Realloc(p->ends, (size_t)cap * sizeof(Py_ssize_t));
+        if (ends == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->ends = ends, p->cap = cap;
+    }
+    p->ends[p->count++] = p->data.len;
+    return 0;
+}
+
+static void packets_free(Packets *p) {
+    PyMem_Free(p->data.data);
+    PyMem_Free(p->ends);
+    memset(p, 0, sizeof(*p));
+}
+
+/* The PacketRun of what was written (the buffers move into it; `p` is emptied). */
+static PyObject *packets_run(Packets *p) {
+    PacketRun *r = PyObject_New(PacketRun, &PacketRunType);
+    if (r == NULL) {
+        packets_free(p);
+        return NULL;
+    }
+    r->data = p->data.data, r->size = p->data.len, r->ends = p->ends, r->count = p->count;
+    memset(p, 0, sizeof(*p));
+    return (PyObject *)r;
 }
 
 /* -- one event ----------------------------------------------------------------------------------- */
@@ -258,18 +621,17 @@ static int put_ref(Buf *te, PyObject *table, PyObject *key) {
     return put_obj(te, ref) < 0 ? -1 : 1;
 }
 
-/* A framed packet: 0x0a, length, head (timestamp), [track event], tail, [interned data]. */
-static PyObject *framed(const char *head, Py_ssize_t head_len, Buf *te, int with_event, PyObject *tail,
-                        Buf *interned) {
+/* A framed packet written to `out`: 0x0a, length, head (timestamp), [track event], tail, [interned data]. */
+static int put_framed(Packets *out, const char *head, Py_ssize_t head_len, Buf *te, int with_event,
+                      PyObject *tail, Buf *interned) {
     Py_ssize_t body = head_len + PyBytes_GET_SIZE(tail);
     if (with_event)
         body += PyBytes_GET_SIZE(tags[TAG_TRACK_EVENT]) + varint_size((uint64_t)te->len) + te->len;
     if (interned->len)
         body += PyBytes_GET_SIZE(tags[TAG_INTERNED]) + varint_size((uint64_t)interned->len) + interned->len;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 1 + varint_size((uint64_t)body) + body);
-    if (out == NULL)
-        return NULL;
-    char *p = PyBytes_AS_STRING(out);
+    if (buf_reserve(&out->data, 1 + varint_size((uint64_t)body) + body) < 0)
+        return -1;
+    char *p = out->data.data + out->data.len;
     *p++ = 0x0a;
     p = write_varint(p, (uint64_t)body);
     memcpy(p, head, (size_t)head_len);
@@ -288,8 +650,10 @@ static PyObject *framed(const char *head, Py_ssize_t head_len, Buf *te, int with
         p += PyBytes_GET_SIZE(tags[TAG_INTERNED]);
         p = write_varint(p, (uint64_t)interned->len);
         memcpy(p, interned->data, (size_t)interned->len);
+        p += interned->len;
     }
-    return out;
+    out->data.len = p - out->data.data;
+    return packets_mark(out);
 }
 
 static int set_last_ts(PyObject *seq, long long last) {
@@ -305,6 +669,24 @@ static int set_last_ts(PyObject *seq, long long last) {
 
 /* -- the packet loop over a sorted batch ------------------------------------------------------------ */
 
+/* The track event of a compact span's BEGIN, by its name, metadata and level (the objects compared by
+ * identity: the batch holds them while it is encoded), when everything it refers to was interned already:
+ * the sequence's tables only grow until the next batch, so the same span encodes to the same bytes for
+ * the rest of the batch, and the next one like it is copied, not encoded. */
+#define MEMO_SLOTS 64
+#define MEMO_BYTES 64
+typedef struct {
+    PyObject *name, *md; /* NULL: an empty slot */
+    long long level;
+    Py_ssize_t len;
+    char te[MEMO_BYTES];
+} Memo;
+
+static inline Memo *memo_slot(Memo *memo, const EEntry *c) {
+    uintptr_t h = ((uintptr_t)c->obj >> 4) ^ ((uintptr_t)c->md >> 6) ^ (uintptr_t)c->level;
+    return &memo[(h ^ (h >> 7)) & (MEMO_SLOTS - 1)];
+}
+
 /* What the loop reads from a sequence once per batch. */
 typedef struct {
     PyObject *seq;
@@ -313,6 +695,7 @@ typedef struct {
     Buf te, scratch, interned;
     long long last;
     int slow; /* last_ts beyond the loop's range: the Python code encodes */
+    Memo memo[MEMO_SLOTS];
 } Enc;
 
 static void enc_close(Enc *e) {
@@ -468,7 +851,7 @@ static int commit_pending(PyObject *table, Pending *pending, int entry_tag, Buf 
  * anything else new (a category, an annotation name, a source location) goes to the Python code, and so
  * does anything rare (tracks, errors, sampling weights, values to repair, ids and flows that are int
  * subclasses). Flows and the correlation id (the trace id, on a BEGIN) are written here. */
-static int track_event(Enc *e, PyObject *ev, int begin) {
+static int track_event(Enc *e, EvRef ev, int begin) {
     PyObject *name_refs = e->refs[0], *category_refs = e->refs[1], *level_annotations = e->refs[2],
              *annotation_refs = e->refs[3];
     Buf *te = &e->te, *scratch = &e->scratch;
@@ -483,7 +866,7 @@ static int track_event(Enc *e, PyObject *ev, int begin) {
 
 #define GET(var, f)                                  \
     do {                                             \
-        var = field(ev, f);                          \
+        var = field_of(ev, f);                       \
         if (var == NULL)                             \
             goto error;                              \
     } while (0)
@@ -752,28 +1135,41 @@ done:
 #undef GET
 }
 
-/* The framed packet of one item, appended to `out`: here when the event's parts are interned, else by
+/* The framed packet of one item, written to `out`: here when the event's parts are interned, else by
  * seq._packet(ts, phase, ev, tracks). */
-static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *tracks, PyObject *out) {
+static int enc_one(Enc *e, long long ts, int phase, EvRef ev, PyObject *tracks, Packets *out) {
     int fast = 0, with_event = 1;
+    Buf te = e->te;
     e->interned.len = 0;
     if (ts >= 0 && !e->slow) {
         if (phase == 2) { /* SLICE_END */
-            if (PyDict_GET_SIZE(tracks) == 0) {
-                PyObject *begun = field(ev, F_BEGUN);
+            with_event = 0;
+            if (ev.c != NULL)
+                fast = 1; /* (a compact span: on its thread's track, begun in this batch) */
+            else if (PyDict_GET_SIZE(tracks) == 0) {
+                PyObject *begun = field(ev.obj, F_BEGUN);
                 if (begun == NULL)
                     return -1;
                 fast = begun == Py_False;
                 Py_DECREF(begun);
-                with_event = 0;
             }
         } else if (phase == 1 || phase == 3) {
-            fast = track_event(e, ev, phase == 1);
-            if (fast < 0)
-                return -1;
+            Memo *m = ev.c != NULL ? memo_slot(e->memo, ev.c) : NULL;
+            if (m != NULL && m->name == ev.c->obj && m->md == ev.c->md && m->level == ev.c->level) {
+                te.data = m->te, te.len = m->len; /* (read only) */
+                fast = 1;
+            } else {
+                fast = track_event(e, ev, phase == 1);
+                if (fast < 0)
+                    return -1;
+                te = e->te;
+                if (fast && m != NULL && e->interned.len == 0 && e->te.len <= MEMO_BYTES) {
+                    m->name = ev.c->obj, m->md = ev.c->md, m->level = ev.c->level, m->len = e->te.len;
+                    memcpy(m->te, e->te.data, (size_t)e->te.len);
+                }
+            }
         }
     }
-    PyObject *packet;
     if (fast) {
         char head[24];
         char *p = head;
@@ -787,24 +1183,24 @@ static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *trac
             memcpy(p, PyBytes_AS_STRING(tags[TAG_ABSOLUTE_CLOCK]), (size_t)PyBytes_GET_SIZE(tags[TAG_ABSOLUTE_CLOCK]));
             p += PyBytes_GET_SIZE(tags[TAG_ABSOLUTE_CLOCK]);
         }
-        packet = framed(head, p - head, &e->te, with_event, with_event ? e->needs : e->end_tail, &e->interned);
-    } else { /* the Python code: it interns what is new and handles every other case */
-        if (!e->slow && set_last_ts(e->seq, e->last) < 0)
-            return -1;
-        PyObject *ts_obj = PyLong_FromLongLong(ts), *phase_obj = PyLong_FromLong(phase);
-        PyObject *event = compact_event(ev) ? expand_compact(ev) : Py_NewRef(ev);
-        packet = ts_obj == NULL || phase_obj == NULL || event == NULL
-                     ? NULL
-                     : PyObject_CallMethodObjArgs(e->seq, s_packet, ts_obj, phase_obj, event, tracks, NULL);
-        Py_XDECREF(ts_obj);
-        Py_XDECREF(phase_obj);
-        Py_XDECREF(event);
-        if (packet != NULL && enc_read_last(e) < 0)
-            Py_CLEAR(packet);
+        return put_framed(out, head, p - head, &te, with_event, with_event ? e->needs : e->end_tail, &e->interned);
     }
+    /* the Python code: it interns what is new and handles every other case */
+    if (!e->slow && set_last_ts(e->seq, e->last) < 0)
+        return -1;
+    PyObject *ts_obj = PyLong_FromLongLong(ts), *phase_obj = PyLong_FromLong(phase);
+    PyObject *event = whole_event(ev);
+    PyObject *packet = ts_obj == NULL || phase_obj == NULL || event == NULL
+                           ? NULL
+                           : PyObject_CallMethodObjArgs(e->seq, s_packet, ts_obj, phase_obj, event, tracks, NULL);
+    Py_XDECREF(ts_obj);
+    Py_XDECREF(phase_obj);
+    Py_XDECREF(event);
+    if (packet != NULL && enc_read_last(e) < 0)
+        Py_CLEAR(packet);
     if (packet == NULL)
         return -1;
-    int r = PyList_Append(out, packet);
+    int r = put_obj(&out->data, packet) < 0 ? -1 : packets_mark(out);
     Py_DECREF(packet);
     return r;
 }
@@ -815,7 +1211,7 @@ static int enc_one(Enc *e, long long ts, int phase, PyObject *ev, PyObject *trac
 typedef struct {
     long long k[5];
     int phase;
-    PyObject *ev; /* borrowed from the events list */
+    EvRef ev; /* borrowed from the events */
 } Item;
 
 static inline int item_cmp_inline(const Item *a, const Item *b) {
@@ -863,61 +1259,92 @@ static int small_int(PyObject *o, long long *v) {
     return !overflow && *v > -TS_LIMIT && *v < TS_LIMIT;
 }
 
+/* encode_events(seq, events, marker=None) -> [packets] or None
+ *
+ * The framed packets of a batch of a thread's events (a list, or the EventBatch span_events makes, its
+ * compact spans read as C values), after `marker` if given (the mark of a loss, first in the batch), as
+ * _Sequence.encode makes them: a list of one PacketRun holding them all (empty: no packets), or None when
+ * a timestamp is beyond the loop's range (the Python code encodes the batch). */
 static PyObject *encode_events(PyObject *self, PyObject *args) {
-    PyObject *seq, *events;
-    if (!PyArg_ParseTuple(args, "OO!:encode_events", &seq, &PyList_Type, &events))
+    PyObject *seq, *events, *marker = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|O:encode_events", &seq, &events, &marker))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(events);
+    EventBatch *batch = Py_TYPE(events) == &EventBatchType ? (EventBatch *)events : NULL;
+    if (batch == NULL && !PyList_Check(events)) {
+        PyErr_SetString(PyExc_TypeError, "encode_events: events must be a list or an EventBatch");
+        return NULL;
+    }
+    Py_ssize_t lead = marker != Py_None, n = lead + (batch != NULL ? batch->len : PyList_GET_SIZE(events));
     Item *items = PyMem_New(Item, (size_t)(2 * n + 1));
     if (items == NULL)
         return PyErr_NoMemory();
     Py_ssize_t count = 0;
-    PyObject *result = NULL, *out = NULL, *tracks = NULL, *head = NULL;
+    PyObject *result = NULL, *tracks = NULL, *head = NULL;
+    Packets out;
+    memset(&out, 0, sizeof(out));
     Enc e;
     int opened = 0;
-    /* The list's items stay alive while it is read (a reference each), whatever the callbacks do. */
-    PyObject *keep = PyList_GetSlice(events, 0, n);
+    /* The events stay alive while they are read, whatever the callbacks do: a list's items (a reference
+     * each), a batch (it cannot change); the marker is held by the arguments. */
+    PyObject *keep = batch != NULL ? Py_NewRef(events) : PyList_GetSlice(events, 0, n - lead);
     if (keep == NULL)
         goto finally;
     for (Py_ssize_t idx = 0; idx < n; idx++) {
-        PyObject *ev = PyList_GET_ITEM(keep, idx);
-        PyObject *kind = field(ev, F_KIND);
-        if (kind == NULL)
+        EvRef ev = {NULL, NULL};
+        if (idx < lead)
+            ev.obj = marker;
+        else if (batch != NULL && batch->items[idx - lead].left) {
+            PyErr_SetString(PyExc_TypeError, "encode_events: a batch with records to convert (settled() it)");
             goto finally;
-        int span = PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_span) == 0;
-        int activity = !span && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_activity) == 0;
-        int counter = !span && !activity && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_counter) == 0;
-        Py_DECREF(kind);
-        if (PyErr_Occurred())
-            goto finally;
-        PyObject *start_obj = field(ev, F_START);
-        if (start_obj == NULL)
-            goto finally;
+        } else if (batch != NULL && batch->items[idx - lead].md != NULL)
+            ev.c = &batch->items[idx - lead];
+        else
+            ev.obj = batch != NULL ? batch->items[idx - lead].obj : PyList_GET_ITEM(keep, idx - lead);
         long long start, end = 0;
-        int ok = small_int(start_obj, &start);
-        Py_DECREF(start_obj);
-        if (ok <= 0)
-            goto fallback_or_error;
-        int has_end = 0, begun = 0;
-        if (span || activity) {
-            PyObject *end_obj = field(ev, F_END);
-            if (end_obj == NULL)
+        int span, activity = 0, counter = 0, ok = 1, has_end = 0, begun = 0;
+        if (ev.c != NULL) { /* a compact span: ended, on its thread's track */
+            span = has_end = 1;
+            start = ev.c->start, end = ev.c->end;
+            ok = start > -TS_LIMIT && start < TS_LIMIT && end > -TS_LIMIT && end < TS_LIMIT;
+            if (!ok)
+                goto fallback_or_error;
+        } else {
+            PyObject *kind = field(ev.obj, F_KIND);
+            if (kind == NULL)
                 goto finally;
-            if (end_obj != Py_None) {
-                has_end = 1;
-                ok = small_int(end_obj, &end);
-            }
-            Py_DECREF(end_obj);
+            span = PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_span) == 0;
+            activity = !span && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_activity) == 0;
+            counter = !span && !activity && PyUnicode_CheckExact(kind) && PyUnicode_Compare(kind, s_counter) == 0;
+            Py_DECREF(kind);
+            if (PyErr_Occurred())
+                goto finally;
+            PyObject *start_obj = field(ev.obj, F_START);
+            if (start_obj == NULL)
+                goto finally;
+            ok = small_int(start_obj, &start);
+            Py_DECREF(start_obj);
             if (ok <= 0)
                 goto fallback_or_error;
-            if (span && has_end) {
-                PyObject *b = field(ev, F_BEGUN);
-                if (b == NULL)
+            if (span || activity) {
+                PyObject *end_obj = field(ev.obj, F_END);
+                if (end_obj == NULL)
                     goto finally;
-                begun = PyObject_IsTrue(b);
-                Py_DECREF(b);
-                if (begun < 0)
-                    goto finally;
+                if (end_obj != Py_None) {
+                    has_end = 1;
+                    ok = small_int(end_obj, &end);
+                }
+                Py_DECREF(end_obj);
+                if (ok <= 0)
+                    goto fallback_or_error;
+                if (span && has_end) {
+                    PyObject *b = field(ev.obj, F_BEGUN);
+                    if (b == NULL)
+                        goto finally;
+                    begun = PyObject_IsTrue(b);
+                    Py_DECREF(b);
+                    if (begun < 0)
+                        goto finally;
+                }
             }
         }
         Item *it = &items[count++];
@@ -950,9 +1377,8 @@ static PyObject *encode_events(PyObject *self, PyObject *args) {
     }
     sort_items(items, count);
 
-    out = PyList_New(0);
     tracks = PyDict_New();
-    if (out == NULL || tracks == NULL)
+    if (tracks == NULL)
         goto finally;
     /* seq.restart(first): the packets that (re)start the sequence's state, if it needs them. */
     PyObject *first = count ? PyLong_FromLongLong(items[0].k[0]) : Py_NewRef(Py_None);
@@ -962,7 +1388,7 @@ static PyObject *encode_events(PyObject *self, PyObject *args) {
     Py_DECREF(first);
     if (head == NULL)
         goto finally;
-    if (head != Py_None && PyList_Append(out, head) < 0)
+    if (head != Py_None && (put_obj(&out.data, head) < 0 || packets_mark(&out) < 0))
         goto finally;
     if (enc_open(&e, seq) < 0) {
         opened = 1;
@@ -972,17 +1398,26 @@ static PyObject *encode_events(PyObject *self, PyObject *args) {
     if (enc_read_last(&e) < 0)
         goto finally;
     for (Py_ssize_t i = 0; i < count; i++)
-        if (enc_one(&e, items[i].k[0], items[i].phase, items[i].ev, tracks, out) < 0)
+        if (enc_one(&e, items[i].k[0], items[i].phase, items[i].ev, tracks, &out) < 0)
             goto finally;
     if (!e.slow && set_last_ts(seq, e.last) < 0)
         goto finally;
-    result = Py_NewRef(out);
+    if (out.count == 0)
+        result = PyList_New(0);
+    else {
+        PyObject *run = packets_run(&out);
+        result = run == NULL ? NULL : PyList_New(1);
+        if (result != NULL)
+            PyList_SET_ITEM(result, 0, run);
+        else
+            Py_XDECREF(run);
+    }
 
 finally:
     if (opened)
         enc_close(&e);
+    packets_free(&out);
     Py_XDECREF(keep);
-    Py_XDECREF(out);
     Py_XDECREF(tracks);
     Py_XDECREF(head);
     PyMem_Free(items);
@@ -3501,6 +3936,11 @@ static int record_event(PyObject *rec, long long offset, PyObject *tid, PyObject
     return 1;
 }
 
+/* Append an event, or a record left to convert, to what span_events makes (a list, or an EventBatch). */
+static int events_append(PyObject *out, PyObject *ev, int left) {
+    return Py_TYPE(out) == &EventBatchType ? eb_append_event((EventBatch *)out, ev, left) : PyList_Append(out, ev);
+}
+
 /* span_events(records, start_ns, offset, tid, thread_name, code_locations, objects)
  *     -> (events, outside, left, logs, instants)
  *
@@ -3547,13 +3987,15 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
     }
     Py_ssize_t n = batch != NULL ? batch->len : PyList_GET_SIZE(records), outside = 0, left = 0, logs = 0,
                instants = 0;
-    PyObject *out = PyList_New(0);
+    /* For a sink that takes compact events, an EventBatch: compact spans in it as C values. */
+    PyObject *out = compact ? (PyObject *)eb_new() : PyList_New(0);
     if (out == NULL)
         return NULL;
+    PyObject *plain_seen = NULL; /* the last name found plain (held): the same name is not looked at again */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *rec, *made = NULL, *level_made = NULL;
         PyObject *name, *level, *start_obj, *end_obj, *md = NULL, *span = NULL;
-        long long start, end;
+        long long start, end, queued_level = 0;
         if (batch != NULL && batch->items[i].compact) { /* a compact span, as C values */
             QEntry *e = &batch->items[i];
             rec = NULL, name = e->obj, start = e->start, end = e->end;
@@ -3561,15 +4003,19 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
                 outside++;
                 continue;
             }
-            if (!(start > -TS_LIMIT && start < TS_LIMIT && end > -TS_LIMIT && end < TS_LIMIT) || !plain_name(name))
+            if (!(start > -TS_LIMIT && start < TS_LIMIT && end > -TS_LIMIT && end < TS_LIMIT))
                 goto as_is;
-            if ((level = level_made = PyLong_FromLongLong(e->level)) == NULL)
-                goto error;
+            if (name != plain_seen) {
+                if (!plain_name(name))
+                    goto as_is;
+                Py_XSETREF(plain_seen, Py_NewRef(name));
+            }
+            level = NULL, queued_level = e->level; /* (an object only if one is made) */
             goto convert;
         }
         rec = batch != NULL ? batch->items[i].obj : PyList_GET_ITEM(records, i);
         if (Py_TYPE(rec) == event_type) { /* a span's event made already (finished_events) */
-            if (PyList_Append(out, rec) < 0)
+            if (events_append(out, rec, 0) < 0)
                 goto error;
             continue;
         }
@@ -3584,7 +4030,7 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
                 logs++;
             else
                 instants++;
-            r = PyList_Append(out, made);
+            r = events_append(out, made, 0);
             Py_DECREF(made);
             if (r < 0)
                 goto error;
@@ -3646,10 +4092,30 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
                                                     PyFloat_CheckExact(adjusted) && PyFloat_AS_DOUBLE(adjusted) == 1.0));
         PyObject *meta = as_tuple ? compact_metadata(md, name, code_locations) : event_metadata(md, name, code_locations);
         if (meta == NULL) {
-            Py_CLEAR(level_made);
             if (PyErr_Occurred())
                 goto error;
             goto as_is;
+        }
+        if (as_tuple && compact) { /* held as C values, when its level is a small int */
+            int fits = level == NULL;
+            if (!fits && PyLong_CheckExact(level)) {
+                int overflow = 0;
+                queued_level = PyLong_AsLongLongAndOverflow(level, &overflow);
+                if (queued_level == -1 && PyErr_Occurred()) {
+                    Py_DECREF(meta);
+                    goto error;
+                }
+                fits = !overflow;
+            }
+            if (fits) {
+                if (eb_append_compact((EventBatch *)out, name, meta, queued_level, start + offset, end + offset) < 0)
+                    goto error;
+                continue;
+            }
+        }
+        if (level == NULL && (level = level_made = PyLong_FromLongLong(queued_level)) == NULL) {
+            Py_DECREF(meta);
+            goto error;
         }
         PyObject *fields[7] = {Py_NewRef(name), PyLong_FromLongLong(start + offset),
                                PyLong_FromLongLong(end + offset), Py_NewRef(level), meta,
@@ -3681,7 +4147,7 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
                 Py_SETREF(SLOT(made, field_off[F_PARENT_ID]), Py_NewRef(parent_id));
             Py_SETREF(SLOT(made, field_off[F_ADJUSTED]), Py_NewRef(adjusted));
         }
-        int r = PyList_Append(out, made);
+        int r = events_append(out, made, 0);
         Py_DECREF(made);
         if (r < 0)
             goto error;
@@ -3690,15 +4156,17 @@ static PyObject *span_events_of(PyObject *self, PyObject *args) {
         left++;
         if (rec == NULL) { /* a compact span the Python code converts: its tuple */
             PyObject *t = entry_object(&batch->items[i]);
-            int r = t == NULL ? -1 : PyList_Append(out, t);
+            int r = t == NULL ? -1 : events_append(out, t, 1);
             Py_XDECREF(t);
             if (r < 0)
                 goto error;
-        } else if (PyList_Append(out, rec) < 0)
+        } else if (events_append(out, rec, 1) < 0)
             goto error;
     }
+    Py_XDECREF(plain_seen);
     return Py_BuildValue("(Nnnnn)", out, outside, left, logs, instants);
 error:
+    Py_XDECREF(plain_seen);
     Py_DECREF(out);
     return NULL;
 }
@@ -4100,35 +4568,67 @@ static PyObject *finished_events(PyObject *self, PyObject *args) {
 }
 
 /* join_chunks(packets, limit) -> list of bytes: the packets joined in runs of at most `limit` bytes (a
- * packet larger than that is a run of its own), as PerfettoWriter._compressed makes them. */
+ * packet larger than that is a run of its own), as PerfettoWriter._compressed makes them. A PacketRun
+ * among them counts as the packets it holds, one by one. */
 static PyObject *join_chunks(PyObject *self, PyObject *args) {
     PyObject *packets;
     Py_ssize_t limit;
     if (!PyArg_ParseTuple(args, "O!n:join_chunks", &PyList_Type, &packets, &limit))
         return NULL;
+    typedef struct {
+        const char *data;
+        Py_ssize_t len;
+    } Piece;
+    Piece *pieces = NULL;
     PyObject *keep = PyList_GetSlice(packets, 0, PyList_GET_SIZE(packets)), *out = PyList_New(0);
     if (keep == NULL || out == NULL)
         goto error;
-    Py_ssize_t n = PyList_GET_SIZE(keep), first = 0, size = 0;
-    for (Py_ssize_t i = 0; i <= n; i++) {
-        Py_ssize_t len = 0;
-        if (i < n) {
-            PyObject *p = PyList_GET_ITEM(keep, i);
-            if (!PyBytes_Check(p)) {
-                PyErr_SetString(PyExc_TypeError, "join_chunks: packets are bytes");
-                goto error;
-            }
-            len = PyBytes_GET_SIZE(p);
+    /* Every packet, in order (what `keep` holds cannot change meanwhile: bytes and PacketRuns are
+     * immutable, and nothing below calls back into Python but to allocate). */
+    Py_ssize_t count = 0, n = PyList_GET_SIZE(keep);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PyList_GET_ITEM(keep, i);
+        if (Py_TYPE(p) == &PacketRunType)
+            count += ((PacketRun *)p)->count;
+        else if (PyBytes_Check(p))
+            count++;
+        else {
+            PyErr_SetString(PyExc_TypeError, "join_chunks: packets are bytes");
+            goto error;
         }
-        if (i == n ? i > first : (size + len > limit && i > first)) {
+    }
+    pieces = PyMem_New(Piece, (size_t)count + 1);
+    if (pieces == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PyList_GET_ITEM(keep, i);
+        if (Py_TYPE(p) == &PacketRunType) {
+            PacketRun *r = (PacketRun *)p;
+            for (Py_ssize_t j = 0; j < r->count; j++) {
+                Py_ssize_t from = j ? r->ends[j - 1] : 0;
+                pieces[count].data = r->data + from, pieces[count++].len = r->ends[j] - from;
+            }
+        } else
+            pieces[count].data = PyBytes_AS_STRING(p), pieces[count++].len = PyBytes_GET_SIZE(p);
+    }
+    Py_ssize_t first = 0, size = 0;
+    for (Py_ssize_t i = 0; i <= count; i++) {
+        Py_ssize_t len = i < count ? pieces[i].len : 0;
+        if (i == count ? i > first : (size + len > limit && i > first)) {
             PyObject *chunk = PyBytes_FromStringAndSize(NULL, size);
             if (chunk == NULL)
                 goto error;
             char *dst = PyBytes_AS_STRING(chunk);
-            for (Py_ssize_t j = first; j < i; j++) {
-                PyObject *p = PyList_GET_ITEM(keep, j);
-                memcpy(dst, PyBytes_AS_STRING(p), (size_t)PyBytes_GET_SIZE(p));
-                dst += PyBytes_GET_SIZE(p);
+            for (Py_ssize_t j = first; j < i;) { /* (a PacketRun's packets that follow each other: at once) */
+                const char *from = pieces[j].data;
+                Py_ssize_t len = pieces[j++].len;
+                while (j < i && pieces[j].data == from + len)
+                    len += pieces[j++].len;
+                memcpy(dst, from, (size_t)len);
+                dst += len;
             }
             int r = PyList_Append(out, chunk);
             Py_DECREF(chunk);
@@ -4138,9 +4638,11 @@ static PyObject *join_chunks(PyObject *self, PyObject *args) {
         }
         size += len;
     }
+    PyMem_Free(pieces);
     Py_DECREF(keep);
     return out;
 error:
+    PyMem_Free(pieces);
     Py_XDECREF(keep);
     Py_XDECREF(out);
     return NULL;
@@ -4169,8 +4671,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "Set the wire tags the encoder writes (from the schema)."},
     {"encode_events", encode_events, METH_VARARGS,
-     "encode_events(seq, events): the framed packets of a batch of a thread's events (None: the Python "
-     "code encodes this batch)."},
+     "encode_events(seq, events, marker=None): the framed packets of a batch of a thread's events, after "
+     "marker if given, as a list of one PacketRun (None: the Python code encodes this batch)."},
     {"configure_events", configure_events, METH_VARARGS,
      "configure_events(template, fields): the event type span_events makes, and its defaults."},
     {"configure_spans", configure_spans, METH_VARARGS,
@@ -4294,7 +4796,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(s_exit, "__exit__");
     INTERN(s_qualname, "__qualname__");
     if (PyType_Ready(&SpanScope) < 0 || PyType_Ready(&TracedType) < 0 || PyType_Ready(&DroppedMethodType) < 0 ||
-        PyType_Ready(&RecordQueueType) < 0 || PyType_Ready(&RecordBatchType) < 0)
+        PyType_Ready(&RecordQueueType) < 0 || PyType_Ready(&RecordBatchType) < 0 ||
+        PyType_Ready(&EventBatchType) < 0 || PyType_Ready(&PacketRunType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -4310,7 +4813,9 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     }
     if (PyModule_AddObject(m, "RecordQueue", Py_NewRef((PyObject *)&RecordQueueType)) < 0 ||
-        PyModule_AddObject(m, "RecordBatch", Py_NewRef((PyObject *)&RecordBatchType)) < 0) {
+        PyModule_AddObject(m, "RecordBatch", Py_NewRef((PyObject *)&RecordBatchType)) < 0 ||
+        PyModule_AddObject(m, "EventBatch", Py_NewRef((PyObject *)&EventBatchType)) < 0 ||
+        PyModule_AddObject(m, "PacketRun", Py_NewRef((PyObject *)&PacketRunType)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -32,7 +32,7 @@ from opentelemetry.trace import (
 import tracebridge
 from tracebridge import _accel, spans
 from tracebridge._config import Config
-from tracebridge._model import ErrorInfo, Event, Frame, Record, SpanRecord, ThreadInfo, as_event
+from tracebridge._model import ErrorInfo, Event, Frame, Loss, Record, SpanRecord, ThreadInfo, as_event
 from tracebridge._recorder.session import Session
 from tracebridge._sanitize import is_secret_key
 from tracebridge.otel import processor as otel_processor
@@ -55,22 +55,24 @@ def packets(path: Path) -> list[bytes]:
     return [bytes(p) for _, _, p in iter_frames(data)]
 
 
-def write(path: Path, batches: list[tuple[ThreadInfo, list[Event]]], compiled: bool) -> list[bytes]:
-    """The packets a writer makes of ``batches`` on one path (random track uuids seeded alike)."""
+def write(path: Path, batches: list[tuple[Any, ...]], compiled: bool, compress: bool = False) -> list[bytes]:
+    """The packets a writer makes of ``batches`` ((thread, events) or (thread, events, loss)) on one path
+    (random track uuids seeded alike); ``compress``: the top-level records (compressed ones whole)."""
     saved = perfetto_writer.speedups
     perfetto_writer.speedups = saved if compiled else None
     state = random.getstate()
     random.seed(20261201)
     try:
-        w = PerfettoWriter(path, start_ts=1_000, compress=False)
-        for thread, events in batches:
-            w.write(thread, events)
+        w = PerfettoWriter(path, start_ts=1_000, compress=compress)
+        for thread, events, *loss in batches:
+            w.write(thread, events, *loss)
         w.close()
     finally:
         random.setstate(state)
         perfetto_writer.speedups = saved
     # (not the preamble's clock snapshot, nor the stats: they read clocks; nor the process's name)
-    return packets(path)[3:-1]
+    # (compressed: nor the stats' two packets, which stay uncompressed)
+    return packets(path)[2:-2] if compress else packets(path)[3:-1]
 
 
 class _Formatted(int):  # (an id that formats its own way: the Python code writes it)
@@ -337,11 +339,11 @@ def queued(records: list[Any]) -> Any:
 
 
 def convert(
-    records: list[Any], compiled: bool, compact: bool = False, batch: bool = False
-) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    records: list[Any], compiled: bool, compact: bool = False, batch: bool = False, as_made: bool = False
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """What a session's writer makes of ``records`` on one path: events, recorded and dropped counts.
     ``compact``: for a sink that takes compact events (as the Perfetto writer does); ``batch``: the
-    records taken off a compiled queue."""
+    records taken off a compiled queue; ``as_made``: the events as the sink gets them (else a list)."""
     from tracebridge._recorder import session as session_module
 
     saved = session_module.speedups
@@ -355,6 +357,8 @@ def convert(
         for key in _KEYS:  # (the sanitizer's cache of secret keys, warm: the compiled step reads it)
             is_secret_key(key, s.limits)
         events = s._events(queued(records) if batch else list(records), ThreadInfo(PID, 42, "worker"))
+        # (for a sink that takes compact events, an EventBatch: a sequence, its compact spans as tuples)
+        events = events if as_made else list(events)
         return events, dict(s.stats.recorded), {k: dict(v) for k, v in s.stats.dropped.items()}
     finally:
         session_module.speedups = saved
@@ -450,6 +454,129 @@ def test_compact_events_are_made_whole() -> None:
     ] * 2 + [("annotated", 2, BASE + 8 + 12_345, BASE + 9 + 12_345, {"path": "a"})]
     assert compact[0][4] is compact[2][4] and compact[1][4] is compact[3][4]
     assert compact[4][4] is not s.metadata
+
+
+# -- compact spans from a thread's queue to the file, with no object for each ---------------------------
+
+
+@st.composite
+def busy_batches(draw: st.DrawFn) -> list[Any]:
+    """Records as a busy thread queues them: mostly compact spans (many beginning or ending at the same
+    instant, nested or one after another, some before the session, levels past 32 bits, names the
+    Python code takes), spans with metadata of their own, and records the Python code converts (spans
+    that failed, counter samples)."""
+    out: list[Any] = []
+    for i in range(draw(st.integers(0, 40))):
+        name = draw(st.sampled_from(["load", "load", "save", "located", "x" * 1025, "a@b"]))
+        level = draw(st.sampled_from([1, 2, 2, 3, 2**40]))
+        start = BASE + draw(st.integers(-2, 12))
+        end = start + draw(st.integers(0, 4))
+        shape = draw(st.integers(0, 9))
+        if shape <= 5:
+            out.append((name, level, start, end))
+        elif shape <= 8:
+            s = spans._made(
+                Span, name, level, draw(st.sampled_from([None, {"n": i}, {"ok": True, "s": "v"}]))
+            )
+            s.start_ns, s.end_ns = start, end
+            s.parent, s._lazy = None, None
+            if shape == 8:
+                s.error = ErrorInfo("ValueError", "bad", ())
+            out.append(s)
+        else:
+            out.append(Record("counter", "queue", start, None, 1, None, value=i))
+    return out
+
+
+@compiled
+@settings(max_examples=150)
+@given(busy_batches(), st.booleans())
+def test_a_batch_taken_off_a_queue_writes_the_bytes_of_its_events(
+    tmp_path_factory: Any, records: list[Any], lost: bool
+) -> None:
+    """The Perfetto writer gets an EventBatch (its compact spans C values, what the Python code converted
+    in their places) and writes what the pure-Python writer makes of the same events, byte for byte:
+    events at the same instant in the same order, after a loss's mark, and again once all is interned."""
+    from tracebridge._model import CODE_LOCATIONS
+
+    CODE_LOCATIONS.setdefault("located", ("app.py", 12, "located"))
+    made, recorded, dropped = convert(records, True, compact=True, batch=True, as_made=True)
+    assert type(made) is _accel.speedups.EventBatch
+    assert (list(made), recorded, dropped) == convert(records, True, compact=True)
+    whole = [as_event(ev) for ev in made]
+    thread = ThreadInfo(PID, 42, "worker")
+    loss = [Loss({"queue_full": 2}, BASE - 9, BASE - 1)] if lost else []
+    d = tmp_path_factory.mktemp("batch")
+    c = write(d / "c.perfetto-trace", [(thread, made, *loss), (thread, made)], True)
+    assert c == write(d / "py.perfetto-trace", [(thread, whole, *loss), (thread, whole)], False)
+
+
+@compiled
+def test_compact_spans_reach_the_file_with_no_object_each(
+    trace_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain spans queued compact reach the encoder as C values (an EventBatch, read from Python as
+    compact events), and their packets come back in one buffer (a PacketRun): only the first span of a
+    kind goes through the Python code, which interns its name."""
+    from tracebridge._model import CODE_LOCATIONS
+
+    CODE_LOCATIONS["located_here"] = ("lib.py", 3, "located_here")
+    calls = [0]
+    packet = perfetto_writer._Sequence._packet
+
+    def counting(self: Any, *args: Any) -> bytes:
+        calls[0] += 1
+        return bytes(packet(self, *args))
+
+    monkeypatch.setattr(perfetto_writer._Sequence, "_packet", counting)
+    records = [
+        (("load", "located_here")[i % 2], 2, BASE + 10 * i, BASE + 10 * i + 5 * (i % 3)) for i in range(2000)
+    ]
+    made, recorded, _ = convert(records, True, compact=True, batch=True, as_made=True)
+    assert type(made) is _accel.speedups.EventBatch and len(made) == 2000 and recorded["span"] == 2000
+    located = {"code.filepath": "lib.py", "code.lineno": 3, "code.function": "located_here"}
+    assert made[0] == ("load", 2, BASE + 12_345, BASE + 12_345, {})
+    assert made[-1] == ("located_here", 2, BASE + 19_990 + 12_345, BASE + 19_995 + 12_345, located)
+    assert made[1:3] == [tuple(made[1]), tuple(made[2])] and made[-1] == made[1999]
+    w = PerfettoWriter(trace_path, start_ts=0)
+    seq = perfetto_writer._Sequence(w, 9, ThreadInfo(PID, 42, "worker"))
+    out = seq.encode(made)
+    assert [type(p) for p in out] == [_accel.speedups.PacketRun]
+    assert len(_accel.speedups.join_chunks(out, 1)) == 1 + 2 * 2000  # (the restart packets: one piece)
+    assert calls[0] == 2  # (the BEGIN of the first of each kind)
+    w.write(ThreadInfo(PID, 42, "worker"), made)
+    w.close()
+    assert Counter(e.name for e in read_trace(trace_path).events) == {"load": 1000, "located_here": 1000}
+
+
+@compiled
+def test_an_event_batch_is_settled_before_it_is_encoded(trace_path: Path) -> None:
+    records = [("load", 2, BASE + 5, BASE + 9), Record("counter", "queue", BASE + 6, None, 1, None, value=3)]
+    assert _accel.speedups is not None
+    made = _accel.speedups.span_events(queued(records), BASE, 0, 42, "w", {}, None, True)[0]
+    assert made.leftovers() == [records[1]]
+    with pytest.raises(ValueError, match="one event"):
+        made.settled([])
+    w = PerfettoWriter(trace_path, start_ts=0)
+    seq = perfetto_writer._Sequence(w, 9, ThreadInfo(PID, 42, "worker"))
+    with pytest.raises(TypeError, match="settled"):
+        seq.encode(made)
+    w.close()
+    settled = made.settled([None])
+    assert list(settled) == [("load", 2, BASE + 5, BASE + 9, {})] and settled.leftovers() == []
+
+
+@compiled
+def test_both_paths_cut_a_large_batch_into_the_same_compressed_records(tmp_path: Path) -> None:
+    """A batch larger than a compressed record holds: the records are cut between the same packets."""
+    records = [("load", 2, BASE + 10 * i, BASE + 10 * i + 5) for i in range(30_000)]
+    made = convert(records, True, compact=True, batch=True, as_made=True)[0]
+    thread = ThreadInfo(PID, 42, "worker")
+    c = write(tmp_path / "c.perfetto-trace", [(thread, made)], True, compress=True)
+    py = write(
+        tmp_path / "py.perfetto-trace", [(thread, [as_event(ev) for ev in made])], False, compress=True
+    )
+    assert c == py and len(c) >= 2  # (cut once at least)
 
 
 @compiled

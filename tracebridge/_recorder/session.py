@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -653,28 +653,42 @@ class Session(EventConversion):
                 recorded["instant"] = recorded.get("instant", 0) + instants
             if not left:
                 return made  # type: ignore[no-any-return]
+            if type(made) is not list:  # (an EventBatch: what it left is converted in its place)
+                return made.settled(self._converted(made.leftovers(), info, True))  # type: ignore[no-any-return]
             records = made
-        events: list[Event] = []
+        return self._converted(records, info)
+
+    def _converted(self, records: Sequence[Any], info: ThreadInfo, in_place: bool = False) -> list[Any]:
+        """The events of ``records`` (each left out that is dropped, or, ``in_place``, None in its place)."""
+        recorded = self.stats.recorded
+        start = self.start_ns
+        events: list[Any] = []
         for rec in records:
             compact = type(rec) is tuple
-            if compact and len(rec) == 5:  # (a compact event, made by the compiled step above)
+            if compact and len(rec) == 5:  # (a compact event, made by the compiled step)
                 events.append(rec)
                 continue
             if compact:
                 if rec[2] < start:
                     self.count_drop("outside_session", "span")
+                    if in_place:
+                        events.append(None)
                     continue
-            elif type(rec) is Event:  # (made by the compiled step above)
+            elif type(rec) is Event:  # (made by the compiled step)
                 events.append(rec)
                 continue
             elif rec.start_ns < start and rec.kind == "span":
                 self.count_drop("outside_session", "span")
+                if in_place:
+                    events.append(None)
                 continue
             try:
                 ev = self._compact_event(rec, info) if compact else self._to_event(rec, info)
             except Exception as exc:
                 _safety.defer_error("writer.convert", exc)
                 self.count_drop("internal_error", record_kind(rec))
+                if in_place:
+                    events.append(None)
                 continue
             if ev.end_ns is not None:  # (a span written as begun is counted when it ends)
                 recorded[ev.kind] = recorded.get(ev.kind, 0) + 1

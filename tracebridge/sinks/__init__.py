@@ -17,7 +17,8 @@ from .._model import Event, Loss, Stats, ThreadInfo, TraceFile
 class Sink(Protocol):
     """What the writer thread writes to. A sink may also say ``takes_compact = True``: its ``write`` then
     gets compact events (:data:`~tracebridge._model.CompactEvent`) among the events, from the compiled
-    writer step (the Perfetto writer does; others get Events only)."""
+    writer step, and the events as a read-only sequence that may not be a list (an ``EventBatch``, which
+    holds compact events as C values); the Perfetto writer does; others get lists of Events only."""
 
     #: The reason events are counted under when ``write`` does not take all of them.
     drop_reason: str

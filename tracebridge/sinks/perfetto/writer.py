@@ -22,7 +22,7 @@ import random
 import sys
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..._accel import speedups
@@ -330,13 +330,17 @@ class _Sequence:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def encode(self, events: list[Event]) -> list[bytes]:
-        """The framed packets for a batch of this thread's events."""
+    def encode(self, events: Sequence[Event], marker: Event | None = None) -> list[bytes]:
+        """The framed packets for a batch of this thread's events, after ``marker`` (a loss's) if given.
+        (Compiled: one bytes-like PacketRun holding them all, which ``_join_chunks`` cuts between them.)"""
         if speedups is not None:  # the same steps, compiled (None: a timestamp beyond its int64 range)
-            packets: list[bytes] | None = speedups.encode_events(self, events)
+            packets: list[bytes] | None = speedups.encode_events(self, events, marker)
             if packets is not None:
                 return packets
-            events = [as_event(ev) for ev in events]  # (compact events: see PerfettoWriter.takes_compact)
+            # (compact events, in a list or the compiled EventBatch: see PerfettoWriter.takes_compact)
+            events = [as_event(ev) for ev in events]
+        if marker is not None:
+            events = [marker, *events]
         # Sort key: time; then ends before begins (a slice that ends where the next begins); of two
         # slices that begin together the longer first, of two that end together the later-begun first
         # (so that they nest); a slice of zero duration ends right after it begins. The index breaks the
@@ -600,9 +604,10 @@ class PerfettoWriter:
     """
 
     drop_reason = "sink_error"
-    #: ``write`` takes compact events (:data:`~tracebridge._model.CompactEvent`) among its events: the
-    #: compiled writer step makes no Event for the spans that need nothing else. (Not a subclass that
-    #: writes otherwise: its ``write`` may read the events.)
+    #: ``write`` takes compact events (:data:`~tracebridge._model.CompactEvent`) among its events, and
+    #: the events as the compiled writer step's EventBatch: it makes no object for a span that needs
+    #: nothing else, and the encoder reads it in place. (Not a subclass that writes otherwise: its
+    #: ``write`` may read the events.)
     takes_compact = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -771,18 +776,18 @@ class PerfettoWriter:
             seq = _Sequence(self, self._next_seq, thread)
             self._next_seq += 1
             self._sequences[thread.tid] = seq
-        batch = events
+        marker = None
         if loss is not None:
             # After a gap the sequence starts its incremental state afresh (with previous_packet_dropped
             # on the packet that clears it), and an instant on the thread's track marks the place.
             seq.started = False
             seq.pending_drop = True
-            batch = [loss.marker(thread), *events]
-        if batch:
+            marker = loss.marker(thread)
+        if events or marker is not None:
             self._name_process()
             try:
                 # Track descriptors the batch needs are queued while it is encoded, so they precede it.
-                self._pending.extend(seq.encode(batch))
+                self._pending.extend(seq.encode(events, marker))
                 self._commit()
             except BaseException:
                 # The batch is not in the file (and the sequence's tables may name what never reached
