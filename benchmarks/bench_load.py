@@ -75,7 +75,9 @@ QUEUED_CHILD = textwrap.dedent(
     """
     import sys, tracemalloc, tracebridge
     from tracebridge._recorder.runtime import thread_state
-    tracebridge.configure(flush_interval=3600.0)  # the writer does not run: spans stay queued
+    # The writer does not run (its round is an hour away, and the queue is never crowded enough to
+    # wake it): spans stay queued.
+    tracebridge.configure(flush_interval=3600.0, thread_buffer=200_000)
     tracebridge.start(level=2, output=sys.argv[1])
     with tracebridge.span("warm"):
         pass
