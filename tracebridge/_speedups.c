@@ -145,17 +145,25 @@ static EventBatch *eb_new(void) {
     return b;
 }
 
+/* `items` (an array of `*cap` items of `size` bytes) reallocated twice as large (`first` items when it
+ * has none), `*cap` updated; NULL with MemoryError set (then `items` and `*cap` are as they were). */
+static void *grown(void *items, Py_ssize_t *cap, Py_ssize_t first, size_t size) {
+    Py_ssize_t n = *cap ? *cap * 2 : first;
+    void *p = n > PY_SSIZE_T_MAX / (Py_ssize_t)size ? NULL : PyMem_Realloc(items, (size_t)n * size);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    *cap = n;
+    return p;
+}
+
 static int eb_push(EventBatch *b, EEntry e) {
     if (b->len == b->cap) {
-        Py_ssize_t cap = b->cap ? b->cap * 2 : 64;
-        EEntry *items = cap > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(EEntry)
-                            ? NULL
-                            : PyMem_Realloc(b->items, (size_t)cap * sizeof(EEntry));
-        if (items == NULL) {
-            PyErr_NoMemory();
+        EEntry *items = grown(b->items, &b->cap, 64, sizeof(EEntry));
+        if (items == NULL)
             return -1;
-        }
-        b->items = items, b->cap = cap;
+        b->items = items;
     }
     b->items[b->len++] = e;
     return 0;
@@ -285,7 +293,13 @@ static PyObject *eb_settled(PyObject *self, PyObject *events) {
     return (PyObject *)out;
 }
 
+static PyObject *eb_sizeof(PyObject *self, PyObject *unused) {
+    EventBatch *b = (EventBatch *)self;
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(EventBatch) + b->cap * (Py_ssize_t)sizeof(EEntry));
+}
+
 static PyMethodDef eb_methods[] = {
+    {"__sizeof__", eb_sizeof, METH_NOARGS, "The batch's size in memory, in bytes (its entries included)."},
     {"leftovers", eb_leftovers, METH_NOARGS, "The records span_events left for the Python code, in order."},
     {"settled", eb_settled, METH_O,
      "settled(events): a batch with the leftovers replaced by these events (None: left out), in order."},
@@ -487,6 +501,27 @@ static PyObject *pr_repr(PyObject *self) {
 
 static PyBufferProcs pr_as_buffer = {.bf_getbuffer = pr_getbuffer};
 
+/* len(): its bytes, as of the bytes it stands for; bytes(run) copies them. */
+static Py_ssize_t pr_length(PyObject *self) { return ((PacketRun *)self)->size; }
+
+static PyObject *pr_bytes(PyObject *self, PyObject *unused) {
+    PacketRun *r = (PacketRun *)self;
+    return PyBytes_FromStringAndSize(r->data, r->size);
+}
+
+static PyObject *pr_sizeof(PyObject *self, PyObject *unused) {
+    PacketRun *r = (PacketRun *)self;
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(PacketRun) + r->size + r->count * (Py_ssize_t)sizeof(Py_ssize_t));
+}
+
+static PySequenceMethods pr_as_sequence = {.sq_length = pr_length};
+
+static PyMethodDef pr_methods[] = {
+    {"__bytes__", pr_bytes, METH_NOARGS, "The packets' bytes, one after the other."},
+    {"__sizeof__", pr_sizeof, METH_NOARGS, "The run's size in memory, in bytes."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject PacketRunType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tracebridge._speedups.PacketRun",
     .tp_basicsize = sizeof(PacketRun),
@@ -495,6 +530,8 @@ static PyTypeObject PacketRunType = {
     .tp_dealloc = pr_dealloc,
     .tp_repr = pr_repr,
     .tp_as_buffer = &pr_as_buffer,
+    .tp_as_sequence = &pr_as_sequence,
+    .tp_methods = pr_methods,
 };
 
 /* Packets being written: the buffer and where each packet ends. */
@@ -507,15 +544,10 @@ typedef struct {
 /* The packet written since the last one ends here. */
 static int packets_mark(Packets *p) {
     if (p->count == p->cap) {
-        Py_ssize_t cap = p->cap ? p->cap * 2 : 256;
-        Py_ssize_t *ends = cap > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(Py_ssize_t)
-                               ? NULL
-                               : PyMem_Realloc(p->ends, (size_t)cap * sizeof(Py_ssize_t));
-        if (ends == NULL) {
-            PyErr_NoMemory();
+        Py_ssize_t *ends = grown(p->ends, &p->cap, 256, sizeof(Py_ssize_t));
+        if (ends == NULL)
             return -1;
-        }
-        p->ends = ends, p->cap = cap;
+        p->ends = ends;
     }
     p->ends[p->count++] = p->data.len;
     return 0;
@@ -672,7 +704,9 @@ static int set_last_ts(PyObject *seq, long long last) {
 /* The track event of a compact span's BEGIN, by its name, metadata and level (the objects compared by
  * identity: the batch holds them while it is encoded), when everything it refers to was interned already:
  * the sequence's tables only grow until the next batch, so the same span encodes to the same bytes for
- * the rest of the batch, and the next one like it is copied, not encoded. */
+ * the rest of the batch, and the next one like it is copied, not encoded. (A metadata dict is compared by
+ * identity: it must not change while its batch is encoded. Those of compact spans are the shared empty
+ * and code-location dicts, which nothing changes, or a span's own, taken when it ended.) */
 #define MEMO_SLOTS 64
 #define MEMO_BYTES 64
 typedef struct {

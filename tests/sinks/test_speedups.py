@@ -127,8 +127,8 @@ def test_both_paths_write_the_same_bytes(tmp_path_factory: Any, batches: Any) ->
     assert write(d / "c.perfetto-trace", batches, True) == write(d / "py.perfetto-trace", batches, False)
 
 
-@compiled
-def test_the_compiled_loop_takes_the_common_events(trace_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def packets_made_in_python(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter ([n]) of the packets the Python code encodes (``_Sequence._packet``) from now on."""
     calls = [0]
     packet = perfetto_writer._Sequence._packet
 
@@ -137,6 +137,12 @@ def test_the_compiled_loop_takes_the_common_events(trace_path: Path, monkeypatch
         return bytes(packet(self, *args))
 
     monkeypatch.setattr(perfetto_writer._Sequence, "_packet", counting)
+    return calls
+
+
+@compiled
+def test_the_compiled_loop_takes_the_common_events(trace_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = packets_made_in_python(monkeypatch)
     me = ThreadInfo(PID, 7, "main")
     events = [
         Event(
@@ -521,14 +527,7 @@ def test_compact_spans_reach_the_file_with_no_object_each(
     from tracebridge._model import CODE_LOCATIONS
 
     CODE_LOCATIONS["located_here"] = ("lib.py", 3, "located_here")
-    calls = [0]
-    packet = perfetto_writer._Sequence._packet
-
-    def counting(self: Any, *args: Any) -> bytes:
-        calls[0] += 1
-        return bytes(packet(self, *args))
-
-    monkeypatch.setattr(perfetto_writer._Sequence, "_packet", counting)
+    calls = packets_made_in_python(monkeypatch)
     records = [
         (("load", "located_here")[i % 2], 2, BASE + 10 * i, BASE + 10 * i + 5 * (i % 3)) for i in range(2000)
     ]
@@ -542,7 +541,11 @@ def test_compact_spans_reach_the_file_with_no_object_each(
     seq = perfetto_writer._Sequence(w, 9, ThreadInfo(PID, 42, "worker"))
     out = seq.encode(made)
     assert [type(p) for p in out] == [_accel.speedups.PacketRun]
-    assert len(_accel.speedups.join_chunks(out, 1)) == 1 + 2 * 2000  # (the restart packets: one piece)
+    pieces = _accel.speedups.join_chunks(out, 1)
+    assert len(pieces) == 1 + 2 * 2000  # (the restart packets: one piece)
+    # As the bytes it stands for: its length, its bytes, its memory (and the batch's) counted.
+    assert len(out[0]) == sum(map(len, pieces)) and bytes(out[0]) == b"".join(pieces)
+    assert sys.getsizeof(out[0]) > len(out[0]) and sys.getsizeof(made) > 2000 * 32
     assert calls[0] == 2  # (the BEGIN of the first of each kind)
     w.write(ThreadInfo(PID, 42, "worker"), made)
     w.close()
