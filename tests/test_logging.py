@@ -387,6 +387,23 @@ def test_a_record_that_does_not_format_arrives_marked(logger: logging.Logger, tr
     assert logs[2].name == "fine after" and len(logs) == 3
 
 
+def test_the_formatter_formats_a_message_once() -> None:
+    """TraceFormatter formats a record's message once (it used to format it a second time to find out
+    whether it formats); a record whose format string fails elsewhere still fails as it would."""
+    formatted = []
+
+    class Counted:
+        def __str__(self) -> str:
+            formatted.append(1)
+            return "ann"
+
+    record = logging.LogRecord("shop", logging.INFO, "/srv/app.py", 9, "user %s", (Counted(),), None)
+    assert TraceFormatter("%(levelname)s %(message)s").format(record) == "INFO user ann"
+    assert len(formatted) == 1
+    with pytest.raises(ValueError, match="nothing_like_this"):
+        TraceFormatter("%(nothing_like_this)s").format(record)
+
+
 def test_chained_exceptions_keep_their_causes(logger: logging.Logger, trace_path: Path) -> None:
     def load() -> None:
         try:

@@ -637,10 +637,17 @@ class TraceFormatter(logging.Formatter):
         # Changes go to a copy: the other handlers get the record as it came (logging.Formatter keeps
         # the traceback's text on the record, for every handler: the compact one must not be it).
         try:
-            record.getMessage()
-        except Exception as exc:
-            record = logging.makeLogRecord(record.__dict__)
-            record.msg, record.args = unformattable(record, exc), None
+            return self._format(record)
+        except Exception:
+            try:  # (the message is formatted once when it formats: asked again only here)
+                record.getMessage()
+            except Exception as exc:  # it does not: written as its parts
+                record = logging.makeLogRecord(record.__dict__)
+                record.msg, record.args = unformattable(record, exc), None
+                return self._format(record)
+            raise
+
+    def _format(self, record: logging.LogRecord) -> str:
         if self.compact_tracebacks and record.exc_info:
             record = logging.makeLogRecord(record.__dict__)
             record.exc_text = None
