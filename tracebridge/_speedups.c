@@ -1657,7 +1657,7 @@ static const char *rt_slot_names[RT_COUNT] = {"compact", "buffer_soft", "buffer_
 static struct {
     PyTypeObject *span_type, *thread_type;
     PyObject *rt, *current, *thread_local, *thread_state, *clock, *s_state_key, *perf_counter_ns,
-        *is_failure, *error_info, *needs_snapshot, *deque_append, *s_state, *s_place, *s_left, *s_resolve,
+        *is_failure, *error_info, *needs_snapshot, *s_state, *s_place, *s_left, *s_resolve,
         *s_snapshot, *s_crowded, *s_crowding, *s_track, *s_ended_failing, *zero;
     Py_ssize_t span_off[S_COUNT], thread_off[TS_COUNT], rt_off[RT_COUNT];
     PyTypeObject *deque_type;
@@ -2307,12 +2307,11 @@ static int queue_record(PyObject *st, PyObject *rec) {
     Py_ssize_t len = soft == -1 && PyErr_Occurred() ? -1 : PyObject_Size(buf);
     PyObject *r = NULL;
     if (len >= 0) {
-        if (len < soft) {
-            PyObject *args[2] = {buf, rec};
-            r = Py_TYPE(buf) == &RecordQueueType ? (rq_push_object((RecordQueue *)buf, rec) < 0 ? NULL : Py_NewRef(Py_None))
-                : Py_TYPE(buf) == sp.deque_type ? PyObject_Vectorcall(sp.deque_append, args, 2, NULL)
-                                                 : PyObject_CallMethod(buf, "append", "O", rec);
-        } else
+        if (len < soft && Py_TYPE(buf) == &RecordQueueType) /* (what runtime.new_queue makes here) */
+            r = rq_push_object((RecordQueue *)buf, rec) < 0 ? NULL : Py_NewRef(Py_None);
+        else if (len < soft)
+            r = PyObject_CallMethod(buf, "append", "O", rec);
+        else
             r = PyObject_CallMethodObjArgs(st, sp.s_crowded, rec, NULL);
     }
     Py_DECREF(buf);
@@ -3575,15 +3574,13 @@ static PyObject *configure_spans(PyObject *self, PyObject *args) {
             return NULL;
     PyObject *collections = PyImport_ImportModule("collections"), *time = PyImport_ImportModule("time");
     PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
-    PyObject *append = deque == NULL ? NULL : PyObject_GetAttrString(deque, "append");
     PyObject *perf = time == NULL ? NULL : PyObject_GetAttrString(time, "perf_counter_ns");
     Py_XDECREF(collections);
     Py_XDECREF(time);
-    if (append == NULL || perf == NULL || !PyType_Check(deque)) {
+    if (deque == NULL || perf == NULL || !PyType_Check(deque)) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "configure_spans: collections.deque is not a type");
         Py_XDECREF(deque);
-        Py_XDECREF(append);
         Py_XDECREF(perf);
         return NULL;
     }
@@ -3591,7 +3588,6 @@ static PyObject *configure_spans(PyObject *self, PyObject *args) {
     memcpy(sp.thread_off, thread_off, sizeof(thread_off));
     memcpy(sp.rt_off, rt_off, sizeof(rt_off));
     Py_XSETREF(sp.deque_type, (PyTypeObject *)deque);
-    Py_XSETREF(sp.deque_append, append);
     Py_XSETREF(sp.perf_counter_ns, perf);
     Py_XSETREF(sp.span_type, (PyTypeObject *)Py_NewRef(span_type));
     Py_XSETREF(sp.thread_type, (PyTypeObject *)Py_NewRef(thread_type));

@@ -630,8 +630,7 @@ if speedups is not None:  # span() itself, compiled (it calls the Python one whe
         _OffSpan,
         "span(name, /, level=1, **metadata)\n--\n\n" + inspect.cleandoc(_py_span.__doc__ or ""),
     )
-    _py_active = active
-    active = speedups.make_active("active(level=1)\n--\n\n" + inspect.cleandoc(_py_active.__doc__ or ""))
+    active = speedups.make_active("active(level=1)\n--\n\n" + inspect.cleandoc(active.__doc__ or ""))
     # With sampling on, it makes dropped roots and spans inside dropped traces itself (as span() does).
     speedups.configure_sampling(DroppedSpan, _sampled_span, _getrandbits, RANDOMNESS_MASK)
 
